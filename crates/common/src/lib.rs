@@ -1,0 +1,21 @@
+//! Domain types shared by `metis-api` and every engine.
+//!
+//! This crate owns the vocabulary both services speak over NATS: run ids and states
+//! ([`RunId`], [`State`]), the HTTP request and the messages built from it ([`RunRequest`],
+//! [`RunRequestMessage`], [`CancelMessage`]), the stored run record ([`RunRecord`]), the
+//! `engine.yaml` format ([`config`]), request validation against an engine's config
+//! ([`validate`]), argv building ([`command`]) and the NATS subject, stream and bucket names
+//! ([`nats`]). It has no I/O beyond reading an `engine.yaml` file.
+
+pub mod command;
+pub mod config;
+pub mod model;
+pub mod nats;
+pub mod validate;
+
+pub use config::{ConfigError, EngineConfig, EngineSpec, FullEngineConfig, RunsConfig};
+pub use model::{
+    CancelMessage, EngineRegistration, LogLine, LogStream, RunId, RunLog, RunRecord, RunRequest,
+    RunRequestMessage, State,
+};
+pub use validate::{ValidatedRun, ValidationError};

@@ -1,0 +1,440 @@
+//! Validation of a [`RunRequest`] against an engine's `engine.yaml`.
+//!
+//! The API runs this before anything is stored or published, so a bad request is a 400 that
+//! names the field; the engine runs it again before building the argv (its config is the one
+//! that counts). The result already holds the argv pieces for `{engine_params}` and
+//! `{workflow_params}`: every value is one argument, whatever characters it contains.
+
+use serde_json::Value;
+
+use crate::config::{DeniedKind, EngineSpec, ParamSpec, ParamType, UnknownParamsBehavior, Validation};
+use crate::model::RunRequest;
+
+/// A request field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    /// The offending field, e.g. `workflow_engine_parameters.threads`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ValidationError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// A request that passed validation, with its argv pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedRun {
+    /// `workflow_type` spelled as the engine declares it.
+    pub workflow_type: String,
+    /// `workflow_type_version` as the engine declares it.
+    pub workflow_type_version: String,
+    /// What `{engine_params}` expands to.
+    pub engine_args: Vec<String>,
+    /// What `{workflow_params}` expands to (`--key value` per top-level key).
+    pub workflow_args: Vec<String>,
+}
+
+/// A parameter value after type checking.
+#[derive(Debug, Clone, PartialEq)]
+enum Checked {
+    Text(String),
+    Flag(bool),
+    List(Vec<String>),
+}
+
+const PARAMS: &str = "workflow_engine_parameters";
+
+/// Validates `req` against `spec` (the caller has already matched engine name and version).
+pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, ValidationError> {
+    for (field, value) in [
+        ("workflow_type", &req.workflow_type),
+        ("workflow_type_version", &req.workflow_type_version),
+        ("workflow_url", &req.workflow_url),
+        ("workflow_engine", &req.workflow_engine),
+        ("workflow_engine_version", &req.workflow_engine_version),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ValidationError::new(field, "must not be empty"));
+        }
+    }
+    let workflow_type = spec
+        .workflow_types
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(&req.workflow_type))
+        .ok_or_else(|| {
+            ValidationError::new(
+                "workflow_type",
+                format!(
+                    "'{}' is not supported by engine {} {} (supported: {})",
+                    req.workflow_type,
+                    spec.name,
+                    spec.version,
+                    spec.workflow_types.join(", ")
+                ),
+            )
+        })?;
+    let workflow_type_version = spec
+        .workflow_type_versions
+        .iter()
+        .find(|v| **v == req.workflow_type_version)
+        .ok_or_else(|| {
+            ValidationError::new(
+                "workflow_type_version",
+                format!(
+                    "'{}' is not supported by engine {} {} (supported: {})",
+                    req.workflow_type_version,
+                    spec.name,
+                    spec.version,
+                    spec.workflow_type_versions.join(", ")
+                ),
+            )
+        })?;
+
+    let given = req.workflow_engine_parameters.clone().unwrap_or_default();
+    for key in given.keys() {
+        for d in &spec.denied_params {
+            let hit = match d.kind {
+                DeniedKind::Exact => *key == d.pattern,
+                DeniedKind::Regex => regex::Regex::new(&d.pattern).is_ok_and(|re| re.is_match(key)),
+            };
+            if hit {
+                let reason = d.reason.as_deref().unwrap_or("not allowed by this engine");
+                return Err(ValidationError::new(format!("{PARAMS}.{key}"), format!("parameter is denied: {reason}")));
+            }
+        }
+    }
+
+    let mut engine_args = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for p in &spec.engine_params.validated_params {
+        let present: Vec<&String> = p.names.iter().filter(|n| given.contains_key(*n)).collect();
+        if present.len() > 1 {
+            return Err(ValidationError::new(
+                format!("{PARAMS}.{}", present[0]),
+                format!("given more than once, as {}", present.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" and ")),
+            ));
+        }
+        let value = match present.first() {
+            Some(name) => {
+                used.insert((*name).clone());
+                let v = &given[*name];
+                checked(p, v).map_err(|m| ValidationError::new(format!("{PARAMS}.{name}"), m))?
+            }
+            None => match &p.default {
+                Some(d) => checked(p, d).map_err(|m| ValidationError::new(format!("{PARAMS}.{}", p.name()), m))?,
+                None if p.required => {
+                    return Err(ValidationError::new(format!("{PARAMS}.{}", p.name()), "is required"));
+                }
+                None => continue,
+            },
+        };
+        push_args(&mut engine_args, p.cli_flag.as_deref(), value);
+    }
+    for (key, value) in &given {
+        if used.contains(key) {
+            continue;
+        }
+        match spec.engine_params.unknown_params_behavior {
+            UnknownParamsBehavior::Reject => {
+                let known: Vec<&str> = spec.engine_params.validated_params.iter().flat_map(|p| p.names.iter().map(String::as_str)).collect();
+                return Err(ValidationError::new(
+                    format!("{PARAMS}.{key}"),
+                    if known.is_empty() {
+                        "unknown parameter; this engine accepts none".to_owned()
+                    } else {
+                        format!("unknown parameter (known: {})", known.join(", "))
+                    },
+                ));
+            }
+            UnknownParamsBehavior::Strip => {}
+            UnknownParamsBehavior::Pass => {
+                engine_args.push(key.clone());
+                engine_args.push(value_text(value));
+            }
+        }
+    }
+
+    let mut workflow_args = Vec::new();
+    for (key, value) in req.workflow_params.iter().flatten() {
+        if key.is_empty() {
+            return Err(ValidationError::new("workflow_params", "keys must not be empty"));
+        }
+        workflow_args.push(format!("--{key}"));
+        workflow_args.push(value_text(value));
+    }
+
+    Ok(ValidatedRun {
+        workflow_type: workflow_type.clone(),
+        workflow_type_version: workflow_type_version.clone(),
+        engine_args,
+        workflow_args,
+    })
+}
+
+fn push_args(args: &mut Vec<String>, flag: Option<&str>, value: Checked) {
+    match value {
+        Checked::Flag(false) => {}
+        Checked::Flag(true) => args.push(flag.unwrap_or("true").to_owned()),
+        Checked::Text(s) => {
+            args.extend(flag.map(str::to_owned));
+            args.push(s);
+        }
+        Checked::List(items) => {
+            args.extend(flag.map(str::to_owned));
+            args.push(items.join(","));
+        }
+    }
+}
+
+/// A JSON value as one argument: strings as they are, everything else as JSON text.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    let text = v.to_string();
+    if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
+}
+
+/// Type-checks and validates one value; the error is the reason, without the field name.
+pub(crate) fn check_value(p: &ParamSpec, v: &Value) -> Result<(), String> {
+    checked(p, v).map(|_| ())
+}
+
+fn checked(p: &ParamSpec, v: &Value) -> Result<Checked, String> {
+    let bad = |what: &str| Err(format!("expected {what}, got {}", describe(v)));
+    let (value, number) = match p.kind {
+        ParamType::String => match v {
+            Value::String(s) => (Checked::Text(s.clone()), None),
+            _ => return bad("a string"),
+        },
+        ParamType::Int => {
+            let n = match v {
+                Value::Number(n) if n.is_i64() => n.as_i64(),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) => (Checked::Text(n.to_string()), Some(n as f64)),
+                None => return bad("an integer"),
+            }
+        }
+        ParamType::Float => {
+            let n = match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+                _ => None,
+            };
+            match n {
+                Some(n) => (Checked::Text(n.to_string()), Some(n)),
+                None => return bad("a number"),
+            }
+        }
+        ParamType::Bool => match v {
+            Value::Bool(b) => (Checked::Flag(*b), None),
+            Value::String(s) if s == "true" || s == "false" => (Checked::Flag(s == "true"), None),
+            _ => return bad("true or false"),
+        },
+        ParamType::List => match v {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item {
+                        Value::Array(_) | Value::Object(_) | Value::Null => return bad("a list of strings or numbers"),
+                        other => out.push(value_text(other)),
+                    }
+                }
+                (Checked::List(out), None)
+            }
+            Value::String(s) => (Checked::List(s.split(',').map(|x| x.trim().to_owned()).collect()), None),
+            _ => return bad("a list"),
+        },
+    };
+    for rule in &p.validate {
+        match rule {
+            Validation::Enum { allowed, message } => {
+                let ok = allowed.iter().any(|a| a == v || value_text(a) == value_text(v));
+                if !ok {
+                    return Err(message.clone().unwrap_or_else(|| {
+                        format!(
+                            "{} is not one of {}",
+                            describe(v),
+                            allowed.iter().map(value_text).collect::<Vec<_>>().join(", ")
+                        )
+                    }));
+                }
+            }
+            Validation::Regex { pattern, message } => {
+                let re = regex::Regex::new(pattern).map_err(|e| format!("invalid regex in engine config: {e}"))?;
+                let texts: Vec<String> = match &value {
+                    Checked::Text(s) => vec![s.clone()],
+                    Checked::Flag(b) => vec![b.to_string()],
+                    Checked::List(items) => items.clone(),
+                };
+                if let Some(t) = texts.iter().find(|t| !re.is_match(t)) {
+                    return Err(message.clone().unwrap_or_else(|| format!("'{t}' does not match {pattern}")));
+                }
+            }
+            Validation::Range { min, max, message } => {
+                let Some(n) = number else {
+                    return Err("a range check needs an int or float parameter".to_owned());
+                };
+                if let Some(lo) = min
+                    && n < *lo
+                {
+                    return Err(message.clone().unwrap_or_else(|| format!("{n} is less than the minimum {lo}")));
+                }
+                if let Some(hi) = max
+                    && n > *hi
+                {
+                    return Err(message.clone().unwrap_or_else(|| format!("{n} is more than the maximum: at most {hi}")));
+                }
+            }
+        }
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::FullEngineConfig;
+
+    fn spec(unknown: &str) -> EngineSpec {
+        let yaml = format!(
+            r#"
+engine:
+  name: generic
+  version: "1"
+  workflowTypes: [SH]
+  workflowTypeVersions: ["1"]
+  commandTemplate: "sh {{workflow_url}} {{engine_params}} {{workflow_params}}"
+  engineParams:
+    unknownParamsBehavior: {unknown}
+    validatedParams:
+      - names: [threads, t]
+        cliFlag: --threads
+        type: int
+        default: 2
+        validate: [{{type: range, min: 1, max: 8}}]
+      - names: [mode]
+        cliFlag: --mode
+        type: string
+        validate: [{{type: enum, allowed: [fast, slow]}}]
+      - names: [label]
+        cliFlag: --label
+        type: string
+        validate: [{{type: regex, pattern: "^[a-z]+$"}}]
+      - names: [verbose]
+        cliFlag: -v
+        type: bool
+      - names: [profiles]
+        cliFlag: --profiles
+        type: list
+      - names: [ratio]
+        cliFlag: --ratio
+        type: float
+      - names: [sample]
+        type: string
+        required: true
+  deniedParams:
+    - pattern: exec
+      reason: runs arbitrary code
+    - pattern: "^danger"
+      type: regex
+"#
+        );
+        FullEngineConfig::parse(&yaml, Path::new("t.yaml")).unwrap().engine
+    }
+
+    fn request(params: Value) -> RunRequest {
+        RunRequest {
+            workflow_type: "sh".into(),
+            workflow_type_version: "1".into(),
+            workflow_url: "wf.sh".into(),
+            workflow_engine: "generic".into(),
+            workflow_engine_version: "1".into(),
+            workflow_params: Some(json!({"name": "x; touch /tmp/pwned", "n": 3}).as_object().unwrap().clone()),
+            workflow_engine_parameters: serde_json::from_value(params).unwrap(),
+            tags: None,
+        }
+    }
+
+    #[track_caller]
+    fn check(params: Value, unknown: &str, expect: Result<&[&str], (&str, &str)>) {
+        let got = validate(&request(params.clone()), &spec(unknown));
+        match (got, expect) {
+            (Ok(v), Ok(args)) => assert_eq!(v.engine_args, args, "engine args for {params}"),
+            (Err(e), Err((field, needle))) => assert!(
+                e.field == field && e.reason.contains(needle),
+                "for {params}: expected error on '{field}' containing '{needle}', got '{e}'"
+            ),
+            (got, want) => panic!("for {params}: expected {want:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn engine_params_are_typed_defaulted_and_ordered() {
+        check(json!({"sample": "s1"}), "reject", Ok(&["--threads", "2", "s1"]));
+        check(
+            json!({"sample": "s1", "t": "4", "mode": "fast", "verbose": true, "profiles": ["a", "b"], "ratio": 0.5}),
+            "reject",
+            Ok(&["--threads", "4", "--mode", "fast", "-v", "--profiles", "a,b", "--ratio", "0.5", "s1"]),
+        );
+        check(json!({"sample": "s1", "verbose": "false"}), "reject", Ok(&["--threads", "2", "s1"]));
+        check(json!({"sample": "x; touch /tmp/pwned"}), "reject", Ok(&["--threads", "2", "x; touch /tmp/pwned"]));
+    }
+
+    #[test]
+    fn bad_engine_params_name_the_field() {
+        let p = "workflow_engine_parameters";
+        check(json!({}), "reject", Err((&format!("{p}.sample"), "is required")));
+        check(json!({"sample": "s", "threads": "many"}), "reject", Err((&format!("{p}.threads"), "expected an integer")));
+        check(json!({"sample": "s", "threads": 9}), "reject", Err((&format!("{p}.threads"), "maximum")));
+        check(json!({"sample": "s", "threads": 0}), "reject", Err((&format!("{p}.threads"), "minimum")));
+        check(json!({"sample": "s", "t": 1, "threads": 2}), "reject", Err((&format!("{p}.threads"), "more than once")));
+        check(json!({"sample": "s", "mode": "warp"}), "reject", Err((&format!("{p}.mode"), "not one of fast, slow")));
+        check(json!({"sample": "s", "label": "ABC"}), "reject", Err((&format!("{p}.label"), "does not match")));
+        check(json!({"sample": "s", "verbose": "yes"}), "reject", Err((&format!("{p}.verbose"), "true or false")));
+        check(json!({"sample": 5}), "reject", Err((&format!("{p}.sample"), "expected a string")));
+        check(json!({"sample": "s", "exec": "rm"}), "reject", Err((&format!("{p}.exec"), "runs arbitrary code")));
+        check(json!({"sample": "s", "dangerous": "1"}), "pass", Err((&format!("{p}.dangerous"), "denied")));
+        check(json!({"sample": "s", "other": "1"}), "reject", Err((&format!("{p}.other"), "unknown parameter")));
+    }
+
+    #[test]
+    fn unknown_params_pass_or_strip() {
+        check(json!({"sample": "s", "--extra": "$(id)"}), "pass", Ok(&["--threads", "2", "s", "--extra", "$(id)"]));
+        check(json!({"sample": "s", "--extra": "1"}), "strip", Ok(&["--threads", "2", "s"]));
+    }
+
+    #[test]
+    fn workflow_type_is_matched_and_canonicalised() {
+        let v = validate(&request(json!({"sample": "s"})), &spec("reject")).unwrap();
+        assert_eq!(v.workflow_type, "SH");
+        assert_eq!(v.workflow_args, ["--n", "3", "--name", "x; touch /tmp/pwned"]);
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_type = "CWL".into();
+        let e = validate(&r, &spec("reject")).unwrap_err();
+        assert_eq!(e.field, "workflow_type");
+        assert!(e.reason.contains("supported: SH"), "{e}");
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_type_version = "2".into();
+        assert_eq!(validate(&r, &spec("reject")).unwrap_err().field, "workflow_type_version");
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_url = " ".into();
+        assert_eq!(validate(&r, &spec("reject")).unwrap_err().field, "workflow_url");
+    }
+}
