@@ -1,0 +1,106 @@
+//! W3C trace context (`traceparent`) across NATS message headers.
+//!
+//! The API injects the context of its producer span into the headers of every run and cancel
+//! message; the engine extracts it and makes its `workflow_run` / `workflow_cancel` span a
+//! child, so one trace spans both services.
+
+use async_nats::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_ref()).collect()
+    }
+}
+
+/// Writes `span`'s context into `headers` as `traceparent` (and `tracestate`).
+pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+}
+
+/// Reads the context a message carries; an empty context when there is none or it is malformed.
+#[must_use]
+pub fn extract(headers: Option<&HeaderMap>) -> opentelemetry::Context {
+    match headers {
+        Some(h) => TraceContextPropagator::new().extract(&HeaderExtractor(h)),
+        None => opentelemetry::Context::new(),
+    }
+}
+
+/// Makes `span` a child of the context `headers` carry. Call before the span is entered.
+pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
+    let cx = extract(headers);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// `span`'s OpenTelemetry span id as 16 hex digits, when it has one.
+#[must_use]
+pub fn span_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.span_id().to_string())
+}
+
+/// `span`'s OpenTelemetry trace id as 32 hex digits, when it has one.
+#[must_use]
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{TelemetryConfig, build};
+
+    #[test]
+    fn context_round_trips_through_headers() {
+        let (sub, _guard, _) = build(TelemetryConfig {
+            service_name: "t".into(),
+            filter: None,
+            format: None,
+            otlp_endpoint: None,
+        });
+        tracing::subscriber::with_default(sub, || {
+            let producer = tracing::info_span!("publish");
+            let mut headers = HeaderMap::new();
+            inject(&producer, &mut headers);
+            let tp = headers.get("traceparent").expect("traceparent header").to_string();
+            let trace = trace_id(&producer).unwrap();
+            let span = span_id(&producer).unwrap();
+            assert_eq!(span.len(), 16);
+            assert_eq!(tp, format!("00-{trace}-{span}-01"));
+
+            let consumer = tracing::info_span!("workflow_run");
+            set_parent_from(&consumer, Some(&headers));
+            assert_eq!(trace_id(&consumer).unwrap(), trace, "consumer joins the producer's trace");
+            assert_ne!(span_id(&consumer).unwrap(), span);
+
+            let mut bad = HeaderMap::new();
+            bad.insert("traceparent", "garbage");
+            let orphan = tracing::info_span!("workflow_run");
+            set_parent_from(&orphan, Some(&bad));
+            assert_ne!(trace_id(&orphan).unwrap(), trace, "a malformed header starts a new trace");
+        });
+    }
+}
