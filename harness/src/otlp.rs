@@ -1,0 +1,1 @@
+//! The fake OTLP receiver (work in progress).

@@ -1,0 +1,1 @@
+//! Span trees (work in progress).

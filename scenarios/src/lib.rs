@@ -1,0 +1,1 @@
+//! Scenarios live in `tests/it/`; this crate has no library code.
