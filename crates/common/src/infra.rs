@@ -69,6 +69,7 @@ impl Infra {
             subjects: vec![LOGS_SUBJECTS.to_owned()],
             description: Some("Metis captured output lines, one subject per run".into()),
             max_age: Duration::from_secs(7 * 24 * 3600),
+            allow_direct: true,
             ..Default::default()
         })
         .await

@@ -5,6 +5,8 @@
 //!
 //! Every child process is killed when its [`Proc`] is dropped, also when a test panics.
 
+pub mod metis;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};

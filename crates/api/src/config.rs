@@ -1,0 +1,74 @@
+//! `metis-api` settings, read from the environment.
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `APP_HOST` | address to bind | `0.0.0.0` |
+//! | `APP_PORT` | port to bind; `0` = ephemeral (the bound address is logged as `listening`) | `8080` |
+//! | `NATS_URL` | NATS server with JetStream | `nats://127.0.0.1:4222` |
+//! | `REAPER_INTERVAL_MS` | how often runs of vanished engines are failed | `2000` |
+//!
+//! Logging and export (`RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`) are read by the
+//! `telemetry` crate.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Settings of one API process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `APP_HOST`.
+    pub host: String,
+    /// `APP_PORT`.
+    pub port: u16,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `REAPER_INTERVAL_MS`.
+    pub reaper_interval: Duration,
+}
+
+impl Config {
+    /// Reads the variables in the module docs; a bad value is an error naming the variable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_env`] with any lookup (for tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let port = match get("APP_PORT") {
+            Some(v) => v.trim().parse::<u16>().with_context(|| format!("APP_PORT must be a port number (0-65535), got '{v}'"))?,
+            None => 8080,
+        };
+        let reaper_ms = match get("REAPER_INTERVAL_MS") {
+            Some(v) => v.trim().parse::<u64>().with_context(|| format!("REAPER_INTERVAL_MS must be milliseconds, got '{v}'"))?,
+            None => 2000,
+        };
+        if reaper_ms == 0 {
+            bail!("REAPER_INTERVAL_MS must be at least 1");
+        }
+        Ok(Self {
+            host: get("APP_HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
+            port,
+            nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
+            reaper_interval: Duration::from_millis(reaper_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.nats_url.as_str()), ("0.0.0.0", 8080, "nats://127.0.0.1:4222"));
+        let err = Config::from_lookup(|k| (k == "APP_PORT").then(|| "http".to_owned())).unwrap_err();
+        assert!(format!("{err:#}").contains("APP_PORT"), "{err:#}");
+        let err = Config::from_lookup(|k| (k == "REAPER_INTERVAL_MS").then(|| "0".to_owned())).unwrap_err();
+        assert!(format!("{err:#}").contains("REAPER_INTERVAL_MS"), "{err:#}");
+        let c = Config::from_lookup(|k| (k == "APP_PORT").then(|| "0".to_owned())).unwrap();
+        assert_eq!(c.port, 0);
+    }
+}

@@ -1,0 +1,64 @@
+//! The JSON error body `{"msg": "...", "status_code": N}` every failure is answered with.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use telemetry::tracing::error;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, naming the field or resource.
+    pub msg: String,
+    /// The HTTP status code, repeated.
+    pub status_code: u16,
+}
+
+/// An error a handler returns.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Message for the client.
+    pub msg: String,
+}
+
+impl ApiError {
+    /// Any status with a message.
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self { status, msg: msg.into() }
+    }
+    /// 400.
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, msg)
+    }
+    /// 404.
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, msg)
+    }
+    /// 409.
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, msg)
+    }
+    /// 503 for a NATS failure; the detail is logged, and told, since it is ours, not the client's.
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            error!(status = self.status.as_u16(), msg = %self.msg, "request failed");
+        }
+        let body = ErrorBody { msg: self.msg, status_code: self.status.as_u16() };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<common::infra::InfraError> for ApiError {
+    fn from(e: common::infra::InfraError) -> Self {
+        Self::unavailable(e)
+    }
+}

@@ -1,0 +1,122 @@
+//! Request extractors whose rejections are JSON errors that say what was wrong.
+//!
+//! - [`Json`]: like axum's, but a body that is not valid JSON, misses a field or has a wrong
+//!   type is a 400 naming it; a body over the limit stays 413, a missing
+//!   `Content-Type: application/json` stays 415.
+//! - [`UserId`]: the `x-user-id` header (default `anonymous`), checked so it is safe in paths.
+//! - [`PathRunId`]: a `{run_id}` path segment that must be a UUID.
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use common::RunId;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The most a request body may be.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON body with clear rejections.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                use axum::extract::rejection::JsonRejection::*;
+                let (status, msg) = match &rejection {
+                    JsonDataError(e) => (StatusCode::BAD_REQUEST, format!("invalid request body: {}", source_text(e))),
+                    JsonSyntaxError(e) => (StatusCode::BAD_REQUEST, format!("malformed JSON body: {}", source_text(e))),
+                    MissingJsonContentType(_) => {
+                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json".to_owned())
+                    }
+                    other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {BODY_LIMIT} bytes"))
+                    }
+                    other => (other.status(), other.body_text()),
+                };
+                Err(ApiError::new(status, msg))
+            }
+        }
+    }
+}
+
+/// The innermost error message (serde's, with the field path), not axum's preamble.
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+/// The caller's user id.
+#[derive(Debug, Clone)]
+pub struct UserId(pub String);
+
+/// The header naming the user.
+pub const USER_HEADER: &str = "x-user-id";
+
+impl<S: Send + Sync> FromRequestParts<S> for UserId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(USER_HEADER) else {
+            return Ok(Self("anonymous".to_owned()));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request(format!("{USER_HEADER}: must be visible ASCII")))?;
+        check_user_id(text).map_err(|m| ApiError::bad_request(format!("{USER_HEADER}: {m}")))?;
+        Ok(Self(text.to_owned()))
+    }
+}
+
+/// A user id is 1–128 of `A-Z a-z 0-9 . _ @ -`, and not `.` or `..` (it becomes a path part).
+pub fn check_user_id(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 {
+        return Err("must be 1 to 128 characters".to_owned());
+    }
+    if s == "." || s == ".." {
+        return Err(format!("'{s}' is not a valid user id"));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))) {
+        return Err(format!("character '{c}' is not allowed (use letters, digits, '.', '_', '@', '-')"));
+    }
+    Ok(())
+}
+
+/// A `{run_id}` path parameter.
+pub struct PathRunId(pub RunId);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathRunId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        raw.parse::<RunId>()
+            .map(Self)
+            .map_err(|_| ApiError::not_found(format!("run not found: {raw}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids() {
+        for ok in ["alice", "bob@example.org", "a.b-c_d", "x"] {
+            assert!(check_user_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", ".", "a/b", "a b", "ü", &"x".repeat(129)] {
+            assert!(check_user_id(bad).is_err(), "{bad}");
+        }
+    }
+}

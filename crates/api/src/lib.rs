@@ -1,0 +1,82 @@
+//! `metis-api`: the HTTP front of Metis.
+//!
+//! It validates run requests against the engine configs registered in NATS, stores runs in
+//! the `metis_runs` KV bucket, dispatches them over JetStream with W3C trace context in the
+//! message headers, relays cancels to the owning engine, and serves run state and logs back.
+//! A reaper marks runs whose engine stopped heartbeating as SYSTEM_ERROR.
+//!
+//! Modules: [`config`] (environment), [`error`] (the JSON error body), [`extract`] (request
+//! extractors with clear 4xx errors), [`routes`] (handlers and router), [`service`] (the
+//! traced create and cancel operations), [`logs`] (reading captured output), [`reaper`],
+//! [`openapi`], [`http_trace`] (the HTTP server span).
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod http_trace;
+pub mod logs;
+pub mod openapi;
+pub mod reaper;
+pub mod routes;
+pub mod service;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use common::infra::Infra;
+use telemetry::tracing::info;
+
+pub use config::Config;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Streams and buckets.
+    pub infra: Infra,
+    /// The NATS connection (for core publishes and readiness).
+    pub client: async_nats::Client,
+    /// Settings.
+    pub config: Arc<Config>,
+}
+
+/// Connects, prepares NATS, binds, and serves until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let client = async_nats::ConnectOptions::new()
+        .name("metis-api")
+        .retry_on_initial_connect()
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(&config.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let infra = Infra::ensure(client.clone()).await.context("preparing NATS streams and buckets")?;
+    let state = AppState { infra, client, config: Arc::new(config.clone()) };
+
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    info!(addr = %addr, "listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reaper = tokio::spawn(reaper::run(state.clone(), stop_rx));
+    let app = routes::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    let _ = stop_tx.send(true);
+    let _ = reaper.await;
+    info!("shut down");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+    }
+}

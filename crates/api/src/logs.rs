@@ -1,0 +1,48 @@
+//! Reading a run's captured output back from the `METIS_LOGS` stream.
+//!
+//! Lines are stored one message each on `metis.logs.<run_id>`, in the order the engine read
+//! them. A page is read with direct gets ("next message on this subject at or after sequence
+//! N"), so a page token is simply the next stream sequence to read.
+
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use common::{LogLine, LogStream, RunId};
+
+use crate::error::ApiError;
+
+/// One page of lines.
+pub struct Page {
+    /// The lines, in order.
+    pub lines: Vec<LogLine>,
+    /// Where the next page starts, when there may be more.
+    pub next: Option<u64>,
+}
+
+/// Reads up to `page_size` lines from stream sequence `start`, optionally only one stream.
+pub async fn read(
+    js: &async_nats::jetstream::Context,
+    run_id: &RunId,
+    start: u64,
+    page_size: usize,
+    only: Option<LogStream>,
+) -> Result<Page, ApiError> {
+    let stream = js.get_stream_no_info(common::nats::LOGS_STREAM).await.map_err(ApiError::unavailable)?;
+    let subject = common::nats::logs_subject(run_id);
+    let mut lines = Vec::new();
+    let mut seq = start.max(1);
+    loop {
+        if lines.len() == page_size {
+            return Ok(Page { lines, next: Some(seq) });
+        }
+        let msg = match stream.direct_get_next_for_subject(subject.clone(), Some(seq)).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(Page { lines, next: None }),
+            Err(e) => return Err(ApiError::unavailable(e)),
+        };
+        seq = msg.sequence + 1;
+        match serde_json::from_slice::<LogLine>(&msg.payload) {
+            Ok(line) if only.is_none_or(|s| s == line.stream) => lines.push(line),
+            Ok(_) => {}
+            Err(e) => telemetry::tracing::warn!(run_id = %run_id, sequence = msg.sequence, error = %e, "skipping a log message that does not decode"),
+        }
+    }
+}

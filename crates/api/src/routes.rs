@@ -1,0 +1,405 @@
+//! The router and its handlers. Routes sit at the root; every error is `{"msg","status_code"}`.
+//!
+//! | route | meaning |
+//! | --- | --- |
+//! | `POST /runs` | validate, store, dispatch → `{"run_id"}` |
+//! | `GET /runs` | the caller's runs, newest first, paged, `?state=` filter |
+//! | `GET /runs/{run_id}` | the full run: request, state, run_log, error |
+//! | `GET /runs/{run_id}/status` | `{"run_id","state"}` |
+//! | `POST /runs/{run_id}/cancel` | cancel; 409 when already finished |
+//! | `GET /runs/{run_id}/logs` | captured output lines in order, paged |
+//! | `GET /service-info` | WES service info, registered engines, state counts |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (NATS connected, buckets there) |
+//! | `GET /openapi.json` | the OpenAPI document |
+//!
+//! A run belongs to the user in `x-user-id` (default `anonymous`); other users get 404.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{DefaultBodyLimit, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json as AxJson, Router};
+use chrono::{DateTime, Utc};
+use common::{EngineRegistration, LogLine, LogStream, RunId, RunLog, RunRecord, RunRequest, State};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{BODY_LIMIT, Json, PathRunId, UserId};
+
+/// The whole router, with the HTTP span layer and the body limit.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/runs", post(create_run).get(list_runs))
+        .route("/runs/{run_id}", get(get_run))
+        .route("/runs/{run_id}/status", get(get_status))
+        .route("/runs/{run_id}/cancel", post(cancel_run))
+        .route("/runs/{run_id}/logs", get(get_logs))
+        .route("/service-info", get(service_info))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(crate::http_trace::layer())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on {}", uri.path()))
+}
+
+/// `{"run_id"}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunIdResponse {
+    /// The run.
+    pub run_id: RunId,
+}
+
+/// `{"run_id","state"}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunStatus {
+    /// The run.
+    pub run_id: RunId,
+    /// Its state.
+    pub state: State,
+}
+
+/// Create a run.
+#[utoipa::path(post, path = "/runs", request_body = RunRequest,
+    params(("x-user-id" = Option<String>, Header, description = "the caller; default anonymous")),
+    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_run(
+    AxState(state): AxState<AppState>,
+    UserId(user): UserId,
+    Json(req): Json<RunRequest>,
+) -> Result<AxJson<RunIdResponse>, ApiError> {
+    let run_id = crate::service::create_run(&state, user, req).await?;
+    Ok(AxJson(RunIdResponse { run_id }))
+}
+
+/// Query of `GET /runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// 1–1000, default 50.
+    pub page_size: Option<usize>,
+    /// `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// Only runs in this state (case-insensitive).
+    pub state: Option<String>,
+}
+
+/// One run in a listing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: RunId,
+    /// Its state.
+    pub state: State,
+    /// When it was accepted.
+    pub start_time: DateTime<Utc>,
+    /// When it reached a terminal state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A page of runs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunListResponse {
+    /// Newest first.
+    pub runs: Vec<RunSummary>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+fn page_size(v: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!("page_size: must be between 1 and 1000, got {n}"))),
+    }
+}
+
+/// List the caller's runs.
+#[utoipa::path(get, path = "/runs", params(ListQuery), responses((status = 200, body = RunListResponse), (status = 400, body = ErrorBody)))]
+pub async fn list_runs(
+    AxState(state): AxState<AppState>,
+    UserId(user): UserId,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<AxJson<RunListResponse>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let size = page_size(q.page_size, 50)?;
+    let filter = q.state.as_deref().map(str::parse::<State>).transpose().map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
+    let after = q
+        .page_token
+        .as_deref()
+        .map(|t| t.parse::<RunId>().map_err(|_| ApiError::bad_request(format!("page_token: '{t}' is not a token from a previous page"))))
+        .transpose()?;
+    let mut runs: Vec<RunRecord> = state
+        .infra
+        .all_runs()
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|r| r.user_id == user && filter.is_none_or(|s| r.state == s) && after.is_none_or(|a| r.run_id < a))
+        .collect();
+    runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
+    let next_page_token = (runs.len() > size).then(|| runs[size - 1].run_id.to_string());
+    runs.truncate(size);
+    let runs = runs
+        .into_iter()
+        .map(|r| RunSummary {
+            run_id: r.run_id,
+            state: r.state,
+            start_time: r.created_at,
+            end_time: r.state.is_terminal().then_some(r.updated_at),
+            tags: r.request.tags.clone().unwrap_or_default(),
+        })
+        .collect();
+    Ok(AxJson(RunListResponse { runs, next_page_token }))
+}
+
+/// A run in full.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunDetail {
+    /// The run.
+    pub run_id: RunId,
+    /// The accepted request.
+    pub request: RunRequest,
+    /// Its state.
+    pub state: State,
+    /// The process log, once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_log: Option<RunLog>,
+    /// Why it failed, for EXECUTOR_ERROR and SYSTEM_ERROR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The engine instance that ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_id: Option<String>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// Its last change.
+    pub updated_at: DateTime<Utc>,
+    /// Workflow outputs (none are collected yet).
+    #[schema(value_type = Object)]
+    pub outputs: serde_json::Value,
+}
+
+async fn load(state: &AppState, user: &str, run_id: RunId) -> Result<RunRecord, ApiError> {
+    match state.infra.get_run(&run_id).await? {
+        Some((rec, _)) if rec.user_id == user => Ok(rec),
+        _ => Err(ApiError::not_found(format!("run not found: {run_id}"))),
+    }
+}
+
+/// Get a run.
+#[utoipa::path(get, path = "/runs/{run_id}", params(("run_id" = String, Path)), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_run(AxState(state): AxState<AppState>, UserId(user): UserId, PathRunId(id): PathRunId) -> Result<AxJson<RunDetail>, ApiError> {
+    let r = load(&state, &user, id).await?;
+    Ok(AxJson(RunDetail {
+        run_id: r.run_id,
+        request: r.request,
+        state: r.state,
+        run_log: r.run_log,
+        error: r.error,
+        engine_id: r.engine_id,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        outputs: serde_json::json!({}),
+    }))
+}
+
+/// Get a run's state.
+#[utoipa::path(get, path = "/runs/{run_id}/status", params(("run_id" = String, Path)), responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody)))]
+pub async fn get_status(AxState(state): AxState<AppState>, UserId(user): UserId, PathRunId(id): PathRunId) -> Result<AxJson<RunStatus>, ApiError> {
+    let r = load(&state, &user, id).await?;
+    Ok(AxJson(RunStatus { run_id: r.run_id, state: r.state }))
+}
+
+/// Cancel a run.
+#[utoipa::path(post, path = "/runs/{run_id}/cancel", params(("run_id" = String, Path)),
+    responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_run(AxState(state): AxState<AppState>, UserId(user): UserId, PathRunId(id): PathRunId) -> Result<AxJson<RunStatus>, ApiError> {
+    let outcome = crate::service::request_cancel(&state, &user, id).await?;
+    Ok(AxJson(RunStatus { run_id: id, state: outcome.state }))
+}
+
+/// Query of `GET /runs/{run_id}/logs`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// 1–1000, default 500.
+    pub page_size: Option<usize>,
+    /// `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// `stdout` or `stderr`; both when absent.
+    pub stream: Option<String>,
+}
+
+/// A page of output lines.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogsResponse {
+    /// In the order the engine read them.
+    pub lines: Vec<LogLine>,
+    /// Pass as `page_token` for the next page; absent when nothing more is stored yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// Get a run's captured output.
+#[utoipa::path(get, path = "/runs/{run_id}/logs", params(("run_id" = String, Path), LogsQuery), responses((status = 200, body = LogsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_logs(
+    AxState(state): AxState<AppState>,
+    UserId(user): UserId,
+    PathRunId(id): PathRunId,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<AxJson<LogsResponse>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let size = page_size(q.page_size, 500)?;
+    let only = q.stream.as_deref().map(str::parse::<LogStream>).transpose().map_err(|e| ApiError::bad_request(format!("stream: {e}")))?;
+    let start = match q.page_token.as_deref() {
+        None => 1,
+        Some(t) => t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("page_token: '{t}' is not a token from a previous page")))?,
+    };
+    load(&state, &user, id).await?;
+    let page = crate::logs::read(&state.infra.js, &id, start, size, only).await?;
+    Ok(AxJson(LogsResponse { lines: page.lines, next_page_token: page.next.map(|n| n.to_string()) }))
+}
+
+/// Versions of one workflow type or engine.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Versions {
+    /// Sorted, without duplicates.
+    pub versions: Vec<String>,
+}
+
+/// A registered engine and its live instances.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EngineInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Accepted workflow types.
+    pub workflow_types: Vec<String>,
+    /// Accepted workflow type versions.
+    pub workflow_type_versions: Vec<String>,
+    /// Instances heartbeating now (none: runs wait QUEUED until one starts).
+    pub instances: Vec<EngineRegistration>,
+    /// The engine's parameter rules.
+    #[schema(value_type = Object)]
+    pub engine_params: serde_json::Value,
+}
+
+/// WES service info.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceInfo {
+    /// Service name.
+    pub name: String,
+    /// Service version.
+    pub version: String,
+    /// WES versions spoken.
+    pub supported_wes_versions: Vec<String>,
+    /// Workflow type → versions, over all registered engines.
+    pub workflow_type_versions: BTreeMap<String, Versions>,
+    /// Engine name → versions.
+    pub workflow_engine_versions: BTreeMap<String, Versions>,
+    /// Registered engines.
+    pub engines: Vec<EngineInfo>,
+    /// State → number of runs (all users).
+    pub system_state_counts: BTreeMap<String, u64>,
+}
+
+/// Service info.
+#[utoipa::path(get, path = "/service-info", responses((status = 200, body = ServiceInfo)))]
+pub async fn service_info(AxState(state): AxState<AppState>) -> Result<AxJson<ServiceInfo>, ApiError> {
+    let specs = crate::service::registered_engines(&state).await?;
+    let mut instances: Vec<EngineRegistration> = Vec::new();
+    let mut keys = state.infra.engines.keys().await.map_err(ApiError::unavailable)?;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(ApiError::unavailable)?;
+        if let Ok(Some(bytes)) = state.infra.engines.get(&key).await
+            && let Ok(reg) = serde_json::from_slice::<EngineRegistration>(&bytes)
+        {
+            instances.push(reg);
+        }
+    }
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut types: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut engine_versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut engines = Vec::new();
+    for s in specs {
+        for t in &s.workflow_types {
+            types.entry(t.clone()).or_default().extend(s.workflow_type_versions.iter().cloned());
+        }
+        engine_versions.entry(s.name.clone()).or_default().push(s.version.clone());
+        engines.push(EngineInfo {
+            instances: instances.iter().filter(|i| i.name == s.name && i.version == s.version).cloned().collect(),
+            engine_params: serde_json::to_value(&s.engine_params).unwrap_or_default(),
+            name: s.name,
+            version: s.version,
+            workflow_types: s.workflow_types,
+            workflow_type_versions: s.workflow_type_versions,
+        });
+    }
+    let versions = |m: BTreeMap<String, Vec<String>>| {
+        m.into_iter()
+            .map(|(k, mut v)| {
+                v.sort();
+                v.dedup();
+                (k, Versions { versions: v })
+            })
+            .collect()
+    };
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for r in state.infra.all_runs().await?.into_iter().flatten() {
+        *counts.entry(r.state.to_string()).or_default() += 1;
+    }
+    Ok(AxJson(ServiceInfo {
+        name: "Metis".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        supported_wes_versions: vec!["1.1.0".to_owned()],
+        workflow_type_versions: versions(types),
+        workflow_engine_versions: versions(engine_versions),
+        engines,
+        system_state_counts: counts,
+    }))
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process serves HTTP")))]
+pub async fn healthz() -> impl IntoResponse {
+    AxJson(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: NATS connected and the run bucket reachable.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+pub async fn readyz(AxState(state): AxState<AppState>) -> Result<AxJson<serde_json::Value>, ApiError> {
+    if state.client.connection_state() != async_nats::connection::State::Connected {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS"));
+    }
+    state
+        .infra
+        .runs
+        .status()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("bucket metis_runs unavailable: {e}")))?;
+    Ok(AxJson(serde_json::json!({"status": "ok"})))
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> impl IntoResponse {
+    AxJson(crate::openapi::document())
+}

@@ -1,0 +1,209 @@
+//! The traced operations behind `POST /runs` and `POST /runs/{run_id}/cancel`.
+//!
+//! Spans (the telemetry contract the snapshots pin):
+//! - `create_run` {run_id, user_id, workflow_type, workflow_engine} with the event
+//!   "Run created and dispatched", and under it a producer span `publish <subject>`
+//!   (messaging.system=nats, messaging.destination.name) whose context travels in the message's
+//!   `traceparent` header. The message's `trace_id` is the OTel span id of `create_run`.
+//! - `request_cancel` {run_id} with an event saying what happened, and for a running run a
+//!   producer span `publish metis.cancel.<engine_id>`.
+//!
+//! Validation happens before anything is stored or published.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use common::infra::Decision;
+use common::nats::{cancel_subject, engine_config_key, run_subject};
+use common::{CancelMessage, EngineSpec, RunId, RunRecord, RunRequest, RunRequestMessage, State};
+use futures::StreamExt;
+use telemetry::tracing::{self, Instrument, Span, field, info, warn};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Looks up the engine config a request names.
+async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, ApiError> {
+    for (field, v) in [("workflow_engine", &req.workflow_engine), ("workflow_engine_version", &req.workflow_engine_version)] {
+        if v.trim().is_empty() {
+            return Err(ApiError::bad_request(format!("{field}: must not be empty")));
+        }
+    }
+    let key = engine_config_key(&req.workflow_engine, &req.workflow_engine_version);
+    if let Some(bytes) = state.infra.engine_configs.get(&key).await.map_err(ApiError::unavailable)? {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::unavailable(format!("engine config {key} is corrupt: {e}")));
+    }
+    let known = registered_engines(state).await?;
+    let list = if known.is_empty() {
+        "no engine has registered yet".to_owned()
+    } else {
+        format!("registered: {}", known.iter().map(|s| format!("{} {}", s.name, s.version)).collect::<Vec<_>>().join(", "))
+    };
+    Err(ApiError::bad_request(format!(
+        "workflow_engine: unknown engine '{}' version '{}' ({list})",
+        req.workflow_engine, req.workflow_engine_version
+    )))
+}
+
+/// Every engine config registered in `metis_engine_configs`.
+pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, ApiError> {
+    let mut keys = state.infra.engine_configs.keys().await.map_err(ApiError::unavailable)?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(ApiError::unavailable)?;
+        if let Some(bytes) = state.infra.engine_configs.get(&key).await.map_err(ApiError::unavailable)? {
+            match serde_json::from_slice::<EngineSpec>(&bytes) {
+                Ok(spec) => out.push(spec),
+                Err(e) => warn!(key = %key, error = %e, "skipping an engine config that does not decode"),
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    Ok(out)
+}
+
+/// Validates, stores and dispatches a run.
+#[tracing::instrument(
+    name = "create_run",
+    skip_all,
+    fields(run_id = field::Empty, user_id = %user_id, workflow_type = %req.workflow_type, workflow_engine = %req.workflow_engine)
+)]
+pub async fn create_run(state: &AppState, user_id: String, req: RunRequest) -> Result<RunId, ApiError> {
+    let spec = engine_spec(state, &req).await?;
+    let validated = common::validate::validate(&req, &spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let run_id = RunId::new();
+    Span::current().record("run_id", field::display(run_id));
+
+    state.infra.create_run(&RunRecord::queued(run_id, user_id.clone(), req.clone())).await?;
+
+    let subject = run_subject(&spec.name, &spec.version, &validated.workflow_type, &validated.workflow_type_version);
+    let message = RunRequestMessage {
+        run_id,
+        request: req.clone(),
+        user_id: user_id.clone(),
+        trace_id: telemetry::propagation::span_id(&Span::current()),
+    };
+    let payload = Bytes::from(serde_json::to_vec(&message).expect("messages serialise"));
+    if let Err(e) = publish_persistent(state, &subject, payload).await {
+        let reason = format!("dispatching to {subject} failed: {e}");
+        state
+            .infra
+            .update_run(&run_id, |rec| match rec {
+                Some(r) if r.state == State::Queued => {
+                    r.state = State::SystemError;
+                    r.error = Some(reason.clone());
+                    Decision::Write(())
+                }
+                _ => Decision::Keep(()),
+            })
+            .await?;
+        return Err(ApiError::unavailable(reason));
+    }
+    info!(
+        run_id = %run_id,
+        user_id = %user_id,
+        workflow_type = %req.workflow_type,
+        workflow_engine = %req.workflow_engine,
+        nats_subject = %subject,
+        "Run created and dispatched"
+    );
+    Ok(run_id)
+}
+
+fn producer_span(subject: &str) -> Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {subject}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        messaging.operation.type = "publish",
+    )
+}
+
+/// Publishes to JetStream under a producer span and waits for the stream's ack.
+async fn publish_persistent(state: &AppState, subject: &str, payload: Bytes) -> Result<(), String> {
+    let span = producer_span(subject);
+    let mut headers = HeaderMap::new();
+    telemetry::propagation::inject(&span, &mut headers);
+    async {
+        let ack = state
+            .infra
+            .js
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        ack.await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// What a cancel request did.
+pub struct CancelOutcome {
+    /// The state after the request.
+    pub state: State,
+}
+
+/// Cancels a run: QUEUED → CANCELED at once; INITIALIZING/RUNNING → CANCELING and a cancel
+/// message to the owning engine; CANCELING → the message again; terminal → 409.
+#[tracing::instrument(name = "request_cancel", skip_all, fields(run_id = %run_id))]
+pub async fn request_cancel(state: &AppState, user_id: &str, run_id: RunId) -> Result<CancelOutcome, ApiError> {
+    enum Step {
+        NotFound,
+        Terminal(State),
+        Canceled,
+        Signal(Option<String>),
+    }
+    let step = state
+        .infra
+        .update_run(&run_id, |rec| match rec {
+            Some(r) if r.user_id != user_id => Decision::Keep(Step::NotFound),
+            None => Decision::Keep(Step::NotFound),
+            Some(r) => match r.state {
+                State::Queued => {
+                    r.state = State::Canceled;
+                    Decision::Write(Step::Canceled)
+                }
+                State::Initializing | State::Running => {
+                    r.state = State::Canceling;
+                    Decision::Write(Step::Signal(r.engine_id.clone()))
+                }
+                State::Canceling => Decision::Keep(Step::Signal(r.engine_id.clone())),
+                other => Decision::Keep(Step::Terminal(other)),
+            },
+        })
+        .await?;
+    match step {
+        Step::NotFound => Err(ApiError::not_found(format!("run not found: {run_id}"))),
+        Step::Terminal(s) => Err(ApiError::conflict(format!("run {run_id} is already {s} and cannot be cancelled"))),
+        Step::Canceled => {
+            info!(run_id = %run_id, "Queued run canceled immediately");
+            Ok(CancelOutcome { state: State::Canceled })
+        }
+        Step::Signal(None) => {
+            warn!(run_id = %run_id, "run has no owning engine yet; marked CANCELING");
+            Ok(CancelOutcome { state: State::Canceling })
+        }
+        Step::Signal(Some(engine_id)) => {
+            let subject = cancel_subject(&engine_id);
+            let span = producer_span(&subject);
+            let mut headers = HeaderMap::new();
+            telemetry::propagation::inject(&span, &mut headers);
+            let payload = Bytes::from(serde_json::to_vec(&CancelMessage { run_id }).expect("messages serialise"));
+            let sent = async {
+                state.client.publish_with_headers(subject.clone(), headers, payload).await?;
+                state.client.flush().await.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            }
+            .instrument(span)
+            .await;
+            if let Err(e) = sent {
+                // The record already says CANCELING; the engine also honours that.
+                warn!(run_id = %run_id, error = %e, "sending the cancel message failed; the engine will see CANCELING");
+            }
+            info!(run_id = %run_id, engine_id = %engine_id, "Cancel signal dispatched to engine");
+            Ok(CancelOutcome { state: State::Canceling })
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Black-box tests of `metis-api` over HTTP and NATS, against a real `nats-server -js` and,
+//! where a run must execute, the real `metis-engine-generic` binary.
+
+mod bad_input;
+mod lifecycle;
+mod queue;
+mod support;
