@@ -1,8 +1,22 @@
 //! End-to-end harness for Metis.
 //!
-//! - [`otlp`]: the fake OTLP receiver (also the `otlp-receiver` binary) that keeps every span
-//!   and serves it back over HTTP.
+//! - [`backend`]: choosing docker or local (`E2E_BACKEND`).
+//! - [`bench`]: the `just bench` measurements.
+//! - [`images`]: the container images, built locally, and sweeping leftovers.
+//! - [`infra`]: NATS and the fake OTLP receiver on either backend.
+//! - [`stack`]: a scenario's whole system, its artefacts and failure reporting.
+//! - [`progress`]: progress output and the harness timeline.
+//! - [`otlp`]: the fake OTLP receiver (crate `otlp-receiver`, also a binary) and its query client.
 //! - [`tree`]: OTLP spans → normalised, rendered span trees for snapshot tests.
 
-pub mod otlp;
+pub mod backend;
+pub mod bench;
+pub mod images;
+pub mod infra;
+pub mod progress;
+pub mod stack;
 pub mod tree;
+
+pub use otlp_receiver as otlp;
+pub use stack::{Stack, StackOptions};
+pub use test_support::metis::ApiClient;

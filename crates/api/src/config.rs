@@ -37,11 +37,17 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let port = match get("APP_PORT") {
-            Some(v) => v.trim().parse::<u16>().with_context(|| format!("APP_PORT must be a port number (0-65535), got '{v}'"))?,
+            Some(v) => v
+                .trim()
+                .parse::<u16>()
+                .with_context(|| format!("APP_PORT must be a port number (0-65535), got '{v}'"))?,
             None => 8080,
         };
         let reaper_ms = match get("REAPER_INTERVAL_MS") {
-            Some(v) => v.trim().parse::<u64>().with_context(|| format!("REAPER_INTERVAL_MS must be milliseconds, got '{v}'"))?,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("REAPER_INTERVAL_MS must be milliseconds, got '{v}'"))?,
             None => 2000,
         };
         if reaper_ms == 0 {
@@ -63,10 +69,15 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let c = Config::from_lookup(|_| None).unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.nats_url.as_str()), ("0.0.0.0", 8080, "nats://127.0.0.1:4222"));
-        let err = Config::from_lookup(|k| (k == "APP_PORT").then(|| "http".to_owned())).unwrap_err();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.nats_url.as_str()),
+            ("0.0.0.0", 8080, "nats://127.0.0.1:4222")
+        );
+        let err =
+            Config::from_lookup(|k| (k == "APP_PORT").then(|| "http".to_owned())).unwrap_err();
         assert!(format!("{err:#}").contains("APP_PORT"), "{err:#}");
-        let err = Config::from_lookup(|k| (k == "REAPER_INTERVAL_MS").then(|| "0".to_owned())).unwrap_err();
+        let err = Config::from_lookup(|k| (k == "REAPER_INTERVAL_MS").then(|| "0".to_owned()))
+            .unwrap_err();
         assert!(format!("{err:#}").contains("REAPER_INTERVAL_MS"), "{err:#}");
         let c = Config::from_lookup(|k| (k == "APP_PORT").then(|| "0".to_owned())).unwrap();
         assert_eq!(c.port, 0);

@@ -27,7 +27,10 @@ pub struct ApiError {
 impl ApiError {
     /// Any status with a message.
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        Self { status, msg: msg.into() }
+        Self {
+            status,
+            msg: msg.into(),
+        }
     }
     /// 400.
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -43,7 +46,10 @@ impl ApiError {
     }
     /// 503 for a NATS failure; the detail is logged, and told, since it is ours, not the client's.
     pub fn unavailable(e: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable: {e}"))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage unavailable: {e}"),
+        )
     }
 }
 
@@ -52,7 +58,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             error!(status = self.status.as_u16(), msg = %self.msg, "request failed");
         }
-        let body = ErrorBody { msg: self.msg, status_code: self.status.as_u16() };
+        let body = ErrorBody {
+            msg: self.msg,
+            status_code: self.status.as_u16(),
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }

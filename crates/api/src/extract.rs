@@ -29,14 +29,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             Err(rejection) => {
                 use axum::extract::rejection::JsonRejection::*;
                 let (status, msg) = match &rejection {
-                    JsonDataError(e) => (StatusCode::BAD_REQUEST, format!("invalid request body: {}", source_text(e))),
-                    JsonSyntaxError(e) => (StatusCode::BAD_REQUEST, format!("malformed JSON body: {}", source_text(e))),
-                    MissingJsonContentType(_) => {
-                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json".to_owned())
-                    }
-                    other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {BODY_LIMIT} bytes"))
-                    }
+                    JsonDataError(e) => (
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid request body: {}", source_text(e)),
+                    ),
+                    JsonSyntaxError(e) => (
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed JSON body: {}", source_text(e)),
+                    ),
+                    MissingJsonContentType(_) => (
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "expected Content-Type: application/json".to_owned(),
+                    ),
+                    other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body is larger than {BODY_LIMIT} bytes"),
+                    ),
                     other => (other.status(), other.body_text()),
                 };
                 Err(ApiError::new(status, msg))
@@ -84,8 +92,13 @@ pub fn check_user_id(s: &str) -> Result<(), String> {
     if s == "." || s == ".." {
         return Err(format!("'{s}' is not a valid user id"));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))) {
-        return Err(format!("character '{c}' is not allowed (use letters, digits, '.', '_', '@', '-')"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')))
+    {
+        return Err(format!(
+            "character '{c}' is not allowed (use letters, digits, '.', '_', '@', '-')"
+        ));
     }
     Ok(())
 }

@@ -16,7 +16,10 @@ pub struct ServerSpan;
 impl<B> MakeSpan<B> for ServerSpan {
     fn make_span(&mut self, req: &Request<B>) -> Span {
         let method = req.method().as_str();
-        let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
         let name = match route {
             Some(r) => format!("{method} {r}"),
             None => method.to_owned(),
@@ -50,7 +53,8 @@ impl<B> OnResponse<B> for RecordStatus {
 
 /// The layer for the router.
 #[must_use]
-pub fn layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, ServerSpan, (), RecordStatus, (), (), ()> {
+pub fn layer()
+-> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, ServerSpan, (), RecordStatus, (), (), ()> {
     TraceLayer::new_for_http()
         .make_span_with(ServerSpan)
         .on_request(())

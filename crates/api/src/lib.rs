@@ -48,8 +48,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .connect(&config.nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-    let infra = Infra::ensure(client.clone()).await.context("preparing NATS streams and buckets")?;
-    let state = AppState { infra, client, config: Arc::new(config.clone()) };
+    let infra = Infra::ensure(client.clone())
+        .await
+        .context("preparing NATS streams and buckets")?;
+    let state = AppState {
+        infra,
+        client,
+        config: Arc::new(config.clone()),
+    };
 
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await

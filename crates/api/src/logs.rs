@@ -25,24 +25,37 @@ pub async fn read(
     page_size: usize,
     only: Option<LogStream>,
 ) -> Result<Page, ApiError> {
-    let stream = js.get_stream_no_info(common::nats::LOGS_STREAM).await.map_err(ApiError::unavailable)?;
+    let stream = js
+        .get_stream_no_info(common::nats::LOGS_STREAM)
+        .await
+        .map_err(ApiError::unavailable)?;
     let subject = common::nats::logs_subject(run_id);
     let mut lines = Vec::new();
     let mut seq = start.max(1);
     loop {
         if lines.len() == page_size {
-            return Ok(Page { lines, next: Some(seq) });
+            return Ok(Page {
+                lines,
+                next: Some(seq),
+            });
         }
-        let msg = match stream.direct_get_next_for_subject(subject.clone(), Some(seq)).await {
+        let msg = match stream
+            .direct_get_next_for_subject(subject.clone(), Some(seq))
+            .await
+        {
             Ok(m) => m,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(Page { lines, next: None }),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                return Ok(Page { lines, next: None });
+            }
             Err(e) => return Err(ApiError::unavailable(e)),
         };
         seq = msg.sequence + 1;
         match serde_json::from_slice::<LogLine>(&msg.payload) {
             Ok(line) if only.is_none_or(|s| s == line.stream) => lines.push(line),
             Ok(_) => {}
-            Err(e) => telemetry::tracing::warn!(run_id = %run_id, sequence = msg.sequence, error = %e, "skipping a log message that does not decode"),
+            Err(e) => {
+                telemetry::tracing::warn!(run_id = %run_id, sequence = msg.sequence, error = %e, "skipping a log message that does not decode")
+            }
         }
     }
 }

@@ -6,7 +6,10 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Metis API", description = "A GA4GH-WES-style workflow execution service."),
+    info(
+        title = "Metis API",
+        description = "A GA4GH-WES-style workflow execution service."
+    ),
     paths(
         routes::create_run,
         routes::list_runs,
@@ -18,7 +21,14 @@ use crate::routes;
         routes::healthz,
         routes::readyz,
     ),
-    components(schemas(common::RunRequest, common::State, common::RunLog, common::LogLine, common::LogStream, crate::error::ErrorBody))
+    components(schemas(
+        common::RunRequest,
+        common::State,
+        common::RunLog,
+        common::LogLine,
+        common::LogStream,
+        crate::error::ErrorBody
+    ))
 )]
 struct ApiDoc;
 

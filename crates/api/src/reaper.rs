@@ -33,10 +33,15 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 async fn pass(state: &AppState) -> Result<(), common::infra::InfraError> {
     let mut alive: HashMap<String, bool> = HashMap::new();
     for rec in state.infra.all_runs().await?.into_iter().flatten() {
-        if !matches!(rec.state, State::Initializing | State::Running | State::Canceling) {
+        if !matches!(
+            rec.state,
+            State::Initializing | State::Running | State::Canceling
+        ) {
             continue;
         }
-        let Some(engine_id) = rec.engine_id.clone() else { continue };
+        let Some(engine_id) = rec.engine_id.clone() else {
+            continue;
+        };
         let is_alive = match alive.get(&engine_id) {
             Some(v) => *v,
             None => {
@@ -53,7 +58,12 @@ async fn pass(state: &AppState) -> Result<(), common::infra::InfraError> {
         let changed = state
             .infra
             .update_run(&rec.run_id, |r| match r {
-                Some(r) if matches!(r.state, State::Initializing | State::Running | State::Canceling) && r.engine_id.as_deref() == Some(engine_id.as_str()) => {
+                Some(r)
+                    if matches!(
+                        r.state,
+                        State::Initializing | State::Running | State::Canceling
+                    ) && r.engine_id.as_deref() == Some(engine_id.as_str()) =>
+                {
                     r.state = State::SystemError;
                     r.error = Some(reason.clone());
                     Decision::Write(true)

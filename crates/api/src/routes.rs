@@ -55,7 +55,10 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on {}", uri.path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// `{"run_id"}`.
@@ -128,7 +131,9 @@ fn page_size(v: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match v {
         None => Ok(default),
         Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(format!("page_size: must be between 1 and 1000, got {n}"))),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "page_size: must be between 1 and 1000, got {n}"
+        ))),
     }
 }
 
@@ -141,11 +146,22 @@ pub async fn list_runs(
 ) -> Result<AxJson<RunListResponse>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let size = page_size(q.page_size, 50)?;
-    let filter = q.state.as_deref().map(str::parse::<State>).transpose().map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
+    let filter = q
+        .state
+        .as_deref()
+        .map(str::parse::<State>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
     let after = q
         .page_token
         .as_deref()
-        .map(|t| t.parse::<RunId>().map_err(|_| ApiError::bad_request(format!("page_token: '{t}' is not a token from a previous page"))))
+        .map(|t| {
+            t.parse::<RunId>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "page_token: '{t}' is not a token from a previous page"
+                ))
+            })
+        })
         .transpose()?;
     let mut runs: Vec<RunRecord> = state
         .infra
@@ -153,7 +169,11 @@ pub async fn list_runs(
         .await?
         .into_iter()
         .flatten()
-        .filter(|r| r.user_id == user && filter.is_none_or(|s| r.state == s) && after.is_none_or(|a| r.run_id < a))
+        .filter(|r| {
+            r.user_id == user
+                && filter.is_none_or(|s| r.state == s)
+                && after.is_none_or(|a| r.run_id < a)
+        })
         .collect();
     runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
     let next_page_token = (runs.len() > size).then(|| runs[size - 1].run_id.to_string());
@@ -168,7 +188,10 @@ pub async fn list_runs(
             tags: r.request.tags.clone().unwrap_or_default(),
         })
         .collect();
-    Ok(AxJson(RunListResponse { runs, next_page_token }))
+    Ok(AxJson(RunListResponse {
+        runs,
+        next_page_token,
+    }))
 }
 
 /// A run in full.
@@ -207,7 +230,11 @@ async fn load(state: &AppState, user: &str, run_id: RunId) -> Result<RunRecord, 
 
 /// Get a run.
 #[utoipa::path(get, path = "/runs/{run_id}", params(("run_id" = String, Path)), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
-pub async fn get_run(AxState(state): AxState<AppState>, UserId(user): UserId, PathRunId(id): PathRunId) -> Result<AxJson<RunDetail>, ApiError> {
+pub async fn get_run(
+    AxState(state): AxState<AppState>,
+    UserId(user): UserId,
+    PathRunId(id): PathRunId,
+) -> Result<AxJson<RunDetail>, ApiError> {
     let r = load(&state, &user, id).await?;
     Ok(AxJson(RunDetail {
         run_id: r.run_id,
@@ -224,17 +251,31 @@ pub async fn get_run(AxState(state): AxState<AppState>, UserId(user): UserId, Pa
 
 /// Get a run's state.
 #[utoipa::path(get, path = "/runs/{run_id}/status", params(("run_id" = String, Path)), responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody)))]
-pub async fn get_status(AxState(state): AxState<AppState>, UserId(user): UserId, PathRunId(id): PathRunId) -> Result<AxJson<RunStatus>, ApiError> {
+pub async fn get_status(
+    AxState(state): AxState<AppState>,
+    UserId(user): UserId,
+    PathRunId(id): PathRunId,
+) -> Result<AxJson<RunStatus>, ApiError> {
     let r = load(&state, &user, id).await?;
-    Ok(AxJson(RunStatus { run_id: r.run_id, state: r.state }))
+    Ok(AxJson(RunStatus {
+        run_id: r.run_id,
+        state: r.state,
+    }))
 }
 
 /// Cancel a run.
 #[utoipa::path(post, path = "/runs/{run_id}/cancel", params(("run_id" = String, Path)),
     responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel_run(AxState(state): AxState<AppState>, UserId(user): UserId, PathRunId(id): PathRunId) -> Result<AxJson<RunStatus>, ApiError> {
+pub async fn cancel_run(
+    AxState(state): AxState<AppState>,
+    UserId(user): UserId,
+    PathRunId(id): PathRunId,
+) -> Result<AxJson<RunStatus>, ApiError> {
     let outcome = crate::service::request_cancel(&state, &user, id).await?;
-    Ok(AxJson(RunStatus { run_id: id, state: outcome.state }))
+    Ok(AxJson(RunStatus {
+        run_id: id,
+        state: outcome.state,
+    }))
 }
 
 /// Query of `GET /runs/{run_id}/logs`.
@@ -268,14 +309,26 @@ pub async fn get_logs(
 ) -> Result<AxJson<LogsResponse>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let size = page_size(q.page_size, 500)?;
-    let only = q.stream.as_deref().map(str::parse::<LogStream>).transpose().map_err(|e| ApiError::bad_request(format!("stream: {e}")))?;
+    let only = q
+        .stream
+        .as_deref()
+        .map(str::parse::<LogStream>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("stream: {e}")))?;
     let start = match q.page_token.as_deref() {
         None => 1,
-        Some(t) => t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("page_token: '{t}' is not a token from a previous page")))?,
+        Some(t) => t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "page_token: '{t}' is not a token from a previous page"
+            ))
+        })?,
     };
     load(&state, &user, id).await?;
     let page = crate::logs::read(&state.infra.js, &id, start, size, only).await?;
-    Ok(AxJson(LogsResponse { lines: page.lines, next_page_token: page.next.map(|n| n.to_string()) }))
+    Ok(AxJson(LogsResponse {
+        lines: page.lines,
+        next_page_token: page.next.map(|n| n.to_string()),
+    }))
 }
 
 /// Versions of one workflow type or engine.
@@ -324,10 +377,17 @@ pub struct ServiceInfo {
 
 /// Service info.
 #[utoipa::path(get, path = "/service-info", responses((status = 200, body = ServiceInfo)))]
-pub async fn service_info(AxState(state): AxState<AppState>) -> Result<AxJson<ServiceInfo>, ApiError> {
+pub async fn service_info(
+    AxState(state): AxState<AppState>,
+) -> Result<AxJson<ServiceInfo>, ApiError> {
     let specs = crate::service::registered_engines(&state).await?;
     let mut instances: Vec<EngineRegistration> = Vec::new();
-    let mut keys = state.infra.engines.keys().await.map_err(ApiError::unavailable)?;
+    let mut keys = state
+        .infra
+        .engines
+        .keys()
+        .await
+        .map_err(ApiError::unavailable)?;
     while let Some(key) = keys.next().await {
         let key = key.map_err(ApiError::unavailable)?;
         if let Ok(Some(bytes)) = state.infra.engines.get(&key).await
@@ -342,11 +402,21 @@ pub async fn service_info(AxState(state): AxState<AppState>) -> Result<AxJson<Se
     let mut engines = Vec::new();
     for s in specs {
         for t in &s.workflow_types {
-            types.entry(t.clone()).or_default().extend(s.workflow_type_versions.iter().cloned());
+            types
+                .entry(t.clone())
+                .or_default()
+                .extend(s.workflow_type_versions.iter().cloned());
         }
-        engine_versions.entry(s.name.clone()).or_default().push(s.version.clone());
+        engine_versions
+            .entry(s.name.clone())
+            .or_default()
+            .push(s.version.clone());
         engines.push(EngineInfo {
-            instances: instances.iter().filter(|i| i.name == s.name && i.version == s.version).cloned().collect(),
+            instances: instances
+                .iter()
+                .filter(|i| i.name == s.name && i.version == s.version)
+                .cloned()
+                .collect(),
             engine_params: serde_json::to_value(&s.engine_params).unwrap_or_default(),
             name: s.name,
             version: s.version,
@@ -386,16 +456,21 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Readiness: NATS connected and the run bucket reachable.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
-pub async fn readyz(AxState(state): AxState<AppState>) -> Result<AxJson<serde_json::Value>, ApiError> {
+pub async fn readyz(
+    AxState(state): AxState<AppState>,
+) -> Result<AxJson<serde_json::Value>, ApiError> {
     if state.client.connection_state() != async_nats::connection::State::Connected {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to NATS",
+        ));
     }
-    state
-        .infra
-        .runs
-        .status()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("bucket metis_runs unavailable: {e}")))?;
+    state.infra.runs.status().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("bucket metis_runs unavailable: {e}"),
+        )
+    })?;
     Ok(AxJson(serde_json::json!({"status": "ok"})))
 }
 

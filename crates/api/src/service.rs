@@ -23,13 +23,22 @@ use crate::error::ApiError;
 
 /// Looks up the engine config a request names.
 async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, ApiError> {
-    for (field, v) in [("workflow_engine", &req.workflow_engine), ("workflow_engine_version", &req.workflow_engine_version)] {
+    for (field, v) in [
+        ("workflow_engine", &req.workflow_engine),
+        ("workflow_engine_version", &req.workflow_engine_version),
+    ] {
         if v.trim().is_empty() {
             return Err(ApiError::bad_request(format!("{field}: must not be empty")));
         }
     }
     let key = engine_config_key(&req.workflow_engine, &req.workflow_engine_version);
-    if let Some(bytes) = state.infra.engine_configs.get(&key).await.map_err(ApiError::unavailable)? {
+    if let Some(bytes) = state
+        .infra
+        .engine_configs
+        .get(&key)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
         return serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::unavailable(format!("engine config {key} is corrupt: {e}")));
     }
@@ -37,7 +46,14 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
     let list = if known.is_empty() {
         "no engine has registered yet".to_owned()
     } else {
-        format!("registered: {}", known.iter().map(|s| format!("{} {}", s.name, s.version)).collect::<Vec<_>>().join(", "))
+        format!(
+            "registered: {}",
+            known
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     Err(ApiError::bad_request(format!(
         "workflow_engine: unknown engine '{}' version '{}' ({list})",
@@ -47,14 +63,27 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
 
 /// Every engine config registered in `metis_engine_configs`.
 pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, ApiError> {
-    let mut keys = state.infra.engine_configs.keys().await.map_err(ApiError::unavailable)?;
+    let mut keys = state
+        .infra
+        .engine_configs
+        .keys()
+        .await
+        .map_err(ApiError::unavailable)?;
     let mut out = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(ApiError::unavailable)?;
-        if let Some(bytes) = state.infra.engine_configs.get(&key).await.map_err(ApiError::unavailable)? {
+        if let Some(bytes) = state
+            .infra
+            .engine_configs
+            .get(&key)
+            .await
+            .map_err(ApiError::unavailable)?
+        {
             match serde_json::from_slice::<EngineSpec>(&bytes) {
                 Ok(spec) => out.push(spec),
-                Err(e) => warn!(key = %key, error = %e, "skipping an engine config that does not decode"),
+                Err(e) => {
+                    warn!(key = %key, error = %e, "skipping an engine config that does not decode")
+                }
             }
         }
     }
@@ -68,15 +97,28 @@ pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, Api
     skip_all,
     fields(run_id = field::Empty, user_id = %user_id, workflow_type = %req.workflow_type, workflow_engine = %req.workflow_engine)
 )]
-pub async fn create_run(state: &AppState, user_id: String, req: RunRequest) -> Result<RunId, ApiError> {
+pub async fn create_run(
+    state: &AppState,
+    user_id: String,
+    req: RunRequest,
+) -> Result<RunId, ApiError> {
     let spec = engine_spec(state, &req).await?;
-    let validated = common::validate::validate(&req, &spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let validated = common::validate::validate(&req, &spec)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let run_id = RunId::new();
     Span::current().record("run_id", field::display(run_id));
 
-    state.infra.create_run(&RunRecord::queued(run_id, user_id.clone(), req.clone())).await?;
+    state
+        .infra
+        .create_run(&RunRecord::queued(run_id, user_id.clone(), req.clone()))
+        .await?;
 
-    let subject = run_subject(&spec.name, &spec.version, &validated.workflow_type, &validated.workflow_type_version);
+    let subject = run_subject(
+        &spec.name,
+        &spec.version,
+        &validated.workflow_type,
+        &validated.workflow_type_version,
+    );
     let message = RunRequestMessage {
         run_id,
         request: req.clone(),
@@ -149,7 +191,11 @@ pub struct CancelOutcome {
 /// Cancels a run: QUEUED → CANCELED at once; INITIALIZING/RUNNING → CANCELING and a cancel
 /// message to the owning engine; CANCELING → the message again; terminal → 409.
 #[tracing::instrument(name = "request_cancel", skip_all, fields(run_id = %run_id))]
-pub async fn request_cancel(state: &AppState, user_id: &str, run_id: RunId) -> Result<CancelOutcome, ApiError> {
+pub async fn request_cancel(
+    state: &AppState,
+    user_id: &str,
+    run_id: RunId,
+) -> Result<CancelOutcome, ApiError> {
     enum Step {
         NotFound,
         Terminal(State),
@@ -177,24 +223,39 @@ pub async fn request_cancel(state: &AppState, user_id: &str, run_id: RunId) -> R
         .await?;
     match step {
         Step::NotFound => Err(ApiError::not_found(format!("run not found: {run_id}"))),
-        Step::Terminal(s) => Err(ApiError::conflict(format!("run {run_id} is already {s} and cannot be cancelled"))),
+        Step::Terminal(s) => Err(ApiError::conflict(format!(
+            "run {run_id} is already {s} and cannot be cancelled"
+        ))),
         Step::Canceled => {
             info!(run_id = %run_id, "Queued run canceled immediately");
-            Ok(CancelOutcome { state: State::Canceled })
+            Ok(CancelOutcome {
+                state: State::Canceled,
+            })
         }
         Step::Signal(None) => {
             warn!(run_id = %run_id, "run has no owning engine yet; marked CANCELING");
-            Ok(CancelOutcome { state: State::Canceling })
+            Ok(CancelOutcome {
+                state: State::Canceling,
+            })
         }
         Step::Signal(Some(engine_id)) => {
             let subject = cancel_subject(&engine_id);
             let span = producer_span(&subject);
             let mut headers = HeaderMap::new();
             telemetry::propagation::inject(&span, &mut headers);
-            let payload = Bytes::from(serde_json::to_vec(&CancelMessage { run_id }).expect("messages serialise"));
+            let payload = Bytes::from(
+                serde_json::to_vec(&CancelMessage { run_id }).expect("messages serialise"),
+            );
             let sent = async {
-                state.client.publish_with_headers(subject.clone(), headers, payload).await?;
-                state.client.flush().await.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                state
+                    .client
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await?;
+                state
+                    .client
+                    .flush()
+                    .await
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             }
             .instrument(span)
             .await;
@@ -203,7 +264,9 @@ pub async fn request_cancel(state: &AppState, user_id: &str, run_id: RunId) -> R
                 warn!(run_id = %run_id, error = %e, "sending the cancel message failed; the engine will see CANCELING");
             }
             info!(run_id = %run_id, engine_id = %engine_id, "Cancel signal dispatched to engine");
-            Ok(CancelOutcome { state: State::Canceling })
+            Ok(CancelOutcome {
+                state: State::Canceling,
+            })
         }
     }
 }

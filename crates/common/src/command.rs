@@ -27,17 +27,23 @@ pub struct CommandContext<'a> {
 
 /// Splits a template into tokens and checks its placeholders; the error is a reason.
 pub fn parse_template(template: &str) -> Result<Vec<String>, String> {
-    let tokens = shell_words::split(template).map_err(|e| format!("cannot split into words: {e}"))?;
+    let tokens =
+        shell_words::split(template).map_err(|e| format!("cannot split into words: {e}"))?;
     if tokens.is_empty() {
         return Err("must not be empty".to_owned());
     }
     for t in &tokens {
         for name in placeholders(t) {
             if !COMMAND_PLACEHOLDERS.contains(&name) {
-                return Err(format!("unknown placeholder {{{name}}}; known: {}", COMMAND_PLACEHOLDERS.join(", ")));
+                return Err(format!(
+                    "unknown placeholder {{{name}}}; known: {}",
+                    COMMAND_PLACEHOLDERS.join(", ")
+                ));
             }
             if matches!(name, "engine_params" | "workflow_params") && t != &format!("{{{name}}}") {
-                return Err(format!("{{{name}}} must be a word of its own, not part of '{t}'"));
+                return Err(format!(
+                    "{{{name}}} must be a word of its own, not part of '{t}'"
+                ));
             }
         }
     }
@@ -50,7 +56,8 @@ pub fn parse_template(template: &str) -> Result<Vec<String>, String> {
 /// The argv for one run; the template must have passed [`parse_template`].
 pub fn build_argv(template: &str, ctx: &CommandContext<'_>) -> Result<Vec<String>, String> {
     let tokens = parse_template(template)?;
-    let mut argv = Vec::with_capacity(tokens.len() + ctx.engine_args.len() + ctx.workflow_args.len());
+    let mut argv =
+        Vec::with_capacity(tokens.len() + ctx.engine_args.len() + ctx.workflow_args.len());
     for t in tokens {
         match t.as_str() {
             "{engine_params}" => argv.extend(ctx.engine_args.iter().cloned()),
@@ -65,7 +72,9 @@ fn substitute(token: &str, ctx: &CommandContext<'_>) -> String {
     let mut out = String::with_capacity(token.len());
     let mut rest = token;
     while let Some(start) = rest.find('{') {
-        let Some(len) = rest[start..].find('}') else { break };
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
         let name = &rest[start + 1..start + len];
         let value = match name {
             "run_id" => Some(ctx.run_id),
@@ -92,7 +101,12 @@ mod tests {
     #[track_caller]
     fn check(template: &str, expect: &[&str]) {
         let engine_args = vec!["--threads".to_owned(), "2".to_owned()];
-        let workflow_args = vec!["--name".to_owned(), "x; touch /tmp/pwned".to_owned(), "--who".to_owned(), "$(id)".to_owned()];
+        let workflow_args = vec![
+            "--name".to_owned(),
+            "x; touch /tmp/pwned".to_owned(),
+            "--who".to_owned(),
+            "$(id)".to_owned(),
+        ];
         let ctx = CommandContext {
             run_id: "r1",
             user_id: "alice",
@@ -101,16 +115,32 @@ mod tests {
             engine_args: &engine_args,
             workflow_args: &workflow_args,
         };
-        assert_eq!(build_argv(template, &ctx).unwrap(), expect, "template: {template}");
+        assert_eq!(
+            build_argv(template, &ctx).unwrap(),
+            expect,
+            "template: {template}"
+        );
     }
 
     #[test]
     fn expands_placeholders_into_an_argv() {
         check(
             "sh {workflow_url} {engine_params} {workflow_params}",
-            &["sh", "/wf/{run_id}.sh", "--threads", "2", "--name", "x; touch /tmp/pwned", "--who", "$(id)"],
+            &[
+                "sh",
+                "/wf/{run_id}.sh",
+                "--threads",
+                "2",
+                "--name",
+                "x; touch /tmp/pwned",
+                "--who",
+                "$(id)",
+            ],
         );
-        check("tool --out={workdir}/out 'a b' {run_id}-{user_id}", &["tool", "--out=/w/alice/r1/out", "a b", "r1-alice"]);
+        check(
+            "tool --out={workdir}/out 'a b' {run_id}-{user_id}",
+            &["tool", "--out=/w/alice/r1/out", "a b", "r1-alice"],
+        );
         check("echo", &["echo"]);
     }
 

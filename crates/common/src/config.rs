@@ -232,7 +232,10 @@ fn default_grace() -> u64 {
 
 impl Default for RunsConfig {
     fn default() -> Self {
-        Self { workdir: WorkdirConfig::default(), cancel_grace_period_ms: default_grace() }
+        Self {
+            workdir: WorkdirConfig::default(),
+            cancel_grace_period_ms: default_grace(),
+        }
     }
 }
 
@@ -253,7 +256,10 @@ fn default_pattern() -> String {
 
 impl Default for WorkdirConfig {
     fn default() -> Self {
-        Self { base: std::env::temp_dir().join("metis-runs"), pattern: default_pattern() }
+        Self {
+            base: std::env::temp_dir().join("metis-runs"),
+            pattern: default_pattern(),
+        }
     }
 }
 
@@ -275,8 +281,10 @@ impl FullEngineConfig {
     /// Reads, parses and checks an `engine.yaml`; relative workdir bases are resolved against
     /// the file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut cfg = Self::parse(&text, path)?;
         if cfg.runs.workdir.base.is_relative() {
             let dir = path.parent().unwrap_or(Path::new("."));
@@ -293,7 +301,11 @@ impl FullEngineConfig {
             let message = e.into_inner().to_string();
             ConfigError::Invalid {
                 path: path.to_owned(),
-                key: if key == "." { "(top level)".to_owned() } else { key },
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
                 message,
             }
         })?;
@@ -318,17 +330,24 @@ impl FullEngineConfig {
         if !token.is_match(&e.version) {
             return err(
                 "engine.version",
-                format!("'{}' must be letters, digits, '_', '-', '+' or '.'", e.version),
+                format!(
+                    "'{}' must be letters, digits, '_', '-', '+' or '.'",
+                    e.version
+                ),
             );
         }
-        for (key, list) in
-            [("engine.workflowTypes", &e.workflow_types), ("engine.workflowTypeVersions", &e.workflow_type_versions)]
-        {
+        for (key, list) in [
+            ("engine.workflowTypes", &e.workflow_types),
+            ("engine.workflowTypeVersions", &e.workflow_type_versions),
+        ] {
             if list.is_empty() {
                 return err(key, "must list at least one value".into());
             }
             if let Some(bad) = list.iter().find(|v| !token.is_match(v)) {
-                return err(key, format!("'{bad}' must be letters, digits, '_', '-', '+' or '.'"));
+                return err(
+                    key,
+                    format!("'{bad}' must be letters, digits, '_', '-', '+' or '.'"),
+                );
             }
         }
         if e.max_concurrent_runs == 0 {
@@ -339,13 +358,19 @@ impl FullEngineConfig {
         for (i, p) in e.engine_params.validated_params.iter().enumerate() {
             let key = format!("engine.engineParams.validatedParams[{i}]");
             if p.names.is_empty() || p.names.iter().any(String::is_empty) {
-                return err(&format!("{key}.names"), "must list at least one non-empty name".into());
+                return err(
+                    &format!("{key}.names"),
+                    "must list at least one non-empty name".into(),
+                );
             }
             for (j, v) in p.validate.iter().enumerate() {
                 if let Validation::Regex { pattern, .. } = v
                     && let Err(re) = regex::Regex::new(pattern)
                 {
-                    return err(&format!("{key}.validate[{j}].pattern"), format!("invalid regex: {re}"));
+                    return err(
+                        &format!("{key}.validate[{j}].pattern"),
+                        format!("invalid regex: {re}"),
+                    );
                 }
             }
             if let Some(d) = &p.default
@@ -358,13 +383,19 @@ impl FullEngineConfig {
             if d.kind == DeniedKind::Regex
                 && let Err(re) = regex::Regex::new(&d.pattern)
             {
-                return err(&format!("engine.deniedParams[{i}].pattern"), format!("invalid regex: {re}"));
+                return err(
+                    &format!("engine.deniedParams[{i}].pattern"),
+                    format!("invalid regex: {re}"),
+                );
             }
         }
         if let Some(name) = unknown_placeholder(&self.runs.workdir.pattern, &WORKDIR_PLACEHOLDERS) {
             return err(
                 "runs.workdir.pattern",
-                format!("unknown placeholder {{{name}}}; known: {}", WORKDIR_PLACEHOLDERS.join(", ")),
+                format!(
+                    "unknown placeholder {{{name}}}; known: {}",
+                    WORKDIR_PLACEHOLDERS.join(", ")
+                ),
             );
         }
         if self.runs.workdir.pattern.split('/').any(|c| c == "..") {
@@ -396,7 +427,9 @@ fn scalar_to_string<E: serde::de::Error>(v: serde_yaml_ng::Value) -> Result<Stri
         serde_yaml_ng::Value::String(s) => Ok(s),
         serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
         serde_yaml_ng::Value::Bool(b) => Ok(b.to_string()),
-        other => Err(E::custom(format!("expected a string or number, got {other:?}"))),
+        other => Err(E::custom(format!(
+            "expected a string or number, got {other:?}"
+        ))),
     }
 }
 
@@ -405,7 +438,10 @@ fn string_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn strings_like<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Vec::<serde_yaml_ng::Value>::deserialize(d)?.into_iter().map(scalar_to_string).collect()
+    Vec::<serde_yaml_ng::Value>::deserialize(d)?
+        .into_iter()
+        .map(scalar_to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -456,7 +492,10 @@ runs:
         let cfg = FullEngineConfig::parse(GOOD, Path::new("engine.yaml")).unwrap();
         assert_eq!(cfg.engine.version, "1");
         assert_eq!(cfg.engine.workflow_type_versions, vec!["1"]);
-        assert_eq!(cfg.engine.engine_params.validated_params[0].name(), "threads");
+        assert_eq!(
+            cfg.engine.engine_params.validated_params[0].name(),
+            "threads"
+        );
         assert_eq!(cfg.runs.cancel_grace_period_ms, 200);
         assert_eq!(cfg.engine.max_concurrent_runs, 4);
     }
@@ -472,19 +511,54 @@ runs:
 
     #[test]
     fn errors_name_the_file_and_key() {
-        check_err(&GOOD.replace("type: int", "type: integer"), "engine.engineParams.validatedParams[0].type", "integer");
-        check_err(&GOOD.replace("commandTemplate", "commandTemplat"), "engine", "commandTemplat");
-        check_err(&GOOD.replace("{workflow_url}", "{workflow}"), "engine.commandTemplate", "workflow");
-        check_err(&GOOD.replace("^exec", "(["), "engine.deniedParams[0].pattern", "invalid regex");
-        check_err(&GOOD.replace("default: 1", "default: 99"), "validatedParams[0].default", "at most 8");
-        check_err(&GOOD.replace("{user_id}/{run_id}", "{user}/{run_id}"), "runs.workdir.pattern", "user");
-        check_err(&GOOD.replace("name: generic", "name: a.b"), "engine.name", "a.b");
-        check_err(&GOOD.replace("workflowTypes: [SH]", "workflowTypes: []"), "engine.workflowTypes", "at least one");
+        check_err(
+            &GOOD.replace("type: int", "type: integer"),
+            "engine.engineParams.validatedParams[0].type",
+            "integer",
+        );
+        check_err(
+            &GOOD.replace("commandTemplate", "commandTemplat"),
+            "engine",
+            "commandTemplat",
+        );
+        check_err(
+            &GOOD.replace("{workflow_url}", "{workflow}"),
+            "engine.commandTemplate",
+            "workflow",
+        );
+        check_err(
+            &GOOD.replace("^exec", "(["),
+            "engine.deniedParams[0].pattern",
+            "invalid regex",
+        );
+        check_err(
+            &GOOD.replace("default: 1", "default: 99"),
+            "validatedParams[0].default",
+            "at most 8",
+        );
+        check_err(
+            &GOOD.replace("{user_id}/{run_id}", "{user}/{run_id}"),
+            "runs.workdir.pattern",
+            "user",
+        );
+        check_err(
+            &GOOD.replace("name: generic", "name: a.b"),
+            "engine.name",
+            "a.b",
+        );
+        check_err(
+            &GOOD.replace("workflowTypes: [SH]", "workflowTypes: []"),
+            "engine.workflowTypes",
+            "at least one",
+        );
     }
 
     #[test]
     fn missing_file_is_a_read_error() {
         let err = FullEngineConfig::load(Path::new("/nonexistent/engine.yaml")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/engine.yaml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/engine.yaml"),
+            "{err}"
+        );
     }
 }

@@ -24,8 +24,14 @@ pub struct InfraError {
 
 impl InfraError {
     /// Wraps `source` with what was being done.
-    pub fn new(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self { context: context.into(), source: source.into() }
+    pub fn new(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }
 
@@ -59,7 +65,9 @@ impl Infra {
             name: RUNS_STREAM.to_owned(),
             subjects: vec![RUNS_SUBJECTS.to_owned()],
             retention: stream::RetentionPolicy::WorkQueue,
-            description: Some("Metis run requests, one consumer per engine name and version".into()),
+            description: Some(
+                "Metis run requests, one consumer per engine name and version".into(),
+            ),
             ..Default::default()
         })
         .await
@@ -92,7 +100,12 @@ impl Infra {
             .create_or_update_key_value(bucket(ENGINES_BUCKET, 1, ENGINE_TTL))
             .await
             .map_err(|e| InfraError::new(format!("creating bucket {ENGINES_BUCKET}"), e))?;
-        Ok(Self { js, runs, engine_configs, engines })
+        Ok(Self {
+            js,
+            runs,
+            engine_configs,
+            engines,
+        })
     }
 
     /// The run record and its revision.
@@ -140,7 +153,8 @@ impl Infra {
                 Decision::Keep(t) => return Ok(t),
                 Decision::Write(t) => {
                     rec.updated_at = chrono::Utc::now();
-                    let body = Bytes::from(serde_json::to_vec(&rec).expect("run records serialise"));
+                    let body =
+                        Bytes::from(serde_json::to_vec(&rec).expect("run records serialise"));
                     match self.runs.update(id.to_string(), body, revision).await {
                         Ok(_) => return Ok(t),
                         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
@@ -149,17 +163,29 @@ impl Infra {
                 }
             }
         }
-        Err(InfraError::new(format!("updating run {id}"), "too many concurrent writers"))
+        Err(InfraError::new(
+            format!("updating run {id}"),
+            "too many concurrent writers",
+        ))
     }
 
     /// Every run record (skipping entries that do not decode, which are logged by the caller).
     pub async fn all_runs(&self) -> Result<Vec<Result<RunRecord, String>>, InfraError> {
         use futures_util::StreamExt;
-        let mut keys = self.runs.keys().await.map_err(|e| InfraError::new("listing runs", e))?;
+        let mut keys = self
+            .runs
+            .keys()
+            .await
+            .map_err(|e| InfraError::new("listing runs", e))?;
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| InfraError::new("listing runs", e))?;
-            let Some(value) = self.runs.get(&key).await.map_err(|e| InfraError::new(format!("reading run {key}"), e))? else {
+            let Some(value) = self
+                .runs
+                .get(&key)
+                .await
+                .map_err(|e| InfraError::new(format!("reading run {key}"), e))?
+            else {
                 continue;
             };
             out.push(serde_json::from_slice(&value).map_err(|e| format!("run {key}: {e}")));

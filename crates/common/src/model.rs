@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A run's identifier: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 #[schema(value_type = String, format = Uuid)]
 pub struct RunId(pub Uuid);
@@ -43,7 +45,9 @@ impl FromStr for RunId {
 }
 
 /// The WES run states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     /// The state is not known.
@@ -283,7 +287,9 @@ impl FromStr for LogStream {
         match s {
             "stdout" => Ok(Self::Stdout),
             "stderr" => Ok(Self::Stderr),
-            other => Err(format!("unknown stream '{other}', expected stdout or stderr")),
+            other => Err(format!(
+                "unknown stream '{other}', expected stdout or stderr"
+            )),
         }
     }
 }
@@ -327,7 +333,10 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", st.as_str()));
             assert_eq!(st.as_str().parse::<State>().unwrap(), st);
         }
-        assert_eq!("executor_error".parse::<State>().unwrap(), State::ExecutorError);
+        assert_eq!(
+            "executor_error".parse::<State>().unwrap(),
+            State::ExecutorError
+        );
         assert!("nope".parse::<State>().is_err());
     }
 

@@ -38,13 +38,32 @@ pub const TRACEPARENT: &str = "traceparent";
 /// One subject token: `.`, `*`, `>` and whitespace become `_`.
 #[must_use]
 pub fn token(s: &str) -> String {
-    s.chars().map(|c| if matches!(c, '.' | '*' | '>') || c.is_whitespace() { '_' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if matches!(c, '.' | '*' | '>') || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// `metis.runs.<engine>.<engine_version>.<type>.<type_version>`.
 #[must_use]
-pub fn run_subject(engine: &str, engine_version: &str, workflow_type: &str, type_version: &str) -> String {
-    format!("metis.runs.{}.{}.{}.{}", token(engine), token(engine_version), token(workflow_type), token(type_version))
+pub fn run_subject(
+    engine: &str,
+    engine_version: &str,
+    workflow_type: &str,
+    type_version: &str,
+) -> String {
+    format!(
+        "metis.runs.{}.{}.{}.{}",
+        token(engine),
+        token(engine_version),
+        token(workflow_type),
+        token(type_version)
+    )
 }
 
 /// The durable consumer shared by every instance of one engine name and version.
@@ -77,7 +96,10 @@ mod tests {
 
     #[test]
     fn subjects_keep_one_token_per_part() {
-        assert_eq!(run_subject("generic", "1.0", "SH", "1"), "metis.runs.generic.1_0.SH.1");
+        assert_eq!(
+            run_subject("generic", "1.0", "SH", "1"),
+            "metis.runs.generic.1_0.SH.1"
+        );
         assert_eq!(cancel_subject("a.b*c"), "metis.cancel.a_b_c");
         assert_eq!(consumer_name("generic", "2.1"), "engine_generic_2_1");
         assert_eq!(engine_config_key("generic", "1.0"), "generic/1_0");

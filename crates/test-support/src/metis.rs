@@ -41,37 +41,66 @@ pub struct Service {
 
 /// Starts `binary` with `env` (plus `LOG_FORMAT=json` and `RUST_LOG=info` unless given) and
 /// waits for its `listening` line and a 200 from `/readyz`.
-pub async fn start_service(name: &str, binary: &str, env: &[(&str, String)], log_dir: &Path) -> Result<Service> {
+pub async fn start_service(
+    name: &str,
+    binary: &str,
+    env: &[(&str, String)],
+    log_dir: &Path,
+) -> Result<Service> {
     let mut cmd = clean_command(bin(binary)?);
     cmd.env("LOG_FORMAT", "json").env("RUST_LOG", "info");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut proc = Proc::spawn(name, cmd, log_dir)?;
-    let addr = proc.wait_for_line(&format!("{name} to log `listening`"), START_TIMEOUT, listening_addr).await?;
+    let addr = proc
+        .wait_for_line(
+            &format!("{name} to log `listening`"),
+            START_TIMEOUT,
+            listening_addr,
+        )
+        .await?;
     let url = format!("http://{addr}");
     let http = reqwest::Client::new();
     let ready = format!("{url}/readyz");
-    wait_for(&format!("{name} to be ready at {ready}"), START_TIMEOUT, || async {
-        match http.get(&ready).send().await {
-            Ok(r) if r.status() == StatusCode::OK => Ok(()),
-            Ok(r) => Err(format!("status {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        }
-    })
+    wait_for(
+        &format!("{name} to be ready at {ready}"),
+        START_TIMEOUT,
+        || async {
+            match http.get(&ready).send().await {
+                Ok(r) if r.status() == StatusCode::OK => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
     .await?;
     Ok(Service { proc, url })
 }
 
 /// Starts `metis-api` against `nats_url`.
-pub async fn start_api(nats_url: &str, log_dir: &Path, extra: &[(&str, String)]) -> Result<Service> {
-    let mut env = vec![("NATS_URL", nats_url.to_owned()), ("APP_PORT", "0".to_owned()), ("APP_HOST", "127.0.0.1".to_owned())];
+pub async fn start_api(
+    nats_url: &str,
+    log_dir: &Path,
+    extra: &[(&str, String)],
+) -> Result<Service> {
+    let mut env = vec![
+        ("NATS_URL", nats_url.to_owned()),
+        ("APP_PORT", "0".to_owned()),
+        ("APP_HOST", "127.0.0.1".to_owned()),
+    ];
     env.extend(extra.iter().cloned());
     start_service("metis-api", "metis-api", &env, log_dir).await
 }
 
 /// Starts `metis-engine-generic` with `config` against `nats_url`; `name` tells instances apart.
-pub async fn start_engine(name: &str, config: &Path, nats_url: &str, log_dir: &Path, extra: &[(&str, String)]) -> Result<Service> {
+pub async fn start_engine(
+    name: &str,
+    config: &Path,
+    nats_url: &str,
+    log_dir: &Path,
+    extra: &[(&str, String)],
+) -> Result<Service> {
     let mut env = vec![
         ("NATS_URL", nats_url.to_owned()),
         ("HEALTH_PORT", "0".to_owned()),
@@ -104,13 +133,20 @@ impl ApiClient {
     /// A client for `base` as user `alice`.
     #[must_use]
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), user: Some("alice".to_owned()), http: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            user: Some("alice".to_owned()),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// The same client as another user (`None` = no header).
     #[must_use]
     pub fn as_user(&self, user: Option<&str>) -> Self {
-        Self { user: user.map(str::to_owned), ..self.clone() }
+        Self {
+            user: user.map(str::to_owned),
+            ..self.clone()
+        }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply> {
@@ -127,17 +163,25 @@ impl ApiClient {
 
     /// GET a path.
     pub async fn get(&self, path: &str) -> Result<Reply> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     /// POST a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Reply> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     /// POST raw bytes with a content type.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Reply> {
-        self.send(self.http.post(format!("{}{path}", self.base)).header("content-type", content_type).body(body)).await
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
     }
 
     /// `POST /runs`; fails unless 200, returning the run id.
@@ -146,24 +190,44 @@ impl ApiClient {
         if r.status != 200 {
             bail!("POST /runs answered {}: {}", r.status, r.body);
         }
-        r.body["run_id"].as_str().map(str::to_owned).context("POST /runs answered without run_id")
+        r.body["run_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("POST /runs answered without run_id")
     }
 
     /// The run's state.
     pub async fn state(&self, run_id: &str) -> Result<String> {
         let r = self.get(&format!("/runs/{run_id}/status")).await?;
-        r.body["state"].as_str().map(str::to_owned).with_context(|| format!("GET /runs/{run_id}/status answered {}: {}", r.status, r.body))
+        r.body["state"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| {
+                format!(
+                    "GET /runs/{run_id}/status answered {}: {}",
+                    r.status, r.body
+                )
+            })
     }
 
     /// Waits until the run's state is one of `states`; the error says what it was.
-    pub async fn wait_for_state(&self, run_id: &str, states: &[&str], timeout: Duration) -> Result<String> {
-        wait_for(&format!("run {run_id} to reach {}", states.join(" or ")), timeout, || async {
-            match self.state(run_id).await {
-                Ok(s) if states.contains(&s.as_str()) => Ok(s),
-                Ok(s) => Err(format!("state {s}")),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+    pub async fn wait_for_state(
+        &self,
+        run_id: &str,
+        states: &[&str],
+        timeout: Duration,
+    ) -> Result<String> {
+        wait_for(
+            &format!("run {run_id} to reach {}", states.join(" or ")),
+            timeout,
+            || async {
+                match self.state(run_id).await {
+                    Ok(s) if states.contains(&s.as_str()) => Ok(s),
+                    Ok(s) => Err(format!("state {s}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
         .await
     }
 
@@ -181,7 +245,11 @@ impl ApiClient {
                 bail!("GET {path} answered {}: {}", r.status, r.body);
             }
             for l in r.body["lines"].as_array().into_iter().flatten() {
-                out.push(format!("{}: {}", l["stream"].as_str().unwrap_or("?"), l["line"].as_str().unwrap_or("")));
+                out.push(format!(
+                    "{}: {}",
+                    l["stream"].as_str().unwrap_or("?"),
+                    l["line"].as_str().unwrap_or("")
+                ));
             }
             match r.body["next_page_token"].as_str() {
                 Some(t) => token = Some(t.to_owned()),

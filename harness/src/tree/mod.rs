@@ -1,1 +1,81 @@
-//! Span trees (work in progress).
+//! Span trees: OTLP spans → normalised, sorted, renumbered trees → text for snapshot tests.
+//!
+//! ```no_run
+//! # fn demo(data: &opentelemetry_proto::tonic::trace::v1::TracesData, workdir: &str) -> anyhow::Result<()> {
+//! use harness::tree::{expect, Options, SpanForest};
+//!
+//! let forest = SpanForest::from_otlp(data, &Options::new().expect_traces(1).redact(workdir, "[workdir]"))?;
+//! let text = forest.render(); // what a scenario hands to `insta::assert_snapshot!`
+//! expect::no_span().named("workflow_cancel").check(&forest)?;
+//! # Ok(()) }
+//! ```
+//!
+//! - `model`: the tree types ([`SpanForest`], [`Trace`], [`SpanNode`], [`Value`], ...).
+//! - `normalize`: [`SpanForest::from_otlp`] — the invariants ([`TreeError`]) and **the one
+//!   redaction policy** of the suite, documented rule by rule at the top of
+//!   `harness/src/tree/normalize.rs`; scenarios add literal replacements through
+//!   [`Options::redact`].
+//! - `render`: [`SpanForest::render`], the format below.
+//! - [`expect`]: `tracing-mock`-style expectations for what a snapshot says poorly.
+//!
+//! # Rendered format
+//!
+//! ```text
+//! trace#1
+//! metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port] url.path=/runs user_agent.original=reqwest/0.13
+//! └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
+//!    ├─ event INFO "Run created and dispatched" run_id=[run#1]
+//!    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
+//!       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration] error="exit status 3" run_id=[run#1] state=EXECUTOR_ERROR user_id=alice workflow_type=SH
+//!          ├─ event INFO phase state=initializing
+//!          ├─ event INFO phase state=building
+//!          ├─ event INFO phase state=executing
+//!          ├─ event INFO phase state=running
+//!          ├─ event INFO phase state=parsing
+//!          ├─ event INFO phase state=updating_db
+//!          └─ event INFO phase state=cleanup
+//!
+//! trace#2
+//! metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200 http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
+//! └─ request_cancel  run_id=[run#1]
+//!    └─ publish metis.cancel.[engine#1]  [producer]  messaging.destination.name=metis.cancel.[engine#1]
+//!       └─ metis-engine-generic  workflow_cancel  [consumer]  run_id=[run#1]
+//! ```
+//!
+//! - Each trace starts with a `trace#N` header line; traces are separated by one blank line;
+//!   the text ends with a newline. A trace's roots start in column 0.
+//! - One line per span, event and link, drawn with `├─ `/`└─ ` connectors and `│  `/`   `
+//!   continuation. Under a span come first its events (time order), then its links, then its
+//!   child spans (sorted by the stable key).
+//! - A span line is `[service  ]name[  (span#N)][  [kind]][  status][  attributes]`, columns
+//!   separated by two spaces: the service on a root and wherever it differs from the parent's;
+//!   `(span#N)` only when a reference elsewhere names the span by alias; the kind unless
+//!   internal; the status unless unset (`OK`, `!ERROR "message"`, `!ERROR`).
+//! - Attributes are `key=value` separated by one space, sorted by key. Strings are bare unless
+//!   they are empty, contain whitespace, `=`, a quote, a backslash or a control character, or
+//!   would read as a number or bool — then they are quoted with `\"`, `\\`, `\n` escapes. So
+//!   the string `"3"` and the int `3` differ. Ints and bools are bare, doubles always show a
+//!   fraction (`3.0`), arrays are `[a,b]`, key/value lists `{k=v,k2=v2}`, bytes `0x…`.
+//! - An event line is `event[ LEVEL][ message][ key=value…]`; the message follows the string
+//!   rule (`event INFO phase state=initializing`, `event WARN "Run failed" error=boom`).
+//! - A link line is `link →<span>[ key=value…]`, or `link [external]` when the linked span is
+//!   not in the data.
+//! - References (id-valued attributes, links) read `→<span name>` when the target is the only
+//!   span of that name in the same trace, else `→<span name>(span#N)`; a trace id reads
+//!   `→trace#N`.
+//!
+//! Identical structure renders byte-identically, whatever the arrival order.
+
+pub mod expect;
+mod model;
+mod normalize;
+mod render;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+
+pub use expect::{ExpectationError, ExpectedEvent, ExpectedSpan};
+pub use model::{Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value};
+pub use normalize::{Options, Redaction, TreeError};

@@ -14,7 +14,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 async fn a_run_completes_and_keeps_every_line() -> anyhow::Result<()> {
     let mut stack = Stack::start("complete").await?;
     stack.start_engine().await?;
-    let script = stack.script("ok.sh", "echo first\necho to-stderr >&2\nfor i in $(seq 1 300); do echo line $i; done\necho last")?;
+    let script = stack.script(
+        "ok.sh",
+        "echo first\necho to-stderr >&2\nfor i in $(seq 1 300); do echo line $i; done\necho last",
+    )?;
     let c = stack.client.clone();
     let run = c.create_run(&body_for(&script)).await?;
     c.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
@@ -22,7 +25,10 @@ async fn a_run_completes_and_keeps_every_line() -> anyhow::Result<()> {
     let detail = c.get(&format!("/runs/{run}")).await?.body;
     assert_eq!(detail["run_log"]["exit_code"], 0, "{detail}");
     assert_eq!(detail["run_log"]["cmd"], json!(["sh", script]), "{detail}");
-    assert!(detail["run_log"]["start_time"].is_string() && detail["run_log"]["end_time"].is_string(), "{detail}");
+    assert!(
+        detail["run_log"]["start_time"].is_string() && detail["run_log"]["end_time"].is_string(),
+        "{detail}"
+    );
 
     let lines = c.log_lines(&run).await?;
     let stdout: Vec<&String> = lines.iter().filter(|l| l.starts_with("stdout: ")).collect();
@@ -30,11 +36,24 @@ async fn a_run_completes_and_keeps_every_line() -> anyhow::Result<()> {
     assert_eq!(stdout[0], "stdout: first", "the first line is kept");
     assert_eq!(stdout[301], "stdout: last");
     let numbered: Vec<String> = (1..=300).map(|i| format!("stdout: line {i}")).collect();
-    assert_eq!(stdout[1..301].iter().map(|s| s.as_str()).collect::<Vec<_>>(), numbered, "in order");
+    assert_eq!(
+        stdout[1..301]
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>(),
+        numbered,
+        "in order"
+    );
     assert!(lines.contains(&"stderr: to-stderr".to_owned()), "{lines:?}");
-    let only_err = c.get(&format!("/runs/{run}/logs?stream=stderr")).await?.body;
+    let only_err = c
+        .get(&format!("/runs/{run}/logs?stream=stderr"))
+        .await?
+        .body;
     assert_eq!(only_err["lines"].as_array().unwrap().len(), 1, "{only_err}");
-    let paged = c.get(&format!("/runs/{run}/logs?page_size=100")).await?.body;
+    let paged = c
+        .get(&format!("/runs/{run}/logs?page_size=100"))
+        .await?
+        .body;
     assert_eq!(paged["lines"].as_array().unwrap().len(), 100);
     assert!(paged["next_page_token"].is_string());
     Ok(())
@@ -47,10 +66,14 @@ async fn a_failing_run_is_an_executor_error_with_its_exit_code() -> anyhow::Resu
     let script = stack.script("fail.sh", "echo about to fail\nexit 3")?;
     let c = stack.client.clone();
     let run = c.create_run(&body_for(&script)).await?;
-    c.wait_for_state(&run, &["EXECUTOR_ERROR"], DEADLINE).await?;
+    c.wait_for_state(&run, &["EXECUTOR_ERROR"], DEADLINE)
+        .await?;
     let detail = c.get(&format!("/runs/{run}")).await?.body;
     assert_eq!(detail["run_log"]["exit_code"], 3, "{detail}");
-    assert!(detail["error"].as_str().unwrap_or_default().contains('3'), "{detail}");
+    assert!(
+        detail["error"].as_str().unwrap_or_default().contains('3'),
+        "{detail}"
+    );
     assert_eq!(c.log_lines(&run).await?, ["stdout: about to fail"]);
     let again = c.post(&format!("/runs/{run}/cancel"), &json!({})).await?;
     assert_eq!(again.status, 409, "{}", again.body);
@@ -64,7 +87,10 @@ async fn cancelling_a_running_run_stops_its_process_group() -> anyhow::Result<()
     let pidfile = stack.dir.path().join("child.pid");
     let script = stack.script(
         "sleep.sh",
-        &format!("sleep 300 &\necho $! > {}\necho started\nwait", pidfile.display()),
+        &format!(
+            "sleep 300 &\necho $! > {}\necho started\nwait",
+            pidfile.display()
+        ),
     )?;
     let c = stack.client.clone();
     let run = c.create_run(&body_for(&script)).await?;
@@ -78,7 +104,12 @@ async fn cancelling_a_running_run_stops_its_process_group() -> anyhow::Result<()
     })
     .await?;
     let r = c.post(&format!("/runs/{run}/cancel"), &json!({})).await?;
-    assert_eq!((r.status, r.body["state"].clone()), (200, json!("CANCELING")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body["state"].clone()),
+        (200, json!("CANCELING")),
+        "{}",
+        r.body
+    );
     c.wait_for_state(&run, &["CANCELED"], DEADLINE).await?;
     let child: i32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
     test_support::wait_for("the workflow's child to be gone", DEADLINE, || async {
@@ -98,7 +129,8 @@ async fn parameters_reach_the_process_as_single_literal_arguments() -> anyhow::R
     let pwned = stack.dir.path().join("pwned");
     let script = stack.script("args.sh", "for a in \"$@\"; do echo \"arg:$a\"; done")?;
     let mut body = body_for(&script);
-    body["workflow_params"] = json!({"a": format!("x; touch {}", pwned.display()), "b": "$(id)", "c": "`id`"});
+    body["workflow_params"] =
+        json!({"a": format!("x; touch {}", pwned.display()), "b": "$(id)", "c": "`id`"});
     body["workflow_engine_parameters"] = json!({"repeat": 2});
     let c = stack.client.clone();
     let run = c.create_run(&body).await?;
@@ -132,11 +164,24 @@ async fn two_engines_share_the_work() -> anyhow::Result<()> {
     let mut owners = BTreeSet::new();
     for run in &runs {
         c.wait_for_state(run, &["COMPLETE"], DEADLINE).await?;
-        owners.insert(c.get(&format!("/runs/{run}")).await?.body["engine_id"].as_str().unwrap_or_default().to_owned());
+        owners.insert(
+            c.get(&format!("/runs/{run}")).await?.body["engine_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
-    assert_eq!(owners.len(), 2, "8 runs of 2 s with 4 slots per engine must use both engines: {owners:?}");
+    assert_eq!(
+        owners.len(),
+        2,
+        "8 runs of 2 s with 4 slots per engine must use both engines: {owners:?}"
+    );
     let info = c.get("/service-info").await?.body;
-    assert_eq!(info["engines"][0]["instances"].as_array().map(Vec::len), Some(2), "{info}");
+    assert_eq!(
+        info["engines"][0]["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{info}"
+    );
     Ok(())
 }
 
@@ -150,9 +195,16 @@ async fn a_run_whose_engine_dies_becomes_a_system_error() -> anyhow::Result<()> 
     c.wait_for_state(&run, &["RUNNING"], DEADLINE).await?;
     stack.engines[0].proc.kill().await?;
     // Bounded: the registration expires after ENGINE_TTL, the reaper runs every 200 ms here.
-    c.wait_for_state(&run, &["SYSTEM_ERROR"], common::nats::ENGINE_TTL + DEADLINE).await?;
+    c.wait_for_state(&run, &["SYSTEM_ERROR"], common::nats::ENGINE_TTL + DEADLINE)
+        .await?;
     let detail = c.get(&format!("/runs/{run}")).await?.body;
-    assert!(detail["error"].as_str().unwrap_or_default().contains("heartbeat"), "{detail}");
+    assert!(
+        detail["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("heartbeat"),
+        "{detail}"
+    );
     Ok(())
 }
 
@@ -161,7 +213,10 @@ async fn an_engine_restart_runs_what_was_queued() -> anyhow::Result<()> {
     let mut stack = Stack::start("engine-restart").await?;
     stack.start_engine().await?;
     let status = stack.engines[0].proc.terminate(DEADLINE).await?;
-    assert!(status.success(), "SIGTERM must end the engine cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must end the engine cleanly: {status}"
+    );
     let script = stack.script("ok.sh", "echo hello")?;
     let c = stack.client.clone();
     let run = c.create_run(&body_for(&script)).await?;

@@ -20,11 +20,28 @@ async fn queued_runs_wait_for_an_engine_and_cancel_at_once() -> anyhow::Result<(
     assert_eq!(c.state(&kept).await?, "QUEUED");
     assert_eq!(stack.queued_messages().await?, 2);
 
-    let r = c.post(&format!("/runs/{cancelled}/cancel"), &json!({})).await?;
-    assert_eq!((r.status, r.body["state"].clone()), (200, json!("CANCELED")), "{}", r.body);
-    let again = c.post(&format!("/runs/{cancelled}/cancel"), &json!({})).await?;
-    assert_eq!(again.status, 409, "cancelling a terminal run: {}", again.body);
-    assert!(again.body["msg"].as_str().unwrap().contains("CANCELED"), "{}", again.body);
+    let r = c
+        .post(&format!("/runs/{cancelled}/cancel"), &json!({}))
+        .await?;
+    assert_eq!(
+        (r.status, r.body["state"].clone()),
+        (200, json!("CANCELED")),
+        "{}",
+        r.body
+    );
+    let again = c
+        .post(&format!("/runs/{cancelled}/cancel"), &json!({}))
+        .await?;
+    assert_eq!(
+        again.status, 409,
+        "cancelling a terminal run: {}",
+        again.body
+    );
+    assert!(
+        again.body["msg"].as_str().unwrap().contains("CANCELED"),
+        "{}",
+        again.body
+    );
 
     stack.start_engine().await?;
     c.wait_for_state(&kept, &["COMPLETE"], DEADLINE).await?;
@@ -39,7 +56,11 @@ async fn queued_runs_wait_for_an_engine_and_cancel_at_once() -> anyhow::Result<(
     .await?;
     let detail = c.get(&format!("/runs/{cancelled}")).await?;
     assert_eq!(detail.body["state"], "CANCELED", "{}", detail.body);
-    assert!(detail.body.get("run_log").is_none(), "a run cancelled while queued never starts: {}", detail.body);
+    assert!(
+        detail.body.get("run_log").is_none(),
+        "a run cancelled while queued never starts: {}",
+        detail.body
+    );
     assert!(detail.body.get("engine_id").is_none(), "{}", detail.body);
     Ok(())
 }
@@ -59,11 +80,28 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
     let theirs = anon.create_run(&run_body("ok.sh")).await?;
 
     let page1 = alice.get("/runs?page_size=2").await?;
-    let got: Vec<&str> = page1.body["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
-    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first: {}", page1.body);
+    let got: Vec<&str> = page1.body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [ids[2].as_str(), ids[1].as_str()],
+        "newest first: {}",
+        page1.body
+    );
     let token = page1.body["next_page_token"].as_str().expect("a next page");
-    let page2 = alice.get(&format!("/runs?page_size=2&page_token={token}")).await?;
-    let got: Vec<&str> = page2.body["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let page2 = alice
+        .get(&format!("/runs?page_size=2&page_token={token}"))
+        .await?;
+    let got: Vec<&str> = page2.body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[0].as_str()], "{}", page2.body);
     assert!(page2.body.get("next_page_token").is_none());
     assert_eq!(page2.body["runs"][0]["tags"], json!({"suite": "api"}));
@@ -71,20 +109,42 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
     let filtered = alice.get("/runs?state=complete").await?;
     assert_eq!(filtered.body["runs"], json!([]));
 
-    for path in [format!("/runs/{}", ids[0]), format!("/runs/{}/status", ids[0]), format!("/runs/{}/logs", ids[0])] {
+    for path in [
+        format!("/runs/{}", ids[0]),
+        format!("/runs/{}/status", ids[0]),
+        format!("/runs/{}/logs", ids[0]),
+    ] {
         let r = bob.get(&path).await?;
-        assert_eq!(r.status, 404, "bob must not see alice's run at {path}: {}", r.body);
+        assert_eq!(
+            r.status, 404,
+            "bob must not see alice's run at {path}: {}",
+            r.body
+        );
     }
-    let r = bob.post(&format!("/runs/{}/cancel", ids[0]), &json!({})).await?;
+    let r = bob
+        .post(&format!("/runs/{}/cancel", ids[0]), &json!({}))
+        .await?;
     assert_eq!(r.status, 404, "bob must not cancel alice's run: {}", r.body);
     assert_eq!(anon.state(&theirs).await?, "QUEUED");
     assert_eq!(bob.get("/runs").await?.body["runs"], json!([]));
 
     let info = alice.get("/service-info").await?;
-    assert_eq!(info.body["system_state_counts"], json!({"QUEUED": 4}), "{}", info.body);
-    assert_eq!(info.body["workflow_type_versions"]["SH"]["versions"], json!(["1"]));
+    assert_eq!(
+        info.body["system_state_counts"],
+        json!({"QUEUED": 4}),
+        "{}",
+        info.body
+    );
+    assert_eq!(
+        info.body["workflow_type_versions"]["SH"]["versions"],
+        json!(["1"])
+    );
     assert_eq!(info.body["engines"][0]["name"], "generic");
-    assert_eq!(info.body["engines"][0]["instances"], json!([]), "no engine runs yet");
+    assert_eq!(
+        info.body["engines"][0]["instances"],
+        json!([]),
+        "no engine runs yet"
+    );
 
     let detail = alice.get(&format!("/runs/{}", ids[0])).await?;
     assert_eq!(detail.body["request"]["workflow_engine"], "generic");
@@ -95,8 +155,17 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
     assert_eq!(alice.get("/healthz").await?.status, 200);
     assert_eq!(alice.get("/readyz").await?.status, 200);
     let doc = alice.get("/openapi.json").await?;
-    for path in ["/runs", "/runs/{run_id}", "/runs/{run_id}/cancel", "/runs/{run_id}/logs", "/service-info"] {
-        assert!(doc.body["paths"].get(path).is_some(), "openapi lacks {path}");
+    for path in [
+        "/runs",
+        "/runs/{run_id}",
+        "/runs/{run_id}/cancel",
+        "/runs/{run_id}/logs",
+        "/service-info",
+    ] {
+        assert!(
+            doc.body["paths"].get(path).is_some(),
+            "openapi lacks {path}"
+        );
     }
     Ok(())
 }

@@ -10,7 +10,10 @@ use test_support::{NatsServer, log_dir, workspace_root};
 
 pub struct Stack {
     pub nats: NatsServer,
-    #[expect(dead_code, reason = "held so the API process lives as long as the stack")]
+    #[expect(
+        dead_code,
+        reason = "held so the API process lives as long as the stack"
+    )]
     pub api: Service,
     pub client: ApiClient,
     pub engines: Vec<Service>,
@@ -23,16 +26,34 @@ impl Stack {
     pub async fn start(name: &str) -> Result<Self> {
         let logs = log_dir(&format!("api-{name}"));
         let nats = NatsServer::start(&logs).await?;
-        let api = start_api(&nats.url, &logs, &[("REAPER_INTERVAL_MS", "200".to_owned())]).await?;
+        let api = start_api(
+            &nats.url,
+            &logs,
+            &[("REAPER_INTERVAL_MS", "200".to_owned())],
+        )
+        .await?;
         let client = ApiClient::new(&api.url);
-        Ok(Self { nats, api, client, engines: Vec::new(), dir: tempfile::tempdir()?, logs })
+        Ok(Self {
+            nats,
+            api,
+            client,
+            engines: Vec::new(),
+            dir: tempfile::tempdir()?,
+            logs,
+        })
     }
 
     /// The engine config used by these tests, written into the temp folder.
     pub fn engine_config(&self) -> Result<PathBuf> {
         let path = self.dir.path().join("engine.yaml");
         if !path.exists() {
-            std::fs::write(&path, ENGINE_YAML.replace("WORKDIR", &self.dir.path().join("runs").display().to_string()))?;
+            std::fs::write(
+                &path,
+                ENGINE_YAML.replace(
+                    "WORKDIR",
+                    &self.dir.path().join("runs").display().to_string(),
+                ),
+            )?;
         }
         Ok(path)
     }
@@ -52,7 +73,10 @@ impl Stack {
         let cfg = common::FullEngineConfig::load(&self.engine_config()?)?;
         infra
             .engine_configs
-            .put(common::nats::engine_config_key(&cfg.engine.name, &cfg.engine.version), serde_json::to_vec(&cfg.engine)?.into())
+            .put(
+                common::nats::engine_config_key(&cfg.engine.name, &cfg.engine.version),
+                serde_json::to_vec(&cfg.engine)?.into(),
+            )
             .await?;
         Ok(())
     }
@@ -102,7 +126,11 @@ runs:
 
 /// A workflow script from `fixtures/workflows/`.
 pub fn workflow(name: &str) -> String {
-    workspace_root().join("fixtures/workflows").join(name).display().to_string()
+    workspace_root()
+        .join("fixtures/workflows")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A valid request body for the fixture `script`.

@@ -1,0 +1,111 @@
+//! Cancel requests on `metis.cancel.<engine_id>` (core NATS).
+//!
+//! The API sets the record to CANCELING, then sends [`common::CancelMessage`] with a
+//! `traceparent` header. Each message gets a `workflow_cancel` span, a child of the API's
+//! context, that ends as soon as the request is carried out (the SIGKILL escalation after the
+//! grace period runs in the background, outside it):
+//!
+//! - run in flight here with a live process → SIGTERM to its process group, SIGKILL after
+//!   `runs.cancelGracePeriodMs`; the run task then records CANCELED;
+//! - run in flight here without a process yet → the stop flag makes the run task skip the
+//!   spawn (or kill what it just spawned) and record CANCELED;
+//! - run not in flight here, record CANCELING and owned by this engine → CANCELED at once;
+//! - anything else → INFO "run is not running on this engine".
+//!
+//! The heartbeat also [`sweep`]s the runs in flight: one whose record says CANCELING in two
+//! sweeps in a row is stopped even though its cancel message was lost.
+
+use std::sync::Arc;
+
+use common::infra::Decision;
+use common::{CancelMessage, RunId, State};
+use futures::StreamExt;
+use tracing::Instrument;
+
+use crate::control::StopAction;
+use crate::outcome::StopReason;
+use crate::process;
+use crate::runtime::Shared;
+
+/// Serves cancel messages until the subscription ends.
+pub async fn listen(shared: Arc<Shared>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        handle(&shared, msg).await;
+    }
+}
+
+async fn handle(shared: &Shared, msg: async_nats::Message) {
+    let cancel: CancelMessage = match serde_json::from_slice(&msg.payload) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(subject = %msg.subject, reason = %e, "discarding malformed cancel message");
+            return;
+        }
+    };
+    let span = workflow_cancel_span(&cancel.run_id, msg.headers.as_ref());
+    cancel_run(shared, cancel.run_id).instrument(span).await;
+}
+
+/// The `workflow_cancel` span: a child of the context in `headers` (the API's cancel
+/// producer span), parent set before the span is first entered.
+pub fn workflow_cancel_span(
+    run_id: &RunId,
+    headers: Option<&async_nats::HeaderMap>,
+) -> tracing::Span {
+    let span = tracing::info_span!("workflow_cancel", otel.kind = "consumer", run_id = %run_id);
+    telemetry::propagation::set_parent_from(&span, headers);
+    span
+}
+
+async fn cancel_run(shared: &Shared, id: RunId) {
+    if let Some(control) = shared.registry.get(&id) {
+        match control.stop(StopReason::Cancel) {
+            StopAction::Signal(pgid) => {
+                process::terminate_group(pgid, shared.cancel_grace, control);
+                tracing::info!("sent SIGTERM to the run's process group");
+            }
+            StopAction::NotStarted => tracing::info!("run has no process yet; it will not start"),
+            StopAction::Exited => tracing::info!("run's process has already exited"),
+        }
+        return;
+    }
+    let me = shared.engine_id.as_str();
+    let result = shared
+        .infra
+        .update_run(&id, |rec| match rec {
+            Some(r) if r.state == State::Canceling && r.engine_id.as_deref() == Some(me) => {
+                r.state = State::Canceled;
+                Decision::Write(true)
+            }
+            _ => Decision::Keep(false),
+        })
+        .await;
+    match result {
+        Ok(true) => tracing::info!("run was not in flight here; marked canceled"),
+        Ok(false) => tracing::info!("run is not running on this engine"),
+        Err(e) => tracing::warn!(error = %e, "failed to read the run record"),
+    }
+}
+
+/// Stops every run in flight whose record says CANCELING in two sweeps in a row while no
+/// cancel message arrived (a lost message).
+pub async fn sweep(shared: &Shared) {
+    for (id, control) in shared.registry.all() {
+        if control.stop_reason().is_some() || control.live_group().is_none() {
+            continue;
+        }
+        match shared.infra.get_run(&id).await {
+            Ok(Some((rec, _))) if rec.state == State::Canceling => {
+                if !control.canceling_seen_again() {
+                    continue;
+                }
+                tracing::info!(run_id = %id, "run is canceling but no cancel message came; stopping the process");
+                if let StopAction::Signal(pgid) = control.stop(StopReason::Cancel) {
+                    process::terminate_group(pgid, shared.cancel_grace, control);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(run_id = %id, error = %e, "checking for a cancel failed"),
+        }
+    }
+}

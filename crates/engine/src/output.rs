@@ -1,0 +1,237 @@
+//! Capturing the workflow's output: stdout and stderr are read line by line, concurrently,
+//! numbered with one combined `seq` from 0 in the order read, and published as
+//! [`LogLine`] JSON on `metis.logs.<run_id>` (the `METIS_LOGS` stream).
+//!
+//! Publishes are pipelined and their acks awaited in order; [`LogPublisher::finish`] returns
+//! only when every line is stored, so a run is marked terminal only after all of its output
+//! can be read. Invalid UTF-8 is replaced; a line longer than [`MAX_LINE`] bytes is split.
+
+use std::collections::VecDeque;
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use chrono::{DateTime, Utc};
+use common::{LogLine, LogStream, RunId};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+
+/// The longest line stored as one message; longer ones continue in the next.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// How many publishes may wait for their ack at once.
+const WINDOW: usize = 128;
+
+/// One line read from the process, before it is numbered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The text, without its line ending.
+    pub line: String,
+    /// When it was read.
+    pub time: DateTime<Utc>,
+}
+
+/// Splits a byte stream into lines of at most `max` bytes.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    /// A splitter for lines of at most `max` bytes.
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Feeds bytes; returns the lines they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b == b'\n' {
+                out.push(self.take());
+            } else {
+                self.buf.push(b);
+                if self.buf.len() >= self.max {
+                    out.push(self.take());
+                }
+            }
+        }
+        out
+    }
+
+    /// The unterminated rest, if any (at end of stream).
+    pub fn finish(&mut self) -> Option<String> {
+        (!self.buf.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        let mut bytes = std::mem::take(&mut self.buf);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+/// Reads `reader` to its end, sending each line to `tx`.
+pub async fn read_lines(
+    mut reader: impl AsyncRead + Unpin,
+    stream: LogStream,
+    tx: mpsc::Sender<Captured>,
+) {
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the process output failed");
+                break;
+            }
+        };
+        for line in splitter.push(&chunk[..n]) {
+            if tx
+                .send(Captured {
+                    stream,
+                    line,
+                    time: Utc::now(),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        let _ = tx
+            .send(Captured {
+                stream,
+                line,
+                time: Utc::now(),
+            })
+            .await;
+    }
+}
+
+/// Numbers captured lines and stores them in JetStream, in order.
+pub struct LogPublisher {
+    js: jetstream::Context,
+    subject: String,
+    next_seq: u64,
+    pending: VecDeque<PublishAckFuture>,
+    error: Option<String>,
+}
+
+impl LogPublisher {
+    /// A publisher for the run's `metis.logs.<run_id>` subject.
+    #[must_use]
+    pub fn new(js: jetstream::Context, run_id: &RunId) -> Self {
+        Self {
+            js,
+            subject: common::nats::logs_subject(run_id),
+            next_seq: 0,
+            pending: VecDeque::new(),
+            error: None,
+        }
+    }
+
+    /// Publishes one line (after the first failure, lines are only counted).
+    pub async fn push(&mut self, c: Captured) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        tracing::debug!(seq, stream = ?c.stream, line = %c.line, "output");
+        if self.error.is_some() {
+            return;
+        }
+        let msg = LogLine {
+            seq,
+            stream: c.stream,
+            line: c.line,
+            time: c.time,
+        };
+        let payload = match serde_json::to_vec(&msg) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error = Some(format!("encoding line {seq}: {e}"));
+                return;
+            }
+        };
+        match self.js.publish(self.subject.clone(), payload.into()).await {
+            Ok(ack) => self.pending.push_back(ack),
+            Err(e) => {
+                self.error = Some(format!("line {seq}: {e}"));
+                return;
+            }
+        }
+        if self.pending.len() >= WINDOW {
+            self.await_oldest().await;
+        }
+    }
+
+    async fn await_oldest(&mut self) {
+        if let Some(ack) = self.pending.pop_front()
+            && let Err(e) = ack.await
+            && self.error.is_none()
+        {
+            self.error = Some(e.to_string());
+        }
+    }
+
+    /// Waits for every ack. `Ok(lines)` when all were stored, else the first failure.
+    pub async fn finish(mut self) -> Result<u64, String> {
+        while !self.pending.is_empty() {
+            self.await_oldest().await;
+        }
+        match self.error {
+            None => Ok(self.next_seq),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(max: usize, chunks: &[&[u8]], expect: &[&str]) {
+        let mut s = LineSplitter::new(max);
+        let mut got: Vec<String> = chunks.iter().flat_map(|c| s.push(c)).collect();
+        got.extend(s.finish());
+        assert_eq!(got, expect, "chunks {chunks:?}");
+    }
+
+    #[test]
+    fn lines_split_on_newlines_across_chunks() {
+        check(100, &[b"a\nb", b"c\n", b"\n"], &["a", "bc", ""]);
+        check(100, &[b"no newline"], &["no newline"]);
+        check(100, &[b"crlf\r\n"], &["crlf"]);
+        check(100, &[], &[]);
+    }
+
+    #[test]
+    fn long_lines_are_split_and_bad_utf8_replaced() {
+        check(3, &[b"abcdefg\n"], &["abc", "def", "g"]);
+        check(100, &[b"\xff\xfeok\n"], &["\u{fffd}\u{fffd}ok"]);
+    }
+
+    #[tokio::test]
+    async fn read_lines_sends_every_line_then_the_rest() {
+        let (tx, mut rx) = mpsc::channel(16);
+        read_lines(&b"one\ntwo\nthree"[..], LogStream::Stderr, tx).await;
+        let mut got = Vec::new();
+        while let Some(c) = rx.recv().await {
+            assert_eq!(c.stream, LogStream::Stderr);
+            got.push(c.line);
+        }
+        assert_eq!(got, ["one", "two", "three"]);
+    }
+}

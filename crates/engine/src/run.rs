@@ -1,0 +1,552 @@
+//! One run, from its JetStream message to its final record.
+//!
+//! [`handle_message`] decodes the message (a malformed one is logged and terminated), claims
+//! the run with a compare-and-set QUEUED → INITIALIZING (a run that is no longer QUEUED, e.g.
+//! cancelled by the API, is acknowledged and skipped without a span), acknowledges the message
+//! (from then on the KV record is the truth), and executes the run inside a `workflow_run`
+//! span whose parent is the API's producer span (from the `traceparent` header).
+//!
+//! Phases, each an INFO `phase` event with `state` on the span, always in this order:
+//!
+//! | phase | work | on failure |
+//! | --- | --- | --- |
+//! | `initializing` | create the workdir | SYSTEM_ERROR |
+//! | `building` | validate the request against this engine's config, build the argv | SYSTEM_ERROR |
+//! | `executing` | spawn the process (unless a stop came first), CAS INITIALIZING → RUNNING | SYSTEM_ERROR |
+//! | `running` | capture stdout/stderr into `METIS_LOGS`, wait for the exit | SYSTEM_ERROR |
+//! | `parsing` | exit status and stop requests → final state | — |
+//! | `updating_db` | final CAS with the run log, after every output line was acked | logged |
+//! | `cleanup` | drop the in-flight bookkeeping | — |
+//!
+//! A run that fails (or is cancelled) before it has a process skips `running` and `parsing`;
+//! `updating_db` and `cleanup` always happen. Event messages carry no pids or paths, so the
+//! span is the same for every run of the same kind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use chrono::Utc;
+use common::command::{CommandContext, build_argv};
+use common::infra::Decision;
+use common::{RunId, RunLog, RunRecord, RunRequestMessage, State};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::control::{RunControl, StopAction};
+use crate::outcome::{Exit, StopReason, outcome, reconcile};
+use crate::output::{Captured, LogPublisher, read_lines};
+use crate::runtime::Shared;
+use crate::{EngineError, RunContext, process, workdir};
+
+/// How long output may keep flowing after the process exited (a grandchild in another
+/// process group holding the pipes) before the rest is ignored.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// Decodes a run message; the error is the reason it is malformed.
+pub fn decode(payload: &[u8]) -> Result<RunRequestMessage, String> {
+    serde_json::from_slice(payload).map_err(|e| e.to_string())
+}
+
+enum Claim {
+    Claimed(Box<RunRecord>),
+    NotQueued(State),
+    Missing,
+}
+
+/// Handles one message from the runs stream, start to finish.
+pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
+    let req = match decode(&msg.payload) {
+        Ok(r) => r,
+        Err(reason) => {
+            tracing::warn!(subject = %msg.subject, reason = %reason, "discarding malformed run message");
+            ack(&msg, AckKind::Term).await;
+            return;
+        }
+    };
+    let id = req.run_id;
+    if shared.registry.get(&id).is_some() {
+        tracing::info!(run_id = %id, "run is already in flight here; dropping the duplicate message");
+        ack(&msg, AckKind::Ack).await;
+        return;
+    }
+    // In the registry before the claim, so a cancel racing the claim finds the run.
+    let control = shared.registry.insert(id);
+    let me = shared.engine_id.clone();
+    let claim = shared
+        .infra
+        .update_run(&id, |rec| match rec {
+            None => Decision::Keep(Claim::Missing),
+            Some(r) if r.state == State::Queued => {
+                r.state = State::Initializing;
+                r.engine_id = Some(me.clone());
+                Decision::Write(Claim::Claimed(Box::new(r.clone())))
+            }
+            Some(r) => Decision::Keep(Claim::NotQueued(r.state)),
+        })
+        .await;
+    let rec = match claim {
+        Ok(Claim::Claimed(rec)) => *rec,
+        Ok(Claim::NotQueued(state)) => {
+            shared.registry.remove(&id);
+            ack(&msg, AckKind::Ack).await;
+            tracing::info!(run_id = %id, state = %state, "run is no longer queued; skipping");
+            return;
+        }
+        Ok(Claim::Missing) => {
+            shared.registry.remove(&id);
+            tracing::warn!(run_id = %id, reason = "no run record with this id", "discarding malformed run message");
+            ack(&msg, AckKind::Term).await;
+            return;
+        }
+        Err(e) => {
+            shared.registry.remove(&id);
+            tracing::warn!(run_id = %id, error = %e, "failed to claim the run; it will be redelivered");
+            ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return;
+        }
+    };
+    ack(&msg, AckKind::Ack).await;
+
+    let span = workflow_run_span(&rec, req.trace_id.as_deref(), msg.headers.as_ref());
+    let run = RunTask {
+        shared: shared.clone(),
+        rec,
+        control,
+        span: span.clone(),
+    };
+    run.execute().instrument(span).await;
+}
+
+/// The `workflow_run` span of a claimed run: a child of the context in `headers` (the API's
+/// producer span), with `api_trace_id` = the `trace_id` of the message. The parent is set
+/// before the span is first entered, as tracing-opentelemetry requires.
+pub fn workflow_run_span(
+    rec: &RunRecord,
+    api_trace_id: Option<&str>,
+    headers: Option<&async_nats::HeaderMap>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "workflow_run",
+        otel.kind = "consumer",
+        run_id = %rec.run_id,
+        user_id = %rec.user_id,
+        workflow_type = %rec.request.workflow_type,
+        state = Empty,
+        duration_ms = Empty,
+        api_trace_id = Empty,
+        error = Empty,
+        otel.status_code = Empty,
+    );
+    if let Some(api) = api_trace_id {
+        span.record("api_trace_id", api);
+    }
+    telemetry::propagation::set_parent_from(&span, headers);
+    span
+}
+
+async fn ack(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(subject = %msg.subject, error = %e, "failed to acknowledge a run message");
+    }
+}
+
+fn phase(state: &'static str) {
+    tracing::info!(state, "phase");
+}
+
+/// What a run produced before its result is written.
+struct Produced {
+    /// How the process ended; `None` when none ran.
+    exit: Option<Exit>,
+    /// Whether every output line was stored (the engine's failure otherwise).
+    logs: Result<(), EngineError>,
+}
+
+struct RunTask {
+    shared: Arc<Shared>,
+    rec: RunRecord,
+    control: Arc<RunControl>,
+    span: tracing::Span,
+}
+
+impl RunTask {
+    fn id(&self) -> RunId {
+        self.rec.run_id
+    }
+
+    async fn execute(self) {
+        let started = Instant::now();
+        let mut log = RunLog {
+            name: format!("run-{}", self.id()),
+            ..RunLog::default()
+        };
+        let produced = self.work(&mut log).await;
+        log.end_time = Some(Utc::now());
+
+        let (state, error) = match produced {
+            Err(e) => (State::SystemError, Some(e.sentence())),
+            Ok(Produced { exit, logs }) => {
+                if exit.is_some() {
+                    phase("parsing");
+                }
+                if let Some(exit) = exit {
+                    log.exit_code = exit.code;
+                    log.signal = exit.signal;
+                }
+                match (outcome(exit, self.control.stop_reason().as_ref()), logs) {
+                    ((State::SystemError, why), _) => (State::SystemError, why),
+                    (_, Err(e)) => (State::SystemError, Some(e.sentence())),
+                    (result, Ok(())) => result,
+                }
+            }
+        };
+
+        phase("updating_db");
+        let (state, error) = self.finish(state, error, log).await;
+
+        phase("cleanup");
+        self.shared.registry.remove(&self.id());
+
+        let span = &self.span;
+        span.record("state", state.as_str());
+        span.record(
+            "duration_ms",
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
+        if matches!(state, State::ExecutorError | State::SystemError) {
+            span.record("error", error.as_deref().unwrap_or(state.as_str()));
+            span.record("otel.status_code", "error");
+        }
+        tracing::info!("workflow run finished");
+    }
+
+    /// The phases up to the process's end. `Err` is the engine's own failure.
+    async fn work(&self, log: &mut RunLog) -> Result<Produced, EngineError> {
+        let shared = &self.shared;
+        let rec = &self.rec;
+        let run_id = rec.run_id.to_string();
+
+        phase("initializing");
+        let runs = &shared.config.runs;
+        let workdir: PathBuf = workdir::expand(
+            &runs.workdir.base,
+            &runs.workdir.pattern,
+            &rec.run_id,
+            &rec.user_id,
+            Utc::now(),
+        );
+        workdir::create(&workdir).await?;
+
+        phase("building");
+        let validated = common::validate::validate(&rec.request, &shared.config.engine)?;
+        let workdir_text = workdir.to_string_lossy();
+        let ctx = CommandContext {
+            run_id: &run_id,
+            user_id: &rec.user_id,
+            workflow_url: &rec.request.workflow_url,
+            workdir: &workdir_text,
+            engine_args: &validated.engine_args,
+            workflow_args: &validated.workflow_args,
+        };
+        let argv = build_argv(&shared.config.engine.command_template, &ctx)
+            .map_err(EngineError::Command)?;
+        let argv = shared.engine.command(
+            &RunContext {
+                run_id: &rec.run_id,
+                user_id: &rec.user_id,
+                request: &rec.request,
+                spec: &shared.config.engine,
+                workdir: &workdir,
+                validated: &validated,
+            },
+            argv,
+        )?;
+        if argv.is_empty() {
+            return Err(EngineError::Command("the command is empty".into()));
+        }
+        log.cmd.clone_from(&argv);
+
+        phase("executing");
+        if self.control.stop_reason().is_some() {
+            // Cancelled (or shutting down) before the process existed: it never starts.
+            return Ok(Produced {
+                exit: None,
+                logs: Ok(()),
+            });
+        }
+        let (child, pgid) = process::spawn(&argv, &workdir)?;
+        log.start_time = Some(Utc::now());
+        let guard = GroupGuard(self.control.clone());
+        if self.control.started(pgid).is_err() {
+            // A stop arrived while spawning.
+            process::kill_group(pgid);
+        } else {
+            self.mark_running(log).await;
+        }
+
+        phase("running");
+        let publisher = LogPublisher::new(shared.infra.js.clone(), &rec.run_id);
+        let (exit, logs) = capture(child, pgid, &self.control, publisher).await?;
+        drop(guard);
+        Ok(Produced {
+            exit: Some(exit),
+            logs: logs.map(drop).map_err(EngineError::Logs),
+        })
+    }
+
+    /// CAS INITIALIZING → RUNNING. A record that says CANCELING (the cancel message may be
+    /// lost) stops the process like a cancel; any other change aborts the run.
+    async fn mark_running(&self, log: &RunLog) {
+        enum Start {
+            Running,
+            Canceling,
+            Changed(State),
+            Gone,
+        }
+        let me = self.shared.engine_id.as_str();
+        let result = self
+            .shared
+            .infra
+            .update_run(&self.id(), |rec| match rec {
+                None => Decision::Keep(Start::Gone),
+                Some(r) if r.engine_id.as_deref() != Some(me) => {
+                    Decision::Keep(Start::Changed(r.state))
+                }
+                Some(r) if r.state == State::Initializing => {
+                    r.state = State::Running;
+                    r.run_log = Some(log.clone());
+                    Decision::Write(Start::Running)
+                }
+                Some(r) if matches!(r.state, State::Canceling | State::Canceled) => {
+                    Decision::Keep(Start::Canceling)
+                }
+                Some(r) => Decision::Keep(Start::Changed(r.state)),
+            })
+            .await;
+        let abort = match result {
+            Ok(Start::Running) => return,
+            Ok(Start::Canceling) => {
+                // Outside the span: whether this or the cancel message stops the run is a race.
+                tracing::info!(parent: None, run_id = %self.id(), "run is canceling; stopping the process");
+                if let StopAction::Signal(pgid) = self.control.stop(StopReason::Cancel) {
+                    process::terminate_group(pgid, self.shared.cancel_grace, self.control.clone());
+                }
+                return;
+            }
+            Ok(Start::Changed(state)) => {
+                format!("the run record changed to {state} while the process was starting")
+            }
+            Ok(Start::Gone) => {
+                "the run record disappeared while the process was starting".to_owned()
+            }
+            Err(e) => EngineError::from(e).sentence(),
+        };
+        tracing::warn!(reason = %abort, "stopping the run");
+        if let StopAction::Signal(pgid) = self.control.stop(StopReason::Abort(abort)) {
+            process::kill_group(pgid);
+        }
+    }
+
+    /// The final CAS. Returns the state and error the record ends with (someone else's, when
+    /// the record was already terminal or taken over).
+    async fn finish(
+        &self,
+        state: State,
+        error: Option<String>,
+        log: RunLog,
+    ) -> (State, Option<String>) {
+        let me = self.shared.engine_id.as_str();
+        let result = self
+            .shared
+            .infra
+            .update_run(&self.id(), |rec| match rec {
+                None => Decision::Keep(None),
+                Some(r) if r.state.is_terminal() || r.engine_id.as_deref() != Some(me) => {
+                    Decision::Keep(Some((r.state, r.error.clone())))
+                }
+                Some(r) => {
+                    let fin = reconcile(r.state, state);
+                    r.state = fin;
+                    r.error = if fin == state { error.clone() } else { None };
+                    r.run_log = Some(log.clone());
+                    Decision::Write(Some((fin, r.error.clone())))
+                }
+            })
+            .await;
+        match result {
+            Ok(Some(done)) => done,
+            Ok(None) => {
+                tracing::warn!("the run record disappeared before its result was written");
+                (state, error)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to write the run's result");
+                (state, error)
+            }
+        }
+    }
+}
+
+/// Kills the run's process group if the run task ends (or is aborted) while it is alive.
+struct GroupGuard(Arc<RunControl>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.live_group() {
+            process::kill_group(pgid);
+        }
+    }
+}
+
+/// Captures the output until the process has exited and its pipes are closed; then kills
+/// whatever is left of its process group and waits for every line to be stored.
+async fn capture(
+    mut child: tokio::process::Child,
+    pgid: i32,
+    control: &RunControl,
+    mut publisher: LogPublisher,
+) -> Result<(Exit, Result<u64, String>), EngineError> {
+    let (tx, mut rx) = mpsc::channel::<Captured>(256);
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(
+            out,
+            common::LogStream::Stdout,
+            tx.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(
+            err,
+            common::LogStream::Stderr,
+            tx.clone(),
+        )));
+    }
+    drop(tx);
+
+    let mut exit: Option<Exit> = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some(c) => publisher.push(c).await,
+                None => break,
+            },
+            status = child.wait(), if exit.is_none() => {
+                let status = status.map_err(EngineError::Wait)?;
+                control.exited();
+                // Nothing a run started outlives it (this also closes pipes held by children).
+                process::kill_group(pgid);
+                exit = Some(Exit::from(status));
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            },
+            () = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                tracing::warn!("output pipes stayed open after the process exited; ignoring the rest");
+                break;
+            },
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+    let exit = match exit {
+        Some(e) => e,
+        None => {
+            let status = child.wait().await.map_err(EngineError::Wait)?;
+            control.exited();
+            process::kill_group(pgid);
+            Exit::from(status)
+        }
+    };
+    Ok((exit, publisher.finish().await))
+}
+
+/// Marks a run that is not (or no longer) in flight here as SYSTEM_ERROR because the engine
+/// is shutting down, unless it is already terminal or owned by someone else.
+pub async fn fail_for_shutdown(shared: &Shared, id: &RunId) {
+    let me = shared.engine_id.as_str();
+    let result = shared
+        .infra
+        .update_run(id, |rec| match rec {
+            Some(r)
+                if !r.state.is_terminal()
+                    && r.state != State::Queued
+                    && r.engine_id.as_deref() == Some(me) =>
+            {
+                r.state = State::SystemError;
+                r.error = Some(crate::outcome::SHUTDOWN_ERROR.to_owned());
+                Decision::Write(true)
+            }
+            _ => Decision::Keep(false),
+        })
+        .await;
+    match result {
+        Ok(true) => {
+            tracing::warn!(run_id = %id, "run marked SYSTEM_ERROR: engine shut down before it finished")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(run_id = %id, error = %e, "failed to mark the run SYSTEM_ERROR at shutdown")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_run_joins_the_trace_of_the_message() {
+        let (sub, _guard, _) = telemetry::build(telemetry::TelemetryConfig {
+            service_name: "t".into(),
+            filter: None,
+            format: None,
+            otlp_endpoint: None,
+        });
+        tracing::subscriber::with_default(sub, || {
+            let req: common::RunRequest = serde_json::from_value(serde_json::json!({
+                "workflow_type": "SH", "workflow_type_version": "1", "workflow_url": "x.sh",
+                "workflow_engine": "generic", "workflow_engine_version": "1"
+            }))
+            .unwrap();
+            let rec = RunRecord::queued(RunId::new(), "alice".into(), req);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            );
+            let span = workflow_run_span(&rec, Some("b7ad6b7169203331"), Some(&headers));
+            assert_eq!(
+                telemetry::propagation::trace_id(&span).as_deref(),
+                Some("0af7651916cd43dd8448eb211c80319c")
+            );
+            let orphan = workflow_run_span(&rec, None, None);
+            assert_ne!(
+                telemetry::propagation::trace_id(&orphan).as_deref(),
+                Some("0af7651916cd43dd8448eb211c80319c")
+            );
+        });
+    }
+
+    #[test]
+    fn malformed_messages_are_explained() {
+        for (payload, needle) in [
+            (&b"not json"[..], "expected"),
+            (
+                br#"{"run_id":"0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a11"}"#,
+                "missing field `request`",
+            ),
+            (br#"{"run_id":"nope","request":{},"user_id":"u"}"#, "UUID"),
+        ] {
+            let err = decode(payload).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "{}: {err}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! Start-up, the consume loop, heartbeats and graceful shutdown of one engine instance.
+//!
+//! [`bootstrap`] loads the engine.yaml, connects to NATS, creates the streams and buckets,
+//! stores the engine's config in `metis_engine_configs` (persistent, so the API accepts runs
+//! while no instance runs), registers the instance in `metis_engines` (TTL, refreshed every
+//! [`common::nats::HEARTBEAT_INTERVAL`]), creates the durable pull consumer shared by every
+//! instance of this engine name and version, subscribes to its cancel subject and starts the
+//! health server. [`Running::run_until`] consumes runs until the shutdown future resolves.
+//!
+//! **Consuming.** A message is fetched only when a `maxConcurrentRuns` permit is free, one at
+//! a time with a short expiry, so an idle instance never holds messages another instance
+//! could run. Each message is handled in its own task ([`crate::run::handle_message`]).
+//!
+//! **Shutdown.** Stop fetching (a message delivered to the last pull request goes back to the
+//! stream), wait up to `SHUTDOWN_GRACE_MS` for the runs in flight, then SIGKILL the process
+//! groups that remain and record those runs SYSTEM_ERROR, delete the registration, return.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use bytes::Bytes;
+use chrono::Utc;
+use common::infra::Infra;
+use common::nats::{self, HEARTBEAT_INTERVAL};
+use common::{EngineRegistration, FullEngineConfig};
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::control::{Registry, StopAction};
+use crate::outcome::StopReason;
+use crate::settings::Settings;
+use crate::{Engine, EngineError, cancel, health, process, run};
+
+/// How long one pull request waits for a message.
+const FETCH_EXPIRY: Duration = Duration::from_secs(1);
+/// How long JetStream waits for the ack of a delivered run message before redelivering it.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// After the grace period and SIGKILL, how long runs get to record their result.
+const FINALIZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delay before retrying after a failed pull request.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What every task of one instance shares.
+pub struct Shared {
+    /// The engine implementation (command hook).
+    pub engine: Arc<dyn Engine>,
+    /// The loaded engine.yaml.
+    pub config: FullEngineConfig,
+    /// This instance's id (`metis.cancel.<id>`, `engine_id` in run records).
+    pub engine_id: String,
+    /// Streams and buckets.
+    pub infra: Infra,
+    /// Runs in flight here.
+    pub registry: Registry,
+    /// `runs.cancelGracePeriodMs`.
+    pub cancel_grace: Duration,
+}
+
+/// An engine instance that has started and is ready to consume.
+pub struct Running {
+    shared: Arc<Shared>,
+    client: async_nats::Client,
+    consumer: PullConsumer,
+    cancel_sub: Option<async_nats::Subscriber>,
+    consuming: Arc<AtomicBool>,
+    health_task: tokio::task::JoinHandle<()>,
+    health_stop: watch::Sender<bool>,
+    started_at: chrono::DateTime<Utc>,
+    shutdown_grace: Duration,
+}
+
+/// Starts an instance: everything up to the `engine ready` log line.
+pub async fn bootstrap(
+    engine: Arc<dyn Engine>,
+    settings: Settings,
+) -> Result<Running, EngineError> {
+    let config = FullEngineConfig::load(&settings.config_path)?;
+    let spec = &config.engine;
+    let engine_id = spec
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("{}/{}", engine.service_name(), engine_id))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        })
+        .connect(settings.nats_url.as_str())
+        .await
+        .map_err(|source| EngineError::Connect {
+            url: settings.nats_url.clone(),
+            source,
+        })?;
+    let infra = Infra::ensure(client.clone())
+        .await
+        .map_err(|e| EngineError::nats("create the NATS streams and buckets", e))?;
+
+    let spec_json =
+        serde_json::to_vec(spec).map_err(|e| EngineError::nats("encode the engine config", e))?;
+    infra
+        .engine_configs
+        .put(
+            nats::engine_config_key(&spec.name, &spec.version),
+            Bytes::from(spec_json),
+        )
+        .await
+        .map_err(|e| EngineError::nats("register the engine config", e))?;
+
+    let started_at = Utc::now();
+    let cancel_grace = Duration::from_millis(config.runs.cancel_grace_period_ms);
+    let shared = Arc::new(Shared {
+        engine,
+        config,
+        engine_id,
+        infra,
+        registry: Registry::default(),
+        cancel_grace,
+    });
+    register(&shared, started_at)
+        .await
+        .map_err(|e| EngineError::nats("register the engine instance", e))?;
+
+    let consumer = create_consumer(&shared).await?;
+    let cancel_sub = client
+        .subscribe(nats::cancel_subject(&shared.engine_id))
+        .await
+        .map_err(|e| EngineError::nats("subscribe to cancel requests", e))?;
+
+    let consuming = Arc::new(AtomicBool::new(false));
+    let (health_stop, health_rx) = watch::channel(false);
+    let health_task = health::serve(
+        settings.health_port,
+        health::Health {
+            client: client.clone(),
+            consuming: consuming.clone(),
+        },
+        health_rx,
+    )
+    .await?;
+
+    let spec = &shared.config.engine;
+    tracing::info!(engine_id = %shared.engine_id, name = %spec.name, version = %spec.version, "engine ready");
+    Ok(Running {
+        shared,
+        client,
+        consumer,
+        cancel_sub: Some(cancel_sub),
+        consuming,
+        health_task,
+        health_stop,
+        started_at,
+        shutdown_grace: settings.shutdown_grace,
+    })
+}
+
+async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
+    let spec = &shared.config.engine;
+    let name = nats::consumer_name(&spec.name, &spec.version);
+    let mut subjects = Vec::new();
+    for t in &spec.workflow_types {
+        for v in &spec.workflow_type_versions {
+            subjects.push(nats::run_subject(&spec.name, &spec.version, t, v));
+        }
+    }
+    subjects.sort();
+    subjects.dedup();
+    let stream = shared
+        .infra
+        .js
+        .get_stream(nats::RUNS_STREAM)
+        .await
+        .map_err(|e| EngineError::nats(format!("open stream {}", nats::RUNS_STREAM), e))?;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("runs for engine {} {}", spec.name, spec.version)),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            filter_subjects: subjects,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| EngineError::nats(format!("create consumer {name}"), e))
+}
+
+async fn register(
+    shared: &Shared,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<(), async_nats::Error> {
+    let spec = &shared.config.engine;
+    let reg = EngineRegistration {
+        id: shared.engine_id.clone(),
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        started_at,
+        heartbeat_at: Utc::now(),
+    };
+    shared
+        .infra
+        .engines
+        .put(
+            nats::token(&shared.engine_id),
+            Bytes::from(serde_json::to_vec(&reg)?),
+        )
+        .await?;
+    Ok(())
+}
+
+impl Running {
+    /// This instance's id.
+    #[must_use]
+    pub fn engine_id(&self) -> &str {
+        &self.shared.engine_id
+    }
+
+    /// Consumes runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), EngineError> {
+        let shared = self.shared.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let cancel_task = match self.cancel_sub.take() {
+            Some(sub) => tokio::spawn(cancel::listen(shared.clone(), sub)),
+            None => tokio::spawn(async {}),
+        };
+        // The heartbeat outlives the consume loop: runs finishing during the grace period
+        // must not look abandoned to the API.
+        let (heartbeat_stop, heartbeat_rx) = watch::channel(false);
+        let heartbeat_task = tokio::spawn(heartbeat(shared.clone(), self.started_at, heartbeat_rx));
+        let consume_task = tokio::spawn(consume(
+            shared.clone(),
+            self.consumer.clone(),
+            self.consuming.clone(),
+            stop_rx,
+            self.shutdown_grace,
+        ));
+
+        shutdown.await;
+        tracing::info!("shutting down: no new runs are taken");
+        let _ = stop_tx.send(true);
+        if let Err(e) = consume_task.await {
+            tracing::error!(error = %e, "the consume loop failed");
+        }
+        let _ = heartbeat_stop.send(true);
+        let _ = heartbeat_task.await;
+        if let Err(e) = shared
+            .infra
+            .engines
+            .delete(nats::token(&shared.engine_id))
+            .await
+        {
+            tracing::warn!(error = %e, "failed to delete the engine registration; it expires with its TTL");
+        }
+        cancel_task.abort();
+        let _ = self.health_stop.send(true);
+        let _ = self.health_task.await;
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!(error = %e, "flushing the NATS connection failed");
+        }
+        tracing::info!("engine stopped");
+        Ok(())
+    }
+}
+
+async fn heartbeat(
+    shared: Arc<Shared>,
+    started_at: chrono::DateTime<Utc>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match register(&shared, started_at).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("heartbeat recovered");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "heartbeat failed; retrying (logged once)");
+            }
+            Err(_) => {}
+        }
+        cancel::sweep(&shared).await;
+    }
+}
+
+async fn consume(
+    shared: Arc<Shared>,
+    consumer: PullConsumer,
+    consuming: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.engine.max_concurrent_runs));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut failing = false;
+    'fetch: loop {
+        while let Some(done) = tasks.try_join_next() {
+            log_join(done);
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        if *stop.borrow() {
+            break;
+        }
+        let mut batch = match consumer
+            .batch()
+            .max_messages(1)
+            .expires(FETCH_EXPIRY)
+            .messages()
+            .await
+        {
+            Ok(b) => {
+                consuming.store(true, Ordering::SeqCst);
+                if std::mem::take(&mut failing) {
+                    tracing::info!("fetching runs again");
+                }
+                b
+            }
+            Err(e) => {
+                consuming.store(false, Ordering::SeqCst);
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "fetching runs failed; retrying (logged once)");
+                }
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_DELAY) => continue 'fetch,
+                    _ = stop.wait_for(|s| *s) => break 'fetch,
+                }
+            }
+        };
+        let item = tokio::select! {
+            item = batch.next() => Some(item),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        match item {
+            Some(Some(Ok(msg))) => {
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    run::handle_message(shared, msg).await;
+                    drop(permit);
+                });
+            }
+            Some(Some(Err(e))) => {
+                tracing::warn!(error = %e, "fetching runs returned an error; retrying");
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                    _ = stop.wait_for(|s| *s) => break 'fetch,
+                }
+            }
+            Some(None) => {}
+            None => {
+                // The pull request may still deliver; give such a message straight back.
+                let drain = tokio::time::timeout(FETCH_EXPIRY + Duration::from_secs(1), async {
+                    while let Some(item) = batch.next().await {
+                        if let Ok(msg) = item {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        }
+                    }
+                });
+                let _ = drain.await;
+                break 'fetch;
+            }
+        }
+    }
+    consuming.store(false, Ordering::SeqCst);
+    drain_runs(&shared, tasks, grace).await;
+}
+
+/// Waits up to `grace` for the runs in flight, then kills what is left and records it.
+async fn drain_runs(shared: &Shared, mut tasks: JoinSet<()>, grace: Duration) {
+    while let Some(done) = tasks.try_join_next() {
+        log_join(done);
+    }
+    if tasks.is_empty() {
+        return;
+    }
+    tracing::info!(
+        runs = tasks.len(),
+        grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        "waiting for runs in flight"
+    );
+    if join_all_within(&mut tasks, grace).await {
+        return;
+    }
+    let left = shared.registry.all();
+    tracing::warn!(
+        runs = left.len(),
+        "grace period over; killing the runs in flight"
+    );
+    for (_, control) in &left {
+        if let StopAction::Signal(pgid) = control.stop(StopReason::Shutdown) {
+            process::kill_group(pgid);
+        }
+    }
+    if join_all_within(&mut tasks, FINALIZE_TIMEOUT).await {
+        return;
+    }
+    tasks.abort_all();
+    while let Some(done) = tasks.join_next().await {
+        log_join(done);
+    }
+    for (id, _) in shared.registry.all() {
+        run::fail_for_shutdown(shared, &id).await;
+        shared.registry.remove(&id);
+    }
+}
+
+async fn join_all_within(tasks: &mut JoinSet<()>, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(d) => log_join(d),
+                None => return true,
+            },
+            () = tokio::time::sleep_until(deadline) => return false,
+        }
+    }
+}
+
+fn log_join(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "a run task panicked");
+    }
+}

@@ -1,0 +1,142 @@
+//! The engine's settings from the environment.
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `ENGINE_CONFIG_PATH` | the engine.yaml | `/etc/metis/engine.yaml` |
+//! | `NATS_URL` | the NATS server (with JetStream) | `nats://127.0.0.1:4222` |
+//! | `HEALTH_PORT` | port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral | `8081` |
+//! | `SHUTDOWN_GRACE_MS` | how long SIGTERM/SIGINT waits for in-flight runs | `10000` |
+//!
+//! Logging and span export read `RUST_LOG`, `LOG_FORMAT` and `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (see the `telemetry` crate). An empty variable counts as unset; a bad value is an error that
+//! names the variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::EngineError;
+
+/// Default `ENGINE_CONFIG_PATH`.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/metis/engine.yaml";
+/// Default `NATS_URL`.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default `HEALTH_PORT`.
+pub const DEFAULT_HEALTH_PORT: u16 = 8081;
+/// Default `SHUTDOWN_GRACE_MS`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
+
+/// Everything the engine reads from its environment (besides telemetry's variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `ENGINE_CONFIG_PATH`.
+    pub config_path: PathBuf,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `HEALTH_PORT`.
+    pub health_port: u16,
+    /// `SHUTDOWN_GRACE_MS`.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, EngineError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `lookup` (for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EngineError> {
+        let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let health_port = match var("HEALTH_PORT") {
+            None => DEFAULT_HEALTH_PORT,
+            Some(v) => v.trim().parse::<u16>().map_err(|_| EngineError::Env {
+                var: "HEALTH_PORT",
+                value: v.clone(),
+                reason: "is not a port number (0-65535)".into(),
+            })?,
+        };
+        let shutdown_grace = match var("SHUTDOWN_GRACE_MS") {
+            None => DEFAULT_SHUTDOWN_GRACE,
+            Some(v) => {
+                Duration::from_millis(v.trim().parse::<u64>().map_err(|_| EngineError::Env {
+                    var: "SHUTDOWN_GRACE_MS",
+                    value: v.clone(),
+                    reason: "is not a whole number of milliseconds".into(),
+                })?)
+            }
+        };
+        let nats_url = var("NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        if nats_url.chars().any(char::is_whitespace) {
+            return Err(EngineError::Env {
+                var: "NATS_URL",
+                value: nats_url,
+                reason: "must not contain whitespace".into(),
+            });
+        }
+        Ok(Self {
+            config_path: var("ENGINE_CONFIG_PATH")
+                .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from),
+            nats_url,
+            health_port,
+            shutdown_grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, EngineError> {
+        Settings::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_or_empty() {
+        let s = settings(&[("HEALTH_PORT", " ")]).unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                config_path: PathBuf::from(DEFAULT_CONFIG_PATH),
+                nats_url: DEFAULT_NATS_URL.into(),
+                health_port: DEFAULT_HEALTH_PORT,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            }
+        );
+    }
+
+    #[test]
+    fn values_are_read() {
+        let s = settings(&[
+            ("ENGINE_CONFIG_PATH", "/x/engine.yaml"),
+            ("NATS_URL", "nats://n:4222"),
+            ("HEALTH_PORT", "0"),
+            ("SHUTDOWN_GRACE_MS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(s.config_path, PathBuf::from("/x/engine.yaml"));
+        assert_eq!(s.nats_url, "nats://n:4222");
+        assert_eq!(s.health_port, 0);
+        assert_eq!(s.shutdown_grace, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("HEALTH_PORT", "http"),
+            ("HEALTH_PORT", "70000"),
+            ("SHUTDOWN_GRACE_MS", "-1"),
+            ("NATS_URL", "nats://a b"),
+        ] {
+            let err = settings(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                err.contains(var) && err.contains(value),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Malformed run messages are reported and discarded (never redelivered); the engine keeps
+//! serving.
+
+use anyhow::Result;
+use common::State;
+use common::nats::RUNS_STREAM;
+use serde_json::json;
+use test_support::wait_for;
+
+use crate::support::{Bed, TIMEOUT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_discarded_and_the_engine_keeps_serving() -> Result<()> {
+    let bed = Bed::start("malformed").await?;
+    let mut engine = bed
+        .engine("engine", &bed.config("engine.yaml", |_| {})?)
+        .await?;
+    let valid_request = serde_json::to_value(bed.request("ok.sh", json!({})))?;
+    let bad: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        serde_json::to_vec(&json!({"hello": "world"}))?,
+        serde_json::to_vec(
+            &json!({"run_id": "not-a-uuid", "request": valid_request, "user_id": "alice"}),
+        )?,
+        // Well-formed, but no run record has this id.
+        serde_json::to_vec(
+            &json!({"run_id": "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a11", "request": valid_request, "user_id": "alice"}),
+        )?,
+    ];
+    let count = bad.len();
+    for payload in bad {
+        bed.publish_raw(payload).await?;
+    }
+    let id = bed.submit(bed.request("ok.sh", json!({}))).await?;
+    assert_eq!(bed.wait_terminal(id).await?.state, State::Complete);
+
+    let reasons = wait_for("a warning per malformed message", TIMEOUT, || async {
+        let reasons: Vec<String> = engine
+            .events()
+            .iter()
+            .filter(|e| e["level"] == "WARN" && e["message"] == "discarding malformed run message")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if reasons.len() == count {
+            Ok(reasons)
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await?;
+    for (i, needle) in [
+        "expected value",
+        "unknown field `hello`",
+        "UUID",
+        "no run record",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            reasons[i].contains(needle),
+            "warning {i} should say {needle:?}: {reasons:?}"
+        );
+    }
+
+    // Terminated and acked messages leave the work queue: nothing will be redelivered.
+    let js = bed.infra.js.clone();
+    wait_for("the runs stream to be empty", TIMEOUT, || {
+        let js = js.clone();
+        async move {
+            let mut stream = js
+                .get_stream(RUNS_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = stream.info().await.map_err(|e| e.to_string())?;
+            if info.state.messages == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} messages", info.state.messages))
+            }
+        }
+    })
+    .await?;
+    assert!(!engine.proc.has_exited(), "the engine keeps serving");
+    engine.stop().await?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The HTTP port: OTLP/HTTP ingest and the query API.
+//!
+//! | Route | What |
+//! |---|---|
+//! | `POST /v1/traces`, `/v1/logs`, `/v1/metrics` | OTLP/HTTP export, `application/x-protobuf` or `application/json` |
+//! | `GET /v1/traces?…` | kept spans as OTLP/JSON `TracesData`, filtered, optionally after a wait ([`Query`]) |
+//! | `DELETE /v1/traces` | forget every kept span |
+//! | `GET /v1/stats` | [`Stats`](super::Stats) as JSON |
+//! | `GET /healthz` | `ok` |
+//!
+//! Errors are JSON `{"error": "..."}`: 400 for a malformed body or query, 415 for a content
+//! type or encoding OTLP/HTTP does not define, 503 for a wait cut short by shutdown.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::query::{self, Filter, Outcome, Query};
+use super::store::Store;
+use super::{MAX_MESSAGE_BYTES, SPAN_COUNT_HEADER, WAIT_HEADER};
+
+#[derive(Debug, Clone)]
+struct AppState {
+    store: Arc<Store>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The axum router for the HTTP port.
+pub(crate) fn router(store: Arc<Store>, shutdown: watch::Receiver<bool>) -> Router {
+    Router::new()
+        .route(
+            "/v1/traces",
+            post(post_traces).get(get_traces).delete(delete_traces),
+        )
+        .route("/v1/logs", post(post_logs))
+        .route("/v1/metrics", post(post_metrics))
+        .route("/v1/stats", get(stats))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
+        .with_state(AppState { store, shutdown })
+}
+
+/// An error answer: `{"error": message}` with `status`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        Self {
+            status: rejection.status(),
+            message: format!("could not read the request body: {}", rejection.body_text()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        tracing::warn!(status = %self.status, "rejected: {}", self.message);
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no route for {method} {uri}"),
+    }
+}
+
+/// The two OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let unsupported = |message: String| ApiError {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        message,
+    };
+    let compressed = headers
+        .get(CONTENT_ENCODING)
+        .filter(|ce| !ce.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if let Some(ce) = compressed {
+        return Err(unsupported(format!(
+            "unsupported content-encoding {ce:?}; send uncompressed OTLP"
+        )));
+    }
+    let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let mime = content_type
+        .and_then(|ct| ct.split(|&b| b == b';').next())
+        .map(<[u8]>::trim_ascii);
+    match mime {
+        Some(m) if m.eq_ignore_ascii_case(PROTOBUF.as_bytes()) => Ok(Encoding::Protobuf),
+        Some(m) if m.eq_ignore_ascii_case(JSON.as_bytes()) => Ok(Encoding::Json),
+        _ => Err(unsupported(format!(
+            "unsupported content-type {}; OTLP/HTTP takes {PROTOBUF} or {JSON}",
+            content_type.map_or_else(
+                || "(none)".to_owned(),
+                |ct| format!("{:?}", String::from_utf8_lossy(ct))
+            ),
+        ))),
+    }
+}
+
+/// Decodes an OTLP/HTTP request body; `what` names the message in errors.
+fn decode<T>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<(Encoding, T), ApiError>
+where
+    T: prost::Message + Default + DeserializeOwned,
+{
+    let encoding = encoding(headers)?;
+    let body = body?;
+    let message = match encoding {
+        Encoding::Protobuf => T::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("malformed protobuf {what}: {e}")))?,
+        Encoding::Json => {
+            // serde would also read a struct from a JSON array; OTLP/JSON is an object.
+            if body.trim_ascii_start().first() != Some(&b'{') {
+                return Err(ApiError::bad_request(format!(
+                    "malformed OTLP/JSON {what}: expected a JSON object"
+                )));
+            }
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("malformed OTLP/JSON {what}: {e}")))?
+        }
+    };
+    Ok((encoding, message))
+}
+
+/// Answers an export in the encoding it came in.
+fn respond<T: prost::Message + Serialize>(encoding: Encoding, message: &T) -> Response {
+    match encoding {
+        Encoding::Protobuf => ([(CONTENT_TYPE, PROTOBUF)], message.encode_to_vec()).into_response(),
+        Encoding::Json => Json(message).into_response(),
+    }
+}
+
+async fn post_traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (encoding, request): (_, ExportTraceServiceRequest) =
+        decode(&headers, body, "ExportTraceServiceRequest")?;
+    state.store.ingest_traces(request.resource_spans);
+    Ok(respond(encoding, &ExportTraceServiceResponse::default()))
+}
+
+async fn post_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (encoding, request): (_, ExportLogsServiceRequest) =
+        decode(&headers, body, "ExportLogsServiceRequest")?;
+    state.store.ingest_logs(super::grpc::log_records(&request));
+    Ok(respond(encoding, &ExportLogsServiceResponse::default()))
+}
+
+async fn post_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (encoding, request): (_, ExportMetricsServiceRequest) =
+        decode(&headers, body, "ExportMetricsServiceRequest")?;
+    state.store.ingest_metrics(super::grpc::metrics(&request));
+    Ok(respond(encoding, &ExportMetricsServiceResponse::default()))
+}
+
+async fn get_traces(
+    State(state): State<AppState>,
+    query: Result<UrlQuery<Query>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let UrlQuery(query) = query
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let filter = Filter::new(&query).map_err(ApiError::bad_request)?;
+    let waited = query::wait(&state.store, &filter, &query, state.shutdown.clone()).await;
+    let wait = match waited.outcome {
+        Outcome::Ok => "ok",
+        Outcome::TimedOut => "timeout",
+        Outcome::ShuttingDown => {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the receiver is shutting down".to_owned(),
+            });
+        }
+    };
+    let data = filter.select(&waited.batches);
+    let body = serde_json::to_vec(&data).map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("could not encode TracesData as OTLP/JSON: {e}"),
+    })?;
+    Ok((
+        [
+            (CONTENT_TYPE, HeaderValue::from_static(JSON)),
+            (
+                HeaderName::from_static(WAIT_HEADER),
+                HeaderValue::from_static(wait),
+            ),
+            (
+                HeaderName::from_static(SPAN_COUNT_HEADER),
+                HeaderValue::from(waited.matched),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn delete_traces(State(state): State<AppState>) -> StatusCode {
+    state.store.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(state): State<AppState>) -> Json<super::Stats> {
+    Json(state.store.stats())
+}

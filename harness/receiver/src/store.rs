@@ -1,0 +1,184 @@
+//! What the receiver keeps: every accepted trace export, whole and in arrival order, plus
+//! counters for logs and metrics (which are accepted but not kept).
+//!
+//! Ingest is cheap on purpose: a decoded request's `resource_spans` move into one shared
+//! [`Batch`] under a short lock, and nothing is converted until somebody queries. Every ingest
+//! (and every clear) bumps a `watch` channel so waiters wake without polling.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// One accepted trace export, exactly as decoded.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) resource_spans: Vec<ResourceSpans>,
+}
+
+/// Counters the receiver reports on `GET /v1/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Spans kept (since start or the last clear).
+    pub spans: u64,
+    /// `ResourceSpans` kept (since start or the last clear).
+    pub resource_spans: u64,
+    /// Trace export requests accepted since start (gRPC and HTTP).
+    pub trace_exports: u64,
+    /// Log export requests accepted since start.
+    pub log_exports: u64,
+    /// Log records received since start (counted, not kept).
+    pub log_records: u64,
+    /// Metric export requests accepted since start.
+    pub metric_exports: u64,
+    /// Metrics received since start (counted, not kept).
+    pub metrics: u64,
+    /// Milliseconds since the last trace export arrived; `None` if none has.
+    pub last_ingest_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Traces {
+    /// Bumped by every clear, so a waiter knows its view of `batches` is stale.
+    generation: u64,
+    batches: Vec<Arc<Batch>>,
+    spans: u64,
+    resource_spans: u64,
+    exports: u64,
+    last_ingest: Option<Instant>,
+}
+
+/// The batches a waiter has not seen yet.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// The store's generation; when it differs from the one asked for, `batches` starts
+    /// from the beginning.
+    pub(crate) generation: u64,
+    pub(crate) batches: Vec<Arc<Batch>>,
+    /// When the last trace export arrived, or when the store was created if none has.
+    pub(crate) last_activity: Instant,
+}
+
+/// The receiver's shared state.
+#[derive(Debug)]
+pub(crate) struct Store {
+    traces: Mutex<Traces>,
+    changed: watch::Sender<u64>,
+    created: Instant,
+    log_exports: AtomicU64,
+    log_records: AtomicU64,
+    metric_exports: AtomicU64,
+    metrics: AtomicU64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            traces: Mutex::default(),
+            changed: watch::Sender::new(0),
+            created: Instant::now(),
+            log_exports: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+            metric_exports: AtomicU64::new(0),
+            metrics: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Number of spans in `resource_spans`.
+pub(crate) fn span_count(resource_spans: &[ResourceSpans]) -> usize {
+    resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
+impl Store {
+    fn traces(&self) -> MutexGuard<'_, Traces> {
+        self.traces.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps one trace export and wakes every waiter. Returns its span count.
+    pub(crate) fn ingest_traces(&self, resource_spans: Vec<ResourceSpans>) -> usize {
+        let spans = span_count(&resource_spans);
+        {
+            let mut traces = self.traces();
+            traces.exports += 1;
+            traces.last_ingest = Some(Instant::now());
+            if !resource_spans.is_empty() {
+                traces.spans += spans as u64;
+                traces.resource_spans += resource_spans.len() as u64;
+                traces.batches.push(Arc::new(Batch { resource_spans }));
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+        spans
+    }
+
+    /// Counts one log export of `records` log records.
+    pub(crate) fn ingest_logs(&self, records: usize) {
+        self.log_exports.fetch_add(1, Ordering::Relaxed);
+        self.log_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one metric export of `metrics` metrics.
+    pub(crate) fn ingest_metrics(&self, metrics: usize) {
+        self.metric_exports.fetch_add(1, Ordering::Relaxed);
+        self.metrics.fetch_add(metrics as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets every kept span (export counters stay) and wakes every waiter.
+    pub(crate) fn clear(&self) {
+        {
+            let mut traces = self.traces();
+            traces.generation += 1;
+            traces.batches = Vec::new();
+            traces.spans = 0;
+            traces.resource_spans = 0;
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes on every ingest and clear.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The batches from index `from` on, if `generation` is still current; otherwise all of
+    /// them. `view(None, 0)` is everything.
+    pub(crate) fn view(&self, generation: Option<u64>, from: usize) -> View {
+        let traces = self.traces();
+        let from = if generation == Some(traces.generation) {
+            from.min(traces.batches.len())
+        } else {
+            0
+        };
+        View {
+            generation: traces.generation,
+            batches: traces.batches[from..].to_vec(),
+            last_activity: traces.last_ingest.unwrap_or(self.created),
+        }
+    }
+
+    /// The current counters.
+    pub(crate) fn stats(&self) -> Stats {
+        let traces = self.traces();
+        Stats {
+            spans: traces.spans,
+            resource_spans: traces.resource_spans,
+            trace_exports: traces.exports,
+            log_exports: self.log_exports.load(Ordering::Relaxed),
+            log_records: self.log_records.load(Ordering::Relaxed),
+            metric_exports: self.metric_exports.load(Ordering::Relaxed),
+            metrics: self.metrics.load(Ordering::Relaxed),
+            last_ingest_age_ms: traces
+                .last_ingest
+                .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `just bench`: measurements, never assertions.
+//!
+//! 1. **Stack start-up** per backend: time from the start of [`crate::Stack::start`] to a
+//!    stack that accepts runs (NATS, receiver, API and one engine ready), broken down by the
+//!    harness's timeline steps (warm build: the binaries and images exist already).
+//! 2. **Receiver ingest** over OTLP/gRPC: a fixed load (`--spans`, in batches of `--batch`)
+//!    sent by one tonic client to (a) this project's receiver, which keeps every span
+//!    queryable, and (b) a tonic `TraceService` that only decodes and counts — the practical
+//!    limit — side by side in one run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use crate::{Stack, StackOptions};
+
+/// Options of `e2e bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Stack start-ups to time per backend.
+    #[arg(long, default_value_t = 3)]
+    pub starts: usize,
+    /// Backends to time.
+    #[arg(long, value_delimiter = ',', default_value = "local,docker")]
+    pub backends: Vec<String>,
+    /// Spans sent to each receiver.
+    #[arg(long, default_value_t = 200_000)]
+    pub spans: usize,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+}
+
+/// Runs every measurement and prints a report.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    for backend in &args.backends {
+        start_up(backend, args.starts).await?;
+    }
+    ingest(args.spans, args.batch).await
+}
+
+async fn start_up(backend: &str, starts: usize) -> Result<()> {
+    let (backend_kind, _) =
+        crate::backend::choose(Some(backend), crate::backend::docker_available)?;
+    let options = StackOptions {
+        backend: Some(backend_kind),
+        ..StackOptions::default()
+    };
+    // Warm-up: builds binaries and images once.
+    drop(Stack::start("bench-warmup", options.clone()).await?);
+    let mut totals = Vec::new();
+    let mut last_steps = Vec::new();
+    for i in 0..starts {
+        let t = Instant::now();
+        let stack = Stack::start(&format!("bench-start-{backend}-{i}"), options.clone()).await?;
+        totals.push(t.elapsed());
+        last_steps = stack.timeline.lines();
+    }
+    totals.sort();
+    println!(
+        "stack start-up, {backend} backend ({starts} starts, warm): median {:.3}s, min {:.3}s, max {:.3}s",
+        totals[totals.len() / 2].as_secs_f64(),
+        totals[0].as_secs_f64(),
+        totals[totals.len() - 1].as_secs_f64()
+    );
+    println!("  steps of the last start:");
+    for l in last_steps.iter().filter(|l| l.contains('✓')) {
+        println!("    {l}");
+    }
+    Ok(())
+}
+
+fn request(batch: usize, n: usize) -> ExportTraceServiceRequest {
+    let attr = |k: &str, v: &str| KeyValue {
+        key: k.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_owned())),
+        }),
+        ..Default::default()
+    };
+    let spans = (0..batch)
+        .map(|i| Span {
+            trace_id: ((n * batch + i) as u128).to_be_bytes().to_vec(),
+            span_id: ((n * batch + i) as u64 + 1).to_be_bytes().to_vec(),
+            name: "workflow_run".to_owned(),
+            kind: 5,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                attr("run_id", "0193a0c4-0000-7000-8000-000000000000"),
+                attr("state", "COMPLETE"),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![attr("service.name", "bench")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn send(endpoint: String, spans: usize, batch: usize) -> Result<f64> {
+    let mut client = TraceServiceClient::connect(endpoint)
+        .await
+        .context("connecting to the receiver")?;
+    let requests: Vec<_> = (0..spans.div_ceil(batch))
+        .map(|n| request(batch, n))
+        .collect();
+    let t = Instant::now();
+    for r in requests {
+        client.export(r).await.context("exporting")?;
+    }
+    Ok((spans.div_ceil(batch) * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+#[derive(Default)]
+struct CountOnly(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for CountOnly {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = req
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn ingest(spans: usize, batch: usize) -> Result<()> {
+    let receiver = otlp_receiver::Receiver::start_local().await?;
+    let ours = send(receiver.grpc_endpoint(), spans, batch).await?;
+    let stored = receiver.client().stats().await?.spans;
+
+    let counted = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let svc =
+        TraceServiceServer::new(CountOnly(counted.clone())).max_decoding_message_size(64 << 20);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream_listener(listener)),
+    );
+    let baseline = send(format!("http://{addr}"), spans, batch).await?;
+    server.abort();
+
+    println!("receiver ingest over OTLP/gRPC, {spans} spans in batches of {batch}, one client:");
+    println!(
+        "  otlp-receiver (keeps every span queryable): {ours:>10.0} spans/s ({stored} stored)"
+    );
+    println!(
+        "  decode-and-count tonic TraceService:        {baseline:>10.0} spans/s ({} counted)",
+        counted.load(Ordering::Relaxed)
+    );
+    println!(
+        "  ratio: {:.2} of the decode-only rate (aim: at least 0.5)",
+        ours / baseline
+    );
+    Ok(())
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| s);
+        Some((r, l))
+    })
+}

@@ -1,0 +1,227 @@
+//! NATS and the fake OTLP receiver, on either backend.
+//!
+//! *local*: `nats-server -js` and `otlp-receiver` as child processes on ephemeral loopback
+//! ports. *docker*: NATS from `testcontainers-modules` (image chosen by
+//! [`crate::images::nats_image`]) and the receiver image the harness builds; both labelled so a
+//! leftover from a killed run is swept at the next start, and removed when dropped (also on
+//! panic). `E2E_KEEP=1` keeps containers (testcontainers' `keep` command) and processes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use test_support::{NatsServer, Proc, bin, clean_command};
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use testcontainers_modules::nats::{Nats, NatsServerCmd};
+
+use crate::backend::Backend;
+use crate::images::{self, LABEL_OWNER, LABEL_PID};
+use crate::progress::Timeline;
+
+/// Where the receiver listens, as seen from the host.
+#[derive(Debug, Clone)]
+pub struct ReceiverAddrs {
+    /// OTLP/gRPC endpoint, `http://127.0.0.1:<port>`.
+    pub grpc: String,
+    /// HTTP base (ingest and query), `http://127.0.0.1:<port>`.
+    pub http: String,
+}
+
+enum NatsHandle {
+    Local(NatsServer),
+    Docker(ContainerAsync<Nats>),
+}
+
+enum Receiver {
+    Local(Proc),
+    Docker(ContainerAsync<GenericImage>),
+    Stopped,
+}
+
+/// The running infrastructure.
+pub struct Infra {
+    /// Which backend.
+    pub backend: Backend,
+    /// `nats://127.0.0.1:<port>`.
+    pub nats_url: String,
+    /// The receiver's addresses (stable across [`Infra::stop_receiver`]/[`Infra::restart_receiver`]).
+    pub receiver: ReceiverAddrs,
+    nats: NatsHandle,
+    recv: Receiver,
+    docker_receiver_image: Option<GenericImage>,
+    grpc_port: u16,
+    http_port: u16,
+}
+
+const START: Duration = Duration::from_secs(60);
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn receiver_line(line: &str) -> Option<(u16, u16)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let port = |k: &str| v.get(k)?.as_str()?.rsplit(':').next()?.parse::<u16>().ok();
+    Some((port("grpc")?, port("http")?))
+}
+
+impl Infra {
+    /// Starts NATS and the receiver for `scenario`, logging into `dir`.
+    pub async fn start(
+        backend: Backend,
+        scenario: &str,
+        dir: &Path,
+        timeline: &Timeline,
+    ) -> Result<Self> {
+        match backend {
+            Backend::Local => Self::start_local(dir, timeline).await,
+            Backend::Docker => Self::start_docker(scenario, timeline).await,
+        }
+    }
+
+    async fn start_local(dir: &Path, timeline: &Timeline) -> Result<Self> {
+        let step = timeline.step("starting nats-server -js (local process)");
+        let nats = NatsServer::start(dir)
+            .await
+            .context("starting nats-server (local)")?;
+        step.done();
+        let step = timeline.step("starting otlp-receiver (local process)");
+        let (proc, grpc_port, http_port) = Self::local_receiver(dir, 0, 0).await?;
+        step.done();
+        Ok(Self {
+            backend: Backend::Local,
+            nats_url: nats.url.clone(),
+            receiver: addrs(grpc_port, http_port),
+            nats: NatsHandle::Local(nats),
+            recv: Receiver::Local(proc),
+            docker_receiver_image: None,
+            grpc_port,
+            http_port,
+        })
+    }
+
+    async fn local_receiver(dir: &Path, grpc: u16, http: u16) -> Result<(Proc, u16, u16)> {
+        let mut cmd = clean_command(bin("otlp-receiver")?);
+        cmd.args([
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ]);
+        let mut proc = Proc::spawn("otlp-receiver", cmd, dir)?;
+        let (g, h) = proc
+            .wait_for_line("otlp-receiver to print its addresses", START, receiver_line)
+            .await?;
+        Ok((proc, g, h))
+    }
+
+    async fn start_docker(scenario: &str, timeline: &Timeline) -> Result<Self> {
+        let swept = images::sweep_leftovers().context("sweeping leftover e2e containers")?;
+        if swept > 0 {
+            timeline.note(format!(
+                "removed {swept} leftover container(s) of earlier, killed runs"
+            ));
+        }
+        let ((name, tag), why) = images::nats_image()?;
+        let pid = std::process::id().to_string();
+        let step = timeline.step(format!("starting NATS container {name}:{tag} ({why})"));
+        let nats = Nats::default()
+            .with_cmd(&NatsServerCmd::default().with_jetstream())
+            .with_name(&name)
+            .with_tag(&tag)
+            .with_label(LABEL_OWNER, scenario)
+            .with_label(LABEL_PID, &pid)
+            .with_startup_timeout(START)
+            .start()
+            .await
+            .with_context(|| format!("starting nats (container {name}:{tag})"))?;
+        let nats_port = nats
+            .get_host_port_ipv4(4222.tcp())
+            .await
+            .context("reading the NATS container's port")?;
+        step.done();
+        let image = images::receiver_image(timeline).await?;
+        let (grpc_port, http_port) = (free_port()?, free_port()?);
+        let step = timeline.step("starting otlp-receiver container");
+        let recv = Self::docker_receiver(&image, scenario, grpc_port, http_port).await?;
+        step.done();
+        Ok(Self {
+            backend: Backend::Docker,
+            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            receiver: addrs(grpc_port, http_port),
+            nats: NatsHandle::Docker(nats),
+            recv: Receiver::Docker(recv),
+            docker_receiver_image: Some(image),
+            grpc_port,
+            http_port,
+        })
+    }
+
+    async fn docker_receiver(
+        image: &GenericImage,
+        scenario: &str,
+        grpc: u16,
+        http: u16,
+    ) -> Result<ContainerAsync<GenericImage>> {
+        image
+            .clone()
+            .with_exposed_port(4317.tcp())
+            .with_exposed_port(4318.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("\"grpc\""))
+            .with_cmd(["--grpc", "0.0.0.0:4317", "--http", "0.0.0.0:4318"])
+            .with_mapped_port(grpc, 4317.tcp())
+            .with_mapped_port(http, 4318.tcp())
+            .with_label(LABEL_OWNER, scenario)
+            .with_label(LABEL_PID, std::process::id().to_string())
+            .with_startup_timeout(START)
+            .start()
+            .await
+            .context("starting otlp-receiver (container)")
+    }
+
+    /// Stops the receiver (the collector goes down); its addresses stay reserved for a restart.
+    pub async fn stop_receiver(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.recv, Receiver::Stopped) {
+            Receiver::Local(mut p) => p.kill().await?,
+            Receiver::Docker(c) => c.rm().await.context("removing the receiver container")?,
+            Receiver::Stopped => {}
+        }
+        Ok(())
+    }
+
+    /// Starts the receiver again on the same ports (with nothing stored).
+    pub async fn restart_receiver(&mut self, scenario: &str, dir: &Path) -> Result<()> {
+        self.recv = match (&self.docker_receiver_image, self.backend) {
+            (Some(image), Backend::Docker) => Receiver::Docker(
+                Self::docker_receiver(image, scenario, self.grpc_port, self.http_port).await?,
+            ),
+            _ => Receiver::Local(
+                Self::local_receiver(dir, self.grpc_port, self.http_port)
+                    .await?
+                    .0,
+            ),
+        };
+        Ok(())
+    }
+
+    /// Where the NATS server logs go (docker: the container; local: `nats-server.log`).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match (&self.nats, &self.recv) {
+            (NatsHandle::Docker(n), _) => format!("docker (nats container {})", n.id()),
+            (NatsHandle::Local(n), _) => format!("local (nats pid {:?})", n.proc.pid()),
+        }
+    }
+}
+
+fn addrs(grpc: u16, http: u16) -> ReceiverAddrs {
+    ReceiverAddrs {
+        grpc: format!("http://127.0.0.1:{grpc}"),
+        http: format!("http://127.0.0.1:{http}"),
+    }
+}

