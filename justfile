@@ -2,6 +2,9 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# Recipes that start binaries depend on `build`, so the tests need not rebuild them.
+export METIS_SKIP_BUILD := "1"
+
 # list the recipes
 default:
     @just --list --unsorted

@@ -1,1 +1,9 @@
-//! End-to-end scenarios (work in progress).
+//! End-to-end scenarios of Metis: one test binary, one module per feature.
+//!
+//! Each scenario brings up its own stack (NATS, the fake OTLP receiver, `metis-api`, engines)
+//! on the backend `E2E_BACKEND` selects, drives it over HTTP as a user would, checks the
+//! HTTP-visible outcome, then collects every exported span and compares the normalised span
+//! tree with its named snapshot in `scenarios/snapshots/`.
+
+mod smoke;
+mod support;
