@@ -31,13 +31,13 @@ pub struct ReceiverAddrs {
 }
 
 enum NatsHandle {
-    Local(NatsServer),
-    Docker(ContainerAsync<Nats>),
+    Local(Box<NatsServer>),
+    Docker(Box<ContainerAsync<Nats>>),
 }
 
 enum Receiver {
-    Local(Proc),
-    Docker(ContainerAsync<GenericImage>),
+    Local(Box<Proc>),
+    Docker(Box<ContainerAsync<GenericImage>>),
     Stopped,
 }
 
@@ -97,8 +97,8 @@ impl Infra {
             backend: Backend::Local,
             nats_url: nats.url.clone(),
             receiver: addrs(grpc_port, http_port),
-            nats: NatsHandle::Local(nats),
-            recv: Receiver::Local(proc),
+            nats: NatsHandle::Local(Box::new(nats)),
+            recv: Receiver::Local(Box::new(proc)),
             docker_receiver_image: None,
             grpc_port,
             http_port,
@@ -154,8 +154,8 @@ impl Infra {
             backend: Backend::Docker,
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
             receiver: addrs(grpc_port, http_port),
-            nats: NatsHandle::Docker(nats),
-            recv: Receiver::Docker(recv),
+            nats: NatsHandle::Docker(Box::new(nats)),
+            recv: Receiver::Docker(Box::new(recv)),
             docker_receiver_image: Some(image),
             grpc_port,
             http_port,
@@ -197,16 +197,27 @@ impl Infra {
     /// Starts the receiver again on the same ports (with nothing stored).
     pub async fn restart_receiver(&mut self, scenario: &str, dir: &Path) -> Result<()> {
         self.recv = match (&self.docker_receiver_image, self.backend) {
-            (Some(image), Backend::Docker) => Receiver::Docker(
+            (Some(image), Backend::Docker) => Receiver::Docker(Box::new(
                 Self::docker_receiver(image, scenario, self.grpc_port, self.http_port).await?,
-            ),
-            _ => Receiver::Local(
-                Self::local_receiver(dir, self.grpc_port, self.http_port)
-                    .await?
-                    .0,
-            ),
+            )),
+            _ => Receiver::Local(Box::new(
+                Self::local_receiver(dir, self.grpc_port, self.http_port).await?.0,
+            )),
         };
         Ok(())
+    }
+
+    /// Pids of the local processes (empty on the docker backend).
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        if let NatsHandle::Local(n) = &self.nats {
+            out.extend(n.proc.pid());
+        }
+        if let Receiver::Local(p) = &self.recv {
+            out.extend(p.pid());
+        }
+        out
     }
 
     /// Where the NATS server logs go (docker: the container; local: `nats-server.log`).

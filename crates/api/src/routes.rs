@@ -175,7 +175,7 @@ pub async fn list_runs(
                 && after.is_none_or(|a| r.run_id < a)
         })
         .collect();
-    runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.run_id));
     let next_page_token = (runs.len() > size).then(|| runs[size - 1].run_id.to_string());
     runs.truncate(size);
     let runs = runs

@@ -1,1 +1,3 @@
 //! Integration tests of the harness, one module per feature.
+
+mod teardown;
