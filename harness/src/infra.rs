@@ -201,7 +201,9 @@ impl Infra {
                 Self::docker_receiver(image, scenario, self.grpc_port, self.http_port).await?,
             )),
             _ => Receiver::Local(Box::new(
-                Self::local_receiver(dir, self.grpc_port, self.http_port).await?.0,
+                Self::local_receiver(dir, self.grpc_port, self.http_port)
+                    .await?
+                    .0,
             )),
         };
         Ok(())

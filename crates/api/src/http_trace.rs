@@ -43,8 +43,11 @@ pub struct RecordStatus;
 
 impl<B> OnResponse<B> for RecordStatus {
     fn on_response(self, res: &Response<B>, _latency: std::time::Duration, span: &Span) {
-        let status = res.status().as_u16();
-        span.record("http.response.status_code", status);
+        // i64, so the attribute is exported as an OTLP int (u64 values become strings).
+        span.record(
+            "http.response.status_code",
+            i64::from(res.status().as_u16()),
+        );
         if res.status().is_server_error() {
             span.record("otel.status_code", "error");
         }

@@ -95,9 +95,25 @@ pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, Api
 #[tracing::instrument(
     name = "create_run",
     skip_all,
-    fields(run_id = field::Empty, user_id = %user_id, workflow_type = %req.workflow_type, workflow_engine = %req.workflow_engine)
+    fields(run_id = field::Empty, user_id = %user_id, workflow_type = %req.workflow_type, workflow_engine = %req.workflow_engine, error = field::Empty)
 )]
 pub async fn create_run(
+    state: &AppState,
+    user_id: String,
+    req: RunRequest,
+) -> Result<RunId, ApiError> {
+    record_error(create_run_inner(state, user_id, req).await)
+}
+
+/// Records a failure's message as the current span's `error` field.
+fn record_error<T>(result: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(e) = &result {
+        Span::current().record("error", e.msg.as_str());
+    }
+    result
+}
+
+async fn create_run_inner(
     state: &AppState,
     user_id: String,
     req: RunRequest,
@@ -190,8 +206,16 @@ pub struct CancelOutcome {
 
 /// Cancels a run: QUEUED → CANCELED at once; INITIALIZING/RUNNING → CANCELING and a cancel
 /// message to the owning engine; CANCELING → the message again; terminal → 409.
-#[tracing::instrument(name = "request_cancel", skip_all, fields(run_id = %run_id))]
+#[tracing::instrument(name = "request_cancel", skip_all, fields(run_id = %run_id, error = field::Empty))]
 pub async fn request_cancel(
+    state: &AppState,
+    user_id: &str,
+    run_id: RunId,
+) -> Result<CancelOutcome, ApiError> {
+    record_error(request_cancel_inner(state, user_id, run_id).await)
+}
+
+async fn request_cancel_inner(
     state: &AppState,
     user_id: &str,
     run_id: RunId,

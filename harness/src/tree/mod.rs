@@ -79,3 +79,33 @@ mod tests;
 pub use expect::{ExpectationError, ExpectedEvent, ExpectedSpan};
 pub use model::{Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value};
 pub use normalize::{Options, Redaction, TreeError};
+
+/// Removes the spans of read-only HTTP requests — a `GET` server span with no child span —
+/// from `data`. Scenarios poll (`GET /runs/{id}/status`, `/logs`, `/service-info`) a
+/// timing-dependent number of times, so those traces would make a snapshot depend on timing;
+/// every request that does something (a POST, or a GET that created child spans) is kept.
+#[must_use]
+pub fn without_read_only_requests(
+    data: &opentelemetry_proto::tonic::trace::v1::TracesData,
+) -> opentelemetry_proto::tonic::trace::v1::TracesData {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind as Kind;
+    let parents: std::collections::HashSet<&[u8]> = data
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.parent_span_id.as_slice())
+        .collect();
+    let mut out = data.clone();
+    for rs in &mut out.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| {
+                let read_only = s.kind == Kind::Server as i32 && s.name.starts_with("GET ");
+                !read_only || parents.contains(s.span_id.as_slice())
+            });
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    out.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    out
+}

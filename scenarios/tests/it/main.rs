@@ -5,5 +5,9 @@
 //! HTTP-visible outcome, then collects every exported span and compares the normalised span
 //! tree with its named snapshot in `scenarios/snapshots/`.
 
+mod cancel;
+mod create;
+mod invalid;
+mod run;
 mod smoke;
 mod support;

@@ -30,3 +30,67 @@ pub fn run_body(script: &str) -> Value {
         "workflow_engine_version": "1",
     })
 }
+
+/// The engine instance ids the API knows now, in start order of the stack's engines is not
+/// guaranteed, so they are sorted; each becomes `[engine#N]` in snapshots.
+pub async fn engine_ids(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    let info = stack.client.get("/service-info").await?.body;
+    let mut ids: Vec<String> = info["engines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["instances"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Stops the services (they flush), collects every span, builds the normalised forest with
+/// `expected_traces` traces, writes `tree.txt`, and compares it with the named snapshot in
+/// `scenarios/snapshots/`. Returns the forest for further expectations.
+pub async fn check_tree(
+    stack: &mut Stack,
+    name: &str,
+    expected_traces: usize,
+    engine_ids: &[String],
+) -> anyhow::Result<harness::tree::SpanForest> {
+    let data = stack.collect_spans(1).await?;
+    let mut options = harness::tree::Options::new()
+        .expect_traces(expected_traces)
+        .redact(stack.dir.display().to_string(), "[e2e-dir]");
+    for (i, id) in engine_ids.iter().enumerate() {
+        options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
+    }
+    let forest = harness::tree::SpanForest::from_otlp(
+        &harness::tree::without_read_only_requests(&data),
+        &options,
+    )?;
+    let rendered = forest.render();
+    stack.write_tree(&rendered)?;
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_description(format!(
+        "span tree of scenario `{name}`; regenerate with `just review`"
+    ));
+    settings.bind(|| insta::assert_snapshot!(name, rendered));
+    Ok(forest)
+}
+
+/// Waits until the run's captured output contains `line` (as `stream: text`).
+pub async fn wait_for_log(stack: &Stack, run: &str, line: &str) -> anyhow::Result<()> {
+    test_support::wait_for(
+        &format!("run {run} to print '{line}'"),
+        DEADLINE,
+        || async {
+            match stack.client.log_lines(run).await {
+                Ok(lines) if lines.iter().any(|l| l == line) => Ok(()),
+                Ok(lines) => Err(format!("{lines:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+}

@@ -1,0 +1,36 @@
+//! `create_run`: the API side alone. With no engine running, a run is accepted, stored QUEUED
+//! and published; its trace ends at the producer span.
+
+use harness::tree::expect;
+
+use crate::support::{check_tree, run_body, stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_run() -> anyhow::Result<()> {
+    stack("create_run", 0)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                // An engine registered its config once, then stopped: runs are accepted and wait.
+                s.start_engine().await?;
+                s.stop_engine(0).await?;
+                let mut body = run_body("ok.sh");
+                body["tags"] = serde_json::json!({"project": "demo"});
+                let run = s.client.create_run(&body).await?;
+                assert_eq!(s.client.state(&run).await?, "QUEUED");
+                let listed = s.client.get("/runs").await?.body;
+                assert_eq!(listed["runs"][0]["run_id"], run.as_str(), "{listed}");
+                assert_eq!(listed["runs"][0]["tags"]["project"], "demo");
+
+                let forest = check_tree(s, "create_run", 1, &[]).await?;
+                expect::span()
+                    .named("create_run")
+                    .child_of(expect::span().named("POST /runs"))
+                    .once()
+                    .check(&forest)?;
+                expect::no_span().named("workflow_run").check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
