@@ -6,7 +6,9 @@
 //! tree with its named snapshot in `scenarios/snapshots/`.
 
 mod cancel;
+mod collector;
 mod create;
+mod engines;
 mod invalid;
 mod run;
 mod smoke;

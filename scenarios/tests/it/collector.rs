@@ -1,0 +1,71 @@
+//! `otlp_collector_down`: with the collector gone the service keeps working and warns once;
+//! spans of what happened meanwhile are lost; when the collector returns, spans resume.
+
+use harness::otlp::Query;
+use harness::tree::expect;
+
+use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_collector_down() -> anyhow::Result<()> {
+    stack("otlp_collector_down", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                s.stop_receiver().await?;
+                let lost = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&lost, &["COMPLETE"], DEADLINE)
+                    .await?;
+                // Both services tried to export this run's spans, failed, and said so once.
+                let warned = |l: &str| l.contains("span export failed").then_some(());
+                s.api
+                    .as_mut()
+                    .expect("api")
+                    .proc
+                    .wait_for_line("metis-api to warn about the collector", DEADLINE, warned)
+                    .await?;
+                s.engines[0]
+                    .proc
+                    .wait_for_line("the engine to warn about the collector", DEADLINE, warned)
+                    .await?;
+
+                s.restart_receiver().await?;
+                let kept = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&kept, &["COMPLETE"], DEADLINE)
+                    .await?;
+                s.receiver
+                    .wait_for(
+                        &Query::new()
+                            .span_name("workflow_run")
+                            .min_spans(1)
+                            .timeout(DEADLINE),
+                    )
+                    .await?;
+
+                let recovered = |l: &str| l.contains("span export recovered").then_some(());
+                s.api
+                    .as_mut()
+                    .expect("api")
+                    .proc
+                    .wait_for_line("metis-api to note the recovery", DEADLINE, recovered)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                let api_lines = s.api.as_ref().expect("api").proc.lines();
+                let forest = check_tree(s, "otlp_collector_down", 1, &engines).await?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "COMPLETE")
+                    .once()
+                    .check(&forest)?;
+                let warnings = api_lines
+                    .iter()
+                    .filter(|l| l.contains("span export failed"))
+                    .count();
+                assert_eq!(warnings, 1, "the API warns once per outage, not per batch");
+                Ok(())
+            })
+        })
+        .await
+}

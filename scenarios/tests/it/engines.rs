@@ -1,0 +1,90 @@
+//! `engine_restart_with_queued_run` and `two_engines_share_work`: nothing is lost while no
+//! engine runs, and instances of one engine share the queue.
+
+use std::collections::BTreeSet;
+
+use harness::tree::expect;
+
+use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_restart_with_queued_run() -> anyhow::Result<()> {
+    stack("engine_restart_with_queued_run", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                s.stop_engine(0).await?;
+                let run = s.client.create_run(&run_body("ok.sh")).await?;
+                assert_eq!(
+                    s.client.state(&run).await?,
+                    "QUEUED",
+                    "no engine runs: the run waits"
+                );
+                s.start_engine().await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                assert_eq!(
+                    engines.len(),
+                    1,
+                    "only the restarted engine heartbeats: {engines:?}"
+                );
+                let detail = s.client.get(&format!("/runs/{run}")).await?.body;
+                assert_eq!(
+                    detail["engine_id"].as_str(),
+                    Some(engines[0].as_str()),
+                    "{detail}"
+                );
+
+                let forest = check_tree(s, "engine_restart_with_queued_run", 1, &engines).await?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "COMPLETE")
+                    .child_of(expect::span().named("publish metis.runs.generic.1.SH.1"))
+                    .once()
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_share_work() -> anyhow::Result<()> {
+    const RUNS: usize = 8;
+    stack("two_engines_share_work", 2)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                // 8 one-second runs; one engine holds at most 4 at a time, so both must work.
+                let mut runs = Vec::new();
+                for _ in 0..RUNS {
+                    runs.push(s.client.create_run(&run_body("short.sh")).await?);
+                }
+                let mut owners = BTreeSet::new();
+                for run in &runs {
+                    s.client
+                        .wait_for_state(run, &["COMPLETE"], DEADLINE)
+                        .await?;
+                    let detail = s.client.get(&format!("/runs/{run}")).await?.body;
+                    owners.insert(detail["engine_id"].as_str().unwrap_or_default().to_owned());
+                }
+                let engines = engine_ids(s).await?;
+                assert_eq!(
+                    owners,
+                    engines.iter().cloned().collect(),
+                    "both engines ran some of the {RUNS} runs"
+                );
+
+                let forest = check_tree(s, "two_engines_share_work", RUNS, &engines).await?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "COMPLETE")
+                    .times(RUNS)
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
