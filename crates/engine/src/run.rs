@@ -212,9 +212,10 @@ impl RunTask {
 
         let span = &self.span;
         span.record("state", state.as_str());
+        // i64, so OTLP carries an int (tracing-opentelemetry exports u64 as a string).
         span.record(
             "duration_ms",
-            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         );
         if matches!(state, State::ExecutorError | State::SystemError) {
             span.record("error", error.as_deref().unwrap_or(state.as_str()));
