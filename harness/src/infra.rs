@@ -33,6 +33,7 @@ pub struct ReceiverAddrs {
 enum NatsHandle {
     Local(Box<NatsServer>),
     Docker(Box<ContainerAsync<Nats>>),
+    Gone,
 }
 
 enum Receiver {
@@ -54,6 +55,17 @@ pub struct Infra {
     docker_receiver_image: Option<GenericImage>,
     grpc_port: u16,
     http_port: u16,
+    keep: bool,
+}
+
+impl Drop for Infra {
+    /// Containers and processes go with the value, unless [`Infra::keep_running`] was called.
+    fn drop(&mut self) {
+        if self.keep {
+            std::mem::forget(std::mem::replace(&mut self.nats, NatsHandle::Gone));
+            std::mem::forget(std::mem::replace(&mut self.recv, Receiver::Stopped));
+        }
+    }
 }
 
 const START: Duration = Duration::from_secs(60);
@@ -102,6 +114,7 @@ impl Infra {
             docker_receiver_image: None,
             grpc_port,
             http_port,
+            keep: false,
         })
     }
 
@@ -159,6 +172,7 @@ impl Infra {
             docker_receiver_image: Some(image),
             grpc_port,
             http_port,
+            keep: false,
         })
     }
 
@@ -209,6 +223,11 @@ impl Infra {
         Ok(())
     }
 
+    /// Leaves NATS and the receiver running when this value is dropped (`E2E_KEEP=1`).
+    pub fn keep_running(&mut self) {
+        self.keep = true;
+    }
+
     /// Pids of the local processes (empty on the docker backend).
     #[must_use]
     pub fn pids(&self) -> Vec<u32> {
@@ -228,6 +247,7 @@ impl Infra {
         match (&self.nats, &self.recv) {
             (NatsHandle::Docker(n), _) => format!("docker (nats container {})", n.id()),
             (NatsHandle::Local(n), _) => format!("local (nats pid {:?})", n.proc.pid()),
+            (NatsHandle::Gone, _) => "gone".to_owned(),
         }
     }
 }

@@ -316,6 +316,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         if self.keep {
+            self.infra.keep_running();
             if let Some(api) = self.api.take() {
                 std::mem::forget(api);
             }
