@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack, wait_for_log};
 
+// ANCHOR: cancel_running
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_running() -> anyhow::Result<()> {
     stack("cancel_running", 1)
@@ -58,7 +59,9 @@ async fn cancel_running() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: cancel_running
 
+// ANCHOR: cancel_queued
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_queued() -> anyhow::Result<()> {
     stack("cancel_queued", 0)
@@ -105,3 +108,4 @@ async fn cancel_queued() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: cancel_queued

@@ -6,6 +6,7 @@ use harness::tree::expect;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
 
+// ANCHOR: otlp_collector_down
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_collector_down() -> anyhow::Result<()> {
     stack("otlp_collector_down", 1)
@@ -69,3 +70,4 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: otlp_collector_down

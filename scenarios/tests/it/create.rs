@@ -5,6 +5,7 @@ use harness::tree::expect;
 
 use crate::support::{check_tree, run_body, stack};
 
+// ANCHOR: create_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_run() -> anyhow::Result<()> {
     stack("create_run", 0)
@@ -34,3 +35,4 @@ async fn create_run() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: create_run

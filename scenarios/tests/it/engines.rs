@@ -7,6 +7,7 @@ use harness::tree::expect;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
 
+// ANCHOR: engine_restart_with_queued_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_restart_with_queued_run() -> anyhow::Result<()> {
     stack("engine_restart_with_queued_run", 1)
@@ -49,7 +50,9 @@ async fn engine_restart_with_queued_run() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: engine_restart_with_queued_run
 
+// ANCHOR: two_engines_share_work
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_share_work() -> anyhow::Result<()> {
     const RUNS: usize = 8;
@@ -88,3 +91,4 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: two_engines_share_work

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::support::{check_tree, run_body, stack};
 
+// ANCHOR: invalid_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_request() -> anyhow::Result<()> {
     stack("invalid_request", 1)
@@ -66,3 +67,4 @@ async fn invalid_request() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: invalid_request

@@ -16,6 +16,7 @@ const PHASES: [&str; 7] = [
     "cleanup",
 ];
 
+// ANCHOR: run_completes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_completes() -> anyhow::Result<()> {
     stack("run_completes", 1)
@@ -71,7 +72,9 @@ async fn run_completes() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: run_completes
 
+// ANCHOR: run_fails
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_fails() -> anyhow::Result<()> {
     stack("run_fails", 1)
@@ -106,3 +109,4 @@ async fn run_fails() -> anyhow::Result<()> {
         })
         .await
 }
+// ANCHOR_END: run_fails

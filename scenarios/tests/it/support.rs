@@ -20,6 +20,7 @@ pub async fn stack(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
     .await
 }
 
+// ANCHOR: run_body
 /// A request for the fixture workflow `script` (in `fixtures/workflows/`).
 pub fn run_body(script: &str) -> Value {
     json!({
@@ -30,6 +31,7 @@ pub fn run_body(script: &str) -> Value {
         "workflow_engine_version": "1",
     })
 }
+// ANCHOR_END: run_body
 
 /// The engine instance ids the API knows now, in start order of the stack's engines is not
 /// guaranteed, so they are sorted; each becomes `[engine#N]` in snapshots.
@@ -46,6 +48,7 @@ pub async fn engine_ids(stack: &Stack) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
+// ANCHOR: check_tree
 /// Stops the services (they flush), collects every span, builds the normalised forest with
 /// `expected_traces` traces, writes `tree.txt`, and compares it with the named snapshot in
 /// `scenarios/snapshots/`. Returns the forest for further expectations.
@@ -78,6 +81,7 @@ pub async fn check_tree(
     settings.bind(|| insta::assert_snapshot!(name, rendered));
     Ok(forest)
 }
+// ANCHOR_END: check_tree
 
 /// Waits until the run's captured output contains `line` (as `stream: text`).
 pub async fn wait_for_log(stack: &Stack, run: &str, line: &str) -> anyhow::Result<()> {

@@ -1,0 +1,542 @@
+//! The browser test: the built site, served by [`crate::server`] on an ephemeral port, loaded
+//! in Debian's headless `chromium`.
+//!
+//! Each page is loaded with `--dump-dom` after a virtual-time budget (so scripts — the sidebar,
+//! the search index — have run), and the DOM is checked:
+//!
+//! 1. **Self-test.** A throw-away page that logs to the console and requests a missing image
+//!    must be caught by both detectors below; otherwise this chromium cannot see errors and
+//!    the test refuses to pass rather than pass blind.
+//! 2. **Navigation.** The sidebar (built by JavaScript) links every chapter of `SUMMARY.md`,
+//!    and every sidebar link names a page that exists; the tracing page's "next chapter" link
+//!    loads the chapter that follows it.
+//! 3. **Span trees.** The tracing page shows every line of the current `run_completes`
+//!    snapshot, and the scenario gallery shows every snapshot.
+//! 4. **Timelines.** Each of those pages holds the timeline figure with one `span-bar` per
+//!    span of the snapshot.
+//! 5. **Search.** `?search=workflow_run` produces search results.
+//! 6. **No errors.** No page wrote to the console (chromium's `--enable-logging` reports
+//!    console messages without their severity, so any message counts), and the server
+//!    answered no request with an error status (`/favicon.ico`, which browsers ask for on
+//!    their own, aside).
+//!
+//! A screenshot of the tracing page is written to `target/book-check/tracing.png` for a
+//! human to look at. A missing `chromium` is an error that says how to install it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use regex::Regex;
+
+use crate::Workspace;
+use crate::progress::step;
+use crate::server::Server;
+use crate::snapshot::Snapshot;
+
+/// How long one chromium run may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// Virtual time chromium lets scripts run before dumping the DOM, in ms.
+const BUDGET_MS: u32 = 5000;
+
+/// A headless chromium with its own throw-away profile.
+pub struct Chromium {
+    bin: PathBuf,
+    profile: tempfile::TempDir,
+}
+
+/// What one page load produced.
+#[derive(Debug)]
+pub struct Page {
+    /// The serialised DOM after scripts ran.
+    pub dom: String,
+    /// Console messages (`"text", source: url (line)`).
+    pub console: Vec<String>,
+}
+
+static CONSOLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r":CONSOLE[^\]]*\]\s*(.*)$").expect("static regex"));
+
+/// The console messages in chromium's `--enable-logging=stderr` output.
+#[must_use]
+pub fn console_messages(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| CONSOLE.captures(l).map(|c| c[1].to_owned()))
+        .collect()
+}
+
+impl Chromium {
+    /// Finds `chromium` (or `chromium-browser`) on `PATH`.
+    pub fn find() -> Result<Self> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let bin = ["chromium", "chromium-browser"]
+            .iter()
+            .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+            .find(|p| p.is_file())
+            .context(
+                "chromium is not installed, and the book's browser test needs it: \
+                 `apt-get install chromium` (Debian; CI's .ci/run installs it)",
+            )?;
+        let profile = tempfile::Builder::new()
+            .prefix("metis-book-chromium-")
+            .tempdir()
+            .context("creating a chromium profile folder")?;
+        Ok(Self { bin, profile })
+    }
+
+    async fn run(&self, url: &str, extra: &[String]) -> Result<(String, String)> {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args([
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1280,1000",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--virtual-time-budget={BUDGET_MS}"))
+        .arg(format!("--user-data-dir={}", self.profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(RUN_TIMEOUT, cmd.output())
+            .await
+            .with_context(|| {
+                format!("chromium did not finish loading {url} within {RUN_TIMEOUT:?}")
+            })?
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!(
+                "chromium exited with {} loading {url}; its stderr ends:\n{}",
+                out.status,
+                tail(&stderr, 15)
+            );
+        }
+        Ok((stdout, stderr))
+    }
+
+    /// Loads `url` and returns its DOM after scripts ran, and its console messages.
+    pub async fn dump_dom(&self, url: &str) -> Result<Page> {
+        let (dom, stderr) = self.run(url, &["--dump-dom".to_owned()]).await?;
+        if !dom.contains("</html>") {
+            bail!(
+                "chromium returned no DOM for {url}; its stderr ends:\n{}",
+                tail(&stderr, 15)
+            );
+        }
+        Ok(Page {
+            dom,
+            console: console_messages(&stderr),
+        })
+    }
+
+    /// Writes a PNG screenshot of `url`; returns its console messages.
+    pub async fn screenshot(&self, url: &str, png: &Path) -> Result<Vec<String>> {
+        let (_, stderr) = self
+            .run(url, &[format!("--screenshot={}", png.display())])
+            .await?;
+        let size = std::fs::metadata(png).map(|m| m.len()).unwrap_or(0);
+        if size == 0 {
+            bail!("chromium wrote no screenshot of {url} to {}", png.display());
+        }
+        Ok(console_messages(&stderr))
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Text as it appears in a serialised DOM text node.
+fn dom_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The `href`s inside the element that starts with `open_tag` (up to its closing tag).
+fn links_inside(dom: &str, open_tag: &str, close_tag: &str) -> Vec<String> {
+    static HREF: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r#"<a\s[^>]*href="([^"]*)""#).expect("static regex"));
+    let Some(start) = dom.find(open_tag) else {
+        return Vec::new();
+    };
+    let end = dom[start..]
+        .find(close_tag)
+        .map_or(dom.len(), |e| start + e);
+    HREF.captures_iter(&dom[start..end])
+        .map(|c| c[1].replace("&amp;", "&"))
+        .collect()
+}
+
+/// The site-relative path a link on page `page` (site-relative, e.g. `tracing/index.html`)
+/// points to, without query or fragment.
+fn resolve(page: &str, href: &str) -> String {
+    let href = href.split(['#', '?']).next().unwrap_or_default();
+    if href.is_empty() {
+        return page.to_owned();
+    }
+    let mut parts: Vec<&str> = page.split('/').collect();
+    parts.pop();
+    for seg in href.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    parts.join("/")
+}
+
+/// Chapters of the book in SUMMARY order: (name, site-relative HTML path).
+fn chapters(ws: &Workspace) -> Result<Vec<(String, String)>> {
+    let book = crate::load(ws)?;
+    let mut out = Vec::new();
+    for item in book.iter() {
+        if let mdbook_driver::book::BookItem::Chapter(ch) = item
+            && let Some(path) = &ch.path
+        {
+            let html = if path.file_name().is_some_and(|n| n == "README.md") {
+                path.with_file_name("index.html")
+            } else {
+                path.with_extension("html")
+            };
+            out.push((ch.name.clone(), html.display().to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// Failures collected over the whole test.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(what());
+        }
+    }
+}
+
+/// Proves that console messages and failed requests are seen at all.
+async fn self_test(chromium: &Chromium) -> Result<()> {
+    let s = step("browser self-test: a page with a console error and a missing image");
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!DOCTYPE html><html><body><h1>canary</h1><img src=\"missing.png\">\
+         <script>console.error(\"canary-console-error\")</script></body></html>",
+    )?;
+    let srv = Server::start(dir.path(), ([127, 0, 0, 1], 0).into()).await?;
+    let page = chromium.dump_dom(&format!("{}/index.html", srv.url)).await;
+    let misses = srv.misses();
+    srv.stop().await;
+    let page = page?;
+    if !page
+        .console
+        .iter()
+        .any(|m| m.contains("canary-console-error"))
+    {
+        bail!(
+            "the browser test cannot see console messages with this chromium (it printed no \
+             `:CONSOLE` line for a page that calls console.error); refusing to pass blind"
+        );
+    }
+    if !misses.iter().any(|m| m.contains("missing.png")) {
+        bail!("the static server did not record the canary's missing image: {misses:?}");
+    }
+    s.done_with("console errors and failed requests are detected");
+    Ok(())
+}
+
+/// Runs the browser test against the site in `out`.
+pub fn check_site(ws: &Workspace, out: &Path) -> Result<()> {
+    let chromium = Chromium::find()?;
+    let chapters = chapters(ws)?;
+    let run_completes = Snapshot::load(&ws.snapshots_dir(), "run_completes")?;
+    let snapshots = Snapshot::load_all(&ws.snapshots_dir())?;
+    let shot = ws.check_dir().join("tracing.png");
+    std::fs::create_dir_all(ws.check_dir())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        self_test(&chromium).await?;
+        let srv = Server::start(out, ([127, 0, 0, 1], 0).into()).await?;
+        let result = site_checks(
+            &chromium,
+            &srv,
+            &chapters,
+            &run_completes,
+            &snapshots,
+            &shot,
+        )
+        .await;
+        let misses: Vec<String> = srv
+            .misses()
+            .into_iter()
+            .filter(|m| !m.ends_with(" /favicon.ico"))
+            .collect();
+        srv.stop().await;
+        let mut failures = result?;
+        failures.check(misses.is_empty(), || {
+            format!(
+                "the server answered requests with errors: {}",
+                misses.join(", ")
+            )
+        });
+        if !failures.0.is_empty() {
+            bail!(
+                "the browser test failed ({} problem(s)):\n  {}",
+                failures.0.len(),
+                failures.0.join("\n  ")
+            );
+        }
+        eprintln!("book: screenshot of the tracing page: {}", shot.display());
+        Ok(())
+    })
+}
+
+async fn site_checks(
+    chromium: &Chromium,
+    srv: &Server,
+    chapters: &[(String, String)],
+    run_completes: &Snapshot,
+    snapshots: &[Snapshot],
+    shot: &Path,
+) -> Result<Failures> {
+    let mut f = Failures::default();
+    let mut console: Vec<(String, String)> = Vec::new();
+    let url = |path: &str| format!("{}/{path}", srv.url);
+
+    // Navigation: the sidebar, built by toc.js, links every chapter.
+    let s = step("browser: index page and sidebar navigation");
+    let index = chromium.dump_dom(&url("index.html")).await?;
+    console.extend(
+        index
+            .console
+            .iter()
+            .map(|m| ("index.html".to_owned(), m.clone())),
+    );
+    let sidebar: Vec<String> = links_inside(
+        &index.dom,
+        "<mdbook-sidebar-scrollbox",
+        "</mdbook-sidebar-scrollbox>",
+    )
+    .iter()
+    .map(|h| resolve("index.html", h))
+    .collect();
+    f.check(!sidebar.is_empty(), || {
+        "the sidebar of index.html holds no links (toc.js did not run?)".to_owned()
+    });
+    for (name, path) in chapters {
+        f.check(sidebar.contains(path), || {
+            format!("the sidebar does not link chapter `{name}` ({path}); it links {sidebar:?}")
+        });
+    }
+    for link in &sidebar {
+        f.check(chapters.iter().any(|(_, p)| p == link), || {
+            format!("the sidebar links `{link}`, which is no chapter of SUMMARY.md")
+        });
+    }
+    // The sidebar also lists the current page's headings as `#fragment` links.
+    for href in links_inside(
+        &index.dom,
+        "<mdbook-sidebar-scrollbox",
+        "</mdbook-sidebar-scrollbox>",
+    ) {
+        if let Some(frag) = href.strip_prefix('#') {
+            f.check(index.dom.contains(&format!(r#"id="{frag}""#)), || {
+                format!("the sidebar of index.html links `#{frag}`, which is no id on the page")
+            });
+        }
+    }
+    s.done_with(format!("{} chapters linked", sidebar.len()));
+
+    // The tracing page: the current run_completes tree and its timeline.
+    let s = step("browser: tracing page shows the run_completes tree and timeline");
+    let tracing = chromium.dump_dom(&url("tracing/index.html")).await?;
+    console.extend(
+        tracing
+            .console
+            .iter()
+            .map(|m| ("tracing/index.html".to_owned(), m.clone())),
+    );
+    for line in run_completes.body.lines().filter(|l| !l.trim().is_empty()) {
+        f.check(tracing.dom.contains(&dom_text(line)), || {
+            format!("tracing/index.html does not show this line of run_completes.snap: {line}")
+        });
+    }
+    check_timeline(&mut f, "tracing/index.html", &tracing.dom, run_completes);
+    s.done();
+
+    // Next-chapter navigation from the tracing page.
+    let s = step("browser: next-chapter link");
+    let next = links_inside(&tracing.dom, r#"<a rel="next"#, "</a>");
+    let pos = chapters.iter().position(|(_, p)| p == "tracing/index.html");
+    match (next.first(), pos.and_then(|i| chapters.get(i + 1))) {
+        (Some(href), Some((name, path))) => {
+            let target = resolve("tracing/index.html", href);
+            f.check(&target == path, || {
+                format!("the tracing page's next link goes to {target}, expected {path}")
+            });
+            let page = chromium.dump_dom(&url(&target)).await?;
+            console.extend(page.console.iter().map(|m| (target.clone(), m.clone())));
+            f.check(
+                page.dom.contains(&format!("<title>{}", dom_text(name))),
+                || format!("{target} does not have the title `{name}`"),
+            );
+        }
+        (None, _) => {
+            f.0.push("the tracing page has no next-chapter link".to_owned())
+        }
+        (_, None) => {
+            f.0.push("the tracing page is not followed by a chapter".to_owned())
+        }
+    }
+    s.done();
+
+    // The gallery: every snapshot, each with its timeline.
+    let s = step("browser: every scenario's tree and timeline");
+    let gallery = chromium.dump_dom(&url("tracing/scenarios.html")).await?;
+    console.extend(
+        gallery
+            .console
+            .iter()
+            .map(|m| ("tracing/scenarios.html".to_owned(), m.clone())),
+    );
+    for snap in snapshots {
+        let first = snap.body.lines().nth(1).unwrap_or_default();
+        f.check(gallery.dom.contains(&dom_text(first)), || {
+            format!(
+                "tracing/scenarios.html does not show the tree of {}",
+                snap.name
+            )
+        });
+        check_timeline(&mut f, "tracing/scenarios.html", &gallery.dom, snap);
+    }
+    s.done_with(format!("{} scenarios", snapshots.len()));
+
+    // Search.
+    let s = step("browser: search for workflow_run");
+    let search = chromium
+        .dump_dom(&url("index.html?search=workflow_run"))
+        .await?;
+    console.extend(
+        search
+            .console
+            .iter()
+            .map(|m| ("index.html?search=…".to_owned(), m.clone())),
+    );
+    let results = links_inside(&search.dom, r#"<ul id="mdbook-searchresults""#, "</ul>");
+    f.check(!results.is_empty(), || {
+        "searching for workflow_run (index.html?search=workflow_run) shows no results".to_owned()
+    });
+    f.check(results.iter().any(|r| r.starts_with("tracing/")), || {
+        format!("no search result for workflow_run is in the tracing chapters: {results:?}")
+    });
+    s.done_with(format!("{} results", results.len()));
+
+    let s = step(format!(
+        "browser: screenshot of the tracing page → {}",
+        shot.display()
+    ));
+    let msgs = chromium
+        .screenshot(&url("tracing/index.html"), shot)
+        .await?;
+    console.extend(
+        msgs.into_iter()
+            .map(|m| ("tracing/index.html (screenshot)".to_owned(), m)),
+    );
+    s.done();
+
+    for (page, m) in &console {
+        f.0.push(format!("console output on {page}: {m}"));
+    }
+    Ok(f)
+}
+
+/// The timeline figure of `snap` is on the page with one bar per span.
+fn check_timeline(f: &mut Failures, page: &str, dom: &str, snap: &Snapshot) {
+    let open = format!(r#"id="timeline-{}""#, snap.name);
+    let Some(start) = dom.find(&open) else {
+        f.0.push(format!("{page} has no timeline figure for {}", snap.name));
+        return;
+    };
+    let end = dom[start..]
+        .find("</figure>")
+        .map_or(dom.len(), |e| start + e);
+    let bars = dom[start..end].matches(r#"class="span-bar""#).count();
+    let mut spans = 0;
+    for t in &snap.traces {
+        for r in &t.roots {
+            r.walk(0, &mut |_, _| spans += 1);
+        }
+    }
+    f.check(bars == spans, || {
+        format!(
+            "{page}: the timeline of {} has {bars} span bars, the snapshot has {spans} spans",
+            snap.name
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_are_parsed() {
+        let stderr = "[1:1:1124/060035.854024:ERROR:dbus/bus.cc:405] Failed to connect\n\
+[12032:12032:1124/060040.006675:INFO:CONSOLE:1] \"canary-console-error\", source: http://x/canary.html (1)\n";
+        assert_eq!(
+            console_messages(stderr),
+            ["\"canary-console-error\", source: http://x/canary.html (1)"]
+        );
+    }
+
+    #[test]
+    fn links_resolve_against_the_page() {
+        assert_eq!(
+            resolve("tracing/index.html", "../engine/argv.html#x"),
+            "engine/argv.html"
+        );
+        assert_eq!(
+            resolve("index.html", "tracing/index.html?highlight=a"),
+            "tracing/index.html"
+        );
+        assert_eq!(
+            resolve("tracing/index.html", "configuration.html"),
+            "tracing/configuration.html"
+        );
+        assert_eq!(
+            resolve("tracing/index.html", "#heading"),
+            "tracing/index.html"
+        );
+    }
+
+    #[test]
+    fn links_inside_an_element() {
+        let dom = r#"<nav><a href="a.html">a</a></nav><a href="b.html">b</a>"#;
+        assert_eq!(links_inside(dom, "<nav", "</nav>"), ["a.html"]);
+    }
+}

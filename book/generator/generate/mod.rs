@@ -1,0 +1,169 @@
+//! The committed generated pages in `book/src/generated/`, and keeping them current.
+//!
+//! Each generator reads the source of truth and returns Markdown that the hand-written
+//! chapters `{{#include}}`:
+//!
+//! | file | generator | source of truth |
+//! | --- | --- | --- |
+//! | `spans.md` | [`spans`] | `scenarios/snapshots/*.snap` (+ one sentence per span in the generator) |
+//! | `scenarios.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, `// ANCHOR:` markers |
+//! | `e2e-variables.md` | [`e2e_vars`] | every `E2E_*` name in `harness/`, `scenarios/`, `crates/test-support/` |
+//! | `engine-yaml.md` | [`engine_yaml`] | the serde types in `crates/common/src/config.rs` |
+//!
+//! Every file starts with a "generated — do not edit" comment. [`ensure`] is rust-analyzer's
+//! `ensure_file_contents`: it writes what differs and reports which files did, so `build`
+//! refreshes them and `check` fails listing them (rerunning then passes, and the diff is
+//! there to review and commit). Generators also report *problems* — a span or variable with
+//! no description, a described one that no longer exists — which fail `check` and are
+//! printed as warnings by `build`.
+
+pub mod e2e_vars;
+pub mod engine_yaml;
+pub mod scenarios;
+pub mod spans;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::Workspace;
+
+/// One generated file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// Path relative to the workspace root.
+    pub path: PathBuf,
+    /// Full content, preamble included.
+    pub content: String,
+}
+
+/// What the generators produced.
+#[derive(Debug, Default)]
+pub struct Generation {
+    /// The files.
+    pub files: Vec<Generated>,
+    /// Things a human must fix (undocumented spans or variables, stale descriptions).
+    pub problems: Vec<String>,
+}
+
+/// The folder of generated pages, relative to the workspace root.
+pub const DIR: &str = "book/src/generated";
+
+/// The first line of every generated page.
+#[must_use]
+pub fn preamble(generator: &str, sources: &str) -> String {
+    format!(
+        "<!-- generated — do not edit. Made by book/generator/generate/{generator}.rs from {sources}; \
+         `just book` regenerates it and `just book-check` fails while it is out of date. -->\n"
+    )
+}
+
+/// Runs every generator.
+pub fn all(ws: &Workspace) -> Result<Generation> {
+    let mut out = Generation::default();
+    let snapshots = crate::snapshot::Snapshot::load_all(&ws.snapshots_dir())?;
+    for (name, result) in [
+        ("spans.md", spans::generate(&snapshots)),
+        ("scenarios.md", scenarios::generate(ws, &snapshots)),
+        ("e2e-variables.md", e2e_vars::generate(ws)),
+        ("engine-yaml.md", engine_yaml::generate(ws)),
+    ] {
+        let (content, problems) = result.with_context(|| format!("generating {DIR}/{name}"))?;
+        out.files.push(Generated {
+            path: Path::new(DIR).join(name),
+            content,
+        });
+        out.problems
+            .extend(problems.into_iter().map(|p| format!("{DIR}/{name}: {p}")));
+    }
+    // A file in the generated folder that no generator makes is stale.
+    let dir = ws.root.join(DIR);
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            let rel = Path::new(DIR).join(&name);
+            if !out.files.iter().any(|f| f.path == rel) {
+                out.problems.push(format!(
+                    "{} is in the generated folder but no generator makes it; delete it",
+                    rel.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes every file whose content differs from `files`; returns the paths it wrote.
+pub fn ensure(ws: &Workspace, files: &[Generated]) -> Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
+    for f in files {
+        let path = ws.root.join(&f.path);
+        let old = std::fs::read_to_string(&path).ok();
+        if old.as_deref() != Some(f.content.as_str()) {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&path, &f.content)
+                .with_context(|| format!("writing {}", path.display()))?;
+            changed.push(f.path.clone());
+        }
+    }
+    Ok(changed)
+}
+
+/// Escapes a table cell: `|` and newlines would break the row.
+#[must_use]
+pub fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_deterministic_and_every_file_has_the_preamble() {
+        let ws = Workspace::locate();
+        let a = all(&ws).unwrap();
+        let b = all(&ws).unwrap();
+        assert_eq!(a.files, b.files);
+        for f in &a.files {
+            assert!(
+                f.content.starts_with("<!-- generated — do not edit."),
+                "{} lacks the preamble",
+                f.path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn ensure_writes_only_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace {
+            root: dir.path().to_owned(),
+        };
+        let files = vec![Generated {
+            path: PathBuf::from("book/src/generated/x.md"),
+            content: "new\n".to_owned(),
+        }];
+        assert_eq!(
+            ensure(&ws, &files).unwrap(),
+            [PathBuf::from("book/src/generated/x.md")]
+        );
+        assert!(
+            ensure(&ws, &files).unwrap().is_empty(),
+            "second run is clean"
+        );
+        std::fs::write(
+            dir.path().join("book/src/generated/x.md"),
+            "edited by hand\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ensure(&ws, &files).unwrap().len(),
+            1,
+            "a hand edit is caught"
+        );
+    }
+}
