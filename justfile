@@ -44,8 +44,9 @@ sweep:
 flake-check runs="20": build
     cargo run -q -p harness --bin e2e -- flake-check --runs {{runs}}
 
-# measure stack start-up per backend and receiver ingest throughput
-bench: build
+# measure stack start-up per backend and receiver ingest throughput (release builds)
+bench:
+    cargo build -q --release -p api -p generic -p otlp-receiver -p harness
     cargo run -q --release -p harness --bin e2e -- bench
 
 # cargo fmt and clippy, warnings are errors

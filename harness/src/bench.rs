@@ -4,9 +4,10 @@
 //!    stack that accepts runs (NATS, receiver, API and one engine ready), broken down by the
 //!    harness's timeline steps (warm build: the binaries and images exist already).
 //! 2. **Receiver ingest** over OTLP/gRPC: a fixed load (`--spans`, in batches of `--batch`)
-//!    sent by one tonic client to (a) this project's receiver, which keeps every span
-//!    queryable, and (b) a tonic `TraceService` that only decodes and counts — the practical
-//!    limit — side by side in one run.
+//!    sent by four concurrent tonic clients to (a) this project's receiver, which keeps every span
+//!    queryable, (b) the `fake-opentelemetry-collector` crate's server (drained concurrently),
+//!    and (c) a tonic `TraceService` that only decodes and counts — the practical limit — side
+//!    by side in one run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,16 +121,29 @@ fn request(batch: usize, n: usize) -> ExportTraceServiceRequest {
     }
 }
 
+/// Sends the load over `CLIENTS` concurrent streams of one connection; returns spans/s.
 async fn send(endpoint: String, spans: usize, batch: usize) -> Result<f64> {
-    let mut client = TraceServiceClient::connect(endpoint)
+    const CLIENTS: usize = 4;
+    let client = TraceServiceClient::connect(endpoint)
         .await
-        .context("connecting to the receiver")?;
-    let requests: Vec<_> = (0..spans.div_ceil(batch))
-        .map(|n| request(batch, n))
-        .collect();
+        .context("connecting to the receiver")?
+        .max_encoding_message_size(64 << 20);
+    let mut lanes: Vec<Vec<ExportTraceServiceRequest>> = vec![Vec::new(); CLIENTS];
+    for n in 0..spans.div_ceil(batch) {
+        lanes[n % CLIENTS].push(request(batch, n));
+    }
     let t = Instant::now();
-    for r in requests {
-        client.export(r).await.context("exporting")?;
+    let tasks = lanes.into_iter().map(|lane| {
+        let mut client = client.clone();
+        async move {
+            for r in lane {
+                client.export(r).await.context("exporting")?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    for r in futures::future::join_all(tasks).await {
+        r?;
     }
     Ok((spans.div_ceil(batch) * batch) as f64 / t.elapsed().as_secs_f64())
 }
@@ -160,6 +174,8 @@ async fn ingest(spans: usize, batch: usize) -> Result<()> {
     let ours = send(receiver.grpc_endpoint(), spans, batch).await?;
     let stored = receiver.client().stats().await?.spans;
 
+    let fake = fake_collector(spans, batch).await?;
+
     let counted = Arc::new(AtomicU64::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -173,9 +189,15 @@ async fn ingest(spans: usize, batch: usize) -> Result<()> {
     let baseline = send(format!("http://{addr}"), spans, batch).await?;
     server.abort();
 
-    println!("receiver ingest over OTLP/gRPC, {spans} spans in batches of {batch}, one client:");
+    println!(
+        "receiver ingest over OTLP/gRPC, {spans} spans in batches of {batch}, 4 concurrent clients:"
+    );
     println!(
         "  otlp-receiver (keeps every span queryable): {ours:>10.0} spans/s ({stored} stored)"
+    );
+    println!(
+        "  fake-opentelemetry-collector:               {:>10.0} spans/s ({} received)",
+        fake.0, fake.1
     );
     println!(
         "  decode-and-count tonic TraceService:        {baseline:>10.0} spans/s ({} counted)",
@@ -186,6 +208,30 @@ async fn ingest(spans: usize, batch: usize) -> Result<()> {
         ours / baseline
     );
     Ok(())
+}
+
+/// Rate and count for the `fake-opentelemetry-collector` server, its channel drained by a task.
+async fn fake_collector(spans: usize, batch: usize) -> Result<(f64, usize)> {
+    let mut fake = fake_opentelemetry_collector::FakeCollectorServer::start()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting fake-opentelemetry-collector: {e}"))?;
+    let endpoint = fake.endpoint();
+    let total = spans.div_ceil(batch) * batch;
+    let drain = tokio::spawn(async move {
+        let mut got = 0;
+        while got < total {
+            let more = fake
+                .exported_spans(1, std::time::Duration::from_secs(30))
+                .await;
+            if more.is_empty() {
+                break;
+            }
+            got += more.len();
+        }
+        got
+    });
+    let rate = send(endpoint, spans, batch).await?;
+    Ok((rate, drain.await?))
 }
 
 fn tokio_stream_listener(
