@@ -109,3 +109,36 @@ pub fn without_read_only_requests(
     out.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
     out
 }
+
+/// Keeps only the traces that contain a span whose string attribute `key` has one of `values`
+/// (e.g. the traces of particular runs, by `run_id`), dropping everything else in `data`.
+#[must_use]
+pub fn only_traces_with(
+    data: &opentelemetry_proto::tonic::trace::v1::TracesData,
+    key: &str,
+    values: &[&str],
+) -> opentelemetry_proto::tonic::trace::v1::TracesData {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    let wanted: std::collections::HashSet<&[u8]> = data
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|s| {
+            s.attributes.iter().any(|kv| {
+                kv.key == key
+                    && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(V::StringValue(v)) if values.contains(&v.as_str()))
+            })
+        })
+        .map(|s| s.trace_id.as_slice())
+        .collect();
+    let mut out = data.clone();
+    for rs in &mut out.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| wanted.contains(s.trace_id.as_slice()));
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    out.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    out
+}

@@ -58,7 +58,21 @@ pub async fn check_tree(
     expected_traces: usize,
     engine_ids: &[String],
 ) -> anyhow::Result<harness::tree::SpanForest> {
-    let data = stack.collect_spans(1).await?;
+    check_tree_of(stack, name, expected_traces, engine_ids, None).await
+}
+
+/// [`check_tree`] restricted to the traces of the runs in `only_runs` (when given).
+pub async fn check_tree_of(
+    stack: &mut Stack,
+    name: &str,
+    expected_traces: usize,
+    engine_ids: &[String],
+    only_runs: Option<&[&str]>,
+) -> anyhow::Result<harness::tree::SpanForest> {
+    let mut data = stack.collect_spans(1).await?;
+    if let Some(runs) = only_runs {
+        data = harness::tree::only_traces_with(&data, "run_id", runs);
+    }
     let mut options = harness::tree::Options::new()
         .expect_traces(expected_traces)
         .redact(stack.dir.display().to_string(), "[e2e-dir]");
