@@ -70,10 +70,25 @@ impl Drop for Infra {
 
 const START: Duration = Duration::from_secs(60);
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A free loopback port in 20000–32767 (below the usual ephemeral range 32768–60999).
+fn pinnable_port() -> Result<u16> {
+    let seed = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+        );
+    for i in 0..200u64 {
+        let port = 20_000
+            + ((seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(i * 7919))
+                % 12_768) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("found no free port in 20000-32767 for the receiver container")
 }
 
 fn receiver_line(line: &str) -> Option<(u16, u16)> {
@@ -134,7 +149,17 @@ impl Infra {
     }
 
     async fn start_docker(scenario: &str, timeline: &Timeline) -> Result<Self> {
-        let swept = images::sweep_leftovers().context("sweeping leftover e2e containers")?;
+        // Once per test process: leftovers of earlier, killed runs.
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        let mut swept = 0;
+        let mut failure = None;
+        SWEPT.call_once(|| match images::sweep_leftovers() {
+            Ok(n) => swept = n,
+            Err(e) => failure = Some(e),
+        });
+        if let Some(e) = failure {
+            return Err(e.context("sweeping leftover e2e containers"));
+        }
         if swept > 0 {
             timeline.note(format!(
                 "removed {swept} leftover container(s) of earlier, killed runs"
@@ -159,9 +184,13 @@ impl Infra {
             .context("reading the NATS container's port")?;
         step.done();
         let image = images::receiver_image(timeline).await?;
-        let (grpc_port, http_port) = (free_port()?, free_port()?);
         let step = timeline.step("starting otlp-receiver container");
-        let recv = Self::docker_receiver(&image, scenario, grpc_port, http_port).await?;
+        // Pinned host ports, so a restart (a collector outage) comes back on the same
+        // addresses; chosen below the kernel's ephemeral range, where Docker and every
+        // port-0 bind pick theirs, so nothing else takes them while the receiver is down.
+        let ports = (pinnable_port()?, pinnable_port()?);
+        let (recv, grpc_port, http_port) =
+            Self::docker_receiver(&image, scenario, Some(ports)).await?;
         step.done();
         Ok(Self {
             backend: Backend::Docker,
@@ -176,29 +205,44 @@ impl Infra {
         })
     }
 
+    /// Starts the receiver container; `ports` pins the host ports (for a restart on the same
+    /// addresses), otherwise Docker picks free ones. Returns it with its gRPC and HTTP ports.
     async fn docker_receiver(
         image: &GenericImage,
         scenario: &str,
-        grpc: u16,
-        http: u16,
-    ) -> Result<ContainerAsync<GenericImage>> {
-        image
+        ports: Option<(u16, u16)>,
+    ) -> Result<(ContainerAsync<GenericImage>, u16, u16)> {
+        let request = image
             .clone()
             .with_exposed_port(4317.tcp())
             .with_exposed_port(4318.tcp())
             .with_wait_for(WaitFor::message_on_stdout("\"grpc\""))
             .with_cmd(["--grpc", "0.0.0.0:4317", "--http", "0.0.0.0:4318"])
-            .with_mapped_port(grpc, 4317.tcp())
-            .with_mapped_port(http, 4318.tcp())
             .with_label(LABEL_OWNER, scenario)
             .with_label(LABEL_PID, std::process::id().to_string())
-            .with_startup_timeout(START)
+            .with_startup_timeout(START);
+        let request = match ports {
+            Some((grpc, http)) => request
+                .with_mapped_port(grpc, 4317.tcp())
+                .with_mapped_port(http, 4318.tcp()),
+            None => request,
+        };
+        let container = request
             .start()
             .await
-            .context("starting otlp-receiver (container)")
+            .context("starting otlp-receiver (container)")?;
+        let grpc = container
+            .get_host_port_ipv4(4317.tcp())
+            .await
+            .context("reading the receiver's gRPC port")?;
+        let http = container
+            .get_host_port_ipv4(4318.tcp())
+            .await
+            .context("reading the receiver's HTTP port")?;
+        Ok((container, grpc, http))
     }
 
-    /// Stops the receiver (the collector goes down); its addresses stay reserved for a restart.
+    /// Stops the receiver (the collector goes down); a restart reuses its addresses.
     pub async fn stop_receiver(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.recv, Receiver::Stopped) {
             Receiver::Local(mut p) => p.kill().await?,
@@ -212,7 +256,9 @@ impl Infra {
     pub async fn restart_receiver(&mut self, scenario: &str, dir: &Path) -> Result<()> {
         self.recv = match (&self.docker_receiver_image, self.backend) {
             (Some(image), Backend::Docker) => Receiver::Docker(Box::new(
-                Self::docker_receiver(image, scenario, self.grpc_port, self.http_port).await?,
+                Self::docker_receiver(image, scenario, Some((self.grpc_port, self.http_port)))
+                    .await?
+                    .0,
             )),
             _ => Receiver::Local(Box::new(
                 Self::local_receiver(dir, self.grpc_port, self.http_port)

@@ -193,6 +193,10 @@ impl Stack {
     /// the receiver holds at least `min_spans` spans and has been quiet for a short window.
     /// Writes `spans.json` into the artefact folder.
     pub async fn collect_spans(&mut self, min_spans: usize) -> Result<TracesData> {
+        if self.keep {
+            // E2E_KEEP=1: leave the services up; their batches go out every 50 ms.
+            return self.wait_for_spans(min_spans).await;
+        }
         let step = self
             .timeline
             .step("stopping metis-api and engines with SIGTERM (flushes spans)");
@@ -215,6 +219,11 @@ impl Stack {
             );
         }
         step.done();
+        self.wait_for_spans(min_spans).await
+    }
+
+    /// Waits until the receiver holds at least `min_spans` spans and was quiet for 200 ms.
+    async fn wait_for_spans(&mut self, min_spans: usize) -> Result<TracesData> {
         let step = self.timeline.step(format!(
             "waiting for ≥{min_spans} spans and 200 ms of quiet at the receiver"
         ));

@@ -48,7 +48,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "E2E_KEEP",
         values: "`1`",
         default: "unset: everything is torn down",
-        meaning: "Leave containers and processes running after the scenario and print their addresses (API, NATS, receiver query URL, log folder), for poking at a failure by hand. `just sweep` removes leftover containers later.",
+        meaning: "Leave the stack running after the scenario (the API and engines are not stopped for span collection) and print its addresses (API, NATS, receiver query URL, log folder), for poking at a failure by hand. Containers outlive the test process; local child processes may not outlive it. `just sweep` removes leftover containers later.",
     },
     Variable {
         name: "E2E_QUIET",

@@ -32,7 +32,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 
 async fn pass(state: &AppState) -> Result<(), common::infra::InfraError> {
     let mut alive: HashMap<String, bool> = HashMap::new();
-    for rec in state.infra.all_runs().await?.into_iter().flatten() {
+    for rec in crate::routes::decoded_runs(state).await? {
         if !matches!(
             rec.state,
             State::Initializing | State::Running | State::Canceling
@@ -46,7 +46,14 @@ async fn pass(state: &AppState) -> Result<(), common::infra::InfraError> {
             Some(v) => *v,
             None => {
                 let key = common::nats::token(&engine_id);
-                let v = matches!(state.infra.engines.get(&key).await, Ok(Some(_)));
+                let v = match state.infra.engines.get(&key).await {
+                    Ok(found) => found.is_some(),
+                    // Not knowing is not "gone": never fail a run on a failed lookup.
+                    Err(e) => {
+                        debug!(engine_id = %engine_id, error = %e, "engine lookup failed; skipping its runs this pass");
+                        true
+                    }
+                };
                 alive.insert(engine_id.clone(), v);
                 v
             }

@@ -163,12 +163,9 @@ pub async fn list_runs(
             })
         })
         .transpose()?;
-    let mut runs: Vec<RunRecord> = state
-        .infra
-        .all_runs()
+    let mut runs: Vec<RunRecord> = decoded_runs(&state)
         .await?
         .into_iter()
-        .flatten()
         .filter(|r| {
             r.user_id == user
                 && filter.is_none_or(|s| r.state == s)
@@ -434,7 +431,7 @@ pub async fn service_info(
             .collect()
     };
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for r in state.infra.all_runs().await?.into_iter().flatten() {
+    for r in decoded_runs(&state).await? {
         *counts.entry(r.state.to_string()).or_default() += 1;
     }
     Ok(AxJson(ServiceInfo {
@@ -446,6 +443,20 @@ pub async fn service_info(
         engines,
         system_state_counts: counts,
     }))
+}
+
+/// Every run record, logging (not hiding silently) any that does not decode.
+pub async fn decoded_runs(state: &AppState) -> Result<Vec<RunRecord>, common::infra::InfraError> {
+    let mut out = Vec::new();
+    for r in state.infra.all_runs().await? {
+        match r {
+            Ok(rec) => out.push(rec),
+            Err(e) => {
+                telemetry::tracing::warn!(error = %e, "skipping a run record that does not decode")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Liveness.

@@ -31,16 +31,26 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
             return Err(ApiError::bad_request(format!("{field}: must not be empty")));
         }
     }
-    let key = engine_config_key(&req.workflow_engine, &req.workflow_engine_version);
-    if let Some(bytes) = state
-        .infra
-        .engine_configs
-        .get(&key)
-        .await
-        .map_err(ApiError::unavailable)?
+    // Only names an engine could have reach the bucket (other characters are not valid keys).
+    if common::nats::is_engine_name(&req.workflow_engine)
+        && common::nats::is_engine_version(&req.workflow_engine_version)
     {
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::unavailable(format!("engine config {key} is corrupt: {e}")));
+        let key = engine_config_key(&req.workflow_engine, &req.workflow_engine_version);
+        if let Some(bytes) = state
+            .infra
+            .engine_configs
+            .get(&key)
+            .await
+            .map_err(ApiError::unavailable)?
+        {
+            let spec: EngineSpec = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::unavailable(format!("engine config {key} is corrupt: {e}"))
+            })?;
+            // The key folds `.` into `_`; the version must match as written.
+            if spec.name == req.workflow_engine && spec.version == req.workflow_engine_version {
+                return Ok(spec);
+            }
+        }
     }
     let known = registered_engines(state).await?;
     let list = if known.is_empty() {

@@ -321,19 +321,26 @@ impl FullEngineConfig {
         let e = &self.engine;
         let err = |k: &str, m: String| Err((k.to_owned(), m));
         let token = regex::Regex::new(r"^[A-Za-z0-9_+\-.]+$").expect("static regex");
-        if e.name.is_empty() || e.name.contains('.') || !token.is_match(&e.name) {
+        // Name, version and id become NATS KV keys and subject tokens: keep them to
+        // characters both accept.
+        if !crate::nats::is_engine_name(&e.name) {
             return err(
                 "engine.name",
-                format!("'{}' must be letters, digits, '_', '-' or '+'", e.name),
+                format!("'{}' must be letters, digits, '_' or '-'", e.name),
             );
         }
-        if !token.is_match(&e.version) {
+        if !crate::nats::is_engine_version(&e.version) {
             return err(
                 "engine.version",
-                format!(
-                    "'{}' must be letters, digits, '_', '-', '+' or '.'",
-                    e.version
-                ),
+                format!("'{}' must be letters, digits, '_', '-' or '.'", e.version),
+            );
+        }
+        if let Some(id) = &e.id
+            && !crate::nats::is_engine_name(id)
+        {
+            return err(
+                "engine.id",
+                format!("'{id}' must be letters, digits, '_' or '-'"),
             );
         }
         for (key, list) in [

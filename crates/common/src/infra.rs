@@ -3,7 +3,8 @@
 //!
 //! Every state change of a run goes through [`Infra::update_run`]: read the entry and its
 //! revision, let the caller decide, write only if the revision is unchanged, retry otherwise.
-//! So the API's QUEUED→CANCELED and an engine's QUEUED→INITIALIZING cannot both win.
+//! So the API's QUEUED→CANCELED and an engine's QUEUED→INITIALIZING cannot both win, and a
+//! write whose state change `State::can_transition` forbids is refused.
 
 use std::time::Duration;
 
@@ -149,8 +150,15 @@ impl Infra {
                     Decision::Write(t) | Decision::Keep(t) => Ok(t),
                 };
             };
+            let before = rec.state;
             match decide(Some(&mut rec)) {
                 Decision::Keep(t) => return Ok(t),
+                Decision::Write(_) if rec.state != before && !before.can_transition(rec.state) => {
+                    return Err(InfraError::new(
+                        format!("updating run {id}"),
+                        format!("refusing the transition {before} -> {}", rec.state),
+                    ));
+                }
                 Decision::Write(t) => {
                     rec.updated_at = chrono::Utc::now();
                     let body =

@@ -35,6 +35,22 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// The header that carries W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// Whether `s` is a valid engine name or instance id: letters, digits, `_`, `-`.
+#[must_use]
+pub fn is_engine_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
+/// Whether `s` is a valid engine version: letters, digits, `_`, `-`, `.`.
+#[must_use]
+pub fn is_engine_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// One subject token: `.`, `*`, `>` and whitespace become `_`.
 #[must_use]
 pub fn token(s: &str) -> String {

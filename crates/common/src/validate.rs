@@ -67,6 +67,13 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
             return Err(ValidationError::new(field, "must not be empty"));
         }
     }
+    if req.workflow_url.starts_with('-') {
+        // It is an argument of the engine's program; it must not read as an option.
+        return Err(ValidationError::new(
+            "workflow_url",
+            "must not start with '-'",
+        ));
+    }
     let workflow_type = spec
         .workflow_types
         .iter()

@@ -84,6 +84,14 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
                 r.engine_id = Some(me.clone());
                 Decision::Write(Claim::Claimed(Box::new(r.clone())))
             }
+            // Our own earlier claim, whose reply was lost (the message was NAKed and came
+            // back); nothing runs it here (the registry said so above), so run it now.
+            Some(r)
+                if r.state == State::Initializing
+                    && r.engine_id.as_deref() == Some(me.as_str()) =>
+            {
+                Decision::Keep(Claim::Claimed(Box::new(r.clone())))
+            }
             Some(r) => Decision::Keep(Claim::NotQueued(r.state)),
         })
         .await;
@@ -360,23 +368,38 @@ impl RunTask {
         log: RunLog,
     ) -> (State, Option<String>) {
         let me = self.shared.engine_id.as_str();
-        let result = self
-            .shared
-            .infra
-            .update_run(&self.id(), |rec| match rec {
-                None => Decision::Keep(None),
-                Some(r) if r.state.is_terminal() || r.engine_id.as_deref() != Some(me) => {
-                    Decision::Keep(Some((r.state, r.error.clone())))
+        // The result must land: a run left non-terminal behind a live engine would never be
+        // failed by the API's reaper. Retry a failing write with backoff (about a minute).
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let result = self
+                .shared
+                .infra
+                .update_run(&self.id(), |rec| match rec {
+                    None => Decision::Keep(None),
+                    Some(r) if r.state.is_terminal() || r.engine_id.as_deref() != Some(me) => {
+                        Decision::Keep(Some((r.state, r.error.clone())))
+                    }
+                    Some(r) => {
+                        let fin = reconcile(r.state, state);
+                        r.state = fin;
+                        r.error = if fin == state { error.clone() } else { None };
+                        r.run_log = Some(log.clone());
+                        Decision::Write(Some((fin, r.error.clone())))
+                    }
+                })
+                .await;
+            match result {
+                Err(e) if attempt < 30 => {
+                    tracing::warn!(error = %e, attempt, "writing the run's result failed; retrying");
+                    tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Some(r) => {
-                    let fin = reconcile(r.state, state);
-                    r.state = fin;
-                    r.error = if fin == state { error.clone() } else { None };
-                    r.run_log = Some(log.clone());
-                    Decision::Write(Some((fin, r.error.clone())))
-                }
-            })
-            .await;
+                other => break other,
+            }
+        };
         match result {
             Ok(Some(done)) => done,
             Ok(None) => {

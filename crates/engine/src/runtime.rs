@@ -23,9 +23,9 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use bytes::Bytes;
 use chrono::Utc;
-use common::infra::Infra;
+use common::infra::{Decision, Infra};
 use common::nats::{self, HEARTBEAT_INTERVAL};
-use common::{EngineRegistration, FullEngineConfig};
+use common::{EngineRegistration, FullEngineConfig, State};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -130,6 +130,7 @@ pub async fn bootstrap(
     register(&shared, started_at)
         .await
         .map_err(|e| EngineError::nats("register the engine instance", e))?;
+    fail_orphaned_runs(&shared).await;
 
     let consumer = create_consumer(&shared).await?;
     let cancel_sub = client
@@ -162,6 +163,46 @@ pub async fn bootstrap(
         started_at,
         shutdown_grace: settings.shutdown_grace,
     })
+}
+
+/// Runs that a previous instance with this same id left non-terminal (a fixed `engine.id` and
+/// a crash): nothing runs them now, and the reaper cannot tell, since this id heartbeats again.
+async fn fail_orphaned_runs(shared: &Shared) {
+    let me = shared.engine_id.as_str();
+    let runs = match shared.infra.all_runs().await {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for runs a previous instance left behind");
+            return;
+        }
+    };
+    for rec in runs.into_iter().flatten() {
+        if rec.state.is_terminal()
+            || rec.state == State::Queued
+            || rec.engine_id.as_deref() != Some(me)
+        {
+            continue;
+        }
+        let reason = "the engine instance restarted while the run was in flight".to_owned();
+        let changed = shared
+            .infra
+            .update_run(&rec.run_id, |r| match r {
+                Some(r)
+                    if !r.state.is_terminal()
+                        && r.state != State::Queued
+                        && r.engine_id.as_deref() == Some(me) =>
+                {
+                    r.state = State::SystemError;
+                    r.error = Some(reason.clone());
+                    Decision::Write(true)
+                }
+                _ => Decision::Keep(false),
+            })
+            .await;
+        if matches!(changed, Ok(true)) {
+            tracing::warn!(run_id = %rec.run_id, "a run left in flight by a previous instance with this id is now SYSTEM_ERROR");
+        }
+    }
 }
 
 async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {

@@ -217,18 +217,35 @@ impl ApiClient {
         states: &[&str],
         timeout: Duration,
     ) -> Result<String> {
-        wait_for(
-            &format!("run {run_id} to reach {}", states.join(" or ")),
-            timeout,
-            || async {
-                match self.state(run_id).await {
-                    Ok(s) if states.contains(&s.as_str()) => Ok(s),
-                    Ok(s) => Err(format!("state {s}")),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )
-        .await
+        const TERMINAL: [&str; 5] = [
+            "COMPLETE",
+            "EXECUTOR_ERROR",
+            "SYSTEM_ERROR",
+            "CANCELED",
+            "PREEMPTED",
+        ];
+        let what = format!("run {run_id} to reach {}", states.join(" or "));
+        let reached = wait_for(&what, timeout, || async {
+            match self.state(run_id).await {
+                Ok(s) if states.contains(&s.as_str()) => Ok(Ok(s)),
+                // A terminal state that was not asked for will not change: stop waiting.
+                Ok(s) if TERMINAL.contains(&s.as_str()) => Ok(Err(s)),
+                Ok(s) => Err(format!("state {s}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await?;
+        match reached {
+            Ok(s) => Ok(s),
+            Err(s) => {
+                let detail = self
+                    .get(&format!("/runs/{run_id}"))
+                    .await
+                    .map(|r| r.body.to_string())
+                    .unwrap_or_default();
+                bail!("waiting for {what}: it ended {s} instead: {detail}")
+            }
+        }
     }
 
     /// Every captured line of the run as `stream: line`, following page tokens.

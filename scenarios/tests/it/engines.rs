@@ -60,18 +60,44 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                // 8 one-second runs; one engine holds at most 4 at a time, so both must work.
+                // 8 runs held open by a gate; one engine holds at most 4 at a time, so the other
+                // must take the rest. The gate opens once both own a run.
+                let gate = s.dir.join("gate");
+                let mut body = run_body("gated.sh");
+                body["workflow_params"] = serde_json::json!({"gate": gate.display().to_string()});
                 let mut runs = Vec::new();
                 for _ in 0..RUNS {
-                    runs.push(s.client.create_run(&run_body("short.sh")).await?);
+                    runs.push(s.client.create_run(&body).await?);
                 }
-                let mut owners = BTreeSet::new();
+                let client = s.client.clone();
+                let owners = test_support::wait_for(
+                    "both engines to own a run in flight",
+                    DEADLINE,
+                    || async {
+                        let mut owners = BTreeSet::new();
+                        for run in &runs {
+                            let detail = client
+                                .get(&format!("/runs/{run}"))
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .body;
+                            if let Some(id) = detail["engine_id"].as_str() {
+                                owners.insert(id.to_owned());
+                            }
+                        }
+                        if owners.len() == 2 {
+                            Ok(owners)
+                        } else {
+                            Err(format!("owners so far: {owners:?}"))
+                        }
+                    },
+                )
+                .await?;
+                std::fs::write(&gate, "open")?;
                 for run in &runs {
                     s.client
                         .wait_for_state(run, &["COMPLETE"], DEADLINE)
                         .await?;
-                    let detail = s.client.get(&format!("/runs/{run}")).await?.body;
-                    owners.insert(detail["engine_id"].as_str().unwrap_or_default().to_owned());
                 }
                 let engines = engine_ids(s).await?;
                 assert_eq!(

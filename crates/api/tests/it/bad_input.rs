@@ -208,14 +208,38 @@ async fn malformed_nats_messages_do_not_hurt_the_engine() -> anyhow::Result<()> 
             .await?
             .await?;
     }
-    nats.publish("metis.cancel.whatever", "garbage".into())
+    let info = stack.client.get("/service-info").await?.body;
+    let engine_id = info["engines"][0]["instances"][0]["id"]
+        .as_str()
+        .expect("the engine is registered")
+        .to_owned();
+    nats.publish(common::nats::cancel_subject(&engine_id), "garbage".into())
         .await?;
     nats.flush().await?;
+    let deadline = std::time::Duration::from_secs(30);
+    let engine = &stack.engines[0].proc;
+    test_support::wait_for(
+        "the engine to discard 3 bad run messages and 1 bad cancel",
+        deadline,
+        || async {
+            let lines = engine.lines();
+            let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+            let (runs, cancels) = (
+                count("discarding malformed run message"),
+                count("discarding malformed cancel message"),
+            );
+            if runs == 3 && cancels == 1 {
+                Ok(())
+            } else {
+                Err(format!("{runs} run and {cancels} cancel discards logged"))
+            }
+        },
+    )
+    .await?;
     let run = stack.client.create_run(&run_body("ok.sh")).await?;
     stack
         .client
-        .wait_for_state(&run, &["COMPLETE"], std::time::Duration::from_secs(30))
+        .wait_for_state(&run, &["COMPLETE"], deadline)
         .await?;
-    assert!(!stack.engines[0].proc.lines().is_empty());
     Ok(())
 }

@@ -155,26 +155,51 @@ async fn two_engines_share_the_work() -> anyhow::Result<()> {
     let mut stack = Stack::start("two-engines").await?;
     stack.start_engine().await?;
     stack.start_engine().await?;
-    let script = stack.script("slow.sh", "sleep 2\necho done")?;
+    // Runs wait on a gate; one engine holds at most 4, so of 8 the other must take some.
+    let gate = stack.dir.path().join("gate");
+    let script = stack.script(
+        "gated.sh",
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.05; done\necho done",
+            gate.display()
+        ),
+    )?;
     let c = stack.client.clone();
     let mut runs = Vec::new();
     for _ in 0..8 {
         runs.push(c.create_run(&body_for(&script)).await?);
     }
+    test_support::wait_for("both engines to own a run in flight", DEADLINE, || async {
+        let mut owners = BTreeSet::new();
+        for run in &runs {
+            let detail = c
+                .get(&format!("/runs/{run}"))
+                .await
+                .map_err(|e| e.to_string())?
+                .body;
+            owners.extend(detail["engine_id"].as_str().map(str::to_owned));
+        }
+        if owners.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("owners so far: {owners:?}"))
+        }
+    })
+    .await?;
+    std::fs::write(&gate, "open")?;
     let mut owners = BTreeSet::new();
     for run in &runs {
         c.wait_for_state(run, &["COMPLETE"], DEADLINE).await?;
-        owners.insert(
+        owners.extend(
             c.get(&format!("/runs/{run}")).await?.body["engine_id"]
                 .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+                .map(str::to_owned),
         );
     }
     assert_eq!(
         owners.len(),
         2,
-        "8 runs of 2 s with 4 slots per engine must use both engines: {owners:?}"
+        "both engines ran some of the 8 runs: {owners:?}"
     );
     let info = c.get("/service-info").await?.body;
     assert_eq!(
@@ -189,10 +214,23 @@ async fn two_engines_share_the_work() -> anyhow::Result<()> {
 async fn a_run_whose_engine_dies_becomes_a_system_error() -> anyhow::Result<()> {
     let mut stack = Stack::start("engine-dies").await?;
     stack.start_engine().await?;
-    let script = stack.script("long.sh", "echo started\nsleep 300")?;
+    let pidfile = stack.dir.path().join("group.pid");
+    let script = stack.script(
+        "long.sh",
+        &format!("echo $$ > {}\necho started\nsleep 300", pidfile.display()),
+    )?;
     let c = stack.client.clone();
     let run = c.create_run(&body_for(&script)).await?;
     c.wait_for_state(&run, &["RUNNING"], DEADLINE).await?;
+    let group = test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .ok_or_else(|| "no pid file yet".to_owned())
+    })
+    .await?;
+    // A SIGKILLed engine cannot stop its run's process group; this test does, whatever happens.
+    let _reap = KillGroupOnDrop(group);
     stack.engines[0].proc.kill().await?;
     // Bounded: the registration expires after ENGINE_TTL, the reaper runs every 200 ms here.
     c.wait_for_state(&run, &["SYSTEM_ERROR"], common::nats::ENGINE_TTL + DEADLINE)
@@ -225,4 +263,16 @@ async fn an_engine_restart_runs_what_was_queued() -> anyhow::Result<()> {
     c.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
     assert_eq!(c.log_lines(&run).await?, ["stdout: hello"]);
     Ok(())
+}
+
+/// Kills a process group when dropped.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
