@@ -56,11 +56,28 @@ pub struct Infra {
     grpc_port: u16,
     http_port: u16,
     keep: bool,
+    nats_frozen: bool,
 }
 
 impl Drop for Infra {
     /// Containers and processes go with the value, unless [`Infra::keep_running`] was called.
+    /// A frozen NATS is thawed first (a fault is always undone).
     fn drop(&mut self) {
+        if self.nats_frozen {
+            match &self.nats {
+                NatsHandle::Local(n) => {
+                    let _ = n.proc.signal(nix::sys::signal::Signal::SIGCONT);
+                }
+                NatsHandle::Docker(c) => {
+                    let _ = std::process::Command::new("docker")
+                        .args(["unpause", c.id()])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+                NatsHandle::Gone => {}
+            }
+        }
         if self.keep {
             std::mem::forget(std::mem::replace(&mut self.nats, NatsHandle::Gone));
             std::mem::forget(std::mem::replace(&mut self.recv, Receiver::Stopped));
@@ -130,6 +147,7 @@ impl Infra {
             grpc_port,
             http_port,
             keep: false,
+            nats_frozen: false,
         })
     }
 
@@ -168,12 +186,16 @@ impl Infra {
         let ((name, tag), why) = images::nats_image()?;
         let pid = std::process::id().to_string();
         let step = timeline.step(format!("starting NATS container {name}:{tag} ({why})"));
+        // A pinned host port (below the ephemeral range), so a restarted container comes back
+        // on the address the services know.
+        let nats_host_port = pinnable_port()?;
         let nats = Nats::default()
             .with_cmd(&NatsServerCmd::default().with_jetstream())
             .with_name(&name)
             .with_tag(&tag)
             .with_label(LABEL_OWNER, scenario)
             .with_label(LABEL_PID, &pid)
+            .with_mapped_port(nats_host_port, 4222.tcp())
             .with_startup_timeout(START)
             .start()
             .await
@@ -202,6 +224,7 @@ impl Infra {
             grpc_port,
             http_port,
             keep: false,
+            nats_frozen: false,
         })
     }
 
@@ -269,6 +292,47 @@ impl Infra {
         Ok(())
     }
 
+    /// Restarts NATS with its JetStream data kept, on the same address: local, the same
+    /// `nats-server` store dir and port; docker, the same container stopped and started
+    /// (SIGKILL-like when `kill`). Returns once it accepts clients again.
+    pub async fn restart_nats(&mut self, kill: bool) -> Result<()> {
+        match &mut self.nats {
+            NatsHandle::Local(n) => n.restart(kill).await.context("restarting nats-server")?,
+            NatsHandle::Docker(c) => {
+                c.stop_with_timeout(Some(if kill { 0 } else { 10 }))
+                    .await
+                    .context("stopping the NATS container")?;
+                c.start()
+                    .await
+                    .context("starting the NATS container again")?;
+            }
+            NatsHandle::Gone => anyhow::bail!("NATS is not running"),
+        }
+        wait_nats_accepts(&self.nats_url).await
+    }
+
+    /// Freezes NATS (docker pause; local SIGSTOP): connections stay open, nothing answers.
+    pub async fn freeze_nats(&mut self) -> Result<()> {
+        match &self.nats {
+            NatsHandle::Local(n) => n.proc.signal(nix::sys::signal::Signal::SIGSTOP)?,
+            NatsHandle::Docker(c) => c.pause().await.context("pausing the NATS container")?,
+            NatsHandle::Gone => anyhow::bail!("NATS is not running"),
+        }
+        self.nats_frozen = true;
+        Ok(())
+    }
+
+    /// Thaws what [`Infra::freeze_nats`] froze.
+    pub async fn thaw_nats(&mut self) -> Result<()> {
+        match &self.nats {
+            NatsHandle::Local(n) => n.proc.signal(nix::sys::signal::Signal::SIGCONT)?,
+            NatsHandle::Docker(c) => c.unpause().await.context("unpausing the NATS container")?,
+            NatsHandle::Gone => {}
+        }
+        self.nats_frozen = false;
+        Ok(())
+    }
+
     /// Leaves NATS and the receiver running when this value is dropped (`E2E_KEEP=1`).
     pub fn keep_running(&mut self) {
         self.keep = true;
@@ -296,6 +360,32 @@ impl Infra {
             (NatsHandle::Gone, _) => "gone".to_owned(),
         }
     }
+}
+
+/// Waits until a NATS server at `url` greets a new connection with its `INFO` line.
+async fn wait_nats_accepts(url: &str) -> Result<()> {
+    let addr = url.trim_start_matches("nats://").to_owned();
+    test_support::wait_for(
+        &format!("NATS at {url} to accept clients"),
+        START,
+        || async {
+            use tokio::io::AsyncReadExt;
+            let mut stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut buf))
+                .await
+                .map_err(|_| "no INFO line yet".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if &buf == b"INFO" {
+                Ok(())
+            } else {
+                Err(format!("unexpected greeting {buf:?}"))
+            }
+        },
+    )
+    .await
 }
 
 fn addrs(grpc: u16, http: u16) -> ReceiverAddrs {

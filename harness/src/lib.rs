@@ -2,6 +2,7 @@
 //!
 //! - [`backend`]: choosing docker or local (`E2E_BACKEND`).
 //! - [`bench`]: the `just bench` measurements.
+//! - [`fault`]: faults (kill, pause, restart of engines, the API and NATS) and the load driver.
 //! - [`images`]: the container images, built locally, and sweeping leftovers.
 //! - [`infra`]: NATS and the fake OTLP receiver on either backend.
 //! - [`stack`]: a scenario's whole system, its artefacts and failure reporting.
@@ -11,6 +12,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod fault;
 pub mod images;
 pub mod infra;
 pub mod progress;

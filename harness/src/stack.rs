@@ -74,12 +74,23 @@ pub struct Stack {
     started_engines: usize,
 }
 
-/// Environment for the Metis processes: export to the receiver, flush fast.
-fn service_env(infra: &Infra) -> Vec<(&'static str, String)> {
+/// Timings of the fault paths, short so a fault scenario takes seconds (the binaries'
+/// production defaults: heartbeat 2 s, TTL 10 s, reaper 2 s).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
+/// See [`HEARTBEAT_INTERVAL_MS`].
+pub const ENGINE_TTL_MS: u64 = 1200;
+/// See [`HEARTBEAT_INTERVAL_MS`].
+pub const REAPER_INTERVAL_MS: u64 = 200;
+
+/// Environment for the Metis processes: export to the receiver, flush fast, short fault
+/// timings.
+pub(crate) fn service_env(infra: &Infra) -> Vec<(&'static str, String)> {
     vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", infra.receiver.grpc.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
-        ("REAPER_INTERVAL_MS", "200".to_owned()),
+        ("REAPER_INTERVAL_MS", REAPER_INTERVAL_MS.to_string()),
+        ("ENGINE_TTL_MS", ENGINE_TTL_MS.to_string()),
+        ("HEARTBEAT_INTERVAL_MS", HEARTBEAT_INTERVAL_MS.to_string()),
     ]
 }
 

@@ -5,7 +5,8 @@
 //! | `APP_HOST` | address to bind | `0.0.0.0` |
 //! | `APP_PORT` | port to bind; `0` = ephemeral (the bound address is logged as `listening`) | `8080` |
 //! | `NATS_URL` | NATS server with JetStream | `nats://127.0.0.1:4222` |
-//! | `REAPER_INTERVAL_MS` | how often runs of vanished engines are failed | `2000` |
+//! | `REAPER_INTERVAL_MS` | how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again) | `2000` |
+//! | `ENGINE_TTL_MS` | how long an engine instance may go without a heartbeat before its runs are failed (keep it several times the engines' `HEARTBEAT_INTERVAL_MS`) | `10000` |
 //!
 //! Logging and export (`RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`) are read by the
 //! `telemetry` crate.
@@ -25,6 +26,8 @@ pub struct Config {
     pub nats_url: String,
     /// `REAPER_INTERVAL_MS`.
     pub reaper_interval: Duration,
+    /// `ENGINE_TTL_MS`.
+    pub engine_ttl: Duration,
 }
 
 impl Config {
@@ -53,11 +56,25 @@ impl Config {
         if reaper_ms == 0 {
             bail!("REAPER_INTERVAL_MS must be at least 1");
         }
+        let ttl = match get("ENGINE_TTL_MS") {
+            Some(v) => {
+                let ms = v
+                    .trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("ENGINE_TTL_MS must be milliseconds, got '{v}'"))?;
+                if ms == 0 {
+                    bail!("ENGINE_TTL_MS must be at least 1");
+                }
+                Duration::from_millis(ms)
+            }
+            None => common::nats::DEFAULT_ENGINE_TTL,
+        };
         Ok(Self {
             host: get("APP_HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
             port,
             nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
             reaper_interval: Duration::from_millis(reaper_ms),
+            engine_ttl: ttl,
         })
     }
 }
@@ -79,6 +96,12 @@ mod tests {
         let err = Config::from_lookup(|k| (k == "REAPER_INTERVAL_MS").then(|| "0".to_owned()))
             .unwrap_err();
         assert!(format!("{err:#}").contains("REAPER_INTERVAL_MS"), "{err:#}");
+        assert_eq!(c.engine_ttl, common::nats::DEFAULT_ENGINE_TTL);
+        for bad in ["0", "soon"] {
+            let err = Config::from_lookup(|k| (k == "ENGINE_TTL_MS").then(|| bad.to_owned()))
+                .unwrap_err();
+            assert!(format!("{err:#}").contains("ENGINE_TTL_MS"), "{err:#}");
+        }
         let c = Config::from_lookup(|k| (k == "APP_PORT").then(|| "0".to_owned())).unwrap();
         assert_eq!(c.port, 0);
     }

@@ -53,6 +53,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// The body of `POST /runs`: a [`Json`] value checked strictly — an unknown top-level field
+/// is a 400 naming it (messages between the services are lenient, the HTTP contract is not).
+pub struct RunRequestBody(pub common::RunRequest);
+
+impl<S: Send + Sync> FromRequest<S> for RunRequestBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state).await?;
+        if let Some(field) = common::RunRequest::unknown_field(&value) {
+            return Err(ApiError::bad_request(format!(
+                "invalid request body: unknown field `{field}`, expected one of {}",
+                common::RunRequest::FIELDS
+                    .map(|f| format!("`{f}`"))
+                    .join(", ")
+            )));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
 /// The innermost error message (serde's, with the field path), not axum's preamble.
 fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut inner: &dyn std::error::Error = e;

@@ -29,7 +29,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{BODY_LIMIT, Json, PathRunId, UserId};
+use crate::extract::{BODY_LIMIT, PathRunId, RunRequestBody, UserId};
 
 /// The whole router, with the HTTP span layer and the body limit.
 pub fn router(state: AppState) -> Router {
@@ -84,7 +84,7 @@ pub struct RunStatus {
 pub async fn create_run(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
-    Json(req): Json<RunRequest>,
+    RunRequestBody(req): RunRequestBody,
 ) -> Result<AxJson<RunIdResponse>, ApiError> {
     let run_id = crate::service::create_run(&state, user, req).await?;
     Ok(AxJson(RunIdResponse { run_id }))
@@ -163,18 +163,23 @@ pub async fn list_runs(
             })
         })
         .transpose()?;
-    let mut runs: Vec<RunRecord> = decoded_runs(&state)
-        .await?
-        .into_iter()
-        .filter(|r| {
-            r.user_id == user
-                && filter.is_none_or(|s| r.state == s)
-                && after.is_none_or(|a| r.run_id < a)
-        })
-        .collect();
-    runs.sort_by_key(|r| std::cmp::Reverse(r.run_id));
-    let next_page_token = (runs.len() > size).then(|| runs[size - 1].run_id.to_string());
-    runs.truncate(size);
+    // The user's index alone, newest first: other users' history costs nothing here.
+    let ids = state.infra.user_runs(&user).await?;
+    let mut runs: Vec<RunRecord> = Vec::new();
+    let mut next_page_token = None;
+    for id in ids.into_iter().filter(|id| after.is_none_or(|a| *id < a)) {
+        let Some((rec, _)) = state.infra.get_run(&id).await? else {
+            continue;
+        };
+        if rec.user_id != user || filter.is_some_and(|s| rec.state != s) {
+            continue;
+        }
+        if runs.len() == size {
+            next_page_token = runs.last().map(|r| r.run_id.to_string());
+            break;
+        }
+        runs.push(rec);
+    }
     let runs = runs
         .into_iter()
         .map(|r| RunSummary {
@@ -389,6 +394,7 @@ pub async fn service_info(
         let key = key.map_err(ApiError::unavailable)?;
         if let Ok(Some(bytes)) = state.infra.engines.get(&key).await
             && let Ok(reg) = serde_json::from_slice::<EngineRegistration>(&bytes)
+            && is_recent(&reg, state.config.engine_ttl)
         {
             instances.push(reg);
         }
@@ -430,9 +436,14 @@ pub async fn service_info(
             })
             .collect()
     };
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for r in decoded_runs(&state).await? {
-        *counts.entry(r.state.to_string()).or_default() += 1;
+    // Finished runs are counted as they finish; the others are read from the active index.
+    let mut counts = state.infra.finished_counts().await?;
+    for id in state.infra.active_runs().await? {
+        if let Some((r, _)) = state.infra.get_run(&id).await?
+            && !r.state.is_terminal()
+        {
+            *counts.entry(r.state.to_string()).or_default() += 1;
+        }
     }
     Ok(AxJson(ServiceInfo {
         name: "Metis".to_owned(),
@@ -445,18 +456,11 @@ pub async fn service_info(
     }))
 }
 
-/// Every run record, logging (not hiding silently) any that does not decode.
-pub async fn decoded_runs(state: &AppState) -> Result<Vec<RunRecord>, common::infra::InfraError> {
-    let mut out = Vec::new();
-    for r in state.infra.all_runs().await? {
-        match r {
-            Ok(rec) => out.push(rec),
-            Err(e) => {
-                telemetry::tracing::warn!(error = %e, "skipping a run record that does not decode")
-            }
-        }
-    }
-    Ok(out)
+/// Whether a registration's last heartbeat is younger than the TTL (by this host's clock;
+/// the reaper judges liveness without comparing clocks).
+fn is_recent(reg: &EngineRegistration, ttl: std::time::Duration) -> bool {
+    let age = Utc::now().signed_duration_since(reg.heartbeat_at);
+    age.to_std().map_or(true, |age| age <= ttl)
 }
 
 /// Liveness.
@@ -476,12 +480,28 @@ pub async fn readyz(
             "not connected to NATS",
         ));
     }
-    state.infra.runs.status().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("bucket metis_runs unavailable: {e}"),
-        )
-    })?;
+    // A real round trip (the KV handle's status is cached): a frozen or lost server is not
+    // ready even while the TCP connection still looks up.
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.infra.runs.stream.get_info(),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("bucket metis_runs unavailable: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NATS did not answer within 2 s",
+            ));
+        }
+    }
     Ok(AxJson(serde_json::json!({"status": "ok"})))
 }
 

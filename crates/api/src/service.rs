@@ -8,12 +8,19 @@
 //! - `request_cancel` {run_id} with an event saying what happened, and for a running run a
 //!   producer span `publish metis.cancel.<engine_id>`.
 //!
-//! Validation happens before anything is stored or published.
+//! Validation happens before anything is stored or published, and so does the size check: a
+//! run whose record would not fit the NATS server's `max_payload` (less the room kept for
+//! what the engine adds) is a 413 naming both numbers.
+//!
+//! The work after validation runs in a task of its own ([`create_run`] spawns it), so a
+//! client that hangs up cannot cut it between storing the record and publishing the message.
+//! Whatever still strands a QUEUED run (the API killed in between, a failed publish) is the
+//! reconciler's to repair ([`crate::reaper`]), by [`dispatch`]ing the run again.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use common::infra::Decision;
-use common::nats::{cancel_subject, engine_config_key, run_subject};
+use common::nats::{cancel_subject, engine_config_key, run_message_subject, run_subject};
 use common::{CancelMessage, EngineSpec, RunId, RunRecord, RunRequest, RunRequestMessage, State};
 use futures::StreamExt;
 use telemetry::tracing::{self, Instrument, Span, field, info, warn};
@@ -112,7 +119,20 @@ pub async fn create_run(
     user_id: String,
     req: RunRequest,
 ) -> Result<RunId, ApiError> {
-    record_error(create_run_inner(state, user_id, req).await)
+    let task = tokio::spawn(
+        {
+            let state = state.clone();
+            async move { create_run_inner(&state, user_id, req).await }
+        }
+        .in_current_span(),
+    );
+    let result = match task.await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::unavailable(format!(
+            "creating the run failed: {e}"
+        ))),
+    };
+    record_error(result)
 }
 
 /// Records a failure's message as the current span's `error` field.
@@ -132,28 +152,21 @@ async fn create_run_inner(
     let validated = common::validate::validate(&req, &spec)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let run_id = RunId::new();
-    Span::current().record("run_id", field::display(run_id));
-
-    state
-        .infra
-        .create_run(&RunRecord::queued(run_id, user_id.clone(), req.clone()))
-        .await?;
-
-    let subject = run_subject(
+    let prefix = run_subject(
         &spec.name,
         &spec.version,
         &validated.workflow_type,
         &validated.workflow_type_version,
     );
-    let message = RunRequestMessage {
-        run_id,
-        request: req.clone(),
-        user_id: user_id.clone(),
-        trace_id: telemetry::propagation::span_id(&Span::current()),
-    };
-    let payload = Bytes::from(serde_json::to_vec(&message).expect("messages serialise"));
-    if let Err(e) = publish_persistent(state, &subject, payload).await {
-        let reason = format!("dispatching to {subject} failed: {e}");
+    let subject = run_message_subject(&prefix, &run_id);
+    let mut record = RunRecord::queued(run_id, user_id.clone(), req.clone());
+    record.subject = Some(subject.clone());
+    check_size(state, &record)?;
+    Span::current().record("run_id", field::display(run_id));
+    state.infra.create_run(&record).await?;
+
+    if let Err(e) = dispatch(state, &record, &prefix).await {
+        let reason = format!("dispatching to {prefix} failed: {e}");
         state
             .infra
             .update_run(&run_id, |rec| match rec {
@@ -167,6 +180,7 @@ async fn create_run_inner(
             .await?;
         return Err(ApiError::unavailable(reason));
     }
+    let subject = prefix;
     info!(
         run_id = %run_id,
         user_id = %user_id,
@@ -189,23 +203,49 @@ fn producer_span(subject: &str) -> Span {
     )
 }
 
-/// Publishes to JetStream under a producer span and waits for the stream's ack.
-async fn publish_persistent(state: &AppState, subject: &str, payload: Bytes) -> Result<(), String> {
-    let span = producer_span(subject);
+/// Publishes a run's message (under a producer span named after the subject `prefix`, whose
+/// context travels in the `traceparent` header) and waits for the stream's ack. JetStream
+/// de-duplicates by run id, so dispatching a run twice stores one message.
+pub async fn dispatch(state: &AppState, rec: &RunRecord, prefix: &str) -> Result<(), String> {
+    let subject = rec
+        .subject
+        .clone()
+        .unwrap_or_else(|| run_message_subject(prefix, &rec.run_id));
+    let message = RunRequestMessage {
+        run_id: rec.run_id,
+        request: rec.request.clone(),
+        user_id: rec.user_id.clone(),
+        trace_id: telemetry::propagation::span_id(&Span::current()),
+    };
+    let payload = Bytes::from(serde_json::to_vec(&message).expect("messages serialise"));
+    let span = producer_span(prefix);
     let mut headers = HeaderMap::new();
     telemetry::propagation::inject(&span, &mut headers);
-    async {
-        let ack = state
-            .infra
-            .js
-            .publish_with_headers(subject.to_owned(), headers, payload)
-            .await
-            .map_err(|e| e.to_string())?;
-        ack.await.map_err(|e| e.to_string())?;
-        Ok(())
+    state
+        .infra
+        .publish_run(&subject, &rec.run_id, headers, payload)
+        .instrument(span)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// 413 when the record (and so the message) could not be stored with the room the engine
+/// needs: the limit comes from the connected server's `max_payload`.
+fn check_size(state: &AppState, rec: &RunRecord) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(rec).map_or(usize::MAX, |v| v.len());
+    let limit = state.infra.record_limit();
+    if size > limit {
+        let request = serde_json::to_vec(&rec.request).map_or(usize::MAX, |v| v.len());
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "run too large: a request of {request} bytes (as JSON) does not fit in a run record of at most {limit} bytes (the NATS server's max_payload is {} bytes, of which {} are kept for the engine's run log)",
+                state.infra.max_payload(),
+                common::infra::RECORD_RESERVE
+            ),
+        ));
     }
-    .instrument(span)
-    .await
+    Ok(())
 }
 
 /// What a cancel request did.

@@ -1,18 +1,48 @@
 //! The JetStream streams and KV buckets both services use, created idempotently by whichever
-//! service starts first, and the compare-and-set update of run records.
+//! service starts first, the compare-and-set update of run records, and the indexes that let
+//! every periodic task and listing avoid reading every record.
 //!
 //! Every state change of a run goes through [`Infra::update_run`]: read the entry and its
 //! revision, let the caller decide, write only if the revision is unchanged, retry otherwise.
 //! So the API's QUEUED→CANCELED and an engine's QUEUED→INITIALIZING cannot both win, and a
-//! write whose state change `State::can_transition` forbids is refused.
+//! write whose state change `State::can_transition` forbids is refused. A write whose reply
+//! was lost is recognised by reading the entry back.
+//!
+//! **Indexes** (see [`crate::nats`]): [`Infra::create_run`] writes `metis.user_runs.<user>.<id>`
+//! and `metis.active.<id>` *before* the record, so every record has its index entries. A write
+//! that makes a run terminal counts it on `metis.finished.<STATE>` (de-duplicated by run id)
+//! and purges its active entry ([`Infra::finished`]); when that fails, the API's reconciler
+//! finds the terminal record behind an active entry and finishes the job. Listing one user's
+//! runs or the active runs is a subject listing of that index alone: terminal history of other
+//! users never slows it.
+//!
+//! **Size.** A record must fit the server's `max_payload`. [`Infra::record_limit`] is that
+//! minus [`RECORD_RESERVE`], the room kept for what the engine adds (a bounded `run_log`, an
+//! error text); the API refuses a larger request with 413.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
+use futures_util::StreamExt;
 
-use crate::model::{RunId, RunRecord};
+use crate::model::{RunId, RunRecord, State};
 use crate::nats::*;
+
+/// Room kept in every record for what the engine adds after the API stored it.
+pub const RECORD_RESERVE: usize = 32 * 1024;
+/// The most bytes of `run_log.cmd` (all arguments together) an engine stores in a record.
+pub const CMD_LIMIT: usize = 16 * 1024;
+/// The most bytes of an `error` text stored in a record.
+pub const ERROR_LIMIT: usize = 4 * 1024;
+/// `METIS_LOGS`: the most bytes kept over all runs (oldest lines are discarded first).
+pub const LOGS_MAX_BYTES: i64 = 8 * 1024 * 1024 * 1024;
+/// `METIS_LOGS`: the largest message (one output line is at most 16 KiB, plus its JSON).
+pub const LOGS_MAX_MSG_SIZE: i32 = 64 * 1024;
+/// `METIS_LOGS`: how long lines are kept.
+pub const LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A failure talking to JetStream, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +78,8 @@ pub enum Decision<T> {
 /// Handles to every stream and bucket.
 #[derive(Clone)]
 pub struct Infra {
+    /// The NATS connection.
+    pub client: async_nats::Client,
     /// The JetStream context.
     pub js: jetstream::Context,
     /// `metis_runs`.
@@ -56,33 +88,91 @@ pub struct Infra {
     pub engine_configs: kv::Store,
     /// `metis_engines`.
     pub engines: kv::Store,
+    /// `METIS_RUNS`.
+    pub runs_stream: stream::Stream,
+    /// `METIS_ACTIVE`.
+    pub active: stream::Stream,
+    /// `METIS_USER_RUNS`.
+    pub user_runs: stream::Stream,
+    /// `METIS_FINISHED`.
+    pub finished: stream::Stream,
+}
+
+/// A stream config with the fields every Metis stream sets.
+fn stream_config(name: &str, subjects: &str, description: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects.to_owned()],
+        description: Some(description.to_owned()),
+        ..Default::default()
+    }
 }
 
 impl Infra {
     /// Creates (or updates to the expected config) every stream and bucket.
     pub async fn ensure(client: async_nats::Client) -> Result<Self, InfraError> {
-        let js = jetstream::new(client);
-        js.create_or_update_stream(stream::Config {
-            name: RUNS_STREAM.to_owned(),
-            subjects: vec![RUNS_SUBJECTS.to_owned()],
+        let js = jetstream::new(client.clone());
+        let make = |config: stream::Config| {
+            let js = js.clone();
+            async move {
+                let name = config.name.clone();
+                js.create_or_update_stream(config)
+                    .await
+                    .map_err(|e| InfraError::new(format!("creating stream {name}"), e))?;
+                js.get_stream(&name)
+                    .await
+                    .map_err(|e| InfraError::new(format!("opening stream {name}"), e))
+            }
+        };
+        let runs_stream = make(stream::Config {
             retention: stream::RetentionPolicy::WorkQueue,
-            description: Some(
-                "Metis run requests, one consumer per engine name and version".into(),
-            ),
-            ..Default::default()
+            ..stream_config(
+                RUNS_STREAM,
+                RUNS_SUBJECTS,
+                "Metis run requests, one consumer per engine name and version",
+            )
         })
-        .await
-        .map_err(|e| InfraError::new(format!("creating stream {RUNS_STREAM}"), e))?;
-        js.create_or_update_stream(stream::Config {
-            name: LOGS_STREAM.to_owned(),
-            subjects: vec![LOGS_SUBJECTS.to_owned()],
-            description: Some("Metis captured output lines, one subject per run".into()),
-            max_age: Duration::from_secs(7 * 24 * 3600),
+        .await?;
+        make(stream::Config {
+            max_age: LOGS_MAX_AGE,
+            max_bytes: LOGS_MAX_BYTES,
+            max_message_size: LOGS_MAX_MSG_SIZE,
+            discard: stream::DiscardPolicy::Old,
             allow_direct: true,
-            ..Default::default()
+            ..stream_config(
+                LOGS_STREAM,
+                LOGS_SUBJECTS,
+                "Metis captured output lines, one subject per run",
+            )
         })
-        .await
-        .map_err(|e| InfraError::new(format!("creating stream {LOGS_STREAM}"), e))?;
+        .await?;
+        let active = make(stream::Config {
+            max_messages_per_subject: 1,
+            ..stream_config(
+                ACTIVE_STREAM,
+                ACTIVE_SUBJECTS,
+                "Metis index: one subject per run that has not reached a terminal state",
+            )
+        })
+        .await?;
+        let user_runs = make(stream::Config {
+            max_messages_per_subject: 1,
+            ..stream_config(
+                USER_RUNS_STREAM,
+                USER_RUNS_SUBJECTS,
+                "Metis index: one subject per run, grouped by user",
+            )
+        })
+        .await?;
+        let finished = make(stream::Config {
+            duplicate_window: Duration::from_secs(120),
+            ..stream_config(
+                FINISHED_STREAM,
+                FINISHED_SUBJECTS,
+                "Metis counts: one message per run that reached a terminal state",
+            )
+        })
+        .await?;
         let bucket = |name: &str, history: i64, max_age: Duration| kv::Config {
             bucket: name.to_owned(),
             history,
@@ -98,15 +188,33 @@ impl Infra {
             .await
             .map_err(|e| InfraError::new(format!("creating bucket {ENGINE_CONFIGS_BUCKET}"), e))?;
         let engines = js
-            .create_or_update_key_value(bucket(ENGINES_BUCKET, 1, ENGINE_TTL))
+            .create_or_update_key_value(bucket(ENGINES_BUCKET, 1, ENGINES_BUCKET_MAX_AGE))
             .await
             .map_err(|e| InfraError::new(format!("creating bucket {ENGINES_BUCKET}"), e))?;
         Ok(Self {
+            client,
             js,
             runs,
             engine_configs,
             engines,
+            runs_stream,
+            active,
+            user_runs,
+            finished,
         })
+    }
+
+    /// The largest run record this server can store with room for what the engine adds:
+    /// the server's `max_payload` minus [`RECORD_RESERVE`].
+    #[must_use]
+    pub fn record_limit(&self) -> usize {
+        self.max_payload().saturating_sub(RECORD_RESERVE)
+    }
+
+    /// The connected server's `max_payload`.
+    #[must_use]
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     /// The run record and its revision.
@@ -126,13 +234,29 @@ impl Infra {
         }
     }
 
-    /// Stores a new record; fails if the key exists.
+    /// Stores a new record (fails if the key exists), after its index entries.
     pub async fn create_run(&self, rec: &RunRecord) -> Result<(), InfraError> {
+        let id = rec.run_id;
         let body = Bytes::from(serde_json::to_vec(rec).expect("run records serialise"));
-        self.runs
-            .create(rec.run_id.to_string(), body)
+        let user = self
+            .js
+            .publish(user_run_subject(&rec.user_id, &id), Bytes::new())
             .await
-            .map_err(|e| InfraError::new(format!("storing run {}", rec.run_id), e))?;
+            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+        let active = self
+            .js
+            .publish(active_subject(&id), Bytes::new())
+            .await
+            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+        user.await
+            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+        active
+            .await
+            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+        self.runs
+            .create(id.to_string(), body)
+            .await
+            .map_err(|e| InfraError::new(format!("storing run {id}"), e))?;
         Ok(())
     }
 
@@ -161,13 +285,25 @@ impl Infra {
                 }
                 Decision::Write(t) => {
                     rec.updated_at = chrono::Utc::now();
+                    if let Some(e) = rec.error.as_mut() {
+                        truncate_text(e, ERROR_LIMIT);
+                    }
                     let body =
                         Bytes::from(serde_json::to_vec(&rec).expect("run records serialise"));
-                    match self.runs.update(id.to_string(), body, revision).await {
-                        Ok(_) => return Ok(t),
+                    let written = match self.runs.update(id.to_string(), body, revision).await {
+                        Ok(_) => true,
                         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                        Err(e) => return Err(InfraError::new(format!("updating run {id}"), e)),
+                        // The write may have landed and only its reply been lost: read it back.
+                        Err(e) => match self.get_run(id).await {
+                            Ok(Some((now, r))) if r > revision && now == rec => true,
+                            _ => return Err(InfraError::new(format!("updating run {id}"), e)),
+                        },
+                    };
+                    if written && !before.is_terminal() && rec.state.is_terminal() {
+                        // Best effort: the reconciler repeats it for a terminal run still indexed.
+                        let _ = self.finished(&rec.run_id, rec.state).await;
                     }
+                    return Ok(t);
                 }
             }
         }
@@ -177,27 +313,138 @@ impl Infra {
         ))
     }
 
-    /// Every run record (skipping entries that do not decode, which are logged by the caller).
-    pub async fn all_runs(&self) -> Result<Vec<Result<RunRecord, String>>, InfraError> {
-        use futures_util::StreamExt;
-        let mut keys = self
-            .runs
-            .keys()
+    /// Counts a run that reached terminal `state` (once per run id within the stream's
+    /// de-duplication window) and removes it from the active index.
+    pub async fn finished(&self, id: &RunId, state: State) -> Result<(), InfraError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, id.to_string().as_str());
+        self.js
+            .publish_with_headers(finished_subject(state), headers, Bytes::new())
             .await
-            .map_err(|e| InfraError::new("listing runs", e))?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| InfraError::new("listing runs", e))?;
-            let Some(value) = self
-                .runs
-                .get(&key)
-                .await
-                .map_err(|e| InfraError::new(format!("reading run {key}"), e))?
-            else {
-                continue;
-            };
-            out.push(serde_json::from_slice(&value).map_err(|e| format!("run {key}: {e}")));
+            .map_err(|e| InfraError::new(format!("counting run {id}"), e))?
+            .await
+            .map_err(|e| InfraError::new(format!("counting run {id}"), e))?;
+        self.forget_active(id).await
+    }
+
+    /// Removes a run from the active index.
+    pub async fn forget_active(&self, id: &RunId) -> Result<(), InfraError> {
+        self.active
+            .purge()
+            .filter(active_subject(id))
+            .await
+            .map_err(|e| InfraError::new(format!("unindexing run {id}"), e))?;
+        Ok(())
+    }
+
+    /// The runs in the active index: not yet terminal (or terminal and not yet unindexed).
+    pub async fn active_runs(&self) -> Result<Vec<RunId>, InfraError> {
+        let subjects = self.subjects(&self.active, ACTIVE_SUBJECTS).await?;
+        Ok(subjects
+            .keys()
+            .filter_map(|s| s.rsplit('.').next()?.parse().ok())
+            .collect())
+    }
+
+    /// Every run of `user_id`, newest first.
+    pub async fn user_runs(&self, user_id: &str) -> Result<Vec<RunId>, InfraError> {
+        let subjects = self
+            .subjects(&self.user_runs, &user_runs_filter(user_id))
+            .await?;
+        let mut ids: Vec<RunId> = subjects
+            .keys()
+            .filter_map(|s| s.rsplit('.').next()?.parse().ok())
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    /// Runs that reached each terminal state (over all users).
+    pub async fn finished_counts(&self) -> Result<BTreeMap<String, u64>, InfraError> {
+        let subjects = self.subjects(&self.finished, FINISHED_SUBJECTS).await?;
+        Ok(subjects
+            .into_iter()
+            .filter_map(|(s, n)| Some((s.rsplit('.').next()?.to_owned(), n)))
+            .collect())
+    }
+
+    /// Whether a run message for `subject` waits in `METIS_RUNS` (delivered or not, it stays
+    /// until an engine acknowledges it).
+    pub async fn has_run_message(&self, subject: &str) -> Result<bool, InfraError> {
+        match self
+            .runs_stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(InfraError::new(format!("looking up {subject}"), e)),
+        }
+    }
+
+    /// Publishes a run message to JetStream, de-duplicated by run id, and waits for the ack.
+    pub async fn publish_run(
+        &self,
+        subject: &str,
+        run_id: &RunId,
+        mut headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), InfraError> {
+        headers.insert(MSG_ID, run_id.to_string().as_str());
+        self.js
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(|e| InfraError::new(format!("publishing to {subject}"), e))?
+            .await
+            .map_err(|e| InfraError::new(format!("publishing to {subject}"), e))?;
+        Ok(())
+    }
+
+    async fn subjects(
+        &self,
+        stream: &stream::Stream,
+        filter: &str,
+    ) -> Result<BTreeMap<String, u64>, InfraError> {
+        let context = || format!("listing {filter}");
+        let mut info = stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| InfraError::new(context(), e))?;
+        let mut out = BTreeMap::new();
+        while let Some(item) = info.next().await {
+            let (subject, count) = item.map_err(|e| InfraError::new(context(), e))?;
+            out.insert(subject, u64::try_from(count).unwrap_or(0));
         }
         Ok(out)
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), saying how much was cut.
+pub fn truncate_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let total = text.len();
+    let mut cut = max.saturating_sub(64);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!("… ({} of {total} bytes not stored)", total - cut));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_a_boundary_and_says_so() {
+        let mut s = "é".repeat(5000);
+        truncate_text(&mut s, 1000);
+        assert!(s.len() <= 1000, "{}", s.len());
+        assert!(s.ends_with("bytes not stored)"), "{s}");
+        let mut short = "ok".to_owned();
+        truncate_text(&mut short, 10);
+        assert_eq!(short, "ok");
     }
 }

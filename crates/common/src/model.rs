@@ -156,8 +156,10 @@ impl FromStr for State {
 }
 
 /// The body of `POST /runs`.
+///
+/// Strict over HTTP (an unknown field is a 400, see [`RunRequest::unknown_field`]); lenient
+/// inside NATS messages and records, so an API one field ahead of its engines strands nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// Workflow language, e.g. `SH`.
     pub workflow_type: String,
@@ -182,9 +184,32 @@ pub struct RunRequest {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-/// What the API publishes on `metis.runs.<engine>.<version>.<type>.<type_version>`.
+impl RunRequest {
+    /// Every field of the request, as spelled on the wire.
+    pub const FIELDS: [&'static str; 8] = [
+        "workflow_type",
+        "workflow_type_version",
+        "workflow_url",
+        "workflow_engine",
+        "workflow_engine_version",
+        "workflow_params",
+        "workflow_engine_parameters",
+        "tags",
+    ];
+
+    /// The first top-level key of a JSON request body that is not a field of the request.
+    #[must_use]
+    pub fn unknown_field(body: &serde_json::Value) -> Option<&str> {
+        body.as_object()?
+            .keys()
+            .map(String::as_str)
+            .find(|k| !Self::FIELDS.contains(k))
+    }
+}
+
+/// What the API publishes on `metis.runs.<engine>.<version>.<type>.<type_version>.<run_id>`.
+/// Unknown fields are ignored (rolling upgrades: an API ahead of its engines).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunRequestMessage {
     /// The run to execute.
     pub run_id: RunId,
@@ -197,9 +222,8 @@ pub struct RunRequestMessage {
     pub trace_id: Option<String>,
 }
 
-/// What the API publishes on `metis.cancel.<engine_id>`.
+/// What the API publishes on `metis.cancel.<engine_id>`. Unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CancelMessage {
     /// The run to cancel.
     pub run_id: RunId,
@@ -250,6 +274,10 @@ pub struct RunRecord {
     /// Why the run ended in SYSTEM_ERROR or EXECUTOR_ERROR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The subject its run message is published on (so the reconciler can look for it and
+    /// publish it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl RunRecord {
@@ -267,6 +295,7 @@ impl RunRecord {
             updated_at: now,
             run_log: None,
             error: None,
+            subject: None,
         }
     }
 }
@@ -320,6 +349,9 @@ pub struct EngineRegistration {
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.
     pub heartbeat_at: DateTime<Utc>,
+    /// The runs in flight on this instance at `heartbeat_at` (claimed, not yet finished).
+    #[serde(default)]
+    pub runs: Vec<RunId>,
 }
 
 #[cfg(test)]
@@ -372,12 +404,40 @@ mod tests {
     }
 
     #[test]
-    fn run_request_rejects_unknown_fields() {
-        let err = serde_json::from_str::<RunRequest>(
-            r#"{"workflow_type":"SH","workflow_type_version":"1","workflow_url":"x",
-                "workflow_engine":"generic","workflow_engine_version":"1","bogus":1}"#,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("bogus"), "{err}");
+    fn run_request_fields_are_every_field() {
+        let full = RunRequest {
+            workflow_type: "SH".into(),
+            workflow_type_version: "1".into(),
+            workflow_url: "x".into(),
+            workflow_engine: "generic".into(),
+            workflow_engine_version: "1".into(),
+            workflow_params: Some(Default::default()),
+            workflow_engine_parameters: Some(Default::default()),
+            tags: Some(Default::default()),
+        };
+        let v = serde_json::to_value(&full).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = RunRequest::FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+        assert_eq!(RunRequest::unknown_field(&v), None);
+        let mut bogus = v.clone();
+        bogus["bogus"] = 1.into();
+        assert_eq!(RunRequest::unknown_field(&bogus), Some("bogus"));
+    }
+
+    #[test]
+    fn messages_from_a_newer_api_decode() {
+        let msg = serde_json::json!({
+            "run_id": RunId::new(), "user_id": "u", "trace_id": null, "priority": 3,
+            "request": {"workflow_type":"SH","workflow_type_version":"1","workflow_url":"x",
+                "workflow_engine":"generic","workflow_engine_version":"1","new_field":true},
+        });
+        let m: RunRequestMessage = serde_json::from_value(msg).unwrap();
+        assert_eq!(m.request.workflow_type, "SH");
+        let c: CancelMessage =
+            serde_json::from_value(serde_json::json!({"run_id": RunId::new(), "why": "x"}))
+                .unwrap();
+        let _ = c;
     }
 }

@@ -2,12 +2,19 @@
 //!
 //! | name | kind | content |
 //! | --- | --- | --- |
-//! | `METIS_RUNS` / `metis.runs.<engine>.<engine_version>.<type>.<type_version>` | work-queue stream | [`crate::RunRequestMessage`] + `traceparent` header |
+//! | `METIS_RUNS` / `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<run_id>` | work-queue stream | [`crate::RunRequestMessage`] + `traceparent` and `Nats-Msg-Id` (= run id) headers |
 //! | `metis.cancel.<engine_id>` | core subject | [`crate::CancelMessage`] + `traceparent` header |
 //! | `metis_runs` | KV bucket | [`crate::RunRecord`] by run id; every change is a compare-and-set |
 //! | `metis_engine_configs` | KV bucket | the `engine` section of each engine.yaml, by `<name>/<version>` |
 //! | `metis_engines` | KV bucket with TTL | [`crate::EngineRegistration`] by instance id, kept by heartbeats |
 //! | `METIS_LOGS` / `metis.logs.<run_id>` | stream | [`crate::LogLine`], one message per output line |
+//! | `METIS_ACTIVE` / `metis.active.<run_id>` | stream, one message per subject | index of the non-terminal runs; purged when a run ends |
+//! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]) |
+//! | `METIS_FINISHED` / `metis.finished.<STATE>` | stream | one message per run that reached terminal state `<STATE>` (counts) |
+//!
+//! The run id is the last token of a run message's subject, so whether a QUEUED run still has a
+//! message waiting is one lookup (the reconciler's question), and the indexes list one user's
+//! runs, or the runs not yet finished, without reading any other record.
 //!
 //! Subject tokens come from the engine's config (never from the request's spelling), with `.`
 //! replaced by `_` so a version like `1.0` stays one token.
@@ -28,10 +35,28 @@ pub const RUNS_BUCKET: &str = "metis_runs";
 pub const ENGINE_CONFIGS_BUCKET: &str = "metis_engine_configs";
 /// Live engine instances.
 pub const ENGINES_BUCKET: &str = "metis_engines";
-/// How long an engine instance stays registered without a heartbeat.
-pub const ENGINE_TTL: Duration = Duration::from_secs(10);
-/// How often an engine instance heartbeats.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the `metis_engines` bucket keeps a registration nobody refreshes. Liveness is
+/// decided by the age of the last heartbeat against the API's `ENGINE_TTL_MS`; this only
+/// garbage-collects registrations of instances that are long gone.
+pub const ENGINES_BUCKET_MAX_AGE: Duration = Duration::from_secs(600);
+/// Default time without a heartbeat after which an engine instance counts as gone.
+pub const DEFAULT_ENGINE_TTL: Duration = Duration::from_secs(10);
+/// Default interval of an engine instance's heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// The index stream of non-terminal runs.
+pub const ACTIVE_STREAM: &str = "METIS_ACTIVE";
+/// Subjects of [`ACTIVE_STREAM`].
+pub const ACTIVE_SUBJECTS: &str = "metis.active.>";
+/// The index stream of each user's runs.
+pub const USER_RUNS_STREAM: &str = "METIS_USER_RUNS";
+/// Subjects of [`USER_RUNS_STREAM`].
+pub const USER_RUNS_SUBJECTS: &str = "metis.user_runs.>";
+/// The stream counting finished runs by terminal state.
+pub const FINISHED_STREAM: &str = "METIS_FINISHED";
+/// Subjects of [`FINISHED_STREAM`].
+pub const FINISHED_SUBJECTS: &str = "metis.finished.>";
+/// JetStream's de-duplication header.
+pub const MSG_ID: &str = "Nats-Msg-Id";
 /// The header that carries W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -65,7 +90,9 @@ pub fn token(s: &str) -> String {
         .collect()
 }
 
-/// `metis.runs.<engine>.<engine_version>.<type>.<type_version>`.
+/// `metis.runs.<engine>.<engine_version>.<type>.<type_version>`: the subject prefix of one
+/// kind of run (also the name of the producer span); each message goes to
+/// [`run_message_subject`] below it.
 #[must_use]
 pub fn run_subject(
     engine: &str,
@@ -80,6 +107,60 @@ pub fn run_subject(
         token(workflow_type),
         token(type_version)
     )
+}
+
+/// `<run_subject>.<run_id>`: where the message of one run is published.
+#[must_use]
+pub fn run_message_subject(prefix: &str, run_id: &crate::RunId) -> String {
+    format!("{prefix}.{run_id}")
+}
+
+/// The run id in a run message's subject (its last token), when there is one.
+#[must_use]
+pub fn run_id_of_subject(subject: &str) -> Option<crate::RunId> {
+    subject.rsplit('.').next()?.parse().ok()
+}
+
+/// `metis.active.<run_id>`.
+#[must_use]
+pub fn active_subject(run_id: &crate::RunId) -> String {
+    format!("metis.active.{run_id}")
+}
+
+/// `metis.user_runs.<user>.<run_id>`.
+#[must_use]
+pub fn user_run_subject(user_id: &str, run_id: &crate::RunId) -> String {
+    format!("metis.user_runs.{}.{run_id}", user_token(user_id))
+}
+
+/// `metis.user_runs.<user>.*`: every run of one user.
+#[must_use]
+pub fn user_runs_filter(user_id: &str) -> String {
+    format!("metis.user_runs.{}.*", user_token(user_id))
+}
+
+/// `metis.finished.<STATE>`.
+#[must_use]
+pub fn finished_subject(state: crate::State) -> String {
+    format!("metis.finished.{state}")
+}
+
+/// A user id as one subject token, injectively: letters, digits, `_` and `-` stay, every
+/// other byte becomes `=XX` (hex), so `a.b` and `a_b` never meet. Empty becomes `=`.
+#[must_use]
+pub fn user_token(user_id: &str) -> String {
+    if user_id.is_empty() {
+        return "=".to_owned();
+    }
+    let mut out = String::with_capacity(user_id.len());
+    for b in user_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
 }
 
 /// The durable consumer shared by every instance of one engine name and version.
@@ -119,5 +200,28 @@ mod tests {
         assert_eq!(cancel_subject("a.b*c"), "metis.cancel.a_b_c");
         assert_eq!(consumer_name("generic", "2.1"), "engine_generic_2_1");
         assert_eq!(engine_config_key("generic", "1.0"), "generic/1_0");
+        let id = crate::RunId::new();
+        let subject = run_message_subject(&run_subject("generic", "1", "SH", "1"), &id);
+        assert_eq!(subject, format!("metis.runs.generic.1.SH.1.{id}"));
+        assert_eq!(run_id_of_subject(&subject), Some(id));
+        assert_eq!(run_id_of_subject("metis.runs.generic.1.SH.1"), None);
+    }
+
+    #[test]
+    fn user_tokens_are_one_token_and_injective() {
+        let users = [
+            "alice", "a.b", "a_b", "a=2Eb", "a@b.c", "", "A-b", "=", "..",
+        ];
+        let tokens: std::collections::BTreeSet<String> =
+            users.iter().map(|u| user_token(u)).collect();
+        assert_eq!(tokens.len(), users.len(), "{tokens:?}");
+        for t in &tokens {
+            assert!(
+                !t.is_empty() && !t.contains(['.', '*', '>', ' ']),
+                "not one token: {t}"
+            );
+        }
+        assert_eq!(user_token("alice"), "alice");
+        assert_eq!(user_token("a.b@c"), "a=2Eb=40c");
     }
 }

@@ -13,7 +13,10 @@
 //! - anything else → INFO "run is not running on this engine".
 //!
 //! The heartbeat also [`sweep`]s the runs in flight: one whose record says CANCELING in two
-//! sweeps in a row is stopped even though its cancel message was lost.
+//! sweeps in a row is stopped even though its cancel message was lost, and one whose record is
+//! already terminal or names another engine (the API's reaper gave up on this instance, e.g.
+//! while it was paused past its TTL) has its process group killed at once; its result is then
+//! not written, so the terminal state the record has is never overwritten.
 
 use std::sync::Arc;
 
@@ -94,7 +97,21 @@ pub async fn sweep(shared: &Shared) {
         if control.stop_reason().is_some() || control.live_group().is_none() {
             continue;
         }
+        let me = shared.engine_id.as_str();
         match shared.infra.get_run(&id).await {
+            Ok(Some((rec, _)))
+                if rec.state.is_terminal() || rec.engine_id.as_deref().is_some_and(|e| e != me) =>
+            {
+                let why = format!(
+                    "the run was ended while in flight here (the record says {} by {})",
+                    rec.state,
+                    rec.engine_id.as_deref().unwrap_or("nobody")
+                );
+                tracing::warn!(run_id = %id, state = %rec.state, "run was ended elsewhere; killing its process");
+                if let StopAction::Signal(pgid) = control.stop(StopReason::Abort(why)) {
+                    process::kill_group(pgid);
+                }
+            }
             Ok(Some((rec, _))) if rec.state == State::Canceling => {
                 if !control.canceling_seen_again() {
                     continue;

@@ -49,10 +49,11 @@ impl RunControl {
     }
 
     /// Asks the run to stop. The first reason sticks (a shutdown after a cancel still ends
-    /// CANCELED). Says whether there is a live process group to signal.
+    /// CANCELED); a stop that comes after the process exited changes nothing (the outcome is
+    /// the exit status). Says whether there is a live process group to signal.
     pub fn stop(&self, reason: StopReason) -> StopAction {
         let mut inner = self.lock();
-        if inner.stop.is_none() {
+        if inner.stop.is_none() && !inner.exited {
             inner.stop = Some(reason);
         }
         match (inner.exited, inner.pgid) {
@@ -192,6 +193,19 @@ mod tests {
             "never signal a reaped group"
         );
         assert_eq!(c.live_group(), None);
+    }
+
+    #[test]
+    fn a_cancel_after_the_exit_leaves_the_outcome_to_the_exit_status() {
+        let c = RunControl::default();
+        assert_eq!(c.started(42), Ok(()));
+        c.exited();
+        assert_eq!(c.stop(StopReason::Cancel), StopAction::Exited);
+        assert_eq!(
+            c.stop_reason(),
+            None,
+            "exit 0 before the cancel is COMPLETE"
+        );
     }
 
     #[test]

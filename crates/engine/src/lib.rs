@@ -12,9 +12,8 @@
 //!     }
 //! }
 //!
-//! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     engine::run(MyEngine).await
+//! fn main() -> std::process::ExitCode {
+//!     engine::main(MyEngine)
 //! }
 //! ```
 //!
@@ -27,12 +26,14 @@
 //! Modules: [`settings`] (environment), [`runtime`] (start-up, consuming, shutdown),
 //! [`run`](mod@run) (one run's phases), [`cancel`], [`control`] (in-flight runs and their stop
 //! flags), [`process`] (spawn and process-group signals), [`output`] (line capture and
-//! publishing), [`outcome`] (exit status → state), [`workdir`], [`health`], [`error`].
+//! publishing), [`outcome`] (exit status → state), [`workdir`], [`health`], [`error`],
+//! [`keeper`] (workflow processes die with their engine).
 
 pub mod cancel;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod keeper;
 pub mod outcome;
 pub mod output;
 pub mod process;
@@ -86,9 +87,26 @@ pub struct RunContext<'a> {
     pub validated: &'a ValidatedRun,
 }
 
+/// The whole `main` of an engine binary: serves as the [`keeper`] when started as one,
+/// otherwise builds a Tokio runtime and calls [`run()`].
+pub fn main<E: Engine>(engine: E) -> ExitCode {
+    keeper::run_if_requested();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(engine)),
+        Err(e) => {
+            eprintln!("error: failed to start the Tokio runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs an engine until SIGTERM or SIGINT: tracing first, then [`Settings::from_env`],
 /// [`bootstrap`] and [`Running::run_until`]. Returns success after a graceful shutdown and
-/// failure (after logging why) when start-up fails. Call inside a Tokio runtime.
+/// failure (after logging why) when start-up fails. Call inside a Tokio runtime, after
+/// [`keeper::run_if_requested`] (or use [`main()`]).
 pub async fn run<E: Engine>(engine: E) -> ExitCode {
     let guard = telemetry::init_tracing(engine.service_name());
     let code = match serve(Arc::new(engine)).await {

@@ -2,12 +2,15 @@
 //!
 //! | what happened | state | `error` |
 //! | --- | --- | --- |
-//! | a cancel was seen (message, or CANCELING in the record) | `CANCELED` | — |
+//! | a cancel was carried out (the process was signalled, or had not started yet) | `CANCELED` | — |
 //! | the engine shut down first | `SYSTEM_ERROR` | `engine shut down before the run finished` |
 //! | the engine aborted the run (lost its record, NATS failed) | `SYSTEM_ERROR` | the reason |
 //! | exit status 0 | `COMPLETE` | — |
 //! | exit status n ≠ 0 | `EXECUTOR_ERROR` | `process exited with status n` |
 //! | killed by a signal nobody asked for | `EXECUTOR_ERROR` | `process was killed by signal 9 (SIGKILL)` |
+//!
+//! The outcome is what happened: a process that exited before a cancel reached it keeps its
+//! exit status (exit 0 is `COMPLETE` even when the record already says `CANCELING`).
 
 use common::State;
 
@@ -87,18 +90,6 @@ pub fn outcome(exit: Option<Exit>, stop: Option<&StopReason>) -> (State, Option<
             State::SystemError,
             Some("the workflow process never ran".to_owned()),
         ),
-    }
-}
-
-/// The final state to write when the record says `current`: a run whose record is CANCELING
-/// was cancelled by the user, so a process result (COMPLETE or EXECUTOR_ERROR) becomes
-/// CANCELED; the engine's own failures stay SYSTEM_ERROR.
-#[must_use]
-pub fn reconcile(current: State, computed: State) -> State {
-    if current == State::Canceling && matches!(computed, State::Complete | State::ExecutorError) {
-        State::Canceled
-    } else {
-        computed
     }
 }
 
@@ -182,23 +173,6 @@ mod tests {
             State::SystemError,
             Some("lost"),
         );
-    }
-
-    #[test]
-    fn a_canceling_record_turns_process_results_into_canceled() {
-        assert_eq!(
-            reconcile(State::Canceling, State::Complete),
-            State::Canceled
-        );
-        assert_eq!(
-            reconcile(State::Canceling, State::ExecutorError),
-            State::Canceled
-        );
-        assert_eq!(
-            reconcile(State::Canceling, State::SystemError),
-            State::SystemError
-        );
-        assert_eq!(reconcile(State::Running, State::Complete), State::Complete);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! Publishes are pipelined and their acks awaited in order; [`LogPublisher::finish`] returns
 //! only when every line is stored, so a run is marked terminal only after all of its output
 //! can be read. Invalid UTF-8 is replaced; a line longer than [`MAX_LINE`] bytes is split.
+//!
+//! A run stores at most `MAX_RUN_OUTPUT_BYTES` of output (line text, both streams): the line
+//! that would pass the cap is replaced by one stderr line starting with [`TRUNCATED_MARKER`],
+//! and the rest is read (so the process never blocks on a full pipe) but not stored.
 
 use std::collections::VecDeque;
 
@@ -16,6 +20,9 @@ use tokio::sync::mpsc;
 
 /// The longest line stored as one message; longer ones continue in the next.
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// The start of the line stored in place of the output past the per-run cap.
+pub const TRUNCATED_MARKER: &str = "[metis] output truncated";
 
 /// How many publishes may wait for their ack at once.
 const WINDOW: usize = 128;
@@ -128,23 +135,56 @@ pub struct LogPublisher {
     next_seq: u64,
     pending: VecDeque<PublishAckFuture>,
     error: Option<String>,
+    limit: u64,
+    stored_bytes: u64,
+    dropped: bool,
 }
 
 impl LogPublisher {
-    /// A publisher for the run's `metis.logs.<run_id>` subject.
+    /// A publisher for the run's `metis.logs.<run_id>` subject that stores at most `limit`
+    /// bytes of output.
     #[must_use]
-    pub fn new(js: jetstream::Context, run_id: &RunId) -> Self {
+    pub fn new(js: jetstream::Context, run_id: &RunId, limit: u64) -> Self {
         Self {
             js,
             subject: common::nats::logs_subject(run_id),
             next_seq: 0,
             pending: VecDeque::new(),
             error: None,
+            limit,
+            stored_bytes: 0,
+            dropped: false,
         }
     }
 
-    /// Publishes one line (after the first failure, lines are only counted).
+    /// Publishes one line (after the first failure, lines are only counted; past the cap,
+    /// one marker line and then nothing).
     pub async fn push(&mut self, c: Captured) {
+        if self.dropped {
+            return;
+        }
+        let len = c.line.len() as u64;
+        if self.stored_bytes + len > self.limit {
+            self.dropped = true;
+            tracing::warn!(
+                limit = self.limit,
+                "run output passed the cap; the rest is not stored"
+            );
+            let marker = Captured {
+                stream: LogStream::Stderr,
+                line: format!(
+                    "{TRUNCATED_MARKER}: this run printed more than {} bytes (MAX_RUN_OUTPUT_BYTES); the rest is not stored",
+                    self.limit
+                ),
+                time: c.time,
+            };
+            return self.publish(marker).await;
+        }
+        self.stored_bytes += len;
+        self.publish(c).await;
+    }
+
+    async fn publish(&mut self, c: Captured) {
         let seq = self.next_seq;
         self.next_seq += 1;
         tracing::debug!(seq, stream = ?c.stream, line = %c.line, "output");

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::control::{RunControl, StopAction};
-use crate::outcome::{Exit, StopReason, outcome, reconcile};
+use crate::outcome::{Exit, StopReason, outcome};
 use crate::output::{Captured, LogPublisher, read_lines};
 use crate::runtime::Shared;
 use crate::{EngineError, RunContext, process, workdir};
@@ -62,6 +62,9 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
         Ok(r) => r,
         Err(reason) => {
             tracing::warn!(subject = %msg.subject, reason = %reason, "discarding malformed run message");
+            if let Some(id) = run_id_of(&msg) {
+                fail_undecodable(&shared, &id, &reason).await;
+            }
             ack(&msg, AckKind::Term).await;
             return;
         }
@@ -126,6 +129,67 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
         span: span.clone(),
     };
     run.execute().instrument(span).await;
+}
+
+/// The run a message is about even when its payload does not decode: the last token of its
+/// subject, or a readable `run_id` field.
+fn run_id_of(msg: &jetstream::Message) -> Option<RunId> {
+    common::nats::run_id_of_subject(&msg.subject).or_else(|| {
+        let v: serde_json::Value = serde_json::from_slice(&msg.payload).ok()?;
+        v.get("run_id")?.as_str()?.parse().ok()
+    })
+}
+
+/// A QUEUED run whose message cannot be decoded can never run: SYSTEM_ERROR, with why.
+async fn fail_undecodable(shared: &Shared, id: &RunId, reason: &str) {
+    let error = format!("the run's message could not be decoded by this engine: {reason}");
+    let result = shared
+        .infra
+        .update_run(id, |rec| match rec {
+            Some(r) if r.state == State::Queued => {
+                r.state = State::SystemError;
+                r.error = Some(error.clone());
+                Decision::Write(true)
+            }
+            _ => Decision::Keep(false),
+        })
+        .await;
+    match result {
+        Ok(true) => {
+            tracing::warn!(run_id = %id, "run marked SYSTEM_ERROR: its message does not decode")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(run_id = %id, error = %e, "failed to mark the run of an undecodable message")
+        }
+    }
+}
+
+/// `argv` as stored in `run_log.cmd`: at most [`common::infra::CMD_LIMIT`] bytes in all, the
+/// last stored argument saying how much was left out.
+fn bounded_cmd(argv: &[String]) -> Vec<String> {
+    let limit = common::infra::CMD_LIMIT;
+    let total: usize = argv.iter().map(String::len).sum();
+    if total <= limit {
+        return argv.to_vec();
+    }
+    let mut out = Vec::new();
+    let mut used = 0;
+    for arg in argv {
+        if used + arg.len() > limit {
+            let mut cut = arg.clone();
+            common::infra::truncate_text(&mut cut, (limit - used).max(80));
+            out.push(cut);
+            out.push(format!(
+                "… ({} more arguments, {total} bytes in all, not stored)",
+                argv.len() - out.len()
+            ));
+            break;
+        }
+        used += arg.len();
+        out.push(arg.clone());
+    }
+    out
 }
 
 /// The `workflow_run` span of a claimed run: a child of the context in `headers` (the API's
@@ -276,7 +340,7 @@ impl RunTask {
         if argv.is_empty() {
             return Err(EngineError::Command("the command is empty".into()));
         }
-        log.cmd.clone_from(&argv);
+        log.cmd = bounded_cmd(&argv);
 
         phase("executing");
         if self.control.stop_reason().is_some() {
@@ -287,8 +351,9 @@ impl RunTask {
             });
         }
         let (child, pgid) = process::spawn(&argv, &workdir)?;
+        shared.keeper.watch(pgid);
         log.start_time = Some(Utc::now());
-        let guard = GroupGuard(self.control.clone());
+        let guard = GroupGuard(self.control.clone(), self.shared.clone(), pgid);
         if self.control.started(pgid).is_err() {
             // A stop arrived while spawning.
             process::kill_group(pgid);
@@ -297,7 +362,8 @@ impl RunTask {
         }
 
         phase("running");
-        let publisher = LogPublisher::new(shared.infra.js.clone(), &rec.run_id);
+        let publisher =
+            LogPublisher::new(shared.infra.js.clone(), &rec.run_id, shared.max_run_output);
         let (exit, logs) = capture(child, pgid, &self.control, publisher).await?;
         drop(guard);
         Ok(Produced {
@@ -383,11 +449,10 @@ impl RunTask {
                         Decision::Keep(Some((r.state, r.error.clone())))
                     }
                     Some(r) => {
-                        let fin = reconcile(r.state, state);
-                        r.state = fin;
-                        r.error = if fin == state { error.clone() } else { None };
+                        r.state = state;
+                        r.error.clone_from(&error);
                         r.run_log = Some(log.clone());
-                        Decision::Write(Some((fin, r.error.clone())))
+                        Decision::Write(Some((state, r.error.clone())))
                     }
                 })
                 .await;
@@ -401,6 +466,10 @@ impl RunTask {
             }
         };
         match result {
+            Ok(Some((fin, why))) if fin != state || why != error => {
+                tracing::warn!(state = %fin, "the run was already ended elsewhere; its record is kept as it is");
+                (fin, why)
+            }
             Ok(Some(done)) => done,
             Ok(None) => {
                 tracing::warn!("the run record disappeared before its result was written");
@@ -414,14 +483,16 @@ impl RunTask {
     }
 }
 
-/// Kills the run's process group if the run task ends (or is aborted) while it is alive.
-struct GroupGuard(Arc<RunControl>);
+/// Kills the run's process group if the run task ends (or is aborted) while it is alive,
+/// and releases it from the keeper (the group is gone either way).
+struct GroupGuard(Arc<RunControl>, Arc<Shared>, i32);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0.live_group() {
             process::kill_group(pgid);
         }
+        self.1.keeper.release(self.2);
     }
 }
 
@@ -553,6 +624,20 @@ mod tests {
                 Some("0af7651916cd43dd8448eb211c80319c")
             );
         });
+    }
+
+    #[test]
+    fn stored_commands_are_bounded() {
+        let small: Vec<String> = vec!["sh".into(), "x.sh".into()];
+        assert_eq!(bounded_cmd(&small), small);
+        let big: Vec<String> = (0..10)
+            .map(|i| format!("{i}{}", "x".repeat(5000)))
+            .collect();
+        let stored = bounded_cmd(&big);
+        let bytes: usize = stored.iter().map(String::len).sum();
+        assert!(bytes <= common::infra::CMD_LIMIT + 200, "{bytes}");
+        assert!(stored.last().unwrap().contains("not stored"), "{stored:?}");
+        assert_eq!(stored[0], big[0]);
     }
 
     #[test]

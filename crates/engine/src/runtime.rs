@@ -11,6 +11,10 @@
 //! a time with a short expiry, so an idle instance never holds messages another instance
 //! could run. Each message is handled in its own task ([`crate::run::handle_message`]).
 //!
+//! **Delivery.** Each run's message is on its own subject (`….<run_id>`), delivered at most
+//! [`MAX_DELIVER`] times; a message that cannot be handled that often is left to the API's
+//! reconciler, which fails or re-dispatches its run.
+//!
 //! **Shutdown.** Stop fetching (a message delivered to the last pull request goes back to the
 //! stream), wait up to `SHUTDOWN_GRACE_MS` for the runs in flight, then SIGKILL the process
 //! groups that remain and record those runs SYSTEM_ERROR, delete the registration, return.
@@ -24,7 +28,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use bytes::Bytes;
 use chrono::Utc;
 use common::infra::{Decision, Infra};
-use common::nats::{self, HEARTBEAT_INTERVAL};
+use common::nats;
 use common::{EngineRegistration, FullEngineConfig, State};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
@@ -43,6 +47,8 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const FINALIZE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delay before retrying after a failed pull request.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often JetStream delivers one run message before giving up on it.
+pub const MAX_DELIVER: i64 = 10;
 
 /// What every task of one instance shares.
 pub struct Shared {
@@ -58,6 +64,10 @@ pub struct Shared {
     pub registry: Registry,
     /// `runs.cancelGracePeriodMs`.
     pub cancel_grace: Duration,
+    /// Kills the runs' process groups if this engine dies.
+    pub keeper: crate::keeper::Keeper,
+    /// `MAX_RUN_OUTPUT_BYTES`.
+    pub max_run_output: u64,
 }
 
 /// An engine instance that has started and is ready to consume.
@@ -71,6 +81,7 @@ pub struct Running {
     health_stop: watch::Sender<bool>,
     started_at: chrono::DateTime<Utc>,
     shutdown_grace: Duration,
+    heartbeat_interval: Duration,
 }
 
 /// Starts an instance: everything up to the `engine ready` log line.
@@ -126,6 +137,8 @@ pub async fn bootstrap(
         infra,
         registry: Registry::default(),
         cancel_grace,
+        keeper: crate::keeper::Keeper::default(),
+        max_run_output: settings.max_run_output,
     });
     register(&shared, started_at)
         .await
@@ -162,6 +175,7 @@ pub async fn bootstrap(
         health_stop,
         started_at,
         shutdown_grace: settings.shutdown_grace,
+        heartbeat_interval: settings.heartbeat_interval,
     })
 }
 
@@ -169,14 +183,17 @@ pub async fn bootstrap(
 /// a crash): nothing runs them now, and the reaper cannot tell, since this id heartbeats again.
 async fn fail_orphaned_runs(shared: &Shared) {
     let me = shared.engine_id.as_str();
-    let runs = match shared.infra.all_runs().await {
-        Ok(runs) => runs,
+    let ids = match shared.infra.active_runs().await {
+        Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "could not look for runs a previous instance left behind");
             return;
         }
     };
-    for rec in runs.into_iter().flatten() {
+    for id in ids {
+        let Ok(Some((rec, _))) = shared.infra.get_run(&id).await else {
+            continue;
+        };
         if rec.state.is_terminal()
             || rec.state == State::Queued
             || rec.engine_id.as_deref() != Some(me)
@@ -211,7 +228,10 @@ async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
     let mut subjects = Vec::new();
     for t in &spec.workflow_types {
         for v in &spec.workflow_type_versions {
-            subjects.push(nats::run_subject(&spec.name, &spec.version, t, v));
+            subjects.push(format!(
+                "{}.*",
+                nats::run_subject(&spec.name, &spec.version, t, v)
+            ));
         }
     }
     subjects.sort();
@@ -228,6 +248,7 @@ async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
             description: Some(format!("runs for engine {} {}", spec.name, spec.version)),
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
             filter_subjects: subjects,
             ..Default::default()
         })
@@ -246,6 +267,12 @@ async fn register(
         version: spec.version.clone(),
         started_at,
         heartbeat_at: Utc::now(),
+        runs: shared
+            .registry
+            .all()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
     };
     shared
         .infra
@@ -280,7 +307,12 @@ impl Running {
         // The heartbeat outlives the consume loop: runs finishing during the grace period
         // must not look abandoned to the API.
         let (heartbeat_stop, heartbeat_rx) = watch::channel(false);
-        let heartbeat_task = tokio::spawn(heartbeat(shared.clone(), self.started_at, heartbeat_rx));
+        let heartbeat_task = tokio::spawn(heartbeat(
+            shared.clone(),
+            self.started_at,
+            self.heartbeat_interval,
+            heartbeat_rx,
+        ));
         let consume_task = tokio::spawn(consume(
             shared.clone(),
             self.consumer.clone(),
@@ -319,9 +351,10 @@ impl Running {
 async fn heartbeat(
     shared: Arc<Shared>,
     started_at: chrono::DateTime<Utc>,
+    interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {

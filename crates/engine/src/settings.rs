@@ -6,6 +6,8 @@
 //! | `NATS_URL` | the NATS server (with JetStream) | `nats://127.0.0.1:4222` |
 //! | `HEALTH_PORT` | port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral | `8081` |
 //! | `SHUTDOWN_GRACE_MS` | how long SIGTERM/SIGINT waits for in-flight runs | `10000` |
+//! | `HEARTBEAT_INTERVAL_MS` | how often the instance refreshes its registration (and checks its runs' records); keep it well under the API's `ENGINE_TTL_MS` | `2000` |
+//! | `MAX_RUN_OUTPUT_BYTES` | output stored per run (stdout and stderr together); past it the rest is dropped and a `[metis] output truncated` line is stored | `67108864` (64 MiB) |
 //!
 //! Logging and span export read `RUST_LOG`, `LOG_FORMAT` and `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (see the `telemetry` crate). An empty variable counts as unset; a bad value is an error that
@@ -24,6 +26,8 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_HEALTH_PORT: u16 = 8081;
 /// Default `SHUTDOWN_GRACE_MS`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
+/// Default `MAX_RUN_OUTPUT_BYTES`.
+pub const DEFAULT_MAX_RUN_OUTPUT: u64 = 64 * 1024 * 1024;
 
 /// Everything the engine reads from its environment (besides telemetry's variables).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,10 @@ pub struct Settings {
     pub health_port: u16,
     /// `SHUTDOWN_GRACE_MS`.
     pub shutdown_grace: Duration,
+    /// `HEARTBEAT_INTERVAL_MS`.
+    pub heartbeat_interval: Duration,
+    /// `MAX_RUN_OUTPUT_BYTES`.
+    pub max_run_output: u64,
 }
 
 impl Settings {
@@ -65,6 +73,22 @@ impl Settings {
                 })?)
             }
         };
+        let number = |name: &'static str, min: u64| -> Result<Option<u64>, EngineError> {
+            let Some(v) = var(name) else { return Ok(None) };
+            match v.trim().parse::<u64>() {
+                Ok(n) if n >= min => Ok(Some(n)),
+                _ => Err(EngineError::Env {
+                    var: name,
+                    value: v.clone(),
+                    reason: format!("is not a whole number of at least {min}"),
+                }),
+            }
+        };
+        let heartbeat_interval = number("HEARTBEAT_INTERVAL_MS", 1)?.map_or(
+            common::nats::DEFAULT_HEARTBEAT_INTERVAL,
+            Duration::from_millis,
+        );
+        let max_run_output = number("MAX_RUN_OUTPUT_BYTES", 1)?.unwrap_or(DEFAULT_MAX_RUN_OUTPUT);
         let nats_url = var("NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
         if nats_url.chars().any(char::is_whitespace) {
             return Err(EngineError::Env {
@@ -79,6 +103,8 @@ impl Settings {
             nats_url,
             health_port,
             shutdown_grace,
+            heartbeat_interval,
+            max_run_output,
         })
     }
 }
@@ -105,6 +131,8 @@ mod tests {
                 nats_url: DEFAULT_NATS_URL.into(),
                 health_port: DEFAULT_HEALTH_PORT,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+                heartbeat_interval: common::nats::DEFAULT_HEARTBEAT_INTERVAL,
+                max_run_output: DEFAULT_MAX_RUN_OUTPUT,
             }
         );
     }
@@ -116,12 +144,16 @@ mod tests {
             ("NATS_URL", "nats://n:4222"),
             ("HEALTH_PORT", "0"),
             ("SHUTDOWN_GRACE_MS", "250"),
+            ("HEARTBEAT_INTERVAL_MS", "100"),
+            ("MAX_RUN_OUTPUT_BYTES", "4096"),
         ])
         .unwrap();
         assert_eq!(s.config_path, PathBuf::from("/x/engine.yaml"));
         assert_eq!(s.nats_url, "nats://n:4222");
         assert_eq!(s.health_port, 0);
         assert_eq!(s.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(s.max_run_output, 4096);
     }
 
     #[test]
@@ -131,6 +163,8 @@ mod tests {
             ("HEALTH_PORT", "70000"),
             ("SHUTDOWN_GRACE_MS", "-1"),
             ("NATS_URL", "nats://a b"),
+            ("HEARTBEAT_INTERVAL_MS", "0"),
+            ("MAX_RUN_OUTPUT_BYTES", "lots"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err().to_string();
             assert!(

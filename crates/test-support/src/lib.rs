@@ -234,6 +234,16 @@ impl Proc {
         }
     }
 
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) without waiting for anything.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self
+            .child
+            .id()
+            .with_context(|| format!("{} has already exited", self.name))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .with_context(|| format!("sending {signal} to {}", self.name))
+    }
+
     /// SIGKILL and reap.
     pub async fn kill(&mut self) -> Result<()> {
         let _ = self.child.start_kill();
@@ -296,28 +306,62 @@ pub struct NatsServer {
     pub url: String,
     /// The process.
     pub proc: Proc,
-    _store: tempfile::TempDir,
+    /// The client port.
+    pub port: u16,
+    log_dir: PathBuf,
+    store: tempfile::TempDir,
+    restarts: usize,
 }
 
 impl NatsServer {
     /// Starts one and waits until it accepts clients.
     pub async fn start(log_dir: &Path) -> Result<Self> {
         let store = tempfile::tempdir().context("creating a JetStream store dir")?;
+        let (proc, port) = Self::spawn("nats-server", store.path(), None, log_dir).await?;
+        Ok(Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            proc,
+            port,
+            log_dir: log_dir.to_path_buf(),
+            store,
+            restarts: 0,
+        })
+    }
+
+    async fn spawn(
+        name: &str,
+        store: &Path,
+        port: Option<u16>,
+        log_dir: &Path,
+    ) -> Result<(Proc, u16)> {
         let mut cmd = clean_command(nats_server_bin()?);
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(store.path());
-        let mut proc = Proc::spawn("nats-server", cmd, log_dir)?;
+        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+            .arg(store);
+        let mut proc = Proc::spawn(name, cmd, log_dir)?;
         let port = proc
             .wait_for_line("nats-server to listen", Duration::from_secs(20), |l| {
                 l.split_once("Listening for client connections on ")
                     .and_then(|(_, addr)| addr.trim().rsplit(':').next()?.parse::<u16>().ok())
             })
             .await?;
-        Ok(Self {
-            url: format!("nats://127.0.0.1:{port}"),
-            proc,
-            _store: store,
-        })
+        Ok((proc, port))
+    }
+
+    /// Stops the server (SIGKILL when `kill`, else SIGTERM) and starts it again on the same
+    /// port with the same JetStream store, so streams, buckets and messages survive.
+    pub async fn restart(&mut self, kill: bool) -> Result<()> {
+        if kill {
+            self.proc.kill().await?;
+        } else {
+            self.proc.terminate(Duration::from_secs(20)).await?;
+        }
+        self.restarts += 1;
+        let name = format!("nats-server-{}", self.restarts + 1);
+        let (proc, _) =
+            Self::spawn(&name, self.store.path(), Some(self.port), &self.log_dir).await?;
+        self.proc = proc;
+        Ok(())
     }
 }
 

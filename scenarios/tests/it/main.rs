@@ -9,6 +9,7 @@ mod cancel;
 mod collector;
 mod create;
 mod engines;
+mod faults;
 mod invalid;
 mod run;
 mod smoke;

@@ -198,7 +198,10 @@ async fn malformed_nats_messages_do_not_hurt_the_engine() -> anyhow::Result<()> 
     stack.start_engine().await?;
     let nats = async_nats::connect(&stack.nats.url).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let subject = common::nats::run_subject("generic", "1", "SH", "1");
+    let subject = format!(
+        "{}.garbage",
+        common::nats::run_subject("generic", "1", "SH", "1")
+    );
     for garbage in [
         &b"not json"[..],
         br#"{"run_id": 5}"#,

@@ -29,7 +29,10 @@ impl Stack {
         let api = start_api(
             &nats.url,
             &logs,
-            &[("REAPER_INTERVAL_MS", "200".to_owned())],
+            &[
+                ("REAPER_INTERVAL_MS", "200".to_owned()),
+                ("ENGINE_TTL_MS", "1500".to_owned()),
+            ],
         )
         .await?;
         let client = ApiClient::new(&api.url);
@@ -62,7 +65,14 @@ impl Stack {
     pub async fn start_engine(&mut self) -> Result<()> {
         let config = self.engine_config()?;
         let name = format!("engine-{}", self.engines.len() + 1);
-        let e = start_engine(&name, &config, &self.nats.url, &self.logs, &[]).await?;
+        let e = start_engine(
+            &name,
+            &config,
+            &self.nats.url,
+            &self.logs,
+            &[("HEARTBEAT_INTERVAL_MS", "250".to_owned())],
+        )
+        .await?;
         self.engines.push(e);
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! shared runtime in the `engine` crate; this engine only names its service and keeps the
 //! default command hook, so the argv is exactly what `commandTemplate` builds. Configuration
 //! is by environment (`ENGINE_CONFIG_PATH`, `NATS_URL`, `HEALTH_PORT`, `SHUTDOWN_GRACE_MS`,
-//! `RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`); see `engine::settings`.
+//! `HEARTBEAT_INTERVAL_MS`, `MAX_RUN_OUTPUT_BYTES`, `RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`); see `engine::settings`.
 
 use std::process::ExitCode;
 
@@ -17,7 +17,6 @@ impl engine::Engine for GenericEngine {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    engine::run(GenericEngine).await
+fn main() -> ExitCode {
+    engine::main(GenericEngine)
 }

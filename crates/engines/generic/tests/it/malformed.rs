@@ -50,7 +50,7 @@ async fn malformed_messages_are_discarded_and_the_engine_keeps_serving() -> Resu
     .await?;
     for (i, needle) in [
         "expected value",
-        "unknown field `hello`",
+        "missing field `run_id`",
         "UUID",
         "no run record",
     ]
@@ -83,5 +83,56 @@ async fn malformed_messages_are_discarded_and_the_engine_keeps_serving() -> Resu
     .await?;
     assert!(!engine.proc.has_exited(), "the engine keeps serving");
     engine.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_fails_its_run_with_the_reason() -> Result<()> {
+    let bed = Bed::start("undecodable").await?;
+    let _engine = bed
+        .engine("engine", &bed.config("engine.yaml", |_| {})?)
+        .await?;
+    let id = common::RunId::new();
+    bed.infra
+        .create_run(&common::RunRecord::queued(
+            id,
+            crate::support::USER.into(),
+            bed.request("ok.sh", json!({})),
+        ))
+        .await?;
+    bed.publish_on(&id.to_string(), b"{\"run_id\": 7}".to_vec())
+        .await?;
+    let rec = bed.wait_terminal(id).await?;
+    assert_eq!(rec.state, State::SystemError, "{rec:?}");
+    let error = rec.error.unwrap_or_default();
+    assert!(error.contains("could not be decoded"), "{error}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_from_a_newer_api_runs() -> Result<()> {
+    let bed = Bed::start("api-ahead").await?;
+    let _engine = bed
+        .engine("engine", &bed.config("engine.yaml", |_| {})?)
+        .await?;
+    let id = common::RunId::new();
+    let request = bed.request("ok.sh", json!({}));
+    bed.infra
+        .create_run(&common::RunRecord::queued(
+            id,
+            crate::support::USER.into(),
+            request.clone(),
+        ))
+        .await?;
+    // Fields this engine has never heard of, in the message and in its request.
+    let mut request = serde_json::to_value(request)?;
+    request["workflow_priority"] = json!("high");
+    let message = json!({
+        "run_id": id, "request": request, "user_id": crate::support::USER,
+        "trace_id": null, "deadline": "2030-01-01T00:00:00Z",
+    });
+    bed.publish_on(&id.to_string(), serde_json::to_vec(&message)?)
+        .await?;
+    assert_eq!(bed.wait_terminal(id).await?.state, State::Complete);
     Ok(())
 }

@@ -103,6 +103,7 @@ impl Bed {
             ("RUST_LOG", "info".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("SHUTDOWN_GRACE_MS", "2000".to_owned()),
+            ("HEARTBEAT_INTERVAL_MS", "250".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -181,17 +182,23 @@ impl Bed {
             user_id: USER.into(),
             trace_id: Some("b7ad6b7169203331".into()),
         };
-        self.publish_raw(serde_json::to_vec(&msg)?).await
+        self.publish_on(&id.to_string(), serde_json::to_vec(&msg)?)
+            .await
     }
 
-    /// Publishes any payload on the generic engine's run subject.
+    /// Publishes any payload on the generic engine's run subjects (last token `malformed`).
     pub async fn publish_raw(&self, payload: Vec<u8>) -> Result<()> {
+        self.publish_on("malformed", payload).await
+    }
+
+    /// Publishes any payload on `metis.runs.generic.1.SH.1.<last>`.
+    pub async fn publish_on(&self, last: &str, payload: Vec<u8>) -> Result<()> {
         let mut headers = HeaderMap::new();
         headers.insert(nats::TRACEPARENT, TRACEPARENT);
         self.infra
             .js
             .publish_with_headers(
-                run_subject("generic", "1", "SH", "1"),
+                format!("{}.{last}", run_subject("generic", "1", "SH", "1")),
                 headers,
                 Bytes::from(payload),
             )

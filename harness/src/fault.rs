@@ -1,0 +1,431 @@
+//! Faults and load, as verbs on a [`Stack`]: what a scenario does to the system it tests.
+//!
+//! | verb | what it does |
+//! | --- | --- |
+//! | [`Stack::kill_engine`], [`Stack::terminate_engine`] | SIGKILL / SIGTERM to one engine instance |
+//! | [`Stack::pause_engine`], [`Stack::resume_engine`] | SIGSTOP / SIGCONT (an engine that stops heartbeating without dying) |
+//! | [`Stack::restart_engine`] | SIGTERM, then a new instance in its place |
+//! | [`Stack::kill_api`], [`Stack::restart_api`] | SIGKILL the API; start it again on the same port, so clients follow |
+//! | [`Stack::restart_nats`] | NATS stopped and started with its JetStream data kept, same address |
+//! | [`Stack::freeze_nats`], [`Stack::thaw_nats`] | NATS paused (docker pause, local SIGSTOP) and resumed |
+//! | [`Stack::burst`] | N concurrent `POST /runs`, optionally from clients that hang up at once; returns what each was [`Told`] |
+//! | [`Stack::check_history`] | the checker: every accepted run, and every run stored for the user, reaches a terminal state within a deadline |
+//!
+//! Each verb is a step on the scenario's timeline, so the artefacts say what was done when.
+//! Every fault is undone by the harness: a paused engine is resumed (or killed) and a frozen
+//! NATS thawed when the stack is dropped, also when the scenario fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use test_support::metis::start_api;
+use tokio::io::AsyncWriteExt;
+
+use crate::stack::{Stack, service_env};
+
+/// What one client of a [`Stack::burst`] was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Told {
+    /// 200 with this run id.
+    Accepted(String),
+    /// Another status, with the error message.
+    Refused(u16, String),
+    /// No answer (connection refused or reset: the API was down).
+    Failed(String),
+    /// The client hung up right after sending, so it was told nothing.
+    HungUp,
+}
+
+/// What a burst's clients were told, in the order they were started.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// One entry per client.
+    pub told: Vec<Told>,
+}
+
+impl History {
+    /// The run ids of every 200.
+    #[must_use]
+    pub fn accepted(&self) -> Vec<String> {
+        self.told
+            .iter()
+            .filter_map(|t| match t {
+                Told::Accepted(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many clients were told what, e.g. `{"accepted": 60, "failed": 40}`.
+    #[must_use]
+    pub fn summary(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for t in &self.told {
+            let key = match t {
+                Told::Accepted(_) => "accepted".to_owned(),
+                Told::Refused(s, _) => format!("refused {s}"),
+                Told::Failed(_) => "no answer".to_owned(),
+                Told::HungUp => "hung up".to_owned(),
+            };
+            *out.entry(key).or_default() += 1;
+        }
+        out
+    }
+}
+
+impl Stack {
+    fn engine_proc(&mut self, index: usize) -> Result<&mut test_support::Proc> {
+        Ok(&mut self
+            .engines
+            .get_mut(index)
+            .with_context(|| format!("no engine #{}", index + 1))?
+            .proc)
+    }
+
+    /// SIGKILL to engine `index` (0-based, in start order): it stops at once, flushing nothing.
+    pub async fn kill_engine(&mut self, index: usize) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("killing engine #{} (SIGKILL)", index + 1));
+        self.engine_proc(index)?.kill().await?;
+        step.done();
+        Ok(())
+    }
+
+    /// SIGTERM to engine `index`; waits for its clean exit (see [`Stack::stop_engine`]).
+    pub async fn terminate_engine(&mut self, index: usize) -> Result<()> {
+        self.stop_engine(index).await
+    }
+
+    /// SIGSTOP to engine `index`: it stays alive but does nothing, heartbeats included.
+    pub async fn pause_engine(&mut self, index: usize) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("pausing engine #{} (SIGSTOP)", index + 1));
+        self.engine_proc(index)?.signal(Signal::SIGSTOP)?;
+        step.done();
+        Ok(())
+    }
+
+    /// SIGCONT to engine `index`.
+    pub async fn resume_engine(&mut self, index: usize) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("resuming engine #{} (SIGCONT)", index + 1));
+        self.engine_proc(index)?.signal(Signal::SIGCONT)?;
+        step.done();
+        Ok(())
+    }
+
+    /// SIGTERM to engine `index`, then a new instance (a new id) in its place.
+    pub async fn restart_engine(&mut self, index: usize) -> Result<()> {
+        self.stop_engine(index).await?;
+        self.start_engine().await?;
+        let fresh = self.engines.pop().context("the new engine")?;
+        self.engines[index] = fresh;
+        Ok(())
+    }
+
+    /// SIGKILL to the API: requests in flight are cut, its unexported spans are lost.
+    pub async fn kill_api(&mut self) -> Result<()> {
+        let step = self.timeline.step("killing metis-api (SIGKILL)");
+        if let Some(api) = self.api.as_mut() {
+            api.proc.kill().await?;
+        }
+        step.done();
+        Ok(())
+    }
+
+    /// Starts the API again on the port it had, so [`Stack::client`] keeps working.
+    pub async fn restart_api(&mut self) -> Result<()> {
+        let step = self.timeline.step("restarting metis-api on the same port");
+        let port = self
+            .client
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .context("the API's port")?;
+        if let Some(api) = self.api.as_mut()
+            && !api.proc.has_exited()
+        {
+            api.proc.kill().await?;
+        }
+        let mut env = service_env(&self.infra);
+        env.push(("APP_PORT", port.to_string()));
+        let api = start_api(&self.infra.nats_url, &self.dir.join("api-restarted"), &env).await?;
+        self.api = Some(api);
+        step.done();
+        Ok(())
+    }
+
+    /// Restarts NATS with its JetStream data kept (SIGKILL-like when `kill`).
+    pub async fn restart_nats(&mut self, kill: bool) -> Result<()> {
+        let step = self.timeline.step(format!(
+            "restarting NATS ({}), JetStream data kept",
+            if kill { "killed" } else { "stopped" }
+        ));
+        self.infra.restart_nats(kill).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Freezes NATS: every connection stays open and nothing answers.
+    pub async fn freeze_nats(&mut self) -> Result<()> {
+        let step = self.timeline.step("freezing NATS");
+        self.infra.freeze_nats().await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Thaws NATS.
+    pub async fn thaw_nats(&mut self) -> Result<()> {
+        let step = self.timeline.step("thawing NATS");
+        self.infra.thaw_nats().await?;
+        step.done();
+        Ok(())
+    }
+
+    /// `n` concurrent `POST /runs` with `body` as user `alice`. With `hang_up`, each client
+    /// sends its whole request and closes the connection at once. See [`Stack::load`] to
+    /// inject a fault mid-burst.
+    pub async fn burst(&self, n: usize, body: &Value, hang_up: bool) -> Result<History> {
+        self.load().burst(n, body, hang_up).await
+    }
+
+    /// A load driver that does not borrow the stack, so a fault can be injected while its
+    /// burst runs (e.g. in a `tokio::spawn`ed task).
+    #[must_use]
+    pub fn load(&self) -> Load {
+        Load {
+            client: self.client.clone(),
+            timeline: self.timeline.clone(),
+            accepted: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// The load driver of a [`Stack`]: sends requests and records what each client was told.
+#[derive(Clone)]
+pub struct Load {
+    client: test_support::metis::ApiClient,
+    timeline: crate::progress::Timeline,
+    /// 200s so far, over every burst of this driver.
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Load {
+    /// How many 200s this driver has seen so far.
+    #[must_use]
+    pub fn accepted_so_far(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// See [`Stack::burst`].
+    pub async fn burst(&self, n: usize, body: &Value, hang_up: bool) -> Result<History> {
+        let accepted = self.accepted.clone();
+        let step = self.timeline.step(format!(
+            "{n} concurrent POST /runs{}",
+            if hang_up {
+                " from clients that hang up"
+            } else {
+                ""
+            }
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let client = self.client.clone();
+            let body = body.clone();
+            let accepted = accepted.clone();
+            tasks.spawn(async move {
+                let told = if hang_up {
+                    hang_up_post(&client.base, &body).await
+                } else {
+                    match client.post("/runs", &body).await {
+                        Ok(r) if r.status == 200 => match r.body["run_id"].as_str() {
+                            Some(id) => {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                Told::Accepted(id.to_owned())
+                            }
+                            None => Told::Refused(200, format!("no run_id in {}", r.body)),
+                        },
+                        Ok(r) => Told::Refused(
+                            r.status,
+                            r.body["msg"].as_str().unwrap_or_default().to_owned(),
+                        ),
+                        Err(e) => Told::Failed(format!("{e:#}")),
+                    }
+                };
+                (i, told)
+            });
+        }
+        let mut told = vec![Told::HungUp; n];
+        while let Some(done) = tasks.join_next().await {
+            let (i, t) = done.context("a burst client panicked")?;
+            told[i] = t;
+        }
+        let history = History { told };
+        step.done();
+        self.timeline
+            .note(format!("burst clients were told: {:?}", history.summary()));
+        Ok(history)
+    }
+}
+
+impl Stack {
+    /// The checker: every run in `history` that got a 200, and every run stored for the
+    /// client's user, reaches a terminal state within `deadline`. Returns the final state of
+    /// each run (by id), or an error naming the runs that did not finish and their states.
+    pub async fn check_history(
+        &self,
+        history: &History,
+        deadline: Duration,
+    ) -> Result<BTreeMap<String, String>> {
+        let step = self
+            .timeline
+            .step("checking that every accepted or stored run is terminal");
+        let client = self.client.clone();
+        let accepted = history.accepted();
+        let states = test_support::wait_for(
+            "every accepted and every stored run to reach a terminal state",
+            deadline,
+            || async {
+                let mut ids: Vec<String> =
+                    list_all_runs(&client).await.map_err(|e| e.to_string())?;
+                for id in &accepted {
+                    if !ids.contains(id) {
+                        ids.push(id.clone());
+                    }
+                }
+                let mut states = BTreeMap::new();
+                let mut unfinished = Vec::new();
+                for id in &ids {
+                    let state = client.state(id).await.map_err(|e| format!("{id}: {e:#}"))?;
+                    if !TERMINAL.contains(&state.as_str()) {
+                        unfinished.push(format!("{id} {state}"));
+                    }
+                    states.insert(id.clone(), state);
+                }
+                if unfinished.is_empty() {
+                    Ok(states)
+                } else {
+                    Err(format!(
+                        "{} of {} runs not terminal: {}",
+                        unfinished.len(),
+                        ids.len(),
+                        unfinished.join(", ")
+                    ))
+                }
+            },
+        )
+        .await?;
+        let missing: Vec<&String> = accepted
+            .iter()
+            .filter(|id| !states.contains_key(*id))
+            .collect();
+        anyhow::ensure!(
+            missing.is_empty(),
+            "accepted runs that are not stored: {missing:?}"
+        );
+        step.done();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in states.values() {
+            *counts.entry(s.as_str()).or_default() += 1;
+        }
+        self.timeline.note(format!(
+            "{} runs stored, {} accepted; final states {counts:?}",
+            states.len(),
+            accepted.len()
+        ));
+        Ok(states)
+    }
+}
+
+/// Waits until no process of group `pgid` exists any more (`kill(-pgid, 0)` says ESRCH).
+pub async fn wait_group_gone(pgid: i32, deadline: Duration) -> Result<()> {
+    test_support::wait_for(
+        &format!("process group {pgid} to be gone"),
+        deadline,
+        || async {
+            match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None) {
+                Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Ok(()) => Err("it still has processes".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+/// Kills process group `pgid` when dropped, so a scenario that fails never leaves a workflow
+/// behind (a no-op when the group is gone).
+pub struct KillGroupOnDrop(pub i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+/// The terminal run states.
+pub const TERMINAL: [&str; 5] = [
+    "COMPLETE",
+    "EXECUTOR_ERROR",
+    "SYSTEM_ERROR",
+    "CANCELED",
+    "PREEMPTED",
+];
+
+/// Every run id of the client's user, through the paged `GET /runs`.
+pub async fn list_all_runs(client: &test_support::metis::ApiClient) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let path = match &token {
+            Some(t) => format!("/runs?page_size=1000&page_token={t}"),
+            None => "/runs?page_size=1000".to_owned(),
+        };
+        let reply = client.get(&path).await?;
+        anyhow::ensure!(
+            reply.status == 200,
+            "GET {path}: {} {}",
+            reply.status,
+            reply.body
+        );
+        for r in reply.body["runs"].as_array().into_iter().flatten() {
+            if let Some(id) = r["run_id"].as_str() {
+                ids.push(id.to_owned());
+            }
+        }
+        match reply.body["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// Sends a complete `POST /runs` over a raw connection and closes it without reading.
+async fn hang_up_post(base: &str, body: &Value) -> Told {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let body = body.to_string();
+    let request = format!(
+        "POST /runs HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-user-id: alice\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    match tokio::net::TcpStream::connect(&addr).await {
+        Ok(mut stream) => {
+            if let Err(e) = stream.write_all(request.as_bytes()).await {
+                return Told::Failed(e.to_string());
+            }
+            let _ = stream.shutdown().await;
+            drop(stream);
+            Told::HungUp
+        }
+        Err(e) => Told::Failed(e.to_string()),
+    }
+}

@@ -1,0 +1,406 @@
+//! Faults: whatever crashes, a run that got a 200 reaches a terminal state, and the span tree
+//! says who ended it. Timings are the stack's short fault settings (`ENGINE_TTL_MS` 1200,
+//! heartbeat 200 ms, reaper 200 ms), so each scenario takes seconds.
+//!
+//! - `engine_killed_mid_run`: SIGKILL during RUNNING → the reaper's `reap_run` ends the run
+//!   SYSTEM_ERROR naming the cause; the engine's group keeper kills the workflow's processes.
+//! - `engine_paused_past_ttl`: SIGSTOP past the TTL → reaped; on SIGCONT the engine kills the
+//!   process and keeps the terminal state the reaper wrote.
+//! - `api_killed_during_burst`: 100 concurrent creates, the API SIGKILLed mid-burst and
+//!   restarted → every accepted run is terminal, nothing stays QUEUED (the reconciler
+//!   re-dispatches what the dead API stored but never published).
+//! - `clients_hang_up`: 100 clients that close right after sending → every stored run is
+//!   terminal.
+//! - `oversized_request`: a run whose record would not fit `max_payload` → 413 naming the limit,
+//!   nothing stored.
+//! - `nats_restarted_mid_run`, `nats_frozen`: NATS restarted (data kept) or paused mid-run →
+//!   every run completes with all its output; both services reconnect; `/readyz` follows.
+//!
+//! SIGKILL loses whatever spans a process had not exported, so the burst scenarios pin the
+//! tree of a probe run made after the fault (the system works as before) and check the whole
+//! history of what clients were told; the others pin the fault's own traces.
+
+use harness::fault::{KillGroupOnDrop, wait_group_gone};
+use harness::tree::expect;
+use serde_json::json;
+
+use crate::support::{
+    DEADLINE, check_tree, check_tree_of, engine_ids, run_body, stack, wait_for_log,
+};
+
+/// The pid (= process group) a `sleep.sh` run wrote into its workdir.
+async fn workflow_group(s: &harness::Stack, run: &str) -> anyhow::Result<i32> {
+    let pidfile = s.dir.join("runs").join("alice").join(run).join("pid");
+    test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .ok_or_else(|| format!("no {} yet", pidfile.display()))
+    })
+    .await
+}
+
+/// The `error` of a run, as `GET /runs/{id}` shows it.
+async fn run_error(s: &harness::Stack, run: &str) -> anyhow::Result<String> {
+    let detail = s.client.get(&format!("/runs/{run}")).await?.body;
+    Ok(detail["error"].as_str().unwrap_or_default().to_owned())
+}
+
+// ANCHOR: engine_killed_mid_run
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_killed_mid_run() -> anyhow::Result<()> {
+    stack("engine_killed_mid_run", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let run = s.client.create_run(&run_body("sleep.sh")).await?;
+                s.client
+                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
+                    .await?;
+                wait_for_log(s, &run, "stdout: started").await?;
+                let group = workflow_group(s, &run).await?;
+                let _reap = KillGroupOnDrop(group);
+                let engines = engine_ids(s).await?;
+
+                s.kill_engine(0).await?;
+                s.client
+                    .wait_for_state(&run, &["SYSTEM_ERROR"], DEADLINE)
+                    .await?;
+                let error = run_error(s, &run).await?;
+                assert!(
+                    error.contains("stopped sending heartbeats"),
+                    "the error names the cause: {error}"
+                );
+                // The engine's group keeper killed the workflow (sh and its sleep) with it.
+                wait_group_gone(group, DEADLINE).await?;
+
+                let forest = check_tree(s, "engine_killed_mid_run", 2, &engines).await?;
+                expect::span()
+                    .named("reap_run")
+                    .in_service("metis-api")
+                    .with_attr("state", "SYSTEM_ERROR")
+                    .once()
+                    .check(&forest)?;
+                expect::no_span().named("workflow_run").check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: engine_killed_mid_run
+
+// ANCHOR: engine_paused_past_ttl
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_paused_past_ttl() -> anyhow::Result<()> {
+    stack("engine_paused_past_ttl", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let run = s.client.create_run(&run_body("sleep.sh")).await?;
+                s.client
+                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
+                    .await?;
+                wait_for_log(s, &run, "stdout: started").await?;
+                let group = workflow_group(s, &run).await?;
+                let _reap = KillGroupOnDrop(group);
+                let engines = engine_ids(s).await?;
+
+                s.pause_engine(0).await?;
+                s.client
+                    .wait_for_state(&run, &["SYSTEM_ERROR"], DEADLINE)
+                    .await?;
+                s.resume_engine(0).await?;
+                // Awake, the engine finds its run ended and kills the process at once.
+                s.engines[0]
+                    .proc
+                    .wait_for_line("the engine to notice its run was ended", DEADLINE, |l| {
+                        l.contains("run was ended elsewhere; killing its process")
+                            .then_some(())
+                    })
+                    .await?;
+                wait_group_gone(group, DEADLINE).await?;
+                let cancel = s
+                    .client
+                    .post(&format!("/runs/{run}/cancel"), &json!({}))
+                    .await?;
+                assert_eq!(cancel.status, 409, "the run is over: {}", cancel.body);
+                let error = run_error(s, &run).await?;
+                assert!(
+                    error.contains("stopped sending heartbeats"),
+                    "the reaper's reason stays: {error}"
+                );
+
+                assert_eq!(
+                    s.client.state(&run).await?,
+                    "SYSTEM_ERROR",
+                    "the engine never overwrote the terminal state"
+                );
+                let forest = check_tree(s, "engine_paused_past_ttl", 3, &engines).await?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "SYSTEM_ERROR")
+                    .once()
+                    .check(&forest)?;
+                expect::span()
+                    .named("reap_run")
+                    .with_attr("state", "SYSTEM_ERROR")
+                    .once()
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: engine_paused_past_ttl
+
+// ANCHOR: api_killed_during_burst
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_killed_during_burst() -> anyhow::Result<()> {
+    stack("api_killed_during_burst", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let load = s.load();
+                let burst = tokio::spawn({
+                    let load = load.clone();
+                    async move { load.burst(100, &run_body("ok.sh"), false).await }
+                });
+                test_support::wait_for("20 runs to be accepted", DEADLINE, || async {
+                    match load.accepted_so_far() {
+                        n if n >= 20 => Ok(()),
+                        n => Err(format!("{n} accepted")),
+                    }
+                })
+                .await?;
+                s.kill_api().await?;
+                let history = burst.await??;
+                s.restart_api().await?;
+
+                let states = s.check_history(&history, DEADLINE).await?;
+                let accepted = history.accepted();
+                assert!(accepted.len() >= 20, "{:?}", history.summary());
+                for id in &accepted {
+                    assert_eq!(states[id], "COMPLETE", "run {id}");
+                }
+
+                // The restarted API works as before: one probe run, pinned.
+                let probe = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&probe, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                check_tree_of(
+                    s,
+                    "api_killed_during_burst",
+                    1,
+                    &engines,
+                    Some(&[probe.as_str()]),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: api_killed_during_burst
+
+// ANCHOR: clients_hang_up
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hang_up() -> anyhow::Result<()> {
+    stack("clients_hang_up", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let history = s.burst(100, &run_body("ok.sh"), true).await?;
+                let states = s.check_history(&history, DEADLINE).await?;
+                for (id, state) in &states {
+                    assert_eq!(state, "COMPLETE", "stored run {id}");
+                }
+                let probe = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&probe, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                check_tree_of(s, "clients_hang_up", 1, &engines, Some(&[probe.as_str()])).await?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: clients_hang_up
+
+// ANCHOR: oversized_request
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request() -> anyhow::Result<()> {
+    stack("oversized_request", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                // Eight 126 KB parameters: under the 1 MiB body limit, over what a record may
+                // take once the engine's room is kept.
+                let mut body = run_body("args.sh");
+                let big = "x".repeat(126 * 1024);
+                let params: serde_json::Map<String, serde_json::Value> =
+                    (0..8).map(|i| (format!("p{i}"), json!(big))).collect();
+                body["workflow_params"] = json!(params);
+                let r = s.client.post("/runs", &body).await?;
+                let msg = r.body["msg"].as_str().unwrap_or_default();
+                assert_eq!(r.status, 413, "{}", r.body);
+                assert!(
+                    msg.contains("max_payload is 1048576 bytes"),
+                    "names the limit: {msg}"
+                );
+                let listed = s.client.get("/runs").await?.body;
+                assert_eq!(listed["runs"], json!([]), "nothing stored: {listed}");
+
+                // Six 120 KB parameters fit: the run completes, every line of its output is
+                // stored, and its run log keeps a bounded command.
+                let mut fits = run_body("args.sh");
+                let value = "y".repeat(120 * 1024);
+                let params: serde_json::Map<String, serde_json::Value> =
+                    (0..6).map(|i| (format!("p{i}"), json!(value))).collect();
+                fits["workflow_params"] = json!(params);
+                let run = s.client.create_run(&fits).await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let detail = s.client.get(&format!("/runs/{run}")).await?.body;
+                let cmd = detail["run_log"]["cmd"].to_string();
+                assert!(cmd.len() < 20 * 1024, "cmd is bounded: {} bytes", cmd.len());
+                assert!(
+                    cmd.contains("not stored"),
+                    "and says so: {}",
+                    &cmd[cmd.len().saturating_sub(200)..]
+                );
+                let printed: usize = s
+                    .client
+                    .log_lines(&run)
+                    .await?
+                    .iter()
+                    .filter(|l| l.starts_with("stdout: y"))
+                    .map(|l| l.len() - "stdout: ".len())
+                    .sum();
+                assert_eq!(printed, 6 * 120 * 1024, "every byte of output is stored");
+
+                let engines = engine_ids(s).await?;
+                let forest = check_tree(s, "oversized_request", 2, &engines).await?;
+                expect::span()
+                    .named("create_run")
+                    .with_attr("user_id", "alice")
+                    .times(2)
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: oversized_request
+
+/// Waits until `/readyz` answers `status`.
+async fn wait_ready(s: &harness::Stack, status: u16) -> anyhow::Result<()> {
+    let client = s.client.clone();
+    test_support::wait_for(&format!("/readyz to answer {status}"), DEADLINE, || async {
+        match client.get("/readyz").await {
+            Ok(r) if r.status == status => Ok(()),
+            Ok(r) => Err(format!("{} {}", r.status, r.body)),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await
+}
+
+/// Every output line of `args.sh`-style runs: `stdout: <line>` as the client reads them.
+async fn log_count(s: &harness::Stack, run: &str) -> anyhow::Result<usize> {
+    Ok(s.client.log_lines(run).await?.len())
+}
+
+// ANCHOR: nats_restarted_mid_run
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_run() -> anyhow::Result<()> {
+    stack("nats_restarted_mid_run", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let gate = s.dir.join("gate");
+                let mut body = run_body("gated.sh");
+                body["workflow_params"] = json!({"gate": gate.display().to_string()});
+                let running = s.client.create_run(&body).await?;
+                s.client
+                    .wait_for_state(&running, &["RUNNING"], DEADLINE)
+                    .await?;
+                // Four more fill the engine (maxConcurrentRuns 4), so two stay QUEUED.
+                let mut runs = vec![running.clone()];
+                for _ in 0..5 {
+                    runs.push(s.client.create_run(&body).await?);
+                }
+                let queued = s.client.state(&runs[5]).await?;
+                assert_eq!(queued, "QUEUED", "the engine is full");
+
+                s.restart_nats(true).await?;
+                wait_ready(s, 200).await?;
+                std::fs::write(&gate, "open")?;
+                for run in &runs {
+                    s.client
+                        .wait_for_state(run, &["COMPLETE"], DEADLINE)
+                        .await?;
+                }
+                let first = log_count(s, &running).await?;
+                for run in &runs {
+                    assert_eq!(
+                        log_count(s, run).await?,
+                        first,
+                        "every line of {run} is there"
+                    );
+                }
+                let probe = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&probe, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                let forest = check_tree(s, "nats_restarted_mid_run", 7, &engines).await?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "COMPLETE")
+                    .times(7)
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: nats_restarted_mid_run
+
+// ANCHOR: nats_frozen
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_frozen() -> anyhow::Result<()> {
+    stack("nats_frozen", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let gate = s.dir.join("gate");
+                let mut body = run_body("gated.sh");
+                body["workflow_params"] = json!({"gate": gate.display().to_string()});
+                let run = s.client.create_run(&body).await?;
+                s.client
+                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
+                    .await?;
+
+                s.freeze_nats().await?;
+                // Frozen until the API notices (its JetStream requests time out): longer than
+                // the engine TTL, so the reaper must not count the time it could not see NATS.
+                wait_ready(s, 503).await?;
+                s.thaw_nats().await?;
+                wait_ready(s, 200).await?;
+                std::fs::write(&gate, "open")?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                let forest = check_tree(s, "nats_frozen", 1, &engines).await?;
+                expect::no_span().named("reap_run").check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: nats_frozen
