@@ -34,8 +34,8 @@ impl Engine for NextflowEngine {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    engine::run(NextflowEngine).await
+fn main() -> ExitCode {
+    // Starts the group keeper when re-executed as one, else a Tokio runtime and `engine::run`.
+    engine::main(NextflowEngine)
 }
 // ANCHOR_END: engine

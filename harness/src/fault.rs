@@ -8,6 +8,7 @@
 //! | [`Stack::kill_api`], [`Stack::restart_api`] | SIGKILL the API; start it again on the same port, so clients follow |
 //! | [`Stack::restart_nats`] | NATS stopped and started with its JetStream data kept, same address |
 //! | [`Stack::freeze_nats`], [`Stack::thaw_nats`] | NATS paused (docker pause, local SIGSTOP) and resumed |
+//! | [`Stack::lose_run_messages`] | every run message waiting in `METIS_RUNS` is purged (a lost message) |
 //! | [`Stack::burst`] | N concurrent `POST /runs`, optionally from clients that hang up at once; returns what each was [`Told`] |
 //! | [`Stack::check_history`] | the checker: every accepted run, and every run stored for the user, reaches a terminal state within a deadline |
 //!
@@ -173,6 +174,26 @@ impl Stack {
         self.infra.restart_nats(kill).await?;
         step.done();
         Ok(())
+    }
+
+    /// Purges every run message waiting in `METIS_RUNS`, as if it had been lost; returns how
+    /// many there were.
+    pub async fn lose_run_messages(&mut self) -> Result<u64> {
+        let step = self
+            .timeline
+            .step("losing every run message waiting in METIS_RUNS (purge)");
+        let client = async_nats::connect(&self.infra.nats_url)
+            .await
+            .context("connecting to NATS")?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream("METIS_RUNS")
+            .await
+            .context("opening METIS_RUNS")?;
+        let purged = stream.purge().await.context("purging METIS_RUNS")?.purged;
+        step.done();
+        self.timeline.note(format!("{purged} run message(s) lost"));
+        Ok(purged)
     }
 
     /// Freezes NATS: every connection stays open and nothing answers.

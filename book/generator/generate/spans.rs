@@ -45,6 +45,14 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "One run on the engine, a child of the API's producer span: one `phase` event per phase, `state` ends as the final run state, `api_trace_id` points back at `create_run`.",
     ),
     (
+        "reap_run",
+        "The API's reaper ending a run nobody runs any more (its engine stopped heartbeating, or does not list the run): `state` is what it wrote (`SYSTEM_ERROR`, or `CANCELED` for a run being cancelled), `reason` why. A root span of its own trace.",
+    ),
+    (
+        "redispatch_run",
+        "The API's reconciler publishing a `QUEUED` run again whose message is nowhere (the API died before publishing, or the message was lost); the engine's `workflow_run` joins its trace.",
+    ),
+    (
         "workflow_cancel",
         "Carries out a cancel message on the engine (SIGTERM to the run's process group; the SIGKILL after the grace period happens outside the span).",
     ),

@@ -7,7 +7,7 @@
 //!
 //! | the record says | and | the pass does | span |
 //! | --- | --- | --- | --- |
-//! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was given up on) | publishes it again (de-duplicated by run id) | `redispatch_run` → `publish …` |
+//! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was lost) | publishes it again | `redispatch_run` → `publish …` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine is alive but a heartbeat newer than the record's last change does not list the run (a lost claim, a forgotten run) | SYSTEM_ERROR `engine … does not know the run` (CANCELING: CANCELED) | `reap_run` |
 //! | a terminal state | it is still indexed (the indexing after the final write failed) | counts and unindexes it | — |
@@ -252,7 +252,9 @@ async fn redispatch(state: &AppState, rec: &RunRecord) {
             .as_deref()
             .and_then(|s| s.rsplit_once('.'))
             .map_or_else(String::new, |(p, _)| p.to_owned());
-        match crate::service::dispatch(state, rec, &prefix).await {
+        // A fresh de-duplication id: the first one may still be in the window.
+        let msg_id = format!("{}/redispatch/{}", rec.run_id, uuid::Uuid::now_v7());
+        match crate::service::dispatch(state, rec, &prefix, &msg_id).await {
             Ok(()) => info!("queued run had no message; dispatched again"),
             Err(e) => {
                 tracing::Span::current().record("error", e.as_str());

@@ -165,7 +165,7 @@ async fn create_run_inner(
     Span::current().record("run_id", field::display(run_id));
     state.infra.create_run(&record).await?;
 
-    if let Err(e) = dispatch(state, &record, &prefix).await {
+    if let Err(e) = dispatch(state, &record, &prefix, &run_id.to_string()).await {
         let reason = format!("dispatching to {prefix} failed: {e}");
         state
             .infra
@@ -204,9 +204,14 @@ fn producer_span(subject: &str) -> Span {
 }
 
 /// Publishes a run's message (under a producer span named after the subject `prefix`, whose
-/// context travels in the `traceparent` header) and waits for the stream's ack. JetStream
-/// de-duplicates by run id, so dispatching a run twice stores one message.
-pub async fn dispatch(state: &AppState, rec: &RunRecord, prefix: &str) -> Result<(), String> {
+/// context travels in the `traceparent` header) and waits for the stream's ack, with
+/// `msg_id` as its JetStream de-duplication id.
+pub async fn dispatch(
+    state: &AppState,
+    rec: &RunRecord,
+    prefix: &str,
+    msg_id: &str,
+) -> Result<(), String> {
     let subject = rec
         .subject
         .clone()
@@ -223,7 +228,7 @@ pub async fn dispatch(state: &AppState, rec: &RunRecord, prefix: &str) -> Result
     telemetry::propagation::inject(&span, &mut headers);
     state
         .infra
-        .publish_run(&subject, &rec.run_id, headers, payload)
+        .publish_run(&subject, msg_id, headers, payload)
         .instrument(span)
         .await
         .map_err(|e| e.to_string())

@@ -382,15 +382,18 @@ impl Infra {
         }
     }
 
-    /// Publishes a run message to JetStream, de-duplicated by run id, and waits for the ack.
+    /// Publishes a run message to JetStream and waits for the ack. `msg_id` is its
+    /// de-duplication id: the run id when the API first dispatches it (a retried publish is
+    /// stored once), something new when the reconciler publishes it again (the first id may
+    /// still be in the de-duplication window although its message is gone).
     pub async fn publish_run(
         &self,
         subject: &str,
-        run_id: &RunId,
+        msg_id: &str,
         mut headers: HeaderMap,
         payload: Bytes,
     ) -> Result<(), InfraError> {
-        headers.insert(MSG_ID, run_id.to_string().as_str());
+        headers.insert(MSG_ID, msg_id);
         self.js
             .publish_with_headers(subject.to_owned(), headers, payload)
             .await

@@ -11,6 +11,8 @@
 //!   re-dispatches what the dead API stored but never published).
 //! - `clients_hang_up`: 100 clients that close right after sending → every stored run is
 //!   terminal.
+//! - `run_message_lost`: a QUEUED run's message is lost → the reconciler's `redispatch_run`
+//!   publishes it again and the engine runs it in that trace.
 //! - `oversized_request`: a run whose record would not fit `max_payload` → 413 naming the limit,
 //!   nothing stored.
 //! - `nats_restarted_mid_run`, `nats_frozen`: NATS restarted (data kept) or paused mid-run →
@@ -228,6 +230,49 @@ async fn clients_hang_up() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: clients_hang_up
+
+// ANCHOR: run_message_lost
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_message_lost() -> anyhow::Result<()> {
+    stack("run_message_lost", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                // No engine runs while the message is lost, so nothing races the loss.
+                s.stop_engine(0).await?;
+                let run = s.client.create_run(&run_body("ok.sh")).await?;
+                assert_eq!(
+                    s.lose_run_messages().await?,
+                    1,
+                    "the run's message was waiting"
+                );
+                s.api
+                    .as_mut()
+                    .expect("api")
+                    .proc
+                    .wait_for_line("the reconciler to dispatch the run again", DEADLINE, |l| {
+                        l.contains("queued run had no message; dispatched again")
+                            .then_some(())
+                    })
+                    .await?;
+                s.start_engine().await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                let forest = check_tree(s, "run_message_lost", 2, &engines).await?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "COMPLETE")
+                    .descendant_of(expect::span().named("redispatch_run"))
+                    .once()
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: run_message_lost
 
 // ANCHOR: oversized_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

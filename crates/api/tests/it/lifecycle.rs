@@ -229,9 +229,11 @@ async fn a_run_whose_engine_dies_becomes_a_system_error() -> anyhow::Result<()> 
             .ok_or_else(|| "no pid file yet".to_owned())
     })
     .await?;
-    // A SIGKILLed engine cannot stop its run's process group; this test does, whatever happens.
+    // Whatever happens, this test leaves no process behind.
     let _reap = KillGroupOnDrop(group);
     stack.engines[0].proc.kill().await?;
+    // The engine's group keeper kills the workflow (sh and its sleep) when the engine dies.
+    wait_group_gone(group).await?;
     // Bounded: ENGINE_TTL_MS is 1500 here and the reaper runs every 200 ms.
     c.wait_for_state(&run, &["SYSTEM_ERROR"], DEADLINE).await?;
     let detail = c.get(&format!("/runs/{run}")).await?.body;
@@ -262,6 +264,83 @@ async fn an_engine_restart_runs_what_was_queued() -> anyhow::Result<()> {
     c.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
     assert_eq!(c.log_lines(&run).await?, ["stdout: hello"]);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_cancel_for_a_run_whose_engine_died_ends_canceled() -> anyhow::Result<()> {
+    let mut stack = Stack::start("engine-dies-cancel").await?;
+    stack.start_engine().await?;
+    let pidfile = stack.dir.path().join("group.pid");
+    let script = stack.script(
+        "long.sh",
+        &format!("echo $$ > {}\nsleep 300", pidfile.display()),
+    )?;
+    let c = stack.client.clone();
+    let run = c.create_run(&body_for(&script)).await?;
+    c.wait_for_state(&run, &["RUNNING"], DEADLINE).await?;
+    let group = test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .ok_or_else(|| "no pid file yet".to_owned())
+    })
+    .await?;
+    let _reap = KillGroupOnDrop(group);
+    // Freeze the engine so the cancel message reaches nobody, then let it die.
+    stack.engines[0]
+        .proc
+        .signal(nix::sys::signal::Signal::SIGSTOP)?;
+    let r = c
+        .post(&format!("/runs/{run}/cancel"), &serde_json::json!({}))
+        .await?;
+    assert_eq!(r.body["state"], "CANCELING", "{}", r.body);
+    stack.engines[0].proc.kill().await?;
+    c.wait_for_state(&run, &["CANCELED"], DEADLINE).await?;
+    wait_group_gone(group).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stored_run_whose_message_was_never_published_is_dispatched() -> anyhow::Result<()> {
+    let mut stack = Stack::start("reconcile").await?;
+    stack.start_engine().await?;
+    let script = stack.script("ok.sh", "echo hello")?;
+    // What an API killed between storing and publishing leaves: a QUEUED record, indexed,
+    // whose message is nowhere.
+    let infra = stack.infra().await?;
+    let request: common::RunRequest = serde_json::from_value(body_for(&script))?;
+    let id = common::RunId::new();
+    let mut rec = common::RunRecord::queued(id, "alice".into(), request);
+    rec.subject = Some(common::nats::run_message_subject(
+        &common::nats::run_subject("generic", "1", "SH", "1"),
+        &id,
+    ));
+    infra.create_run(&rec).await?;
+    let c = stack.client.clone();
+    c.wait_for_state(&id.to_string(), &["COMPLETE"], DEADLINE)
+        .await?;
+    assert_eq!(c.log_lines(&id.to_string()).await?, ["stdout: hello"]);
+    let logs = std::fs::read_to_string(&stack.api.proc.log_path)?;
+    assert!(
+        logs.contains("queued run had no message; dispatched again"),
+        "the reconciler says what it did"
+    );
+    Ok(())
+}
+
+/// Waits until process group `pgid` has no process left.
+async fn wait_group_gone(pgid: i32) -> anyhow::Result<()> {
+    test_support::wait_for(
+        "the workflow's process group to be gone",
+        DEADLINE,
+        || async {
+            match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None) {
+                Err(nix::errno::Errno::ESRCH) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
 }
 
 /// Kills a process group when dropped.

@@ -10,10 +10,7 @@ use test_support::{NatsServer, log_dir, workspace_root};
 
 pub struct Stack {
     pub nats: NatsServer,
-    #[expect(
-        dead_code,
-        reason = "held so the API process lives as long as the stack"
-    )]
+    /// Held so the API process lives as long as the stack.
     pub api: Service,
     pub client: ApiClient,
     pub engines: Vec<Service>,
