@@ -171,15 +171,25 @@ pub fn parse_tree(body: &str) -> Result<Vec<Trace>> {
     let mut traces: Vec<Trace> = Vec::new();
     // Path of open spans: (depth, span). Closed into their parent when a shallower line comes.
     let mut stack: Vec<(usize, Span)> = Vec::new();
+    // A census (`harness::tree::shape_census`) puts `shape#N ×COUNT` above each trace.
+    let mut shape: Option<String> = None;
     for (no, raw) in body.lines().enumerate() {
         let at = || format!("line {}: `{raw}`", no + 1);
         if raw.trim().is_empty() {
             continue;
         }
+        if raw.starts_with("shape#") {
+            close_all(&mut stack, &mut traces)?;
+            shape = Some(raw.to_owned());
+            continue;
+        }
         if raw.starts_with("trace#") && !raw.contains(' ') {
             close_all(&mut stack, &mut traces)?;
             traces.push(Trace {
-                header: raw.to_owned(),
+                header: match shape.take() {
+                    Some(label) => format!("{label} {raw}"),
+                    None => raw.to_owned(),
+                },
                 roots: Vec::new(),
             });
             continue;
@@ -528,5 +538,15 @@ metis-api  POST /runs/{run_id}/cancel  [server]  url.path=/runs/[run#1]/cancel
     fn a_line_out_of_place_is_an_error_naming_it() {
         let err = parse_tree("trace#1\nmetis-api  a\n      └─ b\n").unwrap_err();
         assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+    }
+
+    #[test]
+    fn a_census_labels_each_trace_with_its_shape() {
+        let traces =
+            parse_tree("shape#1 ×3\ntrace#1\nmetis-api  a\n\nshape#2 ×1\ntrace#1\nmetis-api  b\n")
+                .unwrap();
+        let headers: Vec<&str> = traces.iter().map(|t| t.header.as_str()).collect();
+        assert_eq!(headers, ["shape#1 ×3 trace#1", "shape#2 ×1 trace#1"]);
+        assert_eq!(traces[1].roots[0].name, "b");
     }
 }

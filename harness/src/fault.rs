@@ -8,6 +8,7 @@
 //! | [`Stack::kill_api`], [`Stack::restart_api`] | SIGKILL the API; start it again on the same port, so clients follow |
 //! | [`Stack::restart_nats`] | NATS stopped and started with its JetStream data kept, same address |
 //! | [`Stack::freeze_nats`], [`Stack::thaw_nats`] | NATS paused (docker pause, local SIGSTOP) and resumed |
+//! | [`Stack::refuse_exports`] | the receiver answers the next N exports with UNAVAILABLE/503 (or 429 `Retry-After`) |
 //! | [`Stack::lose_run_messages`] | every run message waiting in `METIS_RUNS` is purged (a lost message) |
 //! | [`Stack::burst`] | N concurrent `POST /runs`, optionally from clients that hang up at once; returns what each was [`Told`] |
 //! | [`Stack::check_history`] | the checker: every accepted run, and every run stored for the user, reaches a terminal state within a deadline |
@@ -172,6 +173,29 @@ impl Stack {
             if kill { "killed" } else { "stopped" }
         ));
         self.infra.restart_nats(kill).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// The receiver refuses the next `n` exports (any service, any signal) as `with` says;
+    /// the exporters' retries are what is tested.
+    pub async fn refuse_exports(
+        &mut self,
+        n: u64,
+        with: crate::otlp::fault::Refusal,
+    ) -> Result<()> {
+        let step = self.timeline.step(format!(
+            "the receiver refuses the next {n} exports ({with:?})"
+        ));
+        self.receiver
+            .set_faults(&crate::otlp::fault::FaultMode {
+                refuse: n,
+                refuse_with: with,
+                retry_after_s: 1,
+                delay_ms: 0,
+            })
+            .await
+            .context("setting the receiver's fault mode")?;
         step.done();
         Ok(())
     }

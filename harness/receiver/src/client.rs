@@ -153,11 +153,24 @@ impl ReceiverClient {
         url: Url,
         timeout: Duration,
     ) -> Result<(reqwest::Response, String), ClientError> {
+        self.send_body(method, url, timeout, None).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        url: Url,
+        timeout: Duration,
+        json: Option<Vec<u8>>,
+    ) -> Result<(reqwest::Response, String), ClientError> {
         let shown = url.to_string();
-        let response = self
-            .http
-            .request(method, url)
-            .timeout(timeout)
+        let mut request = self.http.request(method, url).timeout(timeout);
+        if let Some(body) = json {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|source| ClientError::Request {
@@ -254,6 +267,38 @@ impl ReceiverClient {
             .send(Method::GET, self.url("/v1/stats", None)?, REQUEST_TIMEOUT)
             .await?;
         Self::decode(&Self::text(response, &url).await?, &url)
+    }
+
+    /// Sets the receiver's fault mode (see [`crate::fault`]); returns it as now in force.
+    pub async fn set_faults(
+        &self,
+        mode: &crate::fault::FaultMode,
+    ) -> Result<crate::fault::FaultStatus, ClientError> {
+        let body = serde_json::to_vec(mode).expect("fault modes serialise");
+        let url = self.url("/v1/faults", None)?;
+        let (response, url) = self
+            .send_body(Method::PUT, url, REQUEST_TIMEOUT, Some(body))
+            .await?;
+        Self::decode(&Self::text(response, &url).await?, &url)
+    }
+
+    /// The fault mode in force and how many exports it refused.
+    pub async fn faults(&self) -> Result<crate::fault::FaultStatus, ClientError> {
+        let (response, url) = self
+            .send(Method::GET, self.url("/v1/faults", None)?, REQUEST_TIMEOUT)
+            .await?;
+        Self::decode(&Self::text(response, &url).await?, &url)
+    }
+
+    /// Makes the receiver behave again.
+    pub async fn clear_faults(&self) -> Result<(), ClientError> {
+        self.send(
+            Method::DELETE,
+            self.url("/v1/faults", None)?,
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
     }
 
     /// Makes the receiver forget every kept span.

@@ -29,6 +29,28 @@ use tonic::{Request, Response, Status};
 use super::MAX_MESSAGE_BYTES;
 use super::store::Store;
 
+/// Applies the fault mode to one export: waits its delay, then refuses it if a refusal is left.
+async fn admit(store: &Store) -> Result<(), Status> {
+    let (delay, refusal) = store.faults.take();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await; // the configured fault, not synchronisation
+    }
+    match refusal {
+        None => Ok(()),
+        Some((crate::fault::Refusal::Unavailable, _)) => Err(Status::unavailable(
+            "refused by the receiver's fault mode (UNAVAILABLE)",
+        )),
+        Some((crate::fault::Refusal::Throttled, secs)) => {
+            use tonic_types::{ErrorDetails, StatusExt};
+            Err(Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                "throttled by the receiver's fault mode",
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(secs))),
+            ))
+        }
+    }
+}
+
 /// The three OTLP services over one store.
 #[derive(Debug, Clone)]
 pub(crate) struct Otlp(pub(crate) Arc<Store>);
@@ -39,6 +61,7 @@ impl TraceService for Otlp {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        admit(&self.0).await?;
         self.0.ingest_traces(request.into_inner().resource_spans);
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
@@ -50,6 +73,7 @@ impl LogsService for Otlp {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        admit(&self.0).await?;
         self.0.ingest_logs(log_records(&request.into_inner()));
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
@@ -61,6 +85,7 @@ impl MetricsService for Otlp {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        admit(&self.0).await?;
         self.0.ingest_metrics(metrics(&request.into_inner()));
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }

@@ -55,17 +55,62 @@ pub(crate) fn router(store: Arc<Store>, shutdown: watch::Receiver<bool>) -> Rout
         .route("/v1/logs", post(post_logs))
         .route("/v1/metrics", post(post_metrics))
         .route("/v1/stats", get(stats))
+        .route(
+            "/v1/faults",
+            get(get_faults).put(put_faults).delete(delete_faults),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
         .with_state(AppState { store, shutdown })
 }
 
-/// An error answer: `{"error": message}` with `status`.
+/// An error answer: `{"error": message}` with `status` (and `Retry-After` when set).
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
     message: String,
+    retry_after: Option<u64>,
+}
+
+/// Applies the fault mode to one export (see [`crate::fault`]).
+async fn admit(store: &Store) -> Result<(), ApiError> {
+    let (delay, refusal) = store.faults.take();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await; // the configured fault, not synchronisation
+    }
+    match refusal {
+        None => Ok(()),
+        Some((crate::fault::Refusal::Unavailable, _)) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "refused by the receiver's fault mode (503)".to_owned(),
+            retry_after: None,
+        }),
+        Some((crate::fault::Refusal::Throttled, secs)) => Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "throttled by the receiver's fault mode (429)".to_owned(),
+            retry_after: Some(secs),
+        }),
+    }
+}
+
+async fn get_faults(State(state): State<AppState>) -> Json<crate::fault::FaultStatus> {
+    Json(state.store.faults.status())
+}
+
+async fn put_faults(
+    State(state): State<AppState>,
+    body: Result<Json<crate::fault::FaultMode>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::fault::FaultStatus>, ApiError> {
+    let Json(mode) =
+        body.map_err(|e| ApiError::bad_request(format!("fault mode: {}", e.body_text())))?;
+    state.store.faults.set(mode);
+    Ok(Json(state.store.faults.status()))
+}
+
+async fn delete_faults(State(state): State<AppState>) -> StatusCode {
+    state.store.faults.set(crate::fault::FaultMode::default());
+    StatusCode::NO_CONTENT
 }
 
 impl ApiError {
@@ -73,6 +118,7 @@ impl ApiError {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -82,6 +128,7 @@ impl From<BytesRejection> for ApiError {
         Self {
             status: rejection.status(),
             message: format!("could not read the request body: {}", rejection.body_text()),
+            retry_after: None,
         }
     }
 }
@@ -89,17 +136,24 @@ impl From<BytesRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         tracing::warn!(status = %self.status, "rejected: {}", self.message);
-        (
+        let mut response = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
+        retry_after: None,
         message: format!("no route for {method} {uri}"),
     }
 }
@@ -118,6 +172,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let unsupported = |message: String| ApiError {
         status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
         message,
+        retry_after: None,
     };
     let compressed = headers
         .get(CONTENT_ENCODING)
@@ -187,6 +242,7 @@ async fn post_traces(
 ) -> Result<Response, ApiError> {
     let (encoding, request): (_, ExportTraceServiceRequest) =
         decode(&headers, body, "ExportTraceServiceRequest")?;
+    admit(&state.store).await?;
     state.store.ingest_traces(request.resource_spans);
     Ok(respond(encoding, &ExportTraceServiceResponse::default()))
 }
@@ -198,6 +254,7 @@ async fn post_logs(
 ) -> Result<Response, ApiError> {
     let (encoding, request): (_, ExportLogsServiceRequest) =
         decode(&headers, body, "ExportLogsServiceRequest")?;
+    admit(&state.store).await?;
     state.store.ingest_logs(super::grpc::log_records(&request));
     Ok(respond(encoding, &ExportLogsServiceResponse::default()))
 }
@@ -209,6 +266,7 @@ async fn post_metrics(
 ) -> Result<Response, ApiError> {
     let (encoding, request): (_, ExportMetricsServiceRequest) =
         decode(&headers, body, "ExportMetricsServiceRequest")?;
+    admit(&state.store).await?;
     state.store.ingest_metrics(super::grpc::metrics(&request));
     Ok(respond(encoding, &ExportMetricsServiceResponse::default()))
 }
@@ -227,6 +285,7 @@ async fn get_traces(
         Outcome::ShuttingDown => {
             return Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
+                retry_after: None,
                 message: "the receiver is shutting down".to_owned(),
             });
         }
@@ -234,6 +293,7 @@ async fn get_traces(
     let data = filter.select(&waited.batches);
     let body = serde_json::to_vec(&data).map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
+        retry_after: None,
         message: format!("could not encode TracesData as OTLP/JSON: {e}"),
     })?;
     Ok((

@@ -6,7 +6,9 @@
 //!   and the query API — `GET /v1/traces` answers OTLP/JSON `TracesData` (the collector
 //!   file-exporter encoding, produced by `opentelemetry-proto`'s serde support), filtered
 //!   and optionally long-polled with a [`Query`]; `DELETE /v1/traces`, `GET /v1/stats`,
-//!   `GET /healthz`.
+//!   `GET /healthz`; `PUT|GET|DELETE /v1/faults` set, read and clear a fault mode (refuse the
+//!   next exports with UNAVAILABLE/503 or throttle them with 429 `Retry-After`, or delay them;
+//!   see [`fault`]).
 //! - **Storage** (`store`): every export's `ResourceSpans` with resource and scope, in
 //!   arrival order, never dropped or reordered; converted to JSON only when queried.
 //!
@@ -28,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
 mod client;
+pub mod fault;
 mod grpc;
 mod http;
 mod query;

@@ -72,6 +72,8 @@ pub(crate) struct Store {
     log_records: AtomicU64,
     metric_exports: AtomicU64,
     metrics: AtomicU64,
+    /// The fault mode (`/v1/faults`).
+    pub(crate) faults: crate::fault::Faults,
 }
 
 impl Default for Store {
@@ -84,6 +86,7 @@ impl Default for Store {
             log_records: AtomicU64::new(0),
             metric_exports: AtomicU64::new(0),
             metrics: AtomicU64::new(0),
+            faults: crate::fault::Faults::default(),
         }
     }
 }

@@ -110,6 +110,37 @@ pub fn without_read_only_requests(
     out
 }
 
+/// The distinct trace shapes of many similar units of work, with how often each occurs: for
+/// each of `values`, the traces holding a span whose attribute `key` has that value are built
+/// into a forest of their own (ids renumbered from 1 within it, with `options`' redactions and
+/// trace count), rendered, and identical renderings are counted. The text lists each shape as
+/// `shape#N ×COUNT` followed by its tree, most frequent first (ties by text), so a load test
+/// pins "200 runs, one shape" instead of 200 copies — and a run that went differently shows
+/// up as a shape of its own.
+pub fn shape_census(
+    data: &opentelemetry_proto::tonic::trace::v1::TracesData,
+    key: &str,
+    values: &[&str],
+    options: &Options,
+) -> Result<String, TreeError> {
+    let mut shapes: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for value in values {
+        let own = only_traces_with(data, key, &[value]);
+        let forest = SpanForest::from_otlp(&own, options)?;
+        *shapes.entry(forest.render()).or_default() += 1;
+    }
+    let mut sorted: Vec<(String, usize)> = shapes.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = String::new();
+    for (i, (tree, count)) in sorted.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("shape#{} ×{count}\n{tree}", i + 1));
+    }
+    Ok(out)
+}
+
 /// Keeps only the traces that contain a span whose string attribute `key` has one of `values`
 /// (e.g. the traces of particular runs, by `run_id`), dropping everything else in `data`.
 #[must_use]

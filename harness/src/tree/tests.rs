@@ -639,3 +639,43 @@ fn module_docs_show_real_output() {
         &documented,
     );
 }
+
+#[test]
+fn a_census_counts_identical_shapes_and_shows_the_odd_one() {
+    let run = |trace: u64, id: &str, state: &str| {
+        let root = trace * 10;
+        vec![
+            span("metis-api", "create_run", root)
+                .trace(trace)
+                .attr("run_id", id),
+            span("metis-engine-generic", "workflow_run", root + 1)
+                .trace(trace)
+                .parent(root)
+                .attr("run_id", id)
+                .attr("state", state),
+        ]
+    };
+    let ids = [
+        "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a11",
+        "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a12",
+        "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a13",
+    ];
+    let mut spans = run(1, ids[0], "COMPLETE");
+    spans.extend(run(2, ids[1], "EXECUTOR_ERROR"));
+    spans.extend(run(3, ids[2], "COMPLETE"));
+    let census = super::shape_census(
+        &otlp(&spans),
+        "run_id",
+        &ids,
+        &Options::new().expect_traces(1),
+    )
+    .unwrap();
+    let headers: Vec<&str> = census.lines().filter(|l| l.starts_with("shape#")).collect();
+    assert_eq!(headers, ["shape#1 ×2", "shape#2 ×1"], "{census}");
+    assert!(census.contains("state=EXECUTOR_ERROR"), "{census}");
+    assert_eq!(
+        census.matches("[run#1]").count(),
+        4,
+        "ids renumbered per run: {census}"
+    );
+}

@@ -1,11 +1,13 @@
 //! `engine_restart_with_queued_run` and `two_engines_share_work`: nothing is lost while no
-//! engine runs, and instances of one engine share the queue.
+//! engine runs, and instances of one engine share the queue. `load_200_runs`: 200 concurrent
+//! runs across two engines, each run exactly once with all of its output, pinned as a census
+//! of trace shapes.
 
 use std::collections::BTreeSet;
 
 use harness::tree::expect;
 
-use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
+use crate::support::{DEADLINE, check_census, check_tree, engine_ids, run_body, stack};
 
 // ANCHOR: engine_restart_with_queued_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,3 +120,45 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: two_engines_share_work
+
+// ANCHOR: load_200_runs
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_200_runs() -> anyhow::Result<()> {
+    const RUNS: usize = 200;
+    stack("load_200_runs", 2)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let history = s.burst(RUNS, &run_body("ok.sh"), false).await?;
+                let runs = history.accepted();
+                assert_eq!(runs.len(), RUNS, "{:?}", history.summary());
+                let states = s.check_history(&history, DEADLINE * 2).await?;
+                assert!(states.values().all(|st| st == "COMPLETE"), "{states:?}");
+                for run in &runs {
+                    let lines = s.client.log_lines(run).await?;
+                    assert_eq!(lines.len(), 4, "every line of {run}: {lines:?}");
+                }
+                let mut owners = BTreeSet::new();
+                for run in &runs {
+                    let detail = s.client.get(&format!("/runs/{run}")).await?.body;
+                    owners.extend(detail["engine_id"].as_str().map(str::to_owned));
+                }
+                let engines = engine_ids(s).await?;
+                let data = check_census(s, "load_200_runs", &runs, &engines).await?;
+                // Exactly one workflow_run per run, over everything the engines exported.
+                let forest = harness::tree::SpanForest::from_otlp(
+                    &harness::tree::without_read_only_requests(&data),
+                    &harness::tree::Options::new().expect_traces(RUNS),
+                )?;
+                expect::span()
+                    .named("workflow_run")
+                    .with_attr("state", "COMPLETE")
+                    .times(RUNS)
+                    .check(&forest)?;
+                assert_eq!(owners.len(), 2, "both engines took runs: {owners:?}");
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: load_200_runs

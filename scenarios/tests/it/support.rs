@@ -85,6 +85,13 @@ pub async fn check_tree_of(
     )?;
     let rendered = forest.render();
     stack.write_tree(&rendered)?;
+    assert_tree_snapshot(name, &rendered);
+    Ok(forest)
+}
+// ANCHOR_END: check_tree
+
+/// Compares `rendered` with the named snapshot in `scenarios/snapshots/`.
+fn assert_tree_snapshot(name: &str, rendered: &str) {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("../../snapshots");
     settings.set_prepend_module_to_snapshot(false);
@@ -93,9 +100,35 @@ pub async fn check_tree_of(
         "span tree of scenario `{name}`; regenerate with `just review`"
     ));
     settings.bind(|| insta::assert_snapshot!(name, rendered));
-    Ok(forest)
 }
-// ANCHOR_END: check_tree
+
+/// Stops the services, collects every span, and compares the shape census of the traces of
+/// `runs` (each run's traces rendered on their own, identical ones counted; see
+/// `harness::tree::shape_census`) with the named snapshot. Returns the collected data.
+pub async fn check_census(
+    stack: &mut Stack,
+    name: &str,
+    runs: &[String],
+    engine_ids: &[String],
+) -> anyhow::Result<harness::otlp::TracesData> {
+    let data = stack.collect_spans(1).await?;
+    let mut options = harness::tree::Options::new()
+        .expect_traces(1)
+        .redact(stack.dir.display().to_string(), "[e2e-dir]");
+    for (i, id) in engine_ids.iter().enumerate() {
+        options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
+    }
+    let ids: Vec<&str> = runs.iter().map(String::as_str).collect();
+    let census = harness::tree::shape_census(
+        &harness::tree::without_read_only_requests(&data),
+        "run_id",
+        &ids,
+        &options,
+    )?;
+    stack.write_tree(&census)?;
+    assert_tree_snapshot(name, &census);
+    Ok(data)
+}
 
 /// Waits until the run's captured output contains `line` (as `stream: text`).
 pub async fn wait_for_log(stack: &Stack, run: &str, line: &str) -> anyhow::Result<()> {

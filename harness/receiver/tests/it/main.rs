@@ -4,6 +4,7 @@
 
 mod binary;
 mod export;
+mod faults;
 mod malformed;
 mod query;
 mod signals;
