@@ -8,6 +8,8 @@
 //!    queryable, (b) the `fake-opentelemetry-collector` crate's server (drained concurrently),
 //!    and (c) a tonic `TraceService` that only decodes and counts — the practical limit — side
 //!    by side in one run.
+//! 3. **The service** ([`crate::bench_runs`]): `GET /runs` against history, `POST /runs`
+//!    throughput against its floor, and how long crashes take to be repaired.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,14 +44,40 @@ pub struct BenchArgs {
     /// Spans per export request.
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
+    /// `POST /runs` requests in the throughput measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub posts: usize,
+    /// Which measurements to make.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "startup,ingest,listing,create,crash"
+    )]
+    pub only: Vec<String>,
 }
 
 /// Runs every measurement and prints a report.
 pub async fn run(args: BenchArgs) -> Result<()> {
-    for backend in &args.backends {
-        start_up(backend, args.starts).await?;
+    let on = |s: &str| args.only.iter().any(|o| o == s);
+    if on("startup") {
+        for backend in &args.backends {
+            start_up(backend, args.starts).await?;
+        }
     }
-    ingest(args.spans, args.batch).await
+    if on("ingest") {
+        ingest(args.spans, args.batch).await?;
+    }
+    if on("listing") {
+        crate::bench_runs::listing_against_history().await?;
+    }
+    if on("create") {
+        crate::bench_runs::create_throughput(args.posts).await?;
+    }
+    if on("crash") {
+        crate::bench_runs::crash_bounds(false).await?;
+        crate::bench_runs::crash_bounds(true).await?;
+    }
+    Ok(())
 }
 
 async fn start_up(backend: &str, starts: usize) -> Result<()> {

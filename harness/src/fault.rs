@@ -158,7 +158,7 @@ impl Stack {
         {
             api.proc.kill().await?;
         }
-        let mut env = service_env(&self.infra);
+        let mut env = service_env(&self.infra, self.production_timings);
         env.push(("APP_PORT", port.to_string()));
         let api = start_api(&self.infra.nats_url, &self.dir.join("api-restarted"), &env).await?;
         self.api = Some(api);

@@ -1,7 +1,7 @@
 //! End-to-end harness for Metis.
 //!
 //! - [`backend`]: choosing docker or local (`E2E_BACKEND`).
-//! - [`bench`]: the `just bench` measurements.
+//! - [`bench`], [`bench_runs`]: the `just bench` measurements.
 //! - [`fault`]: faults (kill, pause, restart of engines, the API and NATS) and the load driver.
 //! - [`images`]: the container images, built locally, and sweeping leftovers.
 //! - [`infra`]: NATS and the fake OTLP receiver on either backend.
@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_runs;
 pub mod fault;
 pub mod images;
 pub mod infra;

@@ -37,6 +37,9 @@ pub struct StackOptions {
     pub engine_config: PathBuf,
     /// Overrides `E2E_BACKEND` (used by the bench).
     pub backend: Option<Backend>,
+    /// Run the services with their production fault timings instead of the short ones
+    /// (used by the bench to measure both).
+    pub production_timings: bool,
 }
 
 impl Default for StackOptions {
@@ -45,6 +48,7 @@ impl Default for StackOptions {
             engines: 1,
             engine_config: PathBuf::from(DEFAULT_ENGINE_CONFIG),
             backend: None,
+            production_timings: false,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Stack {
     pub engine_config: PathBuf,
     /// Whether `E2E_KEEP=1` asked to leave everything up.
     pub keep: bool,
+    /// Whether the services run with their production fault timings.
+    pub production_timings: bool,
     started_engines: usize,
 }
 
@@ -84,14 +90,19 @@ pub const REAPER_INTERVAL_MS: u64 = 200;
 
 /// Environment for the Metis processes: export to the receiver, flush fast, short fault
 /// timings.
-pub(crate) fn service_env(infra: &Infra) -> Vec<(&'static str, String)> {
-    vec![
+pub(crate) fn service_env(infra: &Infra, production: bool) -> Vec<(&'static str, String)> {
+    let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", infra.receiver.grpc.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
-        ("REAPER_INTERVAL_MS", REAPER_INTERVAL_MS.to_string()),
-        ("ENGINE_TTL_MS", ENGINE_TTL_MS.to_string()),
-        ("HEARTBEAT_INTERVAL_MS", HEARTBEAT_INTERVAL_MS.to_string()),
-    ]
+    ];
+    if !production {
+        env.extend([
+            ("REAPER_INTERVAL_MS", REAPER_INTERVAL_MS.to_string()),
+            ("ENGINE_TTL_MS", ENGINE_TTL_MS.to_string()),
+            ("HEARTBEAT_INTERVAL_MS", HEARTBEAT_INTERVAL_MS.to_string()),
+        ]);
+    }
+    env
 }
 
 impl Stack {
@@ -118,7 +129,12 @@ impl Stack {
         let engine_config = write_engine_config(&options.engine_config, &dir)?;
         let receiver = ReceiverClient::new(&infra.receiver.http);
         let step = timeline.step("starting metis-api");
-        let api = start_api(&infra.nats_url, &dir, &service_env(&infra)).await?;
+        let api = start_api(
+            &infra.nats_url,
+            &dir,
+            &service_env(&infra, options.production_timings),
+        )
+        .await?;
         step.done();
         let client = ApiClient::new(&api.url);
         let mut stack = Self {
@@ -132,6 +148,7 @@ impl Stack {
             receiver,
             engine_config,
             keep,
+            production_timings: options.production_timings,
             started_engines: 0,
         };
         for _ in 0..options.engines {
@@ -155,7 +172,7 @@ impl Stack {
             &self.engine_config,
             &self.infra.nats_url,
             &self.dir,
-            &service_env(&self.infra),
+            &service_env(&self.infra, self.production_timings),
         )
         .await?;
         step.done();

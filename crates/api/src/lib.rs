@@ -31,12 +31,59 @@ pub use config::Config;
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// Streams and buckets.
-    pub infra: Infra,
+    /// Streams and buckets (behind an `Arc`: every request clones the state).
+    pub infra: Arc<Infra>,
     /// The NATS connection (for core publishes and readiness).
     pub client: async_nats::Client,
     /// Settings.
     pub config: Arc<Config>,
+    /// The registered engine configs, kept current by a watch on `metis_engine_configs`.
+    pub configs: ConfigCache,
+}
+
+/// Engine configs by `metis_engine_configs` key, as last seen by a watch. A miss falls back to
+/// reading the bucket, so a config registered a moment ago is never refused.
+#[derive(Clone, Default)]
+pub struct ConfigCache(
+    Arc<std::sync::RwLock<std::collections::HashMap<String, common::EngineSpec>>>,
+);
+
+impl ConfigCache {
+    /// The config stored under `key`, when the watch has seen it.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<common::EngineSpec> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Follows the bucket until the watch ends (re-created by the caller).
+    async fn follow(&self, infra: &Infra) -> Result<(), String> {
+        use futures::StreamExt;
+        let mut watch = infra
+            .engine_configs
+            .watch_all()
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let mut map = self
+                .0
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match serde_json::from_slice::<common::EngineSpec>(&entry.value) {
+                Ok(spec) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+                    map.insert(entry.key, spec);
+                }
+                _ => {
+                    map.remove(&entry.key);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Connects, prepares NATS, binds, and serves until SIGTERM or SIGINT.
@@ -52,9 +99,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("preparing NATS streams and buckets")?;
     let state = AppState {
-        infra,
+        infra: Arc::new(infra),
         client,
         config: Arc::new(config.clone()),
+        configs: ConfigCache::default(),
+    };
+    let watcher = {
+        let (cache, infra) = (state.configs.clone(), state.infra.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = cache.follow(&infra).await {
+                    telemetry::tracing::debug!(error = %e, "watching engine configs failed; watching again");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await; // retry delay
+            }
+        })
     };
 
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -72,6 +131,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     let _ = stop_tx.send(true);
     let _ = reaper.await;
+    watcher.abort();
     info!("shut down");
     Ok(())
 }

@@ -43,6 +43,12 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
         && common::nats::is_engine_version(&req.workflow_engine_version)
     {
         let key = engine_config_key(&req.workflow_engine, &req.workflow_engine_version);
+        if let Some(spec) = state.configs.get(&key)
+            && spec.name == req.workflow_engine
+            && spec.version == req.workflow_engine_version
+        {
+            return Ok(spec);
+        }
         if let Some(bytes) = state
             .infra
             .engine_configs

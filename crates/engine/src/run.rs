@@ -114,8 +114,16 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
         }
         Err(e) => {
             shared.registry.remove(&id);
-            tracing::warn!(run_id = %id, error = %e, "failed to claim the run; it will be redelivered");
-            ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            let delivered = msg.info().map_or(0, |i| i.delivered);
+            if delivered >= crate::runtime::MAX_DELIVER {
+                // JetStream would keep the message but never deliver it again: take it out,
+                // so the API's reconciler sees a QUEUED run without a message and re-dispatches.
+                tracing::warn!(run_id = %id, error = %e, delivered, "failed to claim the run on its last delivery; leaving it to the reconciler");
+                ack(&msg, AckKind::Term).await;
+            } else {
+                tracing::warn!(run_id = %id, error = %e, "failed to claim the run; it will be redelivered");
+                ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
             return;
         }
     };

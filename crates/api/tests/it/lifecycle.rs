@@ -328,6 +328,39 @@ async fn a_stored_run_whose_message_was_never_published_is_dispatched() -> anyho
     Ok(())
 }
 
+#[tokio::test]
+async fn a_run_its_live_engine_does_not_know_is_failed() -> anyhow::Result<()> {
+    let mut stack = Stack::start("forgotten").await?;
+    stack.start_engine().await?;
+    let c = stack.client.clone();
+    let info = c.get("/service-info").await?.body;
+    let engine_id = info["engines"][0]["instances"][0]["id"]
+        .as_str()
+        .expect("the engine heartbeats")
+        .to_owned();
+    // What a claim whose reply was lost leaves: INITIALIZING, owned by a live engine that
+    // does not run it.
+    let script = stack.script("ok.sh", "echo hello")?;
+    let request: common::RunRequest = serde_json::from_value(body_for(&script))?;
+    let id = common::RunId::new();
+    let mut rec = common::RunRecord::queued(id, "alice".into(), request);
+    rec.state = common::State::Initializing;
+    rec.engine_id = Some(engine_id.clone());
+    stack.infra().await?.create_run(&rec).await?;
+    c.wait_for_state(&id.to_string(), &["SYSTEM_ERROR"], DEADLINE)
+        .await?;
+    let detail = c.get(&format!("/runs/{id}")).await?.body;
+    let error = detail["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("does not know the run") && error.contains(&engine_id),
+        "{detail}"
+    );
+    // The engine itself is fine: its own runs still complete.
+    let run = c.create_run(&body_for(&script)).await?;
+    c.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
+    Ok(())
+}
+
 /// Waits until process group `pgid` has no process left.
 async fn wait_group_gone(pgid: i32) -> anyhow::Result<()> {
     test_support::wait_for(

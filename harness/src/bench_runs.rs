@@ -1,0 +1,292 @@
+//! `just bench`, the service's part: what the faults issue asks to measure, side by side with
+//! its baselines, on the local backend with release builds. Measurements, never assertions.
+//!
+//! 1. **`GET /runs` against history**: median latency for a user with no runs and a user with
+//!    50, with 0, 10 000 and 100 000 other users' finished runs stored (aim: at most 1.5× from
+//!    0 to 100k); `GET /service-info` beside it. The history is seeded the way the service
+//!    stores a finished run (its user index entry, its record, its count), directly in NATS,
+//!    because 100k runs through the API would take minutes.
+//! 2. **`POST /runs` throughput** from one concurrent client (`CONCURRENCY` requests in
+//!    flight), beside the floor: the same number of KV creates + JetStream publishes made
+//!    directly with async-nats at the same concurrency (aim: at least 0.5 of the floor).
+//! 3. **Time to finish what a crash left**: from an engine's SIGKILL to its run being
+//!    SYSTEM_ERROR, and from an API's SIGKILL (with QUEUED runs it stored but never
+//!    published) to every one of them being dispatched and claimed — with the production
+//!    timings and with the harness's short ones.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use common::infra::Infra;
+use common::nats;
+use common::{RunId, RunRecord, RunRequest, State};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::backend::Backend;
+use crate::{Stack, StackOptions};
+
+/// Requests in flight in the throughput measurement.
+const CONCURRENCY: usize = 64;
+
+fn body(script: &str) -> serde_json::Value {
+    json!({
+        "workflow_type": "SH", "workflow_type_version": "1",
+        "workflow_url": test_support::workspace_root().join("fixtures/workflows").join(script).display().to_string(),
+        "workflow_engine": "generic", "workflow_engine_version": "1",
+    })
+}
+
+async fn stack(name: &str, engines: usize, production: bool) -> Result<Stack> {
+    Stack::start(
+        name,
+        StackOptions {
+            engines,
+            backend: Some(Backend::Local),
+            production_timings: production,
+            ..StackOptions::default()
+        },
+    )
+    .await
+}
+
+async fn median_ms(client: &test_support::metis::ApiClient, path: &str, n: usize) -> Result<f64> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.get(path).await?;
+        anyhow::ensure!(r.status == 200, "GET {path}: {} {}", r.status, r.body);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times[n / 2].as_secs_f64() * 1000.0)
+}
+
+/// Stores `n` finished runs of 100 other users, as the service leaves them.
+async fn seed_history(infra: &Infra, from: usize, n: usize) -> Result<()> {
+    let request: RunRequest = serde_json::from_value(body("ok.sh"))?;
+    let results: Vec<Result<()>> = futures::stream::iter(from..from + n)
+        .map(|i| {
+            let infra = infra.clone();
+            let request = request.clone();
+            async move {
+                let id = RunId::new();
+                let user = format!("other-{}", i % 100);
+                let mut rec = RunRecord::queued(id, user.clone(), request);
+                rec.state = State::Complete;
+                let index = infra
+                    .js
+                    .publish(nats::user_run_subject(&user, &id), bytes::Bytes::new())
+                    .await?;
+                index.await?;
+                infra
+                    .runs
+                    .create(id.to_string(), serde_json::to_vec(&rec)?.into())
+                    .await?;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(nats::MSG_ID, id.to_string().as_str());
+                infra
+                    .js
+                    .publish_with_headers(
+                        nats::finished_subject(State::Complete),
+                        headers,
+                        bytes::Bytes::new(),
+                    )
+                    .await?
+                    .await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Measurement 1: `GET /runs` and `GET /service-info` against history.
+pub async fn listing_against_history() -> Result<()> {
+    let s = stack("bench-listing", 1, true).await?;
+    let infra = Infra::ensure(async_nats::connect(&s.infra.nats_url).await?)
+        .await
+        .context("opening the stack's streams")?;
+    let fifty = s.client.as_user(Some("bench-50"));
+    for _ in 0..50 {
+        fifty.create_run(&body("ok.sh")).await?;
+    }
+    let empty = s.client.as_user(Some("bench-empty"));
+    println!(
+        "GET /runs against history (local backend, release build; median of 50 requests, ms):"
+    );
+    println!("  other runs stored | empty user | user with 50 runs | GET /service-info");
+    let mut first: Option<(f64, f64)> = None;
+    let mut stored = 0;
+    for target in [0usize, 10_000, 100_000] {
+        if target > stored {
+            let t = Instant::now();
+            seed_history(&infra, stored, target - stored).await?;
+            s.timeline.note(format!(
+                "seeded {} finished runs in {:.1}s",
+                target - stored,
+                t.elapsed().as_secs_f64()
+            ));
+            stored = target;
+        }
+        let e = median_ms(&empty, "/runs", 50).await?;
+        let f = median_ms(&fifty, "/runs?page_size=100", 50).await?;
+        let i = median_ms(&s.client, "/service-info", 20).await?;
+        println!("  {target:>17} | {e:>10.2} | {f:>17.2} | {i:>17.2}");
+        first.get_or_insert((e, f));
+        if target == 100_000
+            && let Some((e0, f0)) = first
+        {
+            println!(
+                "  ratio 100k/0: empty user {:.2}, user with 50 runs {:.2} (aim: at most 1.5)",
+                e / e0,
+                f / f0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Measurement 2: `POST /runs` throughput beside its floor.
+pub async fn create_throughput(posts: usize) -> Result<()> {
+    let s = stack("bench-create", 0, true).await?;
+    // The API validates against the registered config; register it as an engine would.
+    let infra = Infra::ensure(async_nats::connect(&s.infra.nats_url).await?).await?;
+    let config = common::FullEngineConfig::load(&s.engine_config)?;
+    infra
+        .engine_configs
+        .put(
+            nats::engine_config_key(&config.engine.name, &config.engine.version),
+            serde_json::to_vec(&config.engine)?.into(),
+        )
+        .await?;
+    let body = body("ok.sh");
+    let t = Instant::now();
+    let results: Vec<bool> = futures::stream::iter(0..posts)
+        .map(|_| {
+            let client = s.client.clone();
+            let body = body.clone();
+            async move { client.create_run(&body).await.is_ok() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let api = results.iter().filter(|ok| **ok).count() as f64 / t.elapsed().as_secs_f64();
+
+    let request: RunRequest = serde_json::from_value(body)?;
+    let t = Instant::now();
+    let floor: Vec<bool> = futures::stream::iter(0..posts)
+        .map(|_| {
+            let infra = infra.clone();
+            let request = request.clone();
+            async move {
+                let id = RunId::new();
+                let rec = RunRecord::queued(id, "floor".into(), request);
+                let Ok(bytes) = serde_json::to_vec(&rec) else {
+                    return false;
+                };
+                if infra
+                    .runs
+                    .create(id.to_string(), bytes.clone().into())
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                match infra
+                    .js
+                    .publish(format!("metis.runs.floor.1.SH.1.{id}"), bytes.into())
+                    .await
+                {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let direct = floor.iter().filter(|ok| **ok).count() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let pings: Vec<bool> = futures::stream::iter(0..posts)
+        .map(|_| {
+            let client = s.client.clone();
+            async move { client.get("/healthz").await.is_ok_and(|r| r.status == 200) }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let http = pings.iter().filter(|ok| **ok).count() as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "POST /runs accepted per second, {posts} requests, {CONCURRENCY} in flight (local, release):"
+    );
+    println!("  metis-api:                          {api:>8.0} runs/s");
+    println!("  floor (KV create + publish direct): {direct:>8.0} runs/s");
+    println!(
+        "  ratio: {:.2} of the floor (aim: at least 0.5)",
+        api / direct
+    );
+    println!("  for scale, HTTP alone (GET /healthz, same client): {http:>8.0} requests/s");
+    Ok(())
+}
+
+/// Measurement 3: how long the repairs of an engine's and an API's SIGKILL take.
+pub async fn crash_bounds(production: bool) -> Result<()> {
+    let label = if production {
+        "production defaults (heartbeat 2 s, ENGINE_TTL_MS 10000, REAPER_INTERVAL_MS 2000)"
+    } else {
+        "harness timings (heartbeat 200 ms, ENGINE_TTL_MS 1200, REAPER_INTERVAL_MS 200)"
+    };
+    let deadline = Duration::from_secs(60);
+
+    let mut s = stack("bench-engine-kill", 1, production).await?;
+    let run = s.client.create_run(&body("sleep.sh")).await?;
+    s.client
+        .wait_for_state(&run, &["RUNNING"], deadline)
+        .await?;
+    let t = Instant::now();
+    s.kill_engine(0).await?;
+    s.client
+        .wait_for_state(&run, &["SYSTEM_ERROR"], deadline)
+        .await?;
+    let engine = t.elapsed();
+    drop(s);
+
+    const ORPHANS: usize = 20;
+    let mut s = stack("bench-api-kill", 1, production).await?;
+    s.stop_engine(0).await?;
+    let mut runs = Vec::new();
+    for _ in 0..ORPHANS {
+        runs.push(s.client.create_run(&body("ok.sh")).await?);
+    }
+    // As if the API had died after storing them and before publishing.
+    s.lose_run_messages().await?;
+    s.start_engine().await?;
+    let t = Instant::now();
+    s.kill_api().await?;
+    s.restart_api().await?;
+    let restarted = t.elapsed();
+    for run in &runs {
+        s.client
+            .wait_for_state(
+                run,
+                &["INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR"],
+                deadline,
+            )
+            .await?;
+    }
+    let api = t.elapsed();
+    println!("time to finish what a crash left, {label}:");
+    println!(
+        "  engine SIGKILL → its run SYSTEM_ERROR:                     {:>6.2}s",
+        engine.as_secs_f64()
+    );
+    println!(
+        "  API SIGKILL → {ORPHANS} orphaned QUEUED runs dispatched and claimed: {:>6.2}s (API back after {:.2}s)",
+        api.as_secs_f64(),
+        restarted.as_secs_f64()
+    );
+    Ok(())
+}
