@@ -69,11 +69,18 @@ impl Config {
             }
             None => common::nats::DEFAULT_ENGINE_TTL,
         };
+        let reaper_interval = Duration::from_millis(reaper_ms);
+        if reaper_interval * 2 > ttl {
+            bail!(
+                "REAPER_INTERVAL_MS ({reaper_ms}) must be at most half of ENGINE_TTL_MS ({}): the reaper could not tell a dead engine from its own gaps",
+                ttl.as_millis()
+            );
+        }
         Ok(Self {
             host: get("APP_HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
             port,
             nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
-            reaper_interval: Duration::from_millis(reaper_ms),
+            reaper_interval,
             engine_ttl: ttl,
         })
     }
@@ -97,6 +104,13 @@ mod tests {
             .unwrap_err();
         assert!(format!("{err:#}").contains("REAPER_INTERVAL_MS"), "{err:#}");
         assert_eq!(c.engine_ttl, common::nats::DEFAULT_ENGINE_TTL);
+        let err = Config::from_lookup(|k| match k {
+            "REAPER_INTERVAL_MS" => Some("6000".to_owned()),
+            "ENGINE_TTL_MS" => Some("10000".to_owned()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("at most half"), "{err:#}");
         for bad in ["0", "soon"] {
             let err = Config::from_lookup(|k| (k == "ENGINE_TTL_MS").then(|| bad.to_owned()))
                 .unwrap_err();

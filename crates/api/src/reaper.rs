@@ -9,11 +9,12 @@
 //! | --- | --- | --- | --- |
 //! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was lost) | publishes it again | `redispatch_run` → `publish …` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
-//! | INITIALIZING, RUNNING, CANCELING | its engine is alive but a heartbeat newer than the record's last change does not list the run (a lost claim, a forgotten run) | SYSTEM_ERROR `engine … does not know the run` (CANCELING: CANCELED) | `reap_run` |
+//! | INITIALIZING, RUNNING, CANCELING | its engine is alive but two heartbeats written after the record was read do not list the run (a lost claim, a forgotten run) | SYSTEM_ERROR `engine … does not know the run` (CANCELING: CANCELED) | `reap_run` |
 //! | a terminal state | it is still indexed (the indexing after the final write failed) | counts and unindexes it | — |
-//! | nothing (no record) | two passes in a row (the API died between indexing and storing) | unindexes it | — |
+//! | nothing (no record) | two passes in a row, and the run id is more than 5 minutes old (the API died between indexing and storing) | unindexes it | — |
 //!
-//! Liveness is judged without comparing clocks: the pass remembers each registration's
+//! Liveness is judged without comparing clocks: each engine's registration is read directly
+//! (a bucket listing can miss a key updated while it runs), and the pass remembers its
 //! revision and when (on its own monotonic clock) it last changed. Time during which the API
 //! itself could not reach NATS does not count: after a gap of more than half the TTL between
 //! successful passes, every engine gets a fresh TTL (an engine cut off by the same outage is
@@ -22,11 +23,10 @@
 //! and several API replicas may run passes side by side.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::infra::Decision;
 use common::{EngineRegistration, RunId, RunRecord, State};
-use futures::StreamExt;
 use telemetry::tracing::{self, Instrument, debug, info, warn};
 use tokio::sync::watch;
 
@@ -63,134 +63,191 @@ struct Memory {
     undispatched: HashSet<RunId>,
     /// Indexed runs seen without a record in the last pass.
     missing: HashSet<RunId>,
+    /// In-flight runs their live engine's registration did not list: (record revision, last
+    /// registration revision seen, how many newer registrations have left it out since).
+    unlisted: HashMap<RunId, (u64, u64, u32)>,
 }
+
+/// How many heartbeats written after a run was first seen unlisted must also leave it out
+/// before the run counts as forgotten (one could predate the claim being read).
+const UNLISTED_HEARTBEATS: u32 = 2;
+
+/// How old an index entry without a record must be before it is dropped (a create that is
+/// merely slow must not lose its index entry).
+const MISSING_RECORD_AGE: Duration = Duration::from_secs(300);
 
 /// One engine as the pass sees it.
 enum Liveness {
-    /// Heartbeating; its registration as last written.
-    Alive(Box<EngineRegistration>),
+    /// Heartbeating; its registration as last written, and that write's revision.
+    Alive(Box<EngineRegistration>, u64),
     /// Gone (why).
     Gone(String),
 }
 
-async fn engines(
+/// The liveness of `engine_id`, read directly (not from a listing, which can miss a key
+/// updated while it runs). `Err` when NATS could not say: never a reason to reap.
+async fn liveness(
     state: &AppState,
     memory: &mut Memory,
-) -> Result<HashMap<String, Liveness>, String> {
-    let mut keys = state
+    engine_id: &str,
+) -> Result<Liveness, String> {
+    let entry = state
         .infra
         .engines
-        .keys()
+        .entry(common::nats::token(engine_id))
         .await
         .map_err(|e| e.to_string())?;
+    let Some(entry) = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+    else {
+        return Ok(Liveness::Gone(format!(
+            "engine {engine_id} stopped sending heartbeats (its registration is gone)"
+        )));
+    };
+    let reg = serde_json::from_slice::<EngineRegistration>(&entry.value)
+        .map_err(|e| format!("registration of {engine_id} does not decode: {e}"))?;
     let now = Instant::now();
+    let since = match memory.engines.get(engine_id) {
+        Some((rev, since)) if *rev == entry.revision => *since,
+        _ => now,
+    };
+    memory
+        .engines
+        .insert(engine_id.to_owned(), (entry.revision, since));
     let ttl = state.config.engine_ttl;
-    let mut out = HashMap::new();
-    let mut seen = HashSet::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| e.to_string())?;
-        let Some(entry) = state
-            .infra
-            .engines
-            .entry(&key)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let Ok(reg) = serde_json::from_slice::<EngineRegistration>(&entry.value) else {
-            continue;
-        };
-        let id = reg.id.clone();
-        seen.insert(id.clone());
-        let since = match memory.engines.get(&id) {
-            Some((rev, since)) if *rev == entry.revision => *since,
-            _ => now,
-        };
-        memory.engines.insert(id.clone(), (entry.revision, since));
-        let quiet = now.duration_since(since);
-        let liveness = if quiet > ttl {
-            Liveness::Gone(format!(
-                "engine {id} stopped sending heartbeats (none for longer than ENGINE_TTL_MS={})",
-                ttl.as_millis()
-            ))
-        } else {
-            Liveness::Alive(Box::new(reg))
-        };
-        out.insert(id, liveness);
+    if now.duration_since(since) > ttl {
+        return Ok(Liveness::Gone(format!(
+            "engine {engine_id} stopped sending heartbeats (none for longer than ENGINE_TTL_MS={})",
+            ttl.as_millis()
+        )));
     }
-    memory.engines.retain(|id, _| seen.contains(id));
-    Ok(out)
+    Ok(Liveness::Alive(Box::new(reg), entry.revision))
 }
 
+/// Whether a run id was minted longer than `age` ago (run ids are UUIDv7).
+fn older_than(id: &RunId, age: Duration) -> bool {
+    let Some(ts) = id.0.get_timestamp() else {
+        return true;
+    };
+    let (secs, nanos) = ts.to_unix();
+    let minted = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+    std::time::SystemTime::now()
+        .duration_since(minted)
+        .is_ok_and(|d| d > age)
+}
+
+/// One pass. `Err` only when the active index cannot be listed (NATS unreachable); a problem
+/// with one run is logged and the pass goes on with the next.
 async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra::InfraError> {
     let ids = state.infra.active_runs().await?;
-    if ids.is_empty() {
-        memory.undispatched.clear();
-        memory.missing.clear();
-        return Ok(());
-    }
-    let engines = match engines(state, memory).await {
-        Ok(e) => Some(e),
-        // Not knowing is not "gone": never fail a run on a failed lookup.
-        Err(e) => {
-            debug!(error = %e, "listing engine registrations failed; only queued runs are looked at this pass");
-            None
-        }
-    };
     let mut undispatched = HashSet::new();
     let mut missing = HashSet::new();
+    let mut unlisted = HashMap::new();
+    let mut engines: HashMap<String, Liveness> = HashMap::new();
+    let mut looked_up = HashSet::new();
     for id in ids {
-        let Some((rec, _)) = state.infra.get_run(&id).await? else {
-            if memory.missing.contains(&id) {
-                state.infra.forget_active(&id).await?;
-            } else {
-                missing.insert(id);
-            }
-            continue;
-        };
-        match rec.state {
-            s if s.is_terminal() => state.infra.finished(&id, s).await?,
-            State::Queued => {
-                let Some(subject) = rec.subject.as_deref() else {
-                    continue;
-                };
-                if state.infra.has_run_message(subject).await? {
-                    continue;
-                }
-                if memory.undispatched.contains(&id) {
-                    redispatch(state, &rec).await;
-                } else {
-                    undispatched.insert(id);
-                }
-            }
-            State::Initializing | State::Running | State::Canceling => {
-                if let Some(engines) = &engines
-                    && let Some(reason) = abandoned(&rec, engines)
-                {
-                    reap(state, &rec, reason).await?;
-                }
-            }
-            _ => {}
+        if let Err(e) = look_at(
+            state,
+            memory,
+            &id,
+            (&mut undispatched, &mut missing, &mut unlisted),
+            (&mut engines, &mut looked_up),
+        )
+        .await
+        {
+            debug!(run_id = %id, error = %e, "reaper: could not look at a run; next pass");
         }
     }
+    memory.engines.retain(|id, _| looked_up.contains(id));
     memory.undispatched = undispatched;
     memory.missing = missing;
+    memory.unlisted = unlisted;
     Ok(())
 }
 
-/// Why nobody runs this in-flight run any more, if so.
-fn abandoned(rec: &RunRecord, engines: &HashMap<String, Liveness>) -> Option<String> {
-    let engine_id = rec.engine_id.as_deref()?;
-    match engines.get(engine_id) {
-        None => Some(format!("engine {engine_id} stopped sending heartbeats")),
-        Some(Liveness::Gone(why)) => Some(why.clone()),
-        Some(Liveness::Alive(reg)) => (reg.heartbeat_at > rec.updated_at
-            && !reg.runs.contains(&rec.run_id))
-        .then(|| {
-            format!("engine {engine_id} does not know the run (it is not among the runs its heartbeat lists)")
-        }),
+type Next<'a> = (
+    &'a mut HashSet<RunId>,
+    &'a mut HashSet<RunId>,
+    &'a mut HashMap<RunId, (u64, u64, u32)>,
+);
+type Engines<'a> = (&'a mut HashMap<String, Liveness>, &'a mut HashSet<String>);
+
+async fn look_at(
+    state: &AppState,
+    memory: &mut Memory,
+    id: &RunId,
+    (undispatched, missing, unlisted): Next<'_>,
+    (engines, looked_up): Engines<'_>,
+) -> Result<(), String> {
+    let Some((rec, revision)) = state.infra.get_run(id).await.map_err(|e| e.to_string())? else {
+        if memory.missing.contains(id) && older_than(id, MISSING_RECORD_AGE) {
+            state
+                .infra
+                .forget_active(id)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            missing.insert(*id);
+        }
+        return Ok(());
+    };
+    match rec.state {
+        s if s.is_terminal() => state
+            .infra
+            .finished(id, s)
+            .await
+            .map_err(|e| e.to_string())?,
+        State::Queued => {
+            let Some(subject) = rec.subject.as_deref() else {
+                return Ok(());
+            };
+            if state
+                .infra
+                .has_run_message(subject)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(());
+            }
+            if memory.undispatched.contains(id) {
+                redispatch(state, &rec).await;
+            } else {
+                undispatched.insert(*id);
+            }
+        }
+        State::Initializing | State::Running | State::Canceling => {
+            let Some(engine_id) = rec.engine_id.clone() else {
+                return Ok(());
+            };
+            if looked_up.insert(engine_id.clone()) {
+                let l = liveness(state, memory, &engine_id).await?;
+                engines.insert(engine_id.clone(), l);
+            }
+            let reason = match engines.get(&engine_id) {
+                Some(Liveness::Gone(why)) => Some(why.clone()),
+                Some(Liveness::Alive(reg, reg_rev)) if !reg.runs.contains(id) => {
+                    // Forgotten only when heartbeats written after this record was read
+                    // keep leaving it out: no clocks are compared.
+                    let (seen, newer) = match memory.unlisted.get(id) {
+                        Some((rec_rev, last, n)) if *rec_rev == revision => {
+                            (*last, n + u32::from(*reg_rev > *last))
+                        }
+                        _ => (*reg_rev, 0),
+                    };
+                    unlisted.insert(*id, (revision, seen.max(*reg_rev), newer));
+                    (newer >= UNLISTED_HEARTBEATS).then(|| {
+                        format!("engine {engine_id} does not know the run (its heartbeats do not list it)")
+                    })
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                unlisted.remove(id);
+                reap(state, &rec, reason).await.map_err(|e| e.to_string())?;
+            }
+        }
+        _ => {}
     }
+    Ok(())
 }
 
 /// Ends an abandoned run: SYSTEM_ERROR, or CANCELED when a cancel was already asked for.

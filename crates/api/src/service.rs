@@ -15,7 +15,9 @@
 //! The work after validation runs in a task of its own ([`create_run`] spawns it), so a
 //! client that hangs up cannot cut it between storing the record and publishing the message.
 //! Whatever still strands a QUEUED run (the API killed in between, a failed publish) is the
-//! reconciler's to repair ([`crate::reaper`]), by [`dispatch`]ing the run again.
+//! reconciler's to repair ([`crate::reaper`]), by [`dispatch`]ing the run again — so a run
+//! whose publish failed after it was stored is still accepted (200): its message may have
+//! landed with only the ack lost, and failing it then could run it while the client retries.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -172,19 +174,9 @@ async fn create_run_inner(
     state.infra.create_run(&record).await?;
 
     if let Err(e) = dispatch(state, &record, &prefix, &run_id.to_string()).await {
-        let reason = format!("dispatching to {prefix} failed: {e}");
-        state
-            .infra
-            .update_run(&run_id, |rec| match rec {
-                Some(r) if r.state == State::Queued => {
-                    r.state = State::SystemError;
-                    r.error = Some(reason.clone());
-                    Decision::Write(())
-                }
-                _ => Decision::Keep(()),
-            })
-            .await?;
-        return Err(ApiError::unavailable(reason));
+        // The run is stored and indexed: it is accepted. Its message may even have landed
+        // (only the ack lost); if not, the reconciler publishes it within two passes.
+        warn!(run_id = %run_id, error = %e, "publishing the run failed; the reconciler will dispatch it");
     }
     let subject = prefix;
     info!(

@@ -120,6 +120,18 @@ impl Registry {
         control
     }
 
+    /// Adds a run unless it is already in flight here (one atomic step, so two deliveries of
+    /// one run on two threads cannot both go ahead).
+    pub fn insert_new(&self, id: RunId) -> Option<Arc<RunControl>> {
+        let mut runs = self.lock();
+        if runs.contains_key(&id) {
+            return None;
+        }
+        let control = Arc::new(RunControl::default());
+        runs.insert(id, control.clone());
+        Some(control)
+    }
+
     /// The run's control, when it is in flight here.
     #[must_use]
     pub fn get(&self, id: &RunId) -> Option<Arc<RunControl>> {

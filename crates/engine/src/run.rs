@@ -70,13 +70,12 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
         }
     };
     let id = req.run_id;
-    if shared.registry.get(&id).is_some() {
+    // In the registry before the claim, so a cancel racing the claim finds the run.
+    let Some(control) = shared.registry.insert_new(id) else {
         tracing::info!(run_id = %id, "run is already in flight here; dropping the duplicate message");
         ack(&msg, AckKind::Ack).await;
         return;
-    }
-    // In the registry before the claim, so a cancel racing the claim finds the run.
-    let control = shared.registry.insert(id);
+    };
     let me = shared.engine_id.clone();
     let claim = shared
         .infra
@@ -372,7 +371,7 @@ impl RunTask {
         phase("running");
         let publisher =
             LogPublisher::new(shared.infra.js.clone(), &rec.run_id, shared.max_run_output);
-        let (exit, logs) = capture(child, pgid, &self.control, publisher).await?;
+        let (exit, logs) = capture(child, pgid, &self.control, &shared.keeper, publisher).await?;
         drop(guard);
         Ok(Produced {
             exit: Some(exit),
@@ -510,6 +509,7 @@ async fn capture(
     mut child: tokio::process::Child,
     pgid: i32,
     control: &RunControl,
+    keeper: &crate::keeper::Keeper,
     mut publisher: LogPublisher,
 ) -> Result<(Exit, Result<u64, String>), EngineError> {
     let (tx, mut rx) = mpsc::channel::<Captured>(256);
@@ -543,6 +543,8 @@ async fn capture(
                 control.exited();
                 // Nothing a run started outlives it (this also closes pipes held by children).
                 process::kill_group(pgid);
+                // The group is gone: the keeper must not kill its id, which may be reused.
+                keeper.release(pgid);
                 exit = Some(Exit::from(status));
                 drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
             },
@@ -561,6 +563,7 @@ async fn capture(
             let status = child.wait().await.map_err(EngineError::Wait)?;
             control.exited();
             process::kill_group(pgid);
+            keeper.release(pgid);
             Exit::from(status)
         }
     };

@@ -228,10 +228,11 @@ async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
     let mut subjects = Vec::new();
     for t in &spec.workflow_types {
         for v in &spec.workflow_type_versions {
-            subjects.push(format!(
-                "{}.*",
-                nats::run_subject(&spec.name, &spec.version, t, v)
-            ));
+            let prefix = nats::run_subject(&spec.name, &spec.version, t, v);
+            // `prefix.*` is where runs are published; `prefix` itself is where an API of an
+            // earlier version published them (rolling upgrades).
+            subjects.push(format!("{prefix}.*"));
+            subjects.push(prefix);
         }
     }
     subjects.sort();
@@ -357,12 +358,14 @@ async fn heartbeat(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match register(&shared, started_at).await {
+        let registered = register(&shared, started_at).await;
+        match registered {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("heartbeat recovered");
@@ -374,7 +377,15 @@ async fn heartbeat(
             }
             Err(_) => {}
         }
-        cancel::sweep(&shared).await;
+        // The sweep reads a record per run in flight: in a task of its own, so a slow store
+        // never delays the next heartbeat (one sweep at a time).
+        if sweep
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+        {
+            let shared = shared.clone();
+            sweep = Some(tokio::spawn(async move { cancel::sweep(&shared).await }));
+        }
     }
 }
 
@@ -454,7 +465,15 @@ async fn consume(
                 let drain = tokio::time::timeout(FETCH_EXPIRY + Duration::from_secs(1), async {
                     while let Some(item) = batch.next().await {
                         if let Ok(msg) = item {
-                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            // On its last delivery, give it up rather than strand it: the
+                            // API's reconciler re-dispatches a QUEUED run without a message.
+                            let last = msg.info().is_ok_and(|i| i.delivered >= MAX_DELIVER);
+                            let kind = if last {
+                                AckKind::Term
+                            } else {
+                                AckKind::Nak(None)
+                            };
+                            let _ = msg.ack_with(kind).await;
                         }
                     }
                 });
