@@ -23,7 +23,6 @@ use axum::routing::{get, post};
 use axum::{Json as AxJson, Router};
 use chrono::{DateTime, Utc};
 use common::{EngineRegistration, LogLine, LogStream, RunId, RunLog, RunRecord, RunRequest, State};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -384,14 +383,12 @@ pub async fn service_info(
 ) -> Result<AxJson<ServiceInfo>, ApiError> {
     let specs = crate::service::registered_engines(&state).await?;
     let mut instances: Vec<EngineRegistration> = Vec::new();
-    let mut keys = state
+    for key in state
         .infra
-        .engines
-        .keys()
+        .bucket_keys(&state.infra.engines)
         .await
-        .map_err(ApiError::unavailable)?;
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(ApiError::unavailable)?;
+        .map_err(ApiError::unavailable)?
+    {
         if let Ok(Some(bytes)) = state.infra.engines.get(&key).await
             && let Ok(reg) = serde_json::from_slice::<EngineRegistration>(&bytes)
             && is_recent(&reg, state.config.engine_ttl)

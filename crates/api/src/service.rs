@@ -24,7 +24,6 @@ use bytes::Bytes;
 use common::infra::Decision;
 use common::nats::{cancel_subject, engine_config_key, run_message_subject, run_subject};
 use common::{CancelMessage, EngineSpec, RunId, RunRecord, RunRequest, RunRequestMessage, State};
-use futures::StreamExt;
 use telemetry::tracing::{self, Instrument, Span, field, info, warn};
 
 use crate::AppState;
@@ -88,15 +87,13 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
 
 /// Every engine config registered in `metis_engine_configs`.
 pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, ApiError> {
-    let mut keys = state
+    let keys = state
         .infra
-        .engine_configs
-        .keys()
+        .bucket_keys(&state.infra.engine_configs)
         .await
         .map_err(ApiError::unavailable)?;
     let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(ApiError::unavailable)?;
+    for key in keys {
         if let Some(bytes) = state
             .infra
             .engine_configs

@@ -359,6 +359,18 @@ impl Infra {
         Ok(ids)
     }
 
+    /// Every key of `store`, from the stream's subject list (a key-listing consumer can miss
+    /// a key that is updated while it runs; the stream's own list cannot). Deleted keys may
+    /// be listed: their `get` answers nothing.
+    pub async fn bucket_keys(&self, store: &kv::Store) -> Result<Vec<String>, InfraError> {
+        let filter = format!("{}>", store.prefix);
+        let subjects = self.subjects(&store.stream, &filter).await?;
+        Ok(subjects
+            .into_keys()
+            .filter_map(|s| s.strip_prefix(store.prefix.as_str()).map(str::to_owned))
+            .collect())
+    }
+
     /// Runs that reached each terminal state (over all users).
     pub async fn finished_counts(&self) -> Result<BTreeMap<String, u64>, InfraError> {
         let subjects = self.subjects(&self.finished, FINISHED_SUBJECTS).await?;

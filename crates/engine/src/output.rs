@@ -4,7 +4,10 @@
 //!
 //! Publishes are pipelined and their acks awaited in order; [`LogPublisher::finish`] returns
 //! only when every line is stored, so a run is marked terminal only after all of its output
-//! can be read. Invalid UTF-8 is replaced; a line longer than [`MAX_LINE`] bytes is split.
+//! can be read. A line whose ack fails (NATS restarting, a timeout) is published again with
+//! every line after it, in order, with backoff for about a minute: each carries
+//! `Nats-Msg-Id: <run_id>.<seq>`, so a line that had landed with only its ack lost is not
+//! stored twice. Invalid UTF-8 is replaced; a line longer than [`MAX_LINE`] bytes is split.
 //!
 //! A run stores at most `MAX_RUN_OUTPUT_BYTES` of output (line text, both streams): the line
 //! that would pass the cap is replaced by one stderr line starting with [`TRUNCATED_MARKER`],
@@ -26,6 +29,11 @@ pub const TRUNCATED_MARKER: &str = "[metis] output truncated";
 
 /// How many publishes may wait for their ack at once.
 const WINDOW: usize = 128;
+
+/// Whether the newest pending line could not even be sent (handled at once, in order).
+fn ack_missing(pending: &VecDeque<Pending>) -> bool {
+    pending.back().is_some_and(|p| p.ack.is_none())
+}
 
 /// One line read from the process, before it is numbered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,12 +136,23 @@ pub async fn read_lines(
     }
 }
 
+/// A line published and not yet acknowledged.
+struct Pending {
+    seq: u64,
+    payload: bytes::Bytes,
+    ack: Option<PublishAckFuture>,
+}
+
+/// How often a line is published again before the run's output counts as lost.
+const RESEND_ATTEMPTS: u32 = 30;
+
 /// Numbers captured lines and stores them in JetStream, in order.
 pub struct LogPublisher {
     js: jetstream::Context,
     subject: String,
+    run_id: String,
     next_seq: u64,
-    pending: VecDeque<PublishAckFuture>,
+    pending: VecDeque<Pending>,
     error: Option<String>,
     limit: u64,
     stored_bytes: u64,
@@ -148,6 +167,7 @@ impl LogPublisher {
         Self {
             js,
             subject: common::nats::logs_subject(run_id),
+            run_id: run_id.to_string(),
             next_seq: 0,
             pending: VecDeque::new(),
             error: None,
@@ -198,31 +218,74 @@ impl LogPublisher {
             time: c.time,
         };
         let payload = match serde_json::to_vec(&msg) {
-            Ok(p) => p,
+            Ok(p) => bytes::Bytes::from(p),
             Err(e) => {
                 self.error = Some(format!("encoding line {seq}: {e}"));
                 return;
             }
         };
-        match self.js.publish(self.subject.clone(), payload.into()).await {
-            Ok(ack) => self.pending.push_back(ack),
-            Err(e) => {
-                self.error = Some(format!("line {seq}: {e}"));
-                return;
+        let ack = self.send(seq, payload.clone()).await.ok();
+        self.pending.push_back(Pending { seq, payload, ack });
+        if ack_missing(&self.pending) {
+            // Keep the order: settle everything before this line goes out again.
+            while !self.pending.is_empty() && self.error.is_none() {
+                self.await_oldest().await;
             }
-        }
-        if self.pending.len() >= WINDOW {
+        } else if self.pending.len() >= WINDOW {
             self.await_oldest().await;
         }
     }
 
+    async fn send(&self, seq: u64, payload: bytes::Bytes) -> Result<PublishAckFuture, String> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            common::nats::MSG_ID,
+            format!("{}.{seq}", self.run_id).as_str(),
+        );
+        self.js
+            .publish_with_headers(self.subject.clone(), headers, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn await_oldest(&mut self) {
-        if let Some(ack) = self.pending.pop_front()
-            && let Err(e) = ack.await
-            && self.error.is_none()
-        {
-            self.error = Some(e.to_string());
+        let Some(oldest) = self.pending.pop_front() else {
+            return;
+        };
+        let landed = match oldest.ack {
+            Some(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            None => Err("the publish failed".to_owned()),
+        };
+        if let Err(first) = landed {
+            // Publish this line and every later one again, in order, each until it lands.
+            let mut todo = vec![(oldest.seq, oldest.payload)];
+            todo.extend(self.pending.drain(..).map(|p| (p.seq, p.payload)));
+            // Outside the run's span: whether a retry happens depends on timing.
+            tracing::warn!(parent: None, run_id = %self.run_id, seq = oldest.seq, error = %first, lines = todo.len(), "storing output failed; publishing again");
+            for (seq, payload) in todo {
+                if let Err(e) = self.resend(seq, payload).await {
+                    self.error = Some(format!("line {seq}: {e}"));
+                    return;
+                }
+            }
         }
+    }
+
+    async fn resend(&self, seq: u64, payload: bytes::Bytes) -> Result<(), String> {
+        let mut delay = std::time::Duration::from_millis(100);
+        let mut last = String::new();
+        for _ in 0..RESEND_ATTEMPTS {
+            match self.send(seq, payload.clone()).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        }
+        Err(last)
     }
 
     /// Waits for every ack. `Ok(lines)` when all were stored, else the first failure.

@@ -389,25 +389,41 @@ impl RunTask {
             Gone,
         }
         let me = self.shared.engine_id.as_str();
-        let result = self
-            .shared
-            .infra
-            .update_run(&self.id(), |rec| match rec {
-                None => Decision::Keep(Start::Gone),
-                Some(r) if r.engine_id.as_deref() != Some(me) => {
-                    Decision::Keep(Start::Changed(r.state))
+        // NATS may be restarting: retry a failing write with backoff (about a minute) rather
+        // than abort a process that is running fine. Its output waits in the pipe meanwhile.
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let result = self
+                .shared
+                .infra
+                .update_run(&self.id(), |rec| match rec {
+                    None => Decision::Keep(Start::Gone),
+                    Some(r) if r.engine_id.as_deref() != Some(me) => {
+                        Decision::Keep(Start::Changed(r.state))
+                    }
+                    Some(r) if r.state == State::Initializing => {
+                        r.state = State::Running;
+                        r.run_log = Some(log.clone());
+                        Decision::Write(Start::Running)
+                    }
+                    Some(r) if matches!(r.state, State::Canceling | State::Canceled) => {
+                        Decision::Keep(Start::Canceling)
+                    }
+                    Some(r) => Decision::Keep(Start::Changed(r.state)),
+                })
+                .await;
+            match result {
+                Err(e) if attempt < 30 && self.control.stop_reason().is_none() => {
+                    // Outside the run's span: whether a retry happens depends on timing.
+                    tracing::warn!(parent: None, run_id = %self.id(), error = %e, attempt, "marking the run RUNNING failed; retrying");
+                    tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Some(r) if r.state == State::Initializing => {
-                    r.state = State::Running;
-                    r.run_log = Some(log.clone());
-                    Decision::Write(Start::Running)
-                }
-                Some(r) if matches!(r.state, State::Canceling | State::Canceled) => {
-                    Decision::Keep(Start::Canceling)
-                }
-                Some(r) => Decision::Keep(Start::Changed(r.state)),
-            })
-            .await;
+                other => break other,
+            }
+        };
         let abort = match result {
             Ok(Start::Running) => return,
             Ok(Start::Canceling) => {
@@ -465,7 +481,7 @@ impl RunTask {
                 .await;
             match result {
                 Err(e) if attempt < 30 => {
-                    tracing::warn!(error = %e, attempt, "writing the run's result failed; retrying");
+                    tracing::warn!(parent: None, run_id = %self.id(), error = %e, attempt, "writing the run's result failed; retrying");
                     tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }

@@ -373,13 +373,18 @@ async fn nats_restarted_mid_run() -> anyhow::Result<()> {
                 s.client
                     .wait_for_state(&running, &["RUNNING"], DEADLINE)
                     .await?;
-                // Four more fill the engine (maxConcurrentRuns 4), so two stay QUEUED.
+                // Three more fill the engine (maxConcurrentRuns 4), two stay QUEUED.
                 let mut runs = vec![running.clone()];
                 for _ in 0..5 {
                     runs.push(s.client.create_run(&body).await?);
                 }
-                let queued = s.client.state(&runs[5]).await?;
-                assert_eq!(queued, "QUEUED", "the engine is full");
+                for run in &runs[..4] {
+                    s.client.wait_for_state(run, &["RUNNING"], DEADLINE).await?;
+                    wait_for_log(s, run, "stdout: gated: waiting").await?;
+                }
+                for run in &runs[4..] {
+                    assert_eq!(s.client.state(run).await?, "QUEUED", "the engine is full");
+                }
 
                 s.restart_nats(true).await?;
                 wait_ready(s, 200).await?;
