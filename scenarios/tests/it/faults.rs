@@ -42,6 +42,21 @@ async fn workflow_group(s: &harness::Stack, run: &str) -> anyhow::Result<i32> {
     .await
 }
 
+/// A `sleep.sh` run that is RUNNING and has printed its first line; the guard kills its
+/// process group if the scenario fails. Also returns the engine ids to redact.
+async fn sleeping_run(
+    s: &harness::Stack,
+) -> anyhow::Result<(String, i32, KillGroupOnDrop, Vec<String>)> {
+    let run = s.client.create_run(&run_body("sleep.sh")).await?;
+    s.client
+        .wait_for_state(&run, &["RUNNING"], DEADLINE)
+        .await?;
+    wait_for_log(s, &run, "stdout: started").await?;
+    let group = workflow_group(s, &run).await?;
+    let engines = engine_ids(s).await?;
+    Ok((run, group, KillGroupOnDrop(group), engines))
+}
+
 /// The `error` of a run, as `GET /runs/{id}` shows it.
 async fn run_error(s: &harness::Stack, run: &str) -> anyhow::Result<String> {
     let detail = s.client.get(&format!("/runs/{run}")).await?.body;
@@ -55,14 +70,7 @@ async fn engine_killed_mid_run() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                let run = s.client.create_run(&run_body("sleep.sh")).await?;
-                s.client
-                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
-                    .await?;
-                wait_for_log(s, &run, "stdout: started").await?;
-                let group = workflow_group(s, &run).await?;
-                let _reap = KillGroupOnDrop(group);
-                let engines = engine_ids(s).await?;
+                let (run, group, _reap, engines) = sleeping_run(s).await?;
 
                 s.kill_engine(0).await?;
                 s.client
@@ -98,14 +106,7 @@ async fn engine_paused_past_ttl() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                let run = s.client.create_run(&run_body("sleep.sh")).await?;
-                s.client
-                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
-                    .await?;
-                wait_for_log(s, &run, "stdout: started").await?;
-                let group = workflow_group(s, &run).await?;
-                let _reap = KillGroupOnDrop(group);
-                let engines = engine_ids(s).await?;
+                let (run, group, _reap, engines) = sleeping_run(s).await?;
 
                 s.pause_engine(0).await?;
                 s.client
@@ -284,6 +285,9 @@ async fn oversized_request() -> anyhow::Result<()> {
                 // Eight 126 KB parameters: under the 1 MiB body limit, over what a record may
                 // take once the engine's room is kept.
                 let mut body = run_body("args.sh");
+                // A URL that does not depend on where the repository is checked out, so the
+                // size the 413 names is the same everywhere (it never runs).
+                body["workflow_url"] = json!("/srv/workflows/args.sh");
                 let big = "x".repeat(126 * 1024);
                 let params: serde_json::Map<String, serde_json::Value> =
                     (0..8).map(|i| (format!("p{i}"), json!(big))).collect();

@@ -214,23 +214,9 @@ async fn two_engines_share_the_work() -> anyhow::Result<()> {
 async fn a_run_whose_engine_dies_becomes_a_system_error() -> anyhow::Result<()> {
     let mut stack = Stack::start("engine-dies").await?;
     stack.start_engine().await?;
-    let pidfile = stack.dir.path().join("group.pid");
-    let script = stack.script(
-        "long.sh",
-        &format!("echo $$ > {}\necho started\nsleep 300", pidfile.display()),
-    )?;
     let c = stack.client.clone();
-    let run = c.create_run(&body_for(&script)).await?;
-    c.wait_for_state(&run, &["RUNNING"], DEADLINE).await?;
-    let group = test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .ok_or_else(|| "no pid file yet".to_owned())
-    })
-    .await?;
     // Whatever happens, this test leaves no process behind.
-    let _reap = KillGroupOnDrop(group);
+    let (run, group, _reap) = long_run(&stack).await?;
     stack.engines[0].proc.kill().await?;
     // The engine's group keeper kills the workflow (sh and its sleep) when the engine dies.
     wait_group_gone(group).await?;
@@ -270,22 +256,8 @@ async fn an_engine_restart_runs_what_was_queued() -> anyhow::Result<()> {
 async fn a_cancel_for_a_run_whose_engine_died_ends_canceled() -> anyhow::Result<()> {
     let mut stack = Stack::start("engine-dies-cancel").await?;
     stack.start_engine().await?;
-    let pidfile = stack.dir.path().join("group.pid");
-    let script = stack.script(
-        "long.sh",
-        &format!("echo $$ > {}\nsleep 300", pidfile.display()),
-    )?;
     let c = stack.client.clone();
-    let run = c.create_run(&body_for(&script)).await?;
-    c.wait_for_state(&run, &["RUNNING"], DEADLINE).await?;
-    let group = test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .ok_or_else(|| "no pid file yet".to_owned())
-    })
-    .await?;
-    let _reap = KillGroupOnDrop(group);
+    let (run, group, _reap) = long_run(&stack).await?;
     // Freeze the engine so the cancel message reaches nobody, then let it die.
     stack.engines[0]
         .proc
@@ -359,6 +331,29 @@ async fn a_run_its_live_engine_does_not_know_is_failed() -> anyhow::Result<()> {
     let run = c.create_run(&body_for(&script)).await?;
     c.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
     Ok(())
+}
+
+/// A RUNNING run of a script that writes its process group id and sleeps; the guard kills
+/// the group when dropped.
+async fn long_run(stack: &Stack) -> anyhow::Result<(String, i32, KillGroupOnDrop)> {
+    let pidfile = stack.dir.path().join("group.pid");
+    let script = stack.script(
+        "long.sh",
+        &format!("echo $$ > {}\necho started\nsleep 300", pidfile.display()),
+    )?;
+    let run = stack.client.create_run(&body_for(&script)).await?;
+    stack
+        .client
+        .wait_for_state(&run, &["RUNNING"], DEADLINE)
+        .await?;
+    let group = test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .ok_or_else(|| "no pid file yet".to_owned())
+    })
+    .await?;
+    Ok((run, group, KillGroupOnDrop(group)))
 }
 
 /// Waits until process group `pgid` has no process left.
