@@ -391,31 +391,7 @@ impl Stack {
     }
 }
 
-/// Waits until no process of group `pgid` exists any more (`kill(-pgid, 0)` says ESRCH).
-pub async fn wait_group_gone(pgid: i32, deadline: Duration) -> Result<()> {
-    test_support::wait_for(
-        &format!("process group {pgid} to be gone"),
-        deadline,
-        || async {
-            match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None) {
-                Err(nix::errno::Errno::ESRCH) => Ok(()),
-                Ok(()) => Err("it still has processes".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await
-}
-
-/// Kills process group `pgid` when dropped, so a scenario that fails never leaves a workflow
-/// behind (a no-op when the group is gone).
-pub struct KillGroupOnDrop(pub i32);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
-    }
-}
+pub use test_support::{KillGroupOnDrop, wait_group_gone};
 
 /// The terminal run states.
 pub const TERMINAL: [&str; 5] = [

@@ -379,6 +379,30 @@ impl RunTask {
         })
     }
 
+    /// [`common::infra::Infra::update_run`] on this run, retrying a failing write with backoff
+    /// (about a minute, 30 attempts) while `keep_trying()` — NATS may be restarting. The
+    /// warnings are outside the run's span: whether a retry happens depends on timing.
+    async fn update_with_retries<T>(
+        &self,
+        what: &str,
+        keep_trying: impl Fn() -> bool,
+        mut decide: impl FnMut(Option<&mut RunRecord>) -> Decision<T>,
+    ) -> Result<T, common::infra::InfraError> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.shared.infra.update_run(&self.id(), &mut decide).await {
+                Err(e) if attempt < 30 && keep_trying() => {
+                    tracing::warn!(parent: None, run_id = %self.id(), error = %e, attempt, "{what} failed; retrying");
+                    tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// CAS INITIALIZING → RUNNING. A record that says CANCELING (the cancel message may be
     /// lost) stops the process like a cancel; any other change aborts the run.
     async fn mark_running(&self, log: &RunLog) {
@@ -389,16 +413,13 @@ impl RunTask {
             Gone,
         }
         let me = self.shared.engine_id.as_str();
-        // NATS may be restarting: retry a failing write with backoff (about a minute) rather
-        // than abort a process that is running fine. Its output waits in the pipe meanwhile.
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            let result = self
-                .shared
-                .infra
-                .update_run(&self.id(), |rec| match rec {
+        // NATS may be restarting: retry a failing write rather than abort a process that is
+        // running fine. Its output waits in the pipe meanwhile.
+        let result = self
+            .update_with_retries(
+                "marking the run RUNNING",
+                || self.control.stop_reason().is_none(),
+                |rec| match rec {
                     None => Decision::Keep(Start::Gone),
                     Some(r) if r.engine_id.as_deref() != Some(me) => {
                         Decision::Keep(Start::Changed(r.state))
@@ -412,18 +433,9 @@ impl RunTask {
                         Decision::Keep(Start::Canceling)
                     }
                     Some(r) => Decision::Keep(Start::Changed(r.state)),
-                })
-                .await;
-            match result {
-                Err(e) if attempt < 30 && self.control.stop_reason().is_none() => {
-                    // Outside the run's span: whether a retry happens depends on timing.
-                    tracing::warn!(parent: None, run_id = %self.id(), error = %e, attempt, "marking the run RUNNING failed; retrying");
-                    tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => break other,
-            }
-        };
+                },
+            )
+            .await;
         let abort = match result {
             Ok(Start::Running) => return,
             Ok(Start::Canceling) => {
@@ -458,15 +470,12 @@ impl RunTask {
     ) -> (State, Option<String>) {
         let me = self.shared.engine_id.as_str();
         // The result must land: a run left non-terminal behind a live engine would never be
-        // failed by the API's reaper. Retry a failing write with backoff (about a minute).
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            let result = self
-                .shared
-                .infra
-                .update_run(&self.id(), |rec| match rec {
+        // failed by the API's reaper.
+        let result = self
+            .update_with_retries(
+                "writing the run's result",
+                || true,
+                |rec| match rec {
                     None => Decision::Keep(None),
                     Some(r) if r.state.is_terminal() || r.engine_id.as_deref() != Some(me) => {
                         Decision::Keep(Some((r.state, r.error.clone())))
@@ -477,17 +486,9 @@ impl RunTask {
                         r.run_log = Some(log.clone());
                         Decision::Write(Some((state, r.error.clone())))
                     }
-                })
-                .await;
-            match result {
-                Err(e) if attempt < 30 => {
-                    tracing::warn!(parent: None, run_id = %self.id(), error = %e, attempt, "writing the run's result failed; retrying");
-                    tokio::time::sleep(delay).await; // backoff between retries, not synchronisation
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => break other,
-            }
-        };
+                },
+            )
+            .await;
         match result {
             Ok(Some((fin, why))) if fin != state || why != error => {
                 tracing::warn!(state = %fin, "the run was already ended elsewhere; its record is kept as it is");

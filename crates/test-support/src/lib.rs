@@ -263,6 +263,66 @@ impl Drop for Proc {
     }
 }
 
+/// Processes of process group `pgid` that are alive (not zombies), from `/proc`.
+#[must_use]
+pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2].parse::<i32>().ok() == Some(pgid) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until no live process is left in group `pgid`.
+pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> Result<()> {
+    wait_for(
+        &format!("process group {pgid} to be gone"),
+        timeout,
+        || async {
+            let left = live_group_members(pgid);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("live members {left:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// Kills process group `pgid` when dropped, so a test that fails never leaves a workflow
+/// behind (a no-op when the group is gone).
+pub struct KillGroupOnDrop(pub i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// The last `n` lines, joined.
 #[must_use]
 pub fn tail(lines: &[String], n: usize) -> String {

@@ -335,7 +335,7 @@ async fn a_run_its_live_engine_does_not_know_is_failed() -> anyhow::Result<()> {
 
 /// A RUNNING run of a script that writes its process group id and sleeps; the guard kills
 /// the group when dropped.
-async fn long_run(stack: &Stack) -> anyhow::Result<(String, i32, KillGroupOnDrop)> {
+async fn long_run(stack: &Stack) -> anyhow::Result<(String, i32, test_support::KillGroupOnDrop)> {
     let pidfile = stack.dir.path().join("group.pid");
     let script = stack.script(
         "long.sh",
@@ -353,32 +353,10 @@ async fn long_run(stack: &Stack) -> anyhow::Result<(String, i32, KillGroupOnDrop
             .ok_or_else(|| "no pid file yet".to_owned())
     })
     .await?;
-    Ok((run, group, KillGroupOnDrop(group)))
+    Ok((run, group, test_support::KillGroupOnDrop(group)))
 }
 
 /// Waits until process group `pgid` has no process left.
 async fn wait_group_gone(pgid: i32) -> anyhow::Result<()> {
-    test_support::wait_for(
-        "the workflow's process group to be gone",
-        DEADLINE,
-        || async {
-            match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None) {
-                Err(nix::errno::Errno::ESRCH) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await
-}
-
-/// Kills a process group when dropped.
-struct KillGroupOnDrop(i32);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    test_support::wait_group_gone(pgid, DEADLINE).await
 }

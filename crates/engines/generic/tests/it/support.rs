@@ -352,48 +352,7 @@ pub fn fixtures() -> PathBuf {
     test_support::workspace_root().join("fixtures")
 }
 
-/// Processes of process group `pgid` that are alive (not zombies), from `/proc`.
-pub fn live_group_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp ...
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[2].parse::<i32>().ok() == Some(pgid) && fields[0] != "Z" {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// Waits until no live process is left in group `pgid`.
 pub async fn wait_group_gone(pgid: i32) -> Result<()> {
-    wait_for(
-        &format!("process group {pgid} to be gone"),
-        TIMEOUT,
-        || async {
-            let left = live_group_members(pgid);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("live members {left:?}"))
-            }
-        },
-    )
-    .await
+    test_support::wait_group_gone(pgid, TIMEOUT).await
 }
