@@ -106,7 +106,7 @@ async fn seed_history(infra: &Infra, from: usize, n: usize) -> Result<()> {
 /// Measurement 1: `GET /runs` and `GET /service-info` against history.
 pub async fn listing_against_history() -> Result<()> {
     let s = stack("bench-listing", 1, true).await?;
-    let infra = Infra::ensure(async_nats::connect(&s.infra.nats_url).await?)
+    let infra = Infra::ensure(s.infra.nats_endpoint.connect().await?)
         .await
         .context("opening the stack's streams")?;
     let fifty = s.client.as_user(Some("bench-50"));
@@ -153,7 +153,7 @@ pub async fn listing_against_history() -> Result<()> {
 pub async fn create_throughput(posts: usize) -> Result<()> {
     let s = stack("bench-create", 0, true).await?;
     // The API validates against the registered config; register it as an engine would.
-    let infra = Infra::ensure(async_nats::connect(&s.infra.nats_url).await?).await?;
+    let infra = Infra::ensure(s.infra.nats_endpoint.connect().await?).await?;
     let config = common::FullEngineConfig::load(&s.engine_config)?;
     infra
         .engine_configs

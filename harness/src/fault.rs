@@ -160,7 +160,12 @@ impl Stack {
         }
         let mut env = service_env(&self.infra, self.production_timings);
         env.push(("APP_PORT", port.to_string()));
-        let api = start_api(&self.infra.nats_url, &self.dir.join("api-restarted"), &env).await?;
+        let api = start_api(
+            &self.infra.nats_endpoint,
+            &self.dir.join("api-restarted"),
+            &env,
+        )
+        .await?;
         self.api = Some(api);
         step.done();
         Ok(())
@@ -206,9 +211,7 @@ impl Stack {
         let step = self
             .timeline
             .step("losing every run message waiting in METIS_RUNS (purge)");
-        let client = async_nats::connect(&self.infra.nats_url)
-            .await
-            .context("connecting to NATS")?;
+        let client = self.infra.nats_endpoint.connect().await?;
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream("METIS_RUNS")
@@ -435,7 +438,8 @@ async fn hang_up_post(base: &str, body: &Value) -> Told {
     let addr = base.trim_start_matches("http://").to_owned();
     let body = body.to_string();
     let request = format!(
-        "POST /runs HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-user-id: alice\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST /runs HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        test_support::metis::mint_token("alice"),
         body.len()
     );
     match tokio::net::TcpStream::connect(&addr).await {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use test_support::{NatsServer, Proc, bin, clean_command};
+use test_support::{NatsEndpoint, NatsServer, Proc, bin, clean_command};
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -48,6 +48,9 @@ pub struct Infra {
     pub backend: Backend,
     /// `nats://127.0.0.1:<port>`.
     pub nats_url: String,
+    /// The address with the credentials the services log in with (NATS runs with
+    /// authorization on both backends, as in production).
+    pub nats_endpoint: NatsEndpoint,
     /// The receiver's addresses (stable across [`Infra::stop_receiver`]/[`Infra::restart_receiver`]).
     pub receiver: ReceiverAddrs,
     nats: NatsHandle,
@@ -140,6 +143,7 @@ impl Infra {
         Ok(Self {
             backend: Backend::Local,
             nats_url: nats.url.clone(),
+            nats_endpoint: nats.endpoint(),
             receiver: addrs(grpc_port, http_port),
             nats: NatsHandle::Local(Box::new(nats)),
             recv: Receiver::Local(Box::new(proc)),
@@ -189,8 +193,14 @@ impl Infra {
         // A pinned host port (below the ephemeral range), so a restarted container comes back
         // on the address the services know.
         let nats_host_port = pinnable_port()?;
+        let password = test_support::random_hex(16);
         let nats = Nats::default()
-            .with_cmd(&NatsServerCmd::default().with_jetstream())
+            .with_cmd(
+                &NatsServerCmd::default()
+                    .with_jetstream()
+                    .with_user(test_support::NATS_TEST_USER)
+                    .with_password(&password),
+            )
             .with_name(&name)
             .with_tag(&tag)
             .with_label(LABEL_OWNER, scenario)
@@ -217,6 +227,11 @@ impl Infra {
         Ok(Self {
             backend: Backend::Docker,
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            nats_endpoint: NatsEndpoint {
+                url: format!("nats://127.0.0.1:{nats_port}"),
+                user: test_support::NATS_TEST_USER.to_owned(),
+                password,
+            },
             receiver: addrs(grpc_port, http_port),
             nats: NatsHandle::Docker(Box::new(nats)),
             recv: Receiver::Docker(Box::new(recv)),

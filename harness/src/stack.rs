@@ -130,7 +130,7 @@ impl Stack {
         let receiver = ReceiverClient::new(&infra.receiver.http);
         let step = timeline.step("starting metis-api");
         let api = start_api(
-            &infra.nats_url,
+            &infra.nats_endpoint,
             &dir,
             &service_env(&infra, options.production_timings),
         )
@@ -170,7 +170,7 @@ impl Stack {
         let e = start_engine(
             &name,
             &self.engine_config,
-            &self.infra.nats_url,
+            &self.infra.nats_endpoint,
             &self.dir,
             &service_env(&self.infra, self.production_timings),
         )
@@ -381,6 +381,21 @@ fn write_engine_config(source: &Path, dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("reading {}", source.display()))?;
     let mut doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", source.display()))?;
+    // The copy lives elsewhere: workflow roots relative to the original are made absolute.
+    let folder = source.parent().unwrap_or(Path::new("/"));
+    if let Some(roots) = doc
+        .get_mut("engine")
+        .and_then(|e| e.get_mut("allowedWorkflowRoots"))
+        .and_then(serde_yaml_ng::Value::as_sequence_mut)
+    {
+        for root in roots.iter_mut() {
+            if let Some(r) = root.as_str().filter(|r| !r.starts_with('/')) {
+                let joined = folder.join(r);
+                let path = std::fs::canonicalize(&joined).unwrap_or(joined);
+                *root = path.display().to_string().into();
+            }
+        }
+    }
     let runs = doc
         .as_mapping_mut()
         .context("engine config is not a mapping")?

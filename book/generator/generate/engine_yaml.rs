@@ -325,6 +325,23 @@ fn type_info(m: &Model, ty: &Type) -> Result<TypeInfo> {
             optional: true,
             ..type_info(m, inner("Option")?)?
         },
+        "BTreeMap" | "HashMap" => {
+            let value = match &seg.arguments {
+                PathArguments::AngleBracketed(a) => a.args.iter().rev().find_map(|g| match g {
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                }),
+                _ => None,
+            }
+            .context("a map without a value type")?;
+            let t = type_info(m, value)?;
+            TypeInfo {
+                text: format!("mapping of names to {}", plural(&t.text)),
+                optional: false,
+                list: false,
+                local: t.local,
+            }
+        }
         "Vec" => {
             let t = type_info(m, inner("Vec")?)?;
             TypeInfo {
@@ -570,6 +587,7 @@ impl Walker<'_> {
                 "integer" | "number" => "`0`".to_owned(),
                 "string" => "`\"\"`".to_owned(),
                 "mapping" => "the defaults of its keys".to_owned(),
+                t if t.starts_with("mapping of names") => "`{}`".to_owned(),
                 _ => {
                     let local = ty.local.as_deref().unwrap_or_default();
                     let e = self

@@ -8,9 +8,14 @@
 //! | `REAPER_INTERVAL_MS` | how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again) | `2000` |
 //! | `ENGINE_TTL_MS` | how long an engine instance may go without a heartbeat before its runs are failed (keep it several times the engines' `HEARTBEAT_INTERVAL_MS`) | `10000` |
 //!
+//! Authentication (`AUTH_MODE`, `AUTH_JWT_*`, `AUTH_JWKS_FILE`) is described in [`crate::auth`];
+//! NATS credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS_FILE`) in
+//! [`common::nats::NatsAuth`].
+//!
 //! Logging and export (`RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`) are read by the
 //! `telemetry` crate.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,6 +33,10 @@ pub struct Config {
     pub reaper_interval: Duration,
     /// `ENGINE_TTL_MS`.
     pub engine_ttl: Duration,
+    /// How callers are identified.
+    pub auth: crate::auth::Auth,
+    /// How the API authenticates to NATS.
+    pub nats_auth: common::nats::NatsAuth,
 }
 
 impl Config {
@@ -38,6 +47,8 @@ impl Config {
 
     /// Like [`Config::from_env`] with any lookup (for tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let auth = crate::auth::Auth::from_lookup(&get, Path::new("."))?;
+        let nats_auth = common::nats::NatsAuth::from_lookup(&get).map_err(anyhow::Error::msg)?;
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let port = match get("APP_PORT") {
             Some(v) => v
@@ -82,6 +93,8 @@ impl Config {
             nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
             reaper_interval,
             engine_ttl: ttl,
+            auth,
+            nats_auth,
         })
     }
 }
@@ -90,33 +103,42 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `AUTH_MODE=header` plus `vars`, so the tests need no key.
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        vars.push(("AUTH_MODE".to_owned(), "header".to_owned()));
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
     #[test]
     fn defaults_and_errors() {
-        let c = Config::from_lookup(|_| None).unwrap();
+        let c = Config::from_lookup(lookup(&[])).unwrap();
         assert_eq!(
             (c.host.as_str(), c.port, c.nats_url.as_str()),
             ("0.0.0.0", 8080, "nats://127.0.0.1:4222")
         );
-        let err =
-            Config::from_lookup(|k| (k == "APP_PORT").then(|| "http".to_owned())).unwrap_err();
+        let err = Config::from_lookup(lookup(&[("APP_PORT", "http")])).unwrap_err();
         assert!(format!("{err:#}").contains("APP_PORT"), "{err:#}");
-        let err = Config::from_lookup(|k| (k == "REAPER_INTERVAL_MS").then(|| "0".to_owned()))
-            .unwrap_err();
+        let err = Config::from_lookup(lookup(&[("REAPER_INTERVAL_MS", "0")])).unwrap_err();
         assert!(format!("{err:#}").contains("REAPER_INTERVAL_MS"), "{err:#}");
         assert_eq!(c.engine_ttl, common::nats::DEFAULT_ENGINE_TTL);
-        let err = Config::from_lookup(|k| match k {
-            "REAPER_INTERVAL_MS" => Some("6000".to_owned()),
-            "ENGINE_TTL_MS" => Some("10000".to_owned()),
-            _ => None,
-        })
+        let err = Config::from_lookup(lookup(&[
+            ("REAPER_INTERVAL_MS", "6000"),
+            ("ENGINE_TTL_MS", "10000"),
+        ]))
         .unwrap_err();
         assert!(format!("{err:#}").contains("at most half"), "{err:#}");
         for bad in ["0", "soon"] {
-            let err = Config::from_lookup(|k| (k == "ENGINE_TTL_MS").then(|| bad.to_owned()))
-                .unwrap_err();
+            let err = Config::from_lookup(lookup(&[("ENGINE_TTL_MS", bad)])).unwrap_err();
             assert!(format!("{err:#}").contains("ENGINE_TTL_MS"), "{err:#}");
         }
-        let c = Config::from_lookup(|k| (k == "APP_PORT").then(|| "0".to_owned())).unwrap();
+        let c = Config::from_lookup(lookup(&[("APP_PORT", "0")])).unwrap();
         assert_eq!(c.port, 0);
+        // Without AUTH_MODE=header, a key is required.
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("AUTH_JWT_SECRET"), "{err:#}");
     }
 }

@@ -40,6 +40,10 @@ impl ApiError {
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, msg)
     }
+    /// 401, with a `WWW-Authenticate: Bearer` challenge.
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, msg)
+    }
     /// 409.
     pub fn conflict(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, msg)
@@ -58,11 +62,32 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             error!(status = self.status.as_u16(), msg = %self.msg, "request failed");
         }
+        let challenge = (self.status == StatusCode::UNAUTHORIZED).then(|| {
+            // RFC 6750: the reason, with quotes and control characters kept out of the header.
+            let text: String = self
+                .msg
+                .chars()
+                .map(|c| {
+                    if c == '"' || c == '\\' || c.is_control() {
+                        '\''
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            format!(r#"Bearer realm="metis", error="invalid_token", error_description="{text}""#)
+        });
         let body = ErrorBody {
             msg: self.msg,
             status_code: self.status.as_u16(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(value) = challenge.and_then(|c| axum::http::HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 

@@ -3,7 +3,9 @@
 //! - [`Json`]: like axum's, but a body that is not valid JSON, misses a field or has a wrong
 //!   type is a 400 naming it; a body over the limit stays 413, a missing
 //!   `Content-Type: application/json` stays 415.
-//! - [`UserId`]: the `x-user-id` header (default `anonymous`), checked so it is safe in paths.
+//! - [`UserId`]: the caller — the `sub` of a verified bearer token ([`crate::auth`]), or, only
+//!   in `AUTH_MODE=header`, the `x-user-id` header (default `anonymous`); checked so it is
+//!   safe in paths. Any failure is a 401 that says why, before the body is read.
 //! - [`PathRunId`]: a `{run_id}` path segment that must be a UUID.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -92,19 +94,65 @@ pub struct UserId(pub String);
 /// The header naming the user.
 pub const USER_HEADER: &str = "x-user-id";
 
-impl<S: Send + Sync> FromRequestParts<S> for UserId {
+impl FromRequestParts<crate::AppState> for UserId {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(USER_HEADER) else {
-            return Ok(Self("anonymous".to_owned()));
-        };
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::bad_request(format!("{USER_HEADER}: must be visible ASCII")))?;
-        check_user_id(text).map_err(|m| ApiError::bad_request(format!("{USER_HEADER}: {m}")))?;
-        Ok(Self(text.to_owned()))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match state.auth.as_ref() {
+            crate::auth::Auth::TrustHeader => {
+                let Some(value) = parts.headers.get(USER_HEADER) else {
+                    return Ok(Self("anonymous".to_owned()));
+                };
+                let text = value.to_str().map_err(|_| {
+                    ApiError::bad_request(format!("{USER_HEADER}: must be visible ASCII"))
+                })?;
+                check_user_id(text)
+                    .map_err(|m| ApiError::bad_request(format!("{USER_HEADER}: {m}")))?;
+                Ok(Self(text.to_owned()))
+            }
+            crate::auth::Auth::Jwt(verifier) => {
+                let token = bearer(parts).map_err(ApiError::unauthorized)?;
+                verifier
+                    .verify(token)
+                    .map(|claims| Self(claims.sub))
+                    .map_err(|e| ApiError::unauthorized(e.0))
+            }
+        }
     }
+}
+
+/// The token of `Authorization: Bearer <token>`, or why there is none.
+fn bearer(parts: &Parts) -> Result<&str, String> {
+    let mut values = parts
+        .headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter();
+    let Some(value) = values.next() else {
+        return Err(
+            "missing Authorization header: send 'Authorization: Bearer <token>'".to_owned(),
+        );
+    };
+    if values.next().is_some() {
+        return Err("more than one Authorization header".to_owned());
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| "the Authorization header must be visible ASCII".to_owned())?;
+    let (scheme, token) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(format!(
+            "the Authorization scheme must be Bearer, got '{}'",
+            scheme.chars().take(20).collect::<String>()
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("the bearer token is empty".to_owned());
+    }
+    Ok(token)
 }
 
 /// A user id is 1–128 of `A-Z a-z 0-9 . _ @ -`, and not `.` or `..` (it becomes a path part).

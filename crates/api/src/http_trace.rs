@@ -2,6 +2,9 @@
 //! route template, never the raw path, so `/runs/{run_id}` stays one name), with OTel HTTP
 //! attributes. tower-http's own request/response/failure events are off: they carry
 //! latencies, and the span already records the outcome.
+//!
+//! The span continues the caller's trace when the request carries W3C `traceparent` /
+//! `tracestate` headers. No other header is recorded — `Authorization` never reaches a span.
 
 use axum::extract::MatchedPath;
 use axum::http::{Request, Response};
@@ -24,7 +27,7 @@ impl<B> MakeSpan<B> for ServerSpan {
             Some(r) => format!("{method} {r}"),
             None => method.to_owned(),
         };
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "HTTP request",
             otel.name = %name,
             otel.kind = "server",
@@ -33,7 +36,15 @@ impl<B> MakeSpan<B> for ServerSpan {
             http.route = route.unwrap_or(""),
             url.path = %req.uri().path(),
             http.response.status_code = field::Empty,
-        )
+        );
+        let trace_headers = ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|name| {
+                let value = req.headers().get(name)?.to_str().ok()?;
+                Some((name, value))
+            });
+        telemetry::propagation::set_parent_from_pairs(&span, trace_headers);
+        span
     }
 }
 

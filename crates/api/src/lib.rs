@@ -5,11 +5,12 @@
 //! message headers, relays cancels to the owning engine, and serves run state and logs back.
 //! A reaper marks runs whose engine stopped heartbeating as SYSTEM_ERROR.
 //!
-//! Modules: [`config`] (environment), [`error`] (the JSON error body), [`extract`] (request
+//! Modules: [`auth`] (bearer tokens), [`config`] (environment), [`error`] (the JSON error body), [`extract`] (request
 //! extractors with clear 4xx errors), [`routes`] (handlers and router), [`service`] (the
 //! traced create and cancel operations), [`logs`] (reading captured output), [`reaper`],
 //! [`openapi`], [`http_trace`] (the HTTP server span).
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The registered engine configs, kept current by a watch on `metis_engine_configs`.
     pub configs: ConfigCache,
+    /// How callers are identified (from the config).
+    pub auth: Arc<auth::Auth>,
 }
 
 /// Engine configs by `metis_engine_configs` key, as last seen by a watch. A miss falls back to
@@ -88,7 +91,17 @@ impl ConfigCache {
 
 /// Connects, prepares NATS, binds, and serves until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
+    match &config.auth {
+        auth::Auth::TrustHeader => telemetry::tracing::warn!(
+            "AUTH_MODE=header: the x-user-id header is trusted as sent, so any client can act as any user; use it for local experiments only"
+        ),
+        auth::Auth::Jwt(_) => info!(auth = ?config.auth, "bearer tokens required"),
+    }
+    let client = config
+        .nats_auth
+        .apply(async_nats::ConnectOptions::new())
+        .await
+        .map_err(anyhow::Error::msg)?
         .name("metis-api")
         .retry_on_initial_connect()
         .connection_timeout(std::time::Duration::from_secs(5))
@@ -103,6 +116,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         client,
         config: Arc::new(config.clone()),
         configs: ConfigCache::default(),
+        auth: Arc::new(config.auth.clone()),
     };
     let watcher = {
         let (cache, infra) = (state.configs.clone(), state.infra.clone());

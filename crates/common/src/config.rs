@@ -72,9 +72,18 @@ pub struct EngineSpec {
     /// Engine parameters the request may set.
     #[serde(default)]
     pub engine_params: EngineParams,
-    /// Parameter names a request may never set.
+    /// Parameter names a request may never set, as engine or workflow parameter; leading
+    /// dashes, case and `_` versus `-` do not matter (`--Exec` is `exec`).
     #[serde(default)]
     pub denied_params: Vec<DeniedParam>,
+    /// Folders a local `workflow_url` must resolve under (symlinks followed); relative paths
+    /// are resolved against the config file's folder. Empty: no local workflow is accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_workflow_roots: Vec<String>,
+    /// URL schemes (`https`, `s3`, …) a `workflow_url` may use; such a URL is passed to the
+    /// command as given. Empty: only local files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_url_schemes: Vec<String>,
 }
 
 fn default_max_concurrent_runs() -> usize {
@@ -224,6 +233,11 @@ pub struct RunsConfig {
     /// Time between SIGTERM and SIGKILL when a run is cancelled.
     #[serde(default = "default_grace")]
     pub cancel_grace_period_ms: u64,
+    /// Variables set in every workflow's environment, on top of the fixed allowlist (`PATH`,
+    /// `HOME` and `TMPDIR` in the workdir, `LANG`); nothing else of the engine's own
+    /// environment reaches a workflow.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 fn default_grace() -> u64 {
@@ -235,6 +249,7 @@ impl Default for RunsConfig {
         Self {
             workdir: WorkdirConfig::default(),
             cancel_grace_period_ms: default_grace(),
+            env: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -286,9 +301,17 @@ impl FullEngineConfig {
             source,
         })?;
         let mut cfg = Self::parse(&text, path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         if cfg.runs.workdir.base.is_relative() {
-            let dir = path.parent().unwrap_or(Path::new("."));
             cfg.runs.workdir.base = dir.join(&cfg.runs.workdir.base);
+        }
+        for root in &mut cfg.engine.allowed_workflow_roots {
+            // Absolute and without `.`/`..`, as the API compares it on another host.
+            let joined = std::path::absolute(dir.join(&*root)).unwrap_or_else(|_| dir.join(&*root));
+            *root = std::fs::canonicalize(&joined)
+                .unwrap_or(joined)
+                .to_string_lossy()
+                .into_owned();
         }
         Ok(cfg)
     }
@@ -354,6 +377,70 @@ impl FullEngineConfig {
                 return err(
                     key,
                     format!("'{bad}' must be letters, digits, '_', '-', '+' or '.'"),
+                );
+            }
+        }
+        for (key, list) in [
+            ("engine.workflowTypes", &e.workflow_types),
+            ("engine.workflowTypeVersions", &e.workflow_type_versions),
+        ] {
+            // Two values that become the same subject token would share one queue.
+            for (i, a) in list.iter().enumerate() {
+                if let Some(b) = list[..i]
+                    .iter()
+                    .find(|b| *b != a && crate::nats::token(b) == crate::nats::token(a))
+                {
+                    return err(
+                        key,
+                        format!(
+                            "'{b}' and '{a}' collide: both are the NATS subject token '{}'",
+                            crate::nats::token(a)
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, root) in e.allowed_workflow_roots.iter().enumerate() {
+            if root.trim().is_empty() {
+                return err(
+                    &format!("engine.allowedWorkflowRoots[{i}]"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        for (i, scheme) in e.allowed_url_schemes.iter().enumerate() {
+            let ok = scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if !ok || scheme.eq_ignore_ascii_case("file") {
+                return err(
+                    &format!("engine.allowedUrlSchemes[{i}]"),
+                    format!(
+                        "'{scheme}' is not a URL scheme this list may hold (letters, digits, '+', '-', '.'; not file: local files go through allowedWorkflowRoots)"
+                    ),
+                );
+            }
+        }
+        for name in self.runs.env.keys() {
+            let ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return err(
+                    &format!("runs.env.{name}"),
+                    "is not a variable name (letters, digits, '_')".into(),
+                );
+            }
+            if matches!(name.as_str(), "HOME" | "TMPDIR") {
+                return err(
+                    &format!("runs.env.{name}"),
+                    "is set by the engine (the run's workdir)".into(),
                 );
             }
         }

@@ -19,6 +19,7 @@
 //! Subject tokens come from the engine's config (never from the request's spelling), with `.`
 //! replaced by `_` so a version like `1.0` stays one token.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The stream that carries run requests (work-queue retention).
@@ -223,5 +224,140 @@ mod tests {
         }
         assert_eq!(user_token("alice"), "alice");
         assert_eq!(user_token("a.b@c"), "a=2Eb=40c");
+    }
+}
+
+/// How a service authenticates to NATS, from its environment:
+///
+/// | variable | meaning |
+/// | --- | --- |
+/// | `NATS_USER` + `NATS_PASSWORD` | user and password |
+/// | `NATS_TOKEN` | an authorization token |
+/// | `NATS_CREDS_FILE` | a `.creds` file (JWT + nkey seed, decentralised auth) |
+/// | `NATS_NKEY_SEED_FILE` | a file holding an nkey seed (`SU…`) |
+///
+/// At most one method; none means no credentials (a server without authorization). The
+/// values never reach a workflow: the engine starts workflows with a cleared environment.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `NATS_USER` / `NATS_PASSWORD`.
+    UserPassword(String, String),
+    /// `NATS_TOKEN`.
+    Token(String),
+    /// `NATS_CREDS_FILE`.
+    CredsFile(PathBuf),
+    /// `NATS_NKEY_SEED_FILE`.
+    NkeySeedFile(PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a secret.
+        match self {
+            Self::None => f.write_str("none"),
+            Self::UserPassword(user, _) => write!(f, "user {user}"),
+            Self::Token(_) => f.write_str("token"),
+            Self::CredsFile(p) => write!(f, "creds file {}", p.display()),
+            Self::NkeySeedFile(p) => write!(f, "nkey seed file {}", p.display()),
+        }
+    }
+}
+
+/// The variables [`NatsAuth`] reads.
+pub const NATS_AUTH_VARS: [&str; 5] = [
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+    "NATS_CREDS_FILE",
+    "NATS_NKEY_SEED_FILE",
+];
+
+impl NatsAuth {
+    /// Reads the variables through `get` (empty counts as unset); the error names them.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        let (user, password) = (get("NATS_USER"), get("NATS_PASSWORD"));
+        let mut found = Vec::new();
+        match (user, password) {
+            (Some(u), Some(p)) => found.push(Self::UserPassword(u, p)),
+            (Some(_), None) => return Err("NATS_USER is set but NATS_PASSWORD is not".to_owned()),
+            (None, Some(_)) => return Err("NATS_PASSWORD is set but NATS_USER is not".to_owned()),
+            (None, None) => {}
+        }
+        found.extend(get("NATS_TOKEN").map(Self::Token));
+        found.extend(get("NATS_CREDS_FILE").map(|p| Self::CredsFile(p.into())));
+        found.extend(get("NATS_NKEY_SEED_FILE").map(|p| Self::NkeySeedFile(p.into())));
+        match found.len() {
+            0 => Ok(Self::None),
+            1 => Ok(found.remove(0)),
+            _ => Err(format!(
+                "set only one NATS credential: NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS_FILE or NATS_NKEY_SEED_FILE (found {})",
+                found
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    /// `opts` with these credentials; a file that cannot be read is an error naming it.
+    pub async fn apply(
+        &self,
+        opts: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, String> {
+        Ok(match self {
+            Self::None => opts,
+            Self::UserPassword(u, p) => opts.user_and_password(u.clone(), p.clone()),
+            Self::Token(t) => opts.token(t.clone()),
+            Self::CredsFile(path) => opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| format!("NATS_CREDS_FILE {}: {e}", path.display()))?,
+            Self::NkeySeedFile(path) => {
+                let seed = std::fs::read_to_string(path)
+                    .map_err(|e| format!("NATS_NKEY_SEED_FILE {}: {e}", path.display()))?;
+                opts.nkey(seed.trim().to_owned())
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<NatsAuth, String> {
+        NatsAuth::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn one_method_at_most_and_secrets_never_printed() {
+        assert_eq!(from(&[]).unwrap(), NatsAuth::None);
+        let up = from(&[("NATS_USER", "metis"), ("NATS_PASSWORD", "s3cret")]).unwrap();
+        assert_eq!(format!("{up:?}"), "user metis");
+        assert!(
+            from(&[("NATS_USER", "metis")])
+                .unwrap_err()
+                .contains("NATS_PASSWORD")
+        );
+        assert!(
+            from(&[("NATS_PASSWORD", "x")])
+                .unwrap_err()
+                .contains("NATS_USER")
+        );
+        let two = from(&[("NATS_TOKEN", "t0k"), ("NATS_CREDS_FILE", "/x.creds")]).unwrap_err();
+        assert!(two.contains("only one") && !two.contains("t0k"), "{two}");
+        assert_eq!(
+            format!("{:?}", from(&[("NATS_TOKEN", "t0k")]).unwrap()),
+            "token"
+        );
     }
 }

@@ -4,6 +4,20 @@
 //! names the field; the engine runs it again before building the argv (its config is the one
 //! that counts). The result already holds the argv pieces for `{engine_params}` and
 //! `{workflow_params}`: every value is one argument, whatever characters it contains.
+//!
+//! Hostile requests are refused here:
+//!
+//! - `workflow_url` must be a URL whose scheme `engine.allowedUrlSchemes` lists, or an
+//!   absolute path without `..` that resolves (symlinks followed, as far as the path exists on
+//!   this host) under one of `engine.allowedWorkflowRoots`; the engine passes the resolved path
+//!   to the command, so a symlink swapped after the check cannot redirect the run.
+//! - Denied parameter names match after the normalisation a command line undergoes: leading
+//!   dashes dropped, ASCII case folded, `_` read as `-` (`--Exec`, `EXEC`, `e_x_e_c` → a
+//!   denied `exec` needs only one entry); for engine and workflow parameters alike.
+//! - Names forwarded as options (`unknownParamsBehavior: pass`, `workflow_params` keys) must
+//!   be option names: `[A-Za-z0-9][A-Za-z0-9_.-]*` after up to two leading dashes.
+//! - A positional value (a declared parameter without `cliFlag`) must not start with `-`, so
+//!   it cannot be read as an option.
 
 use serde_json::Value;
 
@@ -42,6 +56,9 @@ pub struct ValidatedRun {
     pub engine_args: Vec<String>,
     /// What `{workflow_params}` expands to (`--key value` per top-level key).
     pub workflow_args: Vec<String>,
+    /// What `{workflow_url}` expands to: the URL as given, or the local path resolved
+    /// (symlinks followed) when it exists on this host.
+    pub workflow_url: String,
 }
 
 /// A parameter value after type checking.
@@ -74,6 +91,8 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
             "must not start with '-'",
         ));
     }
+    let workflow_url = check_workflow_url(&req.workflow_url, spec)
+        .map_err(|m| ValidationError::new("workflow_url", m))?;
     let workflow_type = spec
         .workflow_types
         .iter()
@@ -109,19 +128,11 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
 
     let given = req.workflow_engine_parameters.clone().unwrap_or_default();
     for key in given.keys() {
-        for d in &spec.denied_params {
-            let hit = match d.kind {
-                DeniedKind::Exact => *key == d.pattern,
-                DeniedKind::Regex => regex::Regex::new(&d.pattern).is_ok_and(|re| re.is_match(key)),
-            };
-            if hit {
-                let reason = d.reason.as_deref().unwrap_or("not allowed by this engine");
-                return Err(ValidationError::new(
-                    format!("{PARAMS}.{key}"),
-                    format!("parameter is denied: {reason}"),
-                ));
-            }
-        }
+        check_denied(spec, key).map_err(|m| ValidationError::new(format!("{PARAMS}.{key}"), m))?;
+    }
+    for key in req.workflow_params.iter().flatten().map(|(k, _)| k) {
+        check_denied(spec, key)
+            .map_err(|m| ValidationError::new(format!("workflow_params.{key}"), m))?;
     }
 
     let mut engine_args = Vec::new();
@@ -159,6 +170,20 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
                 None => continue,
             },
         };
+        if p.cli_flag.is_none() {
+            let text = match &value {
+                Checked::Text(t) => Some(t.clone()),
+                Checked::List(items) => Some(items.join(",")),
+                Checked::Flag(_) => None,
+            };
+            if text.is_some_and(|t| t.starts_with('-')) {
+                let name = present.first().map_or(p.name(), |n| n.as_str());
+                return Err(ValidationError::new(
+                    format!("{PARAMS}.{name}"),
+                    "a positional value must not start with '-' (it would be read as an option)",
+                ));
+            }
+        }
         push_args(&mut engine_args, p.cli_flag.as_deref(), value);
     }
     for (key, value) in &given {
@@ -184,6 +209,12 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
             }
             UnknownParamsBehavior::Strip => {}
             UnknownParamsBehavior::Pass => {
+                if !is_option_name(key) {
+                    return Err(ValidationError::new(
+                        format!("{PARAMS}.{key}"),
+                        "is not an option name (letters, digits, '_', '-', '.', after at most two leading dashes)",
+                    ));
+                }
                 engine_args.push(key.clone());
                 engine_args.push(value_text(value));
             }
@@ -198,6 +229,12 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
                 "keys must not be empty",
             ));
         }
+        if key.starts_with('-') || !is_option_name(key) {
+            return Err(ValidationError::new(
+                format!("workflow_params.{key}"),
+                "is not a parameter name (letters, digits, '_', '-', '.'; it becomes --<name>)",
+            ));
+        }
         workflow_args.push(format!("--{key}"));
         workflow_args.push(value_text(value));
     }
@@ -207,7 +244,139 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
         workflow_type_version: workflow_type_version.clone(),
         engine_args,
         workflow_args,
+        workflow_url,
     })
+}
+
+/// A parameter name as a command line reads it: leading dashes dropped, ASCII lowercase,
+/// `_` as `-`.
+#[must_use]
+pub fn normalize_param_name(name: &str) -> String {
+    name.trim_start_matches('-')
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
+/// Whether `name` may be forwarded as an option: up to two leading dashes, then a letter or
+/// digit, then letters, digits, `_`, `-`, `.`.
+fn is_option_name(name: &str) -> bool {
+    let bare = name
+        .strip_prefix("--")
+        .or_else(|| name.strip_prefix('-'))
+        .unwrap_or(name);
+    let mut chars = bare.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The denial reason when `key` matches a `deniedParams` entry, compared after
+/// [`normalize_param_name`] (a regex is tried on the name as given and normalised).
+fn check_denied(spec: &EngineSpec, key: &str) -> Result<(), String> {
+    let normal = normalize_param_name(key);
+    for d in &spec.denied_params {
+        let hit = match d.kind {
+            DeniedKind::Exact => normal == normalize_param_name(&d.pattern),
+            DeniedKind::Regex => regex::Regex::new(&d.pattern)
+                .is_ok_and(|re| re.is_match(key) || re.is_match(&normal)),
+        };
+        if hit {
+            let reason = d.reason.as_deref().unwrap_or("not allowed by this engine");
+            return Err(format!("parameter is denied: {reason}"));
+        }
+    }
+    Ok(())
+}
+
+/// The scheme of `url` when it is written as `<scheme>://…`.
+fn url_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    (chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
+/// Checks `url` against the engine's workflow rules; the resolved value to run, or the
+/// reason (naming the rule) it is refused.
+pub fn check_workflow_url(url: &str, spec: &EngineSpec) -> Result<String, String> {
+    let engine = format!("engine {} {}", spec.name, spec.version);
+    if let Some(scheme) = url_scheme(url) {
+        if spec
+            .allowed_url_schemes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(scheme))
+        {
+            return Ok(url.to_owned());
+        }
+        return Err(if spec.allowed_url_schemes.is_empty() {
+            format!(
+                "{scheme}:// URLs are not allowed: {engine} runs local files only (engine.allowedUrlSchemes is empty)"
+            )
+        } else {
+            format!(
+                "the URL scheme '{scheme}' is not allowed by {engine} (engine.allowedUrlSchemes: {})",
+                spec.allowed_url_schemes.join(", ")
+            )
+        });
+    }
+    if url.contains('\0') {
+        return Err("must not contain NUL".to_owned());
+    }
+    let path = std::path::Path::new(url);
+    if !path.is_absolute() {
+        return Err(format!(
+            "'{url}' must be an absolute path (or a URL with a scheme {engine} allows)"
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("'{url}' must not contain '..'"));
+    }
+    if spec.allowed_workflow_roots.is_empty() {
+        return Err(format!(
+            "{engine} allows no local workflow files (engine.allowedWorkflowRoots is empty)"
+        ));
+    }
+    let resolved = resolve(path);
+    let inside = spec
+        .allowed_workflow_roots
+        .iter()
+        .any(|root| resolved.starts_with(resolve(std::path::Path::new(root))));
+    if !inside {
+        let shown = if resolved == path {
+            format!("'{url}'")
+        } else {
+            format!("'{url}' (resolved: {})", resolved.display())
+        };
+        return Err(format!(
+            "{shown} is outside the workflow roots {engine} allows (engine.allowedWorkflowRoots: {})",
+            spec.allowed_workflow_roots.join(", ")
+        ));
+    }
+    Ok(resolved.to_string_lossy().into_owned())
+}
+
+/// `path` with its longest existing prefix canonicalised (symlinks followed) and the rest
+/// appended; lexical where nothing of it exists on this host.
+fn resolve(path: &std::path::Path) -> std::path::PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 fn push_args(args: &mut Vec<String>, flag: Option<&str>, value: Checked) {
@@ -410,6 +579,8 @@ engine:
       reason: runs arbitrary code
     - pattern: "^danger"
       type: regex
+  allowedWorkflowRoots: ["/srv/wf"]
+  allowedUrlSchemes: [https]
 "#
         );
         FullEngineConfig::parse(&yaml, Path::new("t.yaml"))
@@ -421,7 +592,7 @@ engine:
         RunRequest {
             workflow_type: "sh".into(),
             workflow_type_version: "1".into(),
-            workflow_url: "wf.sh".into(),
+            workflow_url: "/srv/wf/wf.sh".into(),
             workflow_engine: "generic".into(),
             workflow_engine_version: "1".into(),
             workflow_params: Some(
@@ -586,6 +757,126 @@ engine:
         assert_eq!(
             validate(&r, &spec("reject")).unwrap_err().field,
             "workflow_url"
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_a_denied_name_is_denied() {
+        let p = "workflow_engine_parameters";
+        for spelling in [
+            "exec", "--exec", "-exec", "EXEC", "Exec", "--EXEC", "---exec",
+        ] {
+            for mode in ["pass", "reject", "strip"] {
+                check(
+                    json!({"sample": "s", spelling: "rm -rf /"}),
+                    mode,
+                    Err((&format!("{p}.{spelling}"), "runs arbitrary code")),
+                );
+            }
+            let mut r = request(json!({"sample": "s"}));
+            r.workflow_params = Some(json!({spelling: "x"}).as_object().unwrap().clone());
+            let e = validate(&r, &spec("reject")).unwrap_err();
+            assert_eq!(e.field, format!("workflow_params.{spelling}"), "{e}");
+        }
+        assert_eq!(normalize_param_name("--Dry_Run"), "dry-run");
+        // A regex is tried on the normalised name as well.
+        check(
+            json!({"sample": "s", "--DANGER_zone": "1"}),
+            "pass",
+            Err((&format!("{p}.--DANGER_zone"), "denied")),
+        );
+    }
+
+    #[test]
+    fn pass_mode_forwards_option_names_only_and_positionals_cannot_be_options() {
+        let p = "workflow_engine_parameters";
+        for bad in ["", "-", "--", "a b", "--x=1", "$(id)", ";", "--\u{0}"] {
+            check(
+                json!({"sample": "s", bad: "1"}),
+                "pass",
+                Err((&format!("{p}.{bad}"), "option name")),
+            );
+        }
+        check(
+            json!({"sample": "-rf"}),
+            "reject",
+            Err((&format!("{p}.sample"), "must not start with '-'")),
+        );
+        check(
+            json!({"sample": "s", "label": "-x"}),
+            "reject",
+            Err((&format!("{p}.label"), "does not match")),
+        );
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_params = Some(json!({"a b": "x"}).as_object().unwrap().clone());
+        assert_eq!(
+            validate(&r, &spec("reject")).unwrap_err().field,
+            "workflow_params.a b"
+        );
+    }
+
+    #[test]
+    fn workflow_urls_must_stay_under_the_roots_or_use_an_allowed_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("workflows");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("ok.sh"), "echo ok").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("escape.sh")).unwrap();
+        std::os::unix::fs::symlink(&root, dir.path().join("link")).unwrap();
+        let mut spec = spec("reject");
+        spec.allowed_workflow_roots = vec![root.display().to_string()];
+        let check_url = |spec: &EngineSpec, u: &str| {
+            let mut r = request(json!({"sample": "s"}));
+            r.workflow_url = u.to_owned();
+            validate(&r, spec).map(|v| v.workflow_url)
+        };
+        let url = |u: &str| check_url(&spec, u);
+        let real = std::fs::canonicalize(root.join("ok.sh")).unwrap();
+        assert_eq!(
+            url(&root.join("ok.sh").display().to_string()).unwrap(),
+            real.display().to_string()
+        );
+        // Through a symlinked folder that resolves inside: fine, and resolved.
+        assert_eq!(
+            url(&dir.path().join("link/ok.sh").display().to_string()).unwrap(),
+            real.display().to_string()
+        );
+        // A file not there yet under the root is the engine's to report.
+        assert!(url(&root.join("later.sh").display().to_string()).is_ok());
+        assert_eq!(
+            url("https://example.org/wf.sh").unwrap(),
+            "https://example.org/wf.sh"
+        );
+        for (bad, needle) in [
+            ("/etc/passwd", "outside the workflow roots"),
+            (
+                &root.join("escape.sh").display().to_string(),
+                "resolved: /etc/passwd",
+            ),
+            (&format!("{}/../../etc/passwd", root.display()), "'..'"),
+            ("wf.sh", "absolute path"),
+            ("http://example.org/wf.sh", "scheme 'http' is not allowed"),
+            ("file:///etc/passwd", "scheme 'file' is not allowed"),
+        ] {
+            let e = url(bad).unwrap_err();
+            assert_eq!(e.field, "workflow_url");
+            assert!(e.reason.contains(needle), "{bad}: {e} (wanted {needle})");
+        }
+        let mut spec = spec.clone();
+        spec.allowed_workflow_roots.clear();
+        spec.allowed_url_schemes.clear();
+        let url = |u: &str| check_url(&spec, u);
+        assert!(
+            url(&root.join("ok.sh").display().to_string())
+                .unwrap_err()
+                .reason
+                .contains("allowedWorkflowRoots is empty")
+        );
+        assert!(
+            url("https://x/y")
+                .unwrap_err()
+                .reason
+                .contains("local files only")
         );
     }
 }

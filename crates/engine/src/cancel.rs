@@ -5,6 +5,10 @@
 //! context, that ends as soon as the request is carried out (the SIGKILL escalation after the
 //! grace period runs in the background, outside it):
 //!
+//! Nothing is done on the message's word alone: the run's record must say CANCELING and name
+//! this engine (the API sets it before it sends), otherwise the message is logged and dropped —
+//! a forged `{"run_id"}` on the subject cancels nothing.
+//!
 //! - run in flight here with a live process → SIGTERM to its process group, SIGKILL after
 //!   `runs.cancelGracePeriodMs`; the run task then records CANCELED;
 //! - run in flight here without a process yet → the stop flag makes the run task skip the
@@ -62,6 +66,30 @@ pub fn workflow_cancel_span(
 
 async fn cancel_run(shared: &Shared, id: RunId) {
     if let Some(control) = shared.registry.get(&id) {
+        // A cancel message is only a nudge: anyone who can publish on NATS could send one.
+        // The record is the authority — the API marks it CANCELING, for this engine, first.
+        let me = shared.engine_id.as_str();
+        match shared.infra.get_run(&id).await {
+            Ok(Some((rec, _)))
+                if rec.state == State::Canceling && rec.engine_id.as_deref() == Some(me) => {}
+            Ok(Some((rec, _))) => {
+                tracing::warn!(
+                    state = %rec.state,
+                    owner = rec.engine_id.as_deref().unwrap_or("nobody"),
+                    "ignoring a cancel message: the run's record does not say CANCELING for this engine"
+                );
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!("ignoring a cancel message: the run has no record");
+                return;
+            }
+            Err(e) => {
+                // The sweep stops a run whose record says CANCELING even without a message.
+                tracing::warn!(error = %e, "ignoring a cancel message: the run's record cannot be read");
+                return;
+            }
+        }
         match control.stop(StopReason::Cancel) {
             StopAction::Signal(pgid) => {
                 process::terminate_group(pgid, shared.cancel_grace, control);

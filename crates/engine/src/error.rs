@@ -19,6 +19,12 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The NATS credential settings are unusable (the message names the variable).
+    #[error("read the NATS credentials: {0}")]
+    Credentials(String),
+    /// The engine's name and version collide with a registered engine's in NATS names.
+    #[error("register the engine: {0}")]
+    Collision(String),
     /// The engine.yaml could not be loaded (the message names the file and the key).
     #[error("load the engine config: {0}")]
     Config(#[from] common::ConfigError),

@@ -1,5 +1,8 @@
 //! Starting the workflow process and signalling its process group.
 //!
+//! A workflow is someone else's code: it gets a cleared environment ([`workflow_env`]), never
+//! the engine's (`NATS_*` credentials, `OTEL_*`, `ENGINE_CONFIG_PATH` stay with the engine).
+//!
 //! The process is spawned directly from the argv (no shell), in its own process group
 //! (`pgid = pid`), with stdin closed and stdout/stderr piped. Every signal goes to the whole
 //! group, so children of the workflow (a `sleep` under `sh`) stop with it. A cancel is SIGTERM,
@@ -18,13 +21,47 @@ use tokio::process::{Child, Command};
 use crate::EngineError;
 use crate::control::RunControl;
 
-/// Spawns `argv` in `workdir`, in a new process group. Returns the child and its group id.
-pub fn spawn(argv: &[String], workdir: &Path) -> Result<(Child, i32), EngineError> {
+/// `PATH` for workflows when the engine has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The whole environment of a workflow: `PATH` (the engine's, or [`DEFAULT_PATH`]), `HOME` =
+/// the workdir, `TMPDIR` = `<workdir>/tmp` (created), `LANG` (the engine's, or `C.UTF-8`),
+/// then the engine.yaml's `runs.env` (which may override `PATH` and `LANG`).
+pub async fn workflow_env(
+    workdir: &Path,
+    declared: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let tmp = workdir.join("tmp");
+    crate::workdir::create_private(&tmp).await?;
+    let mut env = std::collections::BTreeMap::new();
+    let inherited = |k: &str, default: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    env.insert("PATH".to_owned(), inherited("PATH", DEFAULT_PATH));
+    env.insert("LANG".to_owned(), inherited("LANG", "C.UTF-8"));
+    env.extend(declared.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("HOME".to_owned(), workdir.to_string_lossy().into_owned());
+    env.insert("TMPDIR".to_owned(), tmp.to_string_lossy().into_owned());
+    Ok(env.into_iter().collect())
+}
+
+/// Spawns `argv` in `workdir` with exactly `env`, in a new process group. Returns the child
+/// and its group id.
+pub fn spawn(
+    argv: &[String],
+    workdir: &Path,
+    env: &[(String, String)],
+) -> Result<(Child, i32), EngineError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| EngineError::Command("the command is empty".into()))?;
     let child = Command::new(program)
         .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,7 +126,7 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        let (child, pgid) = spawn(&argv, dir.path()).unwrap();
+        let (child, pgid) = spawn(&argv, dir.path(), &[]).unwrap();
         assert_eq!(Some(pgid as u32), child.id());
         let out = child.wait_with_output().await.unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
@@ -106,12 +143,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_workflow_sees_only_the_allowlist_and_the_declared_variables() {
+        // The test process has plenty of its own (CARGO_*, RUST_*, HOME, …): none may pass.
+        assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")));
+        let dir = tempfile::tempdir().unwrap();
+        let declared = std::collections::BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
+        let env = workflow_env(dir.path(), &declared).await.unwrap();
+        let argv: Vec<String> = ["/bin/sh", "-c", "env"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let (child, _) = spawn(&argv, dir.path(), &env).unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            // What sh itself adds.
+            .filter(|k| !matches!(*k, "PWD" | "SHLVL" | "_" | "OLDPWD"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["GREETING", "HOME", "LANG", "PATH", "TMPDIR"],
+            "{text}"
+        );
+        let home = dir.path().display().to_string();
+        assert!(text.contains(&format!("HOME={home}\n")), "{text}");
+        assert!(text.contains(&format!("TMPDIR={home}/tmp\n")), "{text}");
+        assert!(dir.path().join("tmp").is_dir());
+    }
+
+    #[tokio::test]
     async fn a_missing_program_is_a_spawn_error() {
-        let err = spawn(&["/nonexistent/prog".to_owned()], Path::new("/"))
+        let err = spawn(&["/nonexistent/prog".to_owned()], Path::new("/"), &[])
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("start /nonexistent/prog"), "{err}");
-        assert!(spawn(&[], Path::new("/")).is_err());
+        assert!(spawn(&[], Path::new("/"), &[]).is_err());
     }
 
     #[tokio::test]
@@ -120,7 +189,8 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        let (mut child, pgid) = spawn(&argv, Path::new("/")).unwrap();
+        let env = [("PATH".to_owned(), DEFAULT_PATH.to_owned())];
+        let (mut child, pgid) = spawn(&argv, Path::new("/"), &env).unwrap();
         let control = Arc::new(RunControl::default());
         control.started(pgid).unwrap();
         terminate_group(pgid, Duration::from_secs(60), control.clone());

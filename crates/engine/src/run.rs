@@ -318,7 +318,7 @@ impl RunTask {
             &rec.user_id,
             Utc::now(),
         );
-        workdir::create(&workdir).await?;
+        workdir::create(&runs.workdir.base, &workdir).await?;
 
         phase("building");
         let validated = common::validate::validate(&rec.request, &shared.config.engine)?;
@@ -326,7 +326,7 @@ impl RunTask {
         let ctx = CommandContext {
             run_id: &run_id,
             user_id: &rec.user_id,
-            workflow_url: &rec.request.workflow_url,
+            workflow_url: &validated.workflow_url,
             workdir: &workdir_text,
             engine_args: &validated.engine_args,
             workflow_args: &validated.workflow_args,
@@ -357,7 +357,8 @@ impl RunTask {
                 logs: Ok(()),
             });
         }
-        let (child, pgid) = process::spawn(&argv, &workdir)?;
+        let env = process::workflow_env(&workdir, &runs.env).await?;
+        let (child, pgid) = process::spawn(&argv, &workdir, &env)?;
         shared.keeper.watch(pgid);
         log.start_time = Some(Utc::now());
         let guard = GroupGuard(self.control.clone(), self.shared.clone(), pgid);

@@ -96,7 +96,11 @@ pub async fn bootstrap(
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
 
-    let client = async_nats::ConnectOptions::new()
+    let client = settings
+        .nats_auth
+        .apply(async_nats::ConnectOptions::new())
+        .await
+        .map_err(EngineError::Credentials)?
         .name(format!("{}/{}", engine.service_name(), engine_id))
         .event_callback(|event| async move {
             match event {
@@ -119,12 +123,25 @@ pub async fn bootstrap(
 
     let spec_json =
         serde_json::to_vec(spec).map_err(|e| EngineError::nats("encode the engine config", e))?;
+    let key = nats::engine_config_key(&spec.name, &spec.version);
+    // `1.0` and `1_0` are one subject token and one key: a second spelling would take over
+    // the first one's queue and config. Refuse it, naming both.
+    if let Some(bytes) = infra
+        .engine_configs
+        .get(&key)
+        .await
+        .map_err(|e| EngineError::nats("read the registered engine config", e))?
+        && let Ok(other) = serde_json::from_slice::<common::EngineSpec>(&bytes)
+        && (other.name != spec.name || other.version != spec.version)
+    {
+        return Err(EngineError::Collision(format!(
+            "engine {} {} collides with the registered engine {} {}: both become the NATS key and subject token '{key}'; choose another name or version (or remove the old one: `nats kv del metis_engine_configs {key}`)",
+            spec.name, spec.version, other.name, other.version
+        )));
+    }
     infra
         .engine_configs
-        .put(
-            nats::engine_config_key(&spec.name, &spec.version),
-            Bytes::from(spec_json),
-        )
+        .put(key, Bytes::from(spec_json))
         .await
         .map_err(|e| EngineError::nats("register the engine config", e))?;
 

@@ -9,6 +9,9 @@
 //! | `HEARTBEAT_INTERVAL_MS` | how often the instance refreshes its registration (and checks its runs' records); keep it well under the API's `ENGINE_TTL_MS` | `2000` |
 //! | `MAX_RUN_OUTPUT_BYTES` | output stored per run (stdout and stderr together); past it the rest is dropped and a `[metis] output truncated` line is stored | `67108864` (64 MiB) |
 //!
+//! NATS credentials: `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS_FILE` or
+//! `NATS_NKEY_SEED_FILE` ([`common::nats::NatsAuth`]); workflows never see them.
+//!
 //! Logging and span export read `RUST_LOG`, `LOG_FORMAT` and `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (see the `telemetry` crate). An empty variable counts as unset; a bad value is an error that
 //! names the variable.
@@ -44,6 +47,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// `MAX_RUN_OUTPUT_BYTES`.
     pub max_run_output: u64,
+    /// NATS credentials.
+    pub nats_auth: common::nats::NatsAuth,
 }
 
 impl Settings {
@@ -97,7 +102,10 @@ impl Settings {
                 reason: "must not contain whitespace".into(),
             });
         }
+        let nats_auth =
+            common::nats::NatsAuth::from_lookup(&lookup).map_err(EngineError::Credentials)?;
         Ok(Self {
+            nats_auth,
             config_path: var("ENGINE_CONFIG_PATH")
                 .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from),
             nats_url,
@@ -133,6 +141,7 @@ mod tests {
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 heartbeat_interval: common::nats::DEFAULT_HEARTBEAT_INTERVAL,
                 max_run_output: DEFAULT_MAX_RUN_OUTPUT,
+                nats_auth: common::nats::NatsAuth::None,
             }
         );
     }

@@ -1,4 +1,7 @@
-//! W3C trace context (`traceparent`) across NATS message headers.
+//! W3C trace context (`traceparent`) across NATS message headers, and from HTTP requests.
+//!
+//! An HTTP client that sends `traceparent` (and `tracestate`) makes the API's server span a
+//! child of its own span ([`set_parent_from_pairs`]), so a trace can start in the client.
 //!
 //! The API injects the context of its producer span into the headers of every run and cancel
 //! message; the engine extracts it and makes its `workflow_run` / `workflow_cancel` span a
@@ -47,6 +50,35 @@ pub fn extract(headers: Option<&HeaderMap>) -> opentelemetry::Context {
 /// Makes `span` a child of the context `headers` carry. Call before the span is entered.
 pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
     let cx = extract(headers);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Header lookups over `(name, value)` pairs; names compared case-insensitively.
+struct PairsExtractor<'a>(Vec<(&'a str, &'a str)>);
+
+impl Extractor for PairsExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| *v)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
+}
+
+/// Makes `span` a child of the W3C context in `headers` (e.g. an HTTP request's); a missing
+/// or malformed `traceparent` leaves it a root. Call before the span is entered.
+pub fn set_parent_from_pairs<'a>(
+    span: &tracing::Span,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let pairs = PairsExtractor(headers.into_iter().collect());
+    let cx = TraceContextPropagator::new().extract(&pairs);
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
     }

@@ -360,7 +360,55 @@ pub fn nats_server_bin() -> Result<PathBuf> {
     )
 }
 
-/// A `nats-server -js` child process on an ephemeral loopback port with its own store dir.
+/// Where a NATS server listens and how to log in to it.
+#[derive(Debug, Clone)]
+pub struct NatsEndpoint {
+    /// `nats://127.0.0.1:<port>` (never with credentials in it: URLs end up in logs).
+    pub url: String,
+    /// The user the services log in as.
+    pub user: String,
+    /// Its password (random per server).
+    pub password: String,
+}
+
+impl NatsEndpoint {
+    /// `NATS_URL`, `NATS_USER` and `NATS_PASSWORD` for a service.
+    #[must_use]
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NATS_URL", self.url.clone()),
+            ("NATS_USER", self.user.clone()),
+            ("NATS_PASSWORD", self.password.clone()),
+        ]
+    }
+
+    /// Connects with the credentials.
+    pub async fn connect(&self) -> Result<async_nats::Client> {
+        async_nats::ConnectOptions::new()
+            .user_and_password(self.user.clone(), self.password.clone())
+            .connect(&self.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.url))
+    }
+}
+
+/// `bytes` random bytes as lowercase hex (from the kernel's generator).
+#[must_use]
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("reading /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The user every test NATS server is started with.
+pub const NATS_TEST_USER: &str = "metis";
+
+/// A `nats-server -js` child process on an ephemeral loopback port with its own store dir and
+/// authorization on (user [`NATS_TEST_USER`], a random password): clients without the
+/// credentials are refused, as in production.
 pub struct NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
@@ -368,6 +416,8 @@ pub struct NatsServer {
     pub proc: Proc,
     /// The client port.
     pub port: u16,
+    /// The password of [`NATS_TEST_USER`].
+    pub password: String,
     log_dir: PathBuf,
     store: tempfile::TempDir,
     restarts: usize,
@@ -377,26 +427,46 @@ impl NatsServer {
     /// Starts one and waits until it accepts clients.
     pub async fn start(log_dir: &Path) -> Result<Self> {
         let store = tempfile::tempdir().context("creating a JetStream store dir")?;
-        let (proc, port) = Self::spawn("nats-server", store.path(), None, log_dir).await?;
+        let password = random_hex(16);
+        let (proc, port) =
+            Self::spawn("nats-server", store.path(), None, &password, log_dir).await?;
         Ok(Self {
             url: format!("nats://127.0.0.1:{port}"),
             proc,
             port,
+            password,
             log_dir: log_dir.to_path_buf(),
             store,
             restarts: 0,
         })
     }
 
+    /// Its address and credentials.
+    #[must_use]
+    pub fn endpoint(&self) -> NatsEndpoint {
+        NatsEndpoint {
+            url: self.url.clone(),
+            user: NATS_TEST_USER.to_owned(),
+            password: self.password.clone(),
+        }
+    }
+
+    /// Connects with the credentials.
+    pub async fn connect(&self) -> Result<async_nats::Client> {
+        self.endpoint().connect().await
+    }
+
     async fn spawn(
         name: &str,
         store: &Path,
         port: Option<u16>,
+        password: &str,
         log_dir: &Path,
     ) -> Result<(Proc, u16)> {
         let mut cmd = clean_command(nats_server_bin()?);
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &port_arg])
+            .args(["--user", NATS_TEST_USER, "--pass", password, "-sd"])
             .arg(store);
         let mut proc = Proc::spawn(name, cmd, log_dir)?;
         let port = proc
@@ -418,8 +488,14 @@ impl NatsServer {
         }
         self.restarts += 1;
         let name = format!("nats-server-{}", self.restarts + 1);
-        let (proc, _) =
-            Self::spawn(&name, self.store.path(), Some(self.port), &self.log_dir).await?;
+        let (proc, _) = Self::spawn(
+            &name,
+            self.store.path(),
+            Some(self.port),
+            &self.password,
+            &self.log_dir,
+        )
+        .await?;
         self.proc = proc;
         Ok(())
     }

@@ -2,7 +2,9 @@
 //!
 //! Both binaries are started with [`crate::clean_command`] (nothing from the caller's shell
 //! leaks in), `LOG_FORMAT=json`, port 0, and are ready once they log their `listening` event
-//! and answer `/readyz`.
+//! and answer `/readyz`. The API is started in its production mode, bearer tokens verified
+//! with a random per-process HS256 secret ([`jwt_secret`]); [`ApiClient`] mints a token for
+//! its user with [`mint_token`], so tests call the API as a real client would.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +14,49 @@ use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::{Proc, bin, clean_command, wait_for};
+use crate::{NatsEndpoint, Proc, bin, clean_command, wait_for};
+
+/// The HS256 secret every API started by [`start_api`] in this process verifies tokens with
+/// (random per test process, so no token outlives its test run).
+#[must_use]
+pub fn jwt_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| crate::random_hex(32))
+}
+
+/// A token for `user` valid for an hour, signed with [`jwt_secret`].
+#[must_use]
+pub fn mint_token(user: &str) -> String {
+    mint_token_with(
+        user,
+        jwt_secret(),
+        serde_json::json!({"exp": now_s() + 3600, "iat": now_s()}),
+    )
+}
+
+/// A token for `user` with `claims` (added to `sub`), signed with `secret`: expired, foreign
+/// or otherwise hostile tokens for tests.
+#[must_use]
+pub fn mint_token_with(user: &str, secret: &str, claims: Value) -> String {
+    let mut body = serde_json::json!({"sub": user});
+    if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), claims) {
+        b.extend(extra);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &body,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("signing a test token")
+}
+
+/// Seconds since the epoch.
+#[must_use]
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// How long a binary may take to start and become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,34 +122,39 @@ pub async fn start_service(
     Ok(Service { proc, url })
 }
 
-/// Starts `metis-api` against `nats_url`.
+/// Starts `metis-api` against `nats` (with its credentials), verifying tokens signed with
+/// [`jwt_secret`] unless `extra` sets `AUTH_*` itself.
 pub async fn start_api(
-    nats_url: &str,
+    nats: &NatsEndpoint,
     log_dir: &Path,
     extra: &[(&str, String)],
 ) -> Result<Service> {
-    let mut env = vec![
-        ("NATS_URL", nats_url.to_owned()),
+    let mut env = nats.env();
+    env.extend([
         ("APP_PORT", "0".to_owned()),
         ("APP_HOST", "127.0.0.1".to_owned()),
-    ];
+    ]);
+    if !extra.iter().any(|(k, _)| k.starts_with("AUTH_")) {
+        env.push(("AUTH_JWT_SECRET", jwt_secret().to_owned()));
+    }
     env.extend(extra.iter().cloned());
     start_service("metis-api", "metis-api", &env, log_dir).await
 }
 
-/// Starts `metis-engine-generic` with `config` against `nats_url`; `name` tells instances apart.
+/// Starts `metis-engine-generic` with `config` against `nats` (with its credentials); `name`
+/// tells instances apart.
 pub async fn start_engine(
     name: &str,
     config: &Path,
-    nats_url: &str,
+    nats: &NatsEndpoint,
     log_dir: &Path,
     extra: &[(&str, String)],
 ) -> Result<Service> {
-    let mut env = vec![
-        ("NATS_URL", nats_url.to_owned()),
+    let mut env = nats.env();
+    env.extend([
         ("HEALTH_PORT", "0".to_owned()),
         ("ENGINE_CONFIG_PATH", config.display().to_string()),
-    ];
+    ]);
     env.extend(extra.iter().cloned());
     start_service(name, "metis-engine-generic", &env, log_dir).await
 }
@@ -124,34 +173,55 @@ pub struct Reply {
 pub struct ApiClient {
     /// Base URL.
     pub base: String,
-    /// `x-user-id` sent with every request.
+    /// The user its token names (`None`: no `Authorization` header).
     pub user: Option<String>,
+    /// The `Authorization` header value sent with every request.
+    authorization: Option<String>,
     http: reqwest::Client,
 }
 
 impl ApiClient {
-    /// A client for `base` as user `alice`.
+    /// A client for `base` as user `alice`, with a token from [`mint_token`].
     #[must_use]
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            user: Some("alice".to_owned()),
+            user: None,
+            authorization: None,
             http: reqwest::Client::new(),
         }
+        .as_user(Some("alice"))
     }
 
-    /// The same client as another user (`None` = no header).
+    /// The same client as another user, with a token of its own (`None` = no token).
     #[must_use]
     pub fn as_user(&self, user: Option<&str>) -> Self {
         Self {
             user: user.map(str::to_owned),
+            authorization: user.map(|u| format!("Bearer {}", mint_token(u))),
             ..self.clone()
         }
     }
 
+    /// The same client sending `Authorization: <value>` as given (a hostile or foreign token).
+    #[must_use]
+    pub fn with_authorization(&self, value: &str) -> Self {
+        Self {
+            user: None,
+            authorization: Some(value.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// The `Authorization` header this client sends.
+    #[must_use]
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply> {
-        let req = match &self.user {
-            Some(u) => req.header("x-user-id", u),
+        let req = match &self.authorization {
+            Some(a) => req.header("authorization", a),
             None => req,
         };
         let resp = req.send().await.context("sending a request to metis-api")?;

@@ -73,8 +73,22 @@ async fn panicking_scenario(backend: Backend, name: &str, faults: bool) -> anyho
                 .await
                 .expect("the workflow runs");
             let engine = stack.engines[0].proc.pid().expect("engine pid");
-            let keeper = children_named(engine, "__metis-group-keeper");
-            assert_eq!(keeper.len(), 1, "the engine has one group keeper");
+            // The workflow may write its pid before the engine has registered its group
+            // with the keeper (started on the first registration), so wait for it.
+            let keeper = test_support::wait_for(
+                "the engine's group keeper",
+                Duration::from_secs(30),
+                || async move {
+                    let keeper = children_named(engine, "__metis-group-keeper");
+                    if keeper.len() == 1 {
+                        Ok(keeper)
+                    } else {
+                        Err(format!("keepers {keeper:?}"))
+                    }
+                },
+            )
+            .await
+            .expect("the engine has one group keeper");
             extra.push(workflow);
             extra.extend(keeper);
             stack.pause_engine(0).await.expect("pause");

@@ -286,8 +286,9 @@ async fn oversized_request() -> anyhow::Result<()> {
                 // take once the engine's room is kept.
                 let mut body = run_body("args.sh");
                 // A URL that does not depend on where the repository is checked out, so the
-                // size the 413 names is the same everywhere (it never runs).
-                body["workflow_url"] = json!("/srv/workflows/args.sh");
+                // size the 413 names is the same everywhere (it never runs; the fixture engine
+                // allows https URLs), as long as the old /srv/workflows/args.sh.
+                body["workflow_url"] = json!("https://srv.wf/args.sh");
                 let big = "x".repeat(126 * 1024);
                 let params: serde_json::Map<String, serde_json::Value> =
                     (0..8).map(|i| (format!("p{i}"), json!(big))).collect();

@@ -135,12 +135,12 @@ async fn bad_requests_are_4xx_naming_the_problem_and_store_nothing() -> anyhow::
     );
 
     check(
-        "bad user header",
+        "a token whose sub is not a valid user id",
         &c.as_user(Some("../etc"))
             .post("/runs", &run_body("ok.sh"))
             .await?,
-        400,
-        &["x-user-id"],
+        401,
+        &["sub", "valid user id"],
     );
 
     check("unknown route", &c.get("/nope").await?, 404, &["/nope"]);
@@ -196,7 +196,7 @@ async fn bad_requests_are_4xx_naming_the_problem_and_store_nothing() -> anyhow::
 async fn malformed_nats_messages_do_not_hurt_the_engine() -> anyhow::Result<()> {
     let mut stack = Stack::start("malformed-nats").await?;
     stack.start_engine().await?;
-    let nats = async_nats::connect(&stack.nats.url).await?;
+    let nats = stack.nats.connect().await?;
     let js = async_nats::jetstream::new(nats.clone());
     let subject = format!(
         "{}.garbage",

@@ -77,7 +77,12 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
     for _ in 0..3 {
         ids.push(alice.create_run(&run_body("ok.sh")).await?);
     }
-    let theirs = anon.create_run(&run_body("ok.sh")).await?;
+    let carol = alice.as_user(Some("carol"));
+    let theirs = carol.create_run(&run_body("ok.sh")).await?;
+    // Without a token nothing is read or written.
+    let r = anon.post("/runs", &run_body("ok.sh")).await?;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(anon.get("/runs").await?.status, 401);
 
     let page1 = alice.get("/runs?page_size=2").await?;
     let got: Vec<&str> = page1.body["runs"]
@@ -125,7 +130,8 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
         .post(&format!("/runs/{}/cancel", ids[0]), &json!({}))
         .await?;
     assert_eq!(r.status, 404, "bob must not cancel alice's run: {}", r.body);
-    assert_eq!(anon.state(&theirs).await?, "QUEUED");
+    assert_eq!(carol.state(&theirs).await?, "QUEUED");
+    assert_eq!(bob.get(&format!("/runs/{theirs}")).await?.status, 404);
     assert_eq!(bob.get("/runs").await?.body["runs"], json!([]));
 
     let info = alice.get("/service-info").await?;

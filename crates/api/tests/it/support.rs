@@ -24,7 +24,7 @@ impl Stack {
         let logs = log_dir(&format!("api-{name}"));
         let nats = NatsServer::start(&logs).await?;
         let api = start_api(
-            &nats.url,
+            &nats.endpoint(),
             &logs,
             &[
                 ("REAPER_INTERVAL_MS", "200".to_owned()),
@@ -49,10 +49,19 @@ impl Stack {
         if !path.exists() {
             std::fs::write(
                 &path,
-                ENGINE_YAML.replace(
-                    "WORKDIR",
-                    &self.dir.path().join("runs").display().to_string(),
-                ),
+                ENGINE_YAML
+                    .replace(
+                        "WORKDIR",
+                        &self.dir.path().join("runs").display().to_string(),
+                    )
+                    .replace(
+                        "WORKFLOWS",
+                        &workspace_root()
+                            .join("fixtures/workflows")
+                            .display()
+                            .to_string(),
+                    )
+                    .replace("SCRIPTS", &self.scripts_dir().display().to_string()),
             )?;
         }
         Ok(path)
@@ -65,7 +74,7 @@ impl Stack {
         let e = start_engine(
             &name,
             &config,
-            &self.nats.url,
+            &self.nats.endpoint(),
             &self.logs,
             &[("HEARTBEAT_INTERVAL_MS", "250".to_owned())],
         )
@@ -88,15 +97,21 @@ impl Stack {
         Ok(())
     }
 
-    /// Writes an executable shell script into the temp folder and returns its path.
+    /// Where [`Stack::script`] writes (an allowed workflow root of the test engine).
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.dir.path().join("scripts")
+    }
+
+    /// Writes an executable shell script into the scripts folder and returns its path.
     pub fn script(&self, name: &str, body: &str) -> Result<String> {
-        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(self.scripts_dir())?;
+        let path = self.scripts_dir().join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
         Ok(path.display().to_string())
     }
 
     pub async fn infra(&self) -> Result<Infra> {
-        Ok(Infra::ensure(async_nats::connect(&self.nats.url).await?).await?)
+        Ok(Infra::ensure(self.nats.connect().await?).await?)
     }
 
     /// Messages waiting in the run stream.
@@ -125,6 +140,7 @@ engine:
   deniedParams:
     - pattern: exec
       reason: runs arbitrary code
+  allowedWorkflowRoots: [WORKFLOWS, SCRIPTS]
 runs:
   workdir:
     base: WORKDIR

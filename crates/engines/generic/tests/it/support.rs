@@ -59,9 +59,7 @@ impl Bed {
     pub async fn start(name: &str) -> Result<Self> {
         let logs = test_support::log_dir(&format!("engine-it/{name}"));
         let nats = NatsServer::start(&logs).await?;
-        let client = async_nats::connect(&nats.url)
-            .await
-            .context("connecting to nats")?;
+        let client = nats.connect().await.context("connecting to nats")?;
         let infra = Infra::ensure(client.clone()).await?;
         let dir = tempfile::tempdir()?;
         Ok(Self {
@@ -99,6 +97,8 @@ impl Bed {
         [
             ("ENGINE_CONFIG_PATH", config.to_string_lossy().into_owned()),
             ("NATS_URL", self.nats.url.clone()),
+            ("NATS_USER", test_support::NATS_TEST_USER.to_owned()),
+            ("NATS_PASSWORD", self.nats.password.clone()),
             ("HEALTH_PORT", "0".to_owned()),
             ("RUST_LOG", "info".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
