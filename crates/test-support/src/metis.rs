@@ -166,6 +166,8 @@ pub struct Reply {
     pub status: u16,
     /// Parsed body.
     pub body: Value,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// A thin client for the Metis HTTP API, as a user would call it.
@@ -226,9 +228,37 @@ impl ApiClient {
         };
         let resp = req.send().await.context("sending a request to metis-api")?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await.context("reading a metis-api response")?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            headers,
+        })
+    }
+
+    /// GET a path with extra request headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req).await
+    }
+
+    /// POST a JSON body with extra request headers.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req).await
     }
 
     /// GET a path.

@@ -335,7 +335,9 @@ async fn a_run_its_live_engine_does_not_know_is_failed() -> anyhow::Result<()> {
 
 /// A RUNNING run of a script that writes its process group id and sleeps; the guard kills
 /// the group when dropped.
-async fn long_run(stack: &Stack) -> anyhow::Result<(String, i32, test_support::KillGroupOnDrop)> {
+pub(crate) async fn long_run(
+    stack: &Stack,
+) -> anyhow::Result<(String, i32, test_support::KillGroupOnDrop)> {
     let pidfile = stack.dir.path().join("group.pid");
     let script = stack.script(
         "long.sh",

@@ -21,17 +21,20 @@ pub struct Stack {
 impl Stack {
     /// NATS and the API, no engine.
     pub async fn start(name: &str) -> Result<Self> {
+        Self::start_with(name, &[]).await
+    }
+
+    /// Like [`Stack::start`], with extra settings for the API (`AUTH_*` replaces the default
+    /// HS256 secret).
+    pub async fn start_with(name: &str, extra: &[(&str, String)]) -> Result<Self> {
         let logs = log_dir(&format!("api-{name}"));
         let nats = NatsServer::start(&logs).await?;
-        let api = start_api(
-            &nats.endpoint(),
-            &logs,
-            &[
-                ("REAPER_INTERVAL_MS", "200".to_owned()),
-                ("ENGINE_TTL_MS", "1500".to_owned()),
-            ],
-        )
-        .await?;
+        let mut env = vec![
+            ("REAPER_INTERVAL_MS", "200".to_owned()),
+            ("ENGINE_TTL_MS", "1500".to_owned()),
+        ];
+        env.extend(extra.iter().cloned());
+        let api = start_api(&nats.endpoint(), &logs, &env).await?;
         let client = ApiClient::new(&api.url);
         Ok(Self {
             nats,
@@ -142,6 +145,8 @@ engine:
       reason: runs arbitrary code
   allowedWorkflowRoots: [WORKFLOWS, SCRIPTS]
 runs:
+  env:
+    DECLARED: "from engine.yaml"
   workdir:
     base: WORKDIR
   cancelGracePeriodMs: 500

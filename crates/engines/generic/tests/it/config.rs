@@ -82,3 +82,39 @@ async fn a_bad_config_or_environment_stops_the_engine_with_a_clear_error() -> Re
     check(status, &out, &["connect to NATS", &url]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_version_that_collides_in_nats_names_is_refused() -> Result<()> {
+    let bed = Bed::start("config-collision").await?;
+    let first = bed.config("one-dot-zero.yaml", |c| c.engine.version = "1.0".into())?;
+    let mut engine = bed.engine("engine", &first).await?;
+    // `1_0` is the same subject token and config key as `1.0`.
+    let second = bed.config("one-underscore-zero.yaml", |c| {
+        c.engine.version = "1_0".into();
+    })?;
+    let (status, out) = run_to_exit(&bed, &second, &[]).await?;
+    check(
+        status,
+        &out,
+        &[
+            "generic 1_0",
+            "collides with the registered engine generic 1.0",
+            "'generic/1_0'",
+        ],
+    );
+    // The first one's config is untouched, and it still serves.
+    let key = common::nats::engine_config_key("generic", "1.0");
+    let stored = bed
+        .infra
+        .engine_configs
+        .get(&key)
+        .await?
+        .expect("registered");
+    let spec: common::EngineSpec = serde_json::from_slice(&stored)?;
+    assert_eq!(spec.version, "1.0");
+    // A restart of the same engine (same spelling) is no collision.
+    engine.stop().await?;
+    let mut again = bed.engine("engine-again", &first).await?;
+    again.stop().await?;
+    Ok(())
+}

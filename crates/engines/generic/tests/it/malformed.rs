@@ -136,3 +136,35 @@ async fn a_message_from_a_newer_api_runs() -> Result<()> {
     assert_eq!(bed.wait_terminal(id).await?.state, State::Complete);
     Ok(())
 }
+
+/// A run message that never went through the API (published by anyone with NATS access) is
+/// validated again by the engine: a host file as the workflow ends the run without starting
+/// any process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_rechecks_the_workflow_url() -> Result<()> {
+    let bed = Bed::start("recheck-url").await?;
+    let mut engine = bed
+        .engine("engine", &bed.config("engine.yaml", |_| {})?)
+        .await?;
+    let mut req = bed.request("ok.sh", json!({}));
+    req.workflow_url = "/etc/passwd".into();
+    let id = bed.submit(req).await?;
+    let rec = bed.wait_terminal(id).await?;
+    assert_eq!(rec.state, State::SystemError, "{rec:#?}");
+    let error = rec.error.unwrap_or_default();
+    assert!(
+        error.contains("workflow_url") && error.contains("outside the workflow roots"),
+        "{error}"
+    );
+    assert_eq!(
+        bed.logs(id).await?,
+        Vec::new(),
+        "nothing ran, nothing printed"
+    );
+    assert!(
+        rec.run_log.and_then(|l| l.start_time).is_none(),
+        "no process"
+    );
+    engine.stop().await?;
+    Ok(())
+}
