@@ -2,6 +2,7 @@
 //!
 //! - [`backend`]: choosing docker or local (`E2E_BACKEND`).
 //! - [`bench`], [`bench_runs`]: the `just bench` measurements.
+//! - [`client_trace`]: a client's own span, so a scenario's trace can start in the client.
 //! - [`fault`]: faults (kill, pause, restart of engines, the API and NATS) and the load driver.
 //! - [`images`]: the container images, built locally, and sweeping leftovers.
 //! - [`infra`]: NATS and the fake OTLP receiver on either backend.
@@ -13,6 +14,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bench_runs;
+pub mod client_trace;
 pub mod fault;
 pub mod images;
 pub mod infra;

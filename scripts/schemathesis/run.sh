@@ -5,7 +5,7 @@
 #
 # METIS_TOKEN          bearer token sent on every request (optional)
 # METIS_WORKFLOW_URL   script the created runs execute (default: fixtures/workflows/ok.sh)
-# METIS_ST_SEED        seed (default 1); METIS_ST_EXAMPLES: examples per operation (default 100)
+# METIS_ST_SEED        seed (default 1); METIS_ST_EXAMPLES: examples per operation (default 150)
 # METIS_ST_REPORT_DIR  where the JUnit/JSON reports and the VCR cassette of every request go
 # METIS_SCHEMA         schema location (default $1/openapi.json; a file to try a patched spec)
 # Exits non-zero on any failure (schemathesis' own exit code).
@@ -21,7 +21,7 @@ report_dir=${METIS_ST_REPORT_DIR:-$repo/target/schemathesis}
 args=(
   --checks all                                  # every built-in check
   --phases examples,coverage,fuzzing,stateful   # all four phases
-  --max-examples "${METIS_ST_EXAMPLES:-100}"    # bounds the run: ~1 min on 2 cores today
+  --max-examples "${METIS_ST_EXAMPLES:-150}"    # bounds the run: 30-90 s on 2 cores today
   --seed "${METIS_ST_SEED:-1}"                  # reproducible: same seed, same requests
   --generation-database none                    # no replay of earlier local failures
   --workers 1                                   # deterministic order; CPython 3.11.7's ast races with >1

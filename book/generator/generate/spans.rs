@@ -25,6 +25,10 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "HTTP server span of a cancel request.",
     ),
     (
+        "submit workflow",
+        "The caller's own client span (service `e2e-client`, exported by its own OpenTelemetry SDK): the API's server span continues its `traceparent`, so the run's trace starts in the client.",
+    ),
+    (
         "create_run",
         "Validates the request against the registered engines, stores the run `QUEUED` and dispatches it; `error` carries the reason of a 400. Its OpenTelemetry span id travels in the run message as `trace_id`.",
     ),

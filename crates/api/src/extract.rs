@@ -114,11 +114,14 @@ impl FromRequestParts<crate::AppState> for UserId {
                 Ok(Self(text.to_owned()))
             }
             crate::auth::Auth::Jwt(verifier) => {
-                let token = bearer(parts).map_err(ApiError::unauthorized)?;
-                verifier
-                    .verify(token)
-                    .map(|claims| Self(claims.sub))
-                    .map_err(|e| ApiError::unauthorized(e.0))
+                let verified = bearer(parts)
+                    .and_then(|token| verifier.verify(token).map_err(|e| e.0))
+                    .map(|claims| Self(claims.sub));
+                verified.map_err(|reason| {
+                    // On the HTTP server span: why, never the token.
+                    telemetry::tracing::Span::current().record("error", reason.as_str());
+                    ApiError::unauthorized(reason)
+                })
             }
         }
     }

@@ -4,7 +4,8 @@
 //! latencies, and the span already records the outcome.
 //!
 //! The span continues the caller's trace when the request carries W3C `traceparent` /
-//! `tracestate` headers. No other header is recorded — `Authorization` never reaches a span.
+//! `tracestate` headers. No other header is recorded — `Authorization` never reaches a span;
+//! a request refused for its token gets the reason as `error` (never the token).
 
 use axum::extract::MatchedPath;
 use axum::http::{Request, Response};
@@ -36,6 +37,7 @@ impl<B> MakeSpan<B> for ServerSpan {
             http.route = route.unwrap_or(""),
             url.path = %req.uri().path(),
             http.response.status_code = field::Empty,
+            error = field::Empty,
         );
         let trace_headers = ["traceparent", "tracestate"]
             .into_iter()

@@ -12,5 +12,6 @@ mod engines;
 mod faults;
 mod invalid;
 mod run;
+mod security;
 mod smoke;
 mod support;

@@ -1,0 +1,158 @@
+//! Security as a client sees it: requests without a valid bearer token stop at the HTTP span
+//! with a 401 and reach nothing behind it, and no span carries a token; and a trace can start
+//! in the client — the API continues an incoming W3C `traceparent`.
+
+use harness::client_trace::{CLIENT_SERVICE, ClientSpan};
+use harness::tree::{SpanKind, Value, expect};
+use serde_json::json;
+use test_support::metis::{jwt_secret, mint_token_with, now_s};
+
+use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
+
+// ANCHOR: authenticated_run
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_run() -> anyhow::Result<()> {
+    stack("authenticated_run", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let anonymous = s.client.as_user(None);
+                let r = anonymous.post("/runs", &run_body("ok.sh")).await?;
+                assert_eq!(r.status, 401, "{}", r.body);
+                let expired = mint_token_with("alice", jwt_secret(), json!({"exp": now_s() - 600}));
+                let r = s
+                    .client
+                    .with_authorization(&format!("Bearer {expired}"))
+                    .post("/runs", &run_body("ok.sh"))
+                    .await?;
+                assert_eq!(r.status, 401, "{}", r.body);
+                assert!(
+                    r.body["msg"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("expired"),
+                    "{}",
+                    r.body
+                );
+                // The run of a valid token; another user cannot see it.
+                let run = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let bob = s.client.as_user(Some("bob"));
+                assert_eq!(bob.get(&format!("/runs/{run}")).await?.status, 404);
+
+                let ids = engine_ids(s).await?;
+                let tokens = [
+                    expired,
+                    s.client.authorization().unwrap_or_default().to_owned(),
+                ];
+                let forest = check_tree(s, "authenticated_run", 3, &ids).await?;
+                expect::span()
+                    .named("POST /runs")
+                    .with_attr("http.response.status_code", 401)
+                    .times(2)
+                    .check(&forest)?;
+                expect::span()
+                    .named("create_run")
+                    .with_attr("user_id", "alice")
+                    .once()
+                    .check(&forest)?;
+                // No attribute or event of any span holds a token (or a piece of one).
+                for span in forest.spans() {
+                    let texts = span.attributes().iter().map(|(_, v)| v).chain(
+                        span.events()
+                            .iter()
+                            .flat_map(|e| e.attributes.iter().map(|(_, v)| v)),
+                    );
+                    for v in texts {
+                        let text = match v {
+                            Value::Str(t) => t.clone(),
+                            other => format!("{other:?}"),
+                        };
+                        for t in &tokens {
+                            let sig = t.rsplit('.').next().unwrap_or_default();
+                            assert!(
+                                !text.contains("Bearer") && (sig.len() < 16 || !text.contains(sig)),
+                                "span {} carries a token: {text}",
+                                span.name()
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: authenticated_run
+
+// ANCHOR: client_started_trace
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_started_trace() -> anyhow::Result<()> {
+    stack("client_started_trace", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                // The client's own span, exported by its own OpenTelemetry SDK.
+                let client = ClientSpan::start(&s.infra.receiver.grpc, "submit workflow")?;
+                let headers = client.headers();
+                assert!(
+                    headers.iter().any(|(k, _)| k == "traceparent"),
+                    "{headers:?}"
+                );
+                let pairs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let r = s
+                    .client
+                    .post_with("/runs", &run_body("ok.sh"), &pairs)
+                    .await?;
+                assert_eq!(r.status, 200, "{}", r.body);
+                let run = r.body["run_id"].as_str().unwrap_or_default().to_owned();
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let trace_id = client.trace_id();
+                client.end().await?;
+
+                let ids = engine_ids(s).await?;
+                let forest = check_tree(s, "client_started_trace", 1, &ids).await?;
+                expect::span()
+                    .named("POST /runs")
+                    .with_kind(SpanKind::Server)
+                    .child_of(
+                        expect::span()
+                            .named("submit workflow")
+                            .in_service(CLIENT_SERVICE)
+                            .with_kind(SpanKind::Client),
+                    )
+                    .once()
+                    .check(&forest)?;
+                expect::span()
+                    .named("workflow_run")
+                    .descendant_of(expect::span().named("submit workflow"))
+                    .once()
+                    .check(&forest)?;
+                // The exported spans carry the client's trace id, not one the API made up.
+                let data = s.receiver.traces(&harness::otlp::Query::default()).await?;
+                let api_trace = data
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|ss| &ss.spans)
+                    .find(|sp| sp.name == "POST /runs")
+                    .map(|sp| {
+                        sp.trace_id
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                    });
+                assert_eq!(api_trace.as_deref(), Some(trace_id.as_str()));
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: client_started_trace
