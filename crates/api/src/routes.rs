@@ -12,7 +12,9 @@
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (NATS connected, buckets there) |
 //! | `GET /openapi.json` | the OpenAPI document |
 //!
-//! A run belongs to the user in `x-user-id` (default `anonymous`); other users get 404.
+//! A run belongs to the user its bearer token names (`sub`; see [`crate::auth`]); other users
+//! get 404, a request without a valid token 401. `/healthz`, `/readyz`, `/service-info` and
+//! `/openapi.json` are public.
 
 use std::collections::BTreeMap;
 
@@ -78,8 +80,7 @@ pub struct RunStatus {
 
 /// Create a run.
 #[utoipa::path(post, path = "/runs", request_body = RunRequest,
-    params(("x-user-id" = Option<String>, Header, description = "the caller; default anonymous")),
-    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn create_run(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
@@ -91,12 +92,16 @@ pub async fn create_run(
 
 /// Query of `GET /runs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1–1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<usize>,
     /// `next_page_token` of the previous page.
+    #[param(format = Uuid)]
     pub page_token: Option<String>,
-    /// Only runs in this state (case-insensitive).
+    /// Only runs in this state.
+    #[param(value_type = Option<State>)]
     pub state: Option<String>,
 }
 
@@ -155,7 +160,9 @@ pub async fn list_runs(
         .page_token
         .as_deref()
         .map(|t| {
-            t.parse::<RunId>().map_err(|_| {
+            // Only what a previous page handed out: a hyphenated UUID.
+            let parsed = (t.len() == 36).then(|| t.parse::<RunId>().ok()).flatten();
+            parsed.ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "page_token: '{t}' is not a token from a previous page"
                 ))
@@ -230,7 +237,7 @@ async fn load(state: &AppState, user: &str, run_id: RunId) -> Result<RunRecord, 
 }
 
 /// Get a run.
-#[utoipa::path(get, path = "/runs/{run_id}", params(("run_id" = String, Path)), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/runs/{run_id}", params(("run_id" = RunId, Path, description = "the run id `POST /runs` returned")), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_run(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
@@ -251,7 +258,7 @@ pub async fn get_run(
 }
 
 /// Get a run's state.
-#[utoipa::path(get, path = "/runs/{run_id}/status", params(("run_id" = String, Path)), responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/runs/{run_id}/status", params(("run_id" = RunId, Path, description = "the run id `POST /runs` returned")), responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody)))]
 pub async fn get_status(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
@@ -265,7 +272,7 @@ pub async fn get_status(
 }
 
 /// Cancel a run.
-#[utoipa::path(post, path = "/runs/{run_id}/cancel", params(("run_id" = String, Path)),
+#[utoipa::path(post, path = "/runs/{run_id}/cancel", params(("run_id" = RunId, Path, description = "the run id `POST /runs` returned")),
     responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_run(
     AxState(state): AxState<AppState>,
@@ -281,12 +288,16 @@ pub async fn cancel_run(
 
 /// Query of `GET /runs/{run_id}/logs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// 1–1000, default 500.
+    #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<usize>,
     /// `next_page_token` of the previous page.
+    #[param(pattern = r"^[0-9]{1,19}$")]
     pub page_token: Option<String>,
     /// `stdout` or `stderr`; both when absent.
+    #[param(value_type = Option<LogStream>)]
     pub stream: Option<String>,
 }
 
@@ -301,7 +312,7 @@ pub struct LogsResponse {
 }
 
 /// Get a run's captured output.
-#[utoipa::path(get, path = "/runs/{run_id}/logs", params(("run_id" = String, Path), LogsQuery), responses((status = 200, body = LogsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/runs/{run_id}/logs", params(("run_id" = RunId, Path, description = "the run id `POST /runs` returned"), LogsQuery), responses((status = 200, body = LogsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_logs(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
@@ -318,11 +329,14 @@ pub async fn get_logs(
         .map_err(|e| ApiError::bad_request(format!("stream: {e}")))?;
     let start = match q.page_token.as_deref() {
         None => 1,
-        Some(t) => t.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "page_token: '{t}' is not a token from a previous page"
-            ))
-        })?,
+        Some(t) => (t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "page_token: '{t}' is not a token from a previous page"
+                ))
+            })?,
     };
     load(&state, &user, id).await?;
     let page = crate::logs::read(&state.infra.js, &id, start, size, only).await?;

@@ -162,14 +162,21 @@ impl FromStr for State {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunRequest {
     /// Workflow language, e.g. `SH`.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub workflow_type: String,
     /// Version of the workflow language, e.g. `1`.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub workflow_type_version: String,
-    /// Where the workflow is; passed to the command as `{workflow_url}`.
+    /// Where the workflow is: an absolute path under one of the engine's
+    /// `allowedWorkflowRoots`, or a URL with one of its `allowedUrlSchemes`; passed to the
+    /// command (resolved, for a path) as `{workflow_url}`.
+    #[schema(min_length = 1, pattern = r"^(?!-)[\s\S]*\S")]
     pub workflow_url: String,
     /// Engine name, as registered by the engine's `engine.yaml`.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub workflow_engine: String,
     /// Engine version, as registered by the engine's `engine.yaml`.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub workflow_engine_version: String,
     /// Workflow inputs; each top-level key becomes `--key value` in `{workflow_params}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

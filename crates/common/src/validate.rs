@@ -71,6 +71,9 @@ enum Checked {
 
 const PARAMS: &str = "workflow_engine_parameters";
 
+/// Every value becomes a process argument, which cannot hold a NUL.
+const NUL: &str = "must not contain a NUL character (it cannot be part of a process argument)";
+
 /// Validates `req` against `spec` (the caller has already matched engine name and version).
 pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, ValidationError> {
     for (field, value) in [
@@ -215,8 +218,12 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
                         "is not an option name (letters, digits, '_', '-', '.', after at most two leading dashes)",
                     ));
                 }
+                let text = value_text(value);
+                if text.contains('\0') {
+                    return Err(ValidationError::new(format!("{PARAMS}.{key}"), NUL));
+                }
                 engine_args.push(key.clone());
-                engine_args.push(value_text(value));
+                engine_args.push(text);
             }
         }
     }
@@ -235,8 +242,12 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
                 "is not a parameter name (letters, digits, '_', '-', '.'; it becomes --<name>)",
             ));
         }
+        let text = value_text(value);
+        if text.contains('\0') {
+            return Err(ValidationError::new(format!("workflow_params.{key}"), NUL));
+        }
         workflow_args.push(format!("--{key}"));
-        workflow_args.push(value_text(value));
+        workflow_args.push(text);
     }
 
     Ok(ValidatedRun {
@@ -417,6 +428,9 @@ pub(crate) fn check_value(p: &ParamSpec, v: &Value) -> Result<(), String> {
 }
 
 fn checked(p: &ParamSpec, v: &Value) -> Result<Checked, String> {
+    if v.to_string().contains("\\u0000") {
+        return Err(NUL.to_owned());
+    }
     let bad = |what: &str| Err(format!("expected {what}, got {}", describe(v)));
     let (value, number) = match p.kind {
         ParamType::String => match v {
@@ -877,6 +891,27 @@ engine:
                 .unwrap_err()
                 .reason
                 .contains("local files only")
+        );
+    }
+
+    #[test]
+    fn a_nul_in_any_argument_is_refused() {
+        let p = "workflow_engine_parameters";
+        check(
+            json!({"sample": "a\u{0}b"}),
+            "reject",
+            Err((&format!("{p}.sample"), "NUL")),
+        );
+        check(
+            json!({"sample": "s", "--extra": "a\u{0}"}),
+            "pass",
+            Err((&format!("{p}.--extra"), "NUL")),
+        );
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_params = Some(json!({"k": "x\u{0}y"}).as_object().unwrap().clone());
+        assert_eq!(
+            validate(&r, &spec("reject")).unwrap_err().field,
+            "workflow_params.k"
         );
     }
 }

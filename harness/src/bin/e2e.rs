@@ -1,5 +1,5 @@
-//! `e2e`: the harness's command line, behind the justfile's `images`, `sweep`, `flake-check`
-//! and `bench` recipes.
+//! `e2e`: the harness's command line, behind the justfile's `images`, `sweep`, `flake-check`,
+//! `bench` and `schemathesis` recipes.
 
 use std::process::Command;
 use std::time::Instant;
@@ -32,6 +32,16 @@ enum Cmd {
     },
     /// Measure stack start-up and receiver ingest throughput.
     Bench(harness::bench::BenchArgs),
+    /// Run schemathesis (scripts/schemathesis/run.sh) against a real stack with a bearer
+    /// token, then check that every run it created reached a terminal state.
+    Schemathesis {
+        /// `local` or `docker`.
+        #[arg(long, default_value = "local")]
+        backend: String,
+        /// Extra arguments for schemathesis.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -54,7 +64,91 @@ async fn main() -> Result<()> {
         }
         Cmd::FlakeCheck { runs, backends } => flake_check(runs, &backends),
         Cmd::Bench(args) => harness::bench::run(args).await,
+        Cmd::Schemathesis { backend, args } => schemathesis(&backend, args).await,
     }
+}
+
+async fn schemathesis(backend: &str, args: Vec<String>) -> Result<()> {
+    use harness::backend::Backend;
+    let backend = match backend {
+        "local" => Backend::Local,
+        "docker" => Backend::Docker,
+        other => bail!("--backend must be local or docker, got '{other}'"),
+    };
+    let root = test_support::workspace_root();
+    let script = root.join("scripts/schemathesis/run.sh");
+    let found = Command::new("schemathesis").arg("--version").output();
+    if !found.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "schemathesis is not on PATH: pip install -r {}",
+            root.join("scripts/schemathesis/requirements.txt").display()
+        );
+    }
+    let stack = harness::Stack::start(
+        "schemathesis",
+        harness::StackOptions {
+            engines: 1,
+            backend: Some(backend),
+            ..harness::StackOptions::default()
+        },
+    )
+    .await?;
+    stack
+        .run(|s| {
+            Box::pin(async move {
+                let user = "schemathesis";
+                let token = test_support::metis::mint_token(user);
+                s.timeline.note(format!(
+                    "running schemathesis against {} as user {user}",
+                    s.client.base
+                ));
+                let status = tokio::process::Command::new("bash")
+                    .arg(&script)
+                    .arg(&s.client.base)
+                    .args(&args)
+                    .env("METIS_TOKEN", &token)
+                    .env("METIS_ST_REPORT_DIR", s.dir.join("schemathesis"))
+                    .current_dir(test_support::workspace_root())
+                    .status()
+                    .await
+                    .context("running scripts/schemathesis/run.sh")?;
+                if !status.success() {
+                    bail!(
+                        "schemathesis found problems ({status}); reports in {}",
+                        s.dir.join("schemathesis").display()
+                    );
+                }
+                // Whatever it sent, every run it got a 200 for ends.
+                let client = s.client.as_user(Some(user));
+                test_support::wait_for(
+                    "every run schemathesis created to reach a terminal state",
+                    std::time::Duration::from_secs(120),
+                    || async {
+                        let info = client
+                            .get("/service-info")
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let counts = &info.body["system_state_counts"];
+                        let open: Vec<String> = ["QUEUED", "INITIALIZING", "RUNNING", "CANCELING"]
+                            .iter()
+                            .filter(|k| counts[**k].as_u64().unwrap_or(0) > 0)
+                            .map(|k| format!("{k}={}", counts[*k]))
+                            .collect();
+                        if open.is_empty() {
+                            Ok(counts.clone())
+                        } else {
+                            Err(open.join(", "))
+                        }
+                    },
+                )
+                .await
+                .map(|counts| {
+                    s.timeline
+                        .note(format!("schemathesis: clean; runs by state {counts}"));
+                })
+            })
+        })
+        .await
 }
 
 fn flake_check(runs: u32, backends: &[String]) -> Result<()> {
