@@ -130,6 +130,7 @@ async fn serve(engine: Arc<dyn Engine>) -> Result<(), EngineError> {
     };
     let mut term = signals(SignalKind::terminate(), "SIGTERM")?;
     let mut int = signals(SignalKind::interrupt(), "SIGINT")?;
+    protect_process();
     let settings = Settings::from_env()?;
     let running = bootstrap(engine, settings).await?;
     running
@@ -141,4 +142,17 @@ async fn serve(engine: Arc<dyn Engine>) -> Result<(), EngineError> {
             tracing::info!(signal = which, "shutdown requested");
         })
         .await
+}
+
+/// Marks the engine non-dumpable: its `/proc/<pid>` files (`environ`, `mem`) then belong to
+/// root, so a workflow running as the same OS user cannot read the engine's NATS credentials
+/// from them, nor attach a debugger. (Root workflows are not stopped by this: run the engine
+/// as an unprivileged user.)
+fn protect_process() {
+    match nix::sys::prctl::set_dumpable(false) {
+        Ok(()) => tracing::debug!("process marked non-dumpable"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mark the engine non-dumpable; a workflow of the same user could read its environment")
+        }
+    }
 }

@@ -195,6 +195,27 @@ async fn a_workflow_sees_no_infrastructure() -> anyhow::Result<()> {
         assert_eq!(mode, 0o700, "{dir}: {mode:o}");
     }
 
+    // Nor through /proc: the engine is non-dumpable, so a same-user workflow cannot read its
+    // environment. Root reads any process's environment, so this is checked only as a user.
+    let snoop = stack.script(
+        "snoop.sh",
+        "tr '\\000' '\\n' < /proc/$PPID/environ 2>&1 || echo 'environ: unreadable'",
+    )?;
+    let run = c.create_run(&body_for(&snoop)).await?;
+    c.wait_for_state(&run, &["COMPLETE", "EXECUTOR_ERROR"], DEADLINE)
+        .await?;
+    let lines = c.log_lines(&run).await?;
+    if running_as_root() {
+        eprintln!(
+            "a_workflow_sees_no_infrastructure: running as root, which reads every process's environment; the /proc check needs an unprivileged user"
+        );
+    } else {
+        assert!(
+            lines.iter().all(|l| !l.contains(&stack.nats.password)),
+            "a workflow read the engine's environment: {lines:?}"
+        );
+    }
+
     // And without the credentials, NATS itself refuses a client (a workflow has none).
     let anonymous = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
@@ -251,4 +272,16 @@ async fn a_cancel_forged_on_nats_cancels_nothing() -> anyhow::Result<()> {
         .wait_for_state(&run, &["CANCELED"], DEADLINE)
         .await?;
     Ok(())
+}
+
+/// Whether this test runs with effective uid 0 (`Uid:` in `/proc/self/status`: real, effective, …).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }
