@@ -54,6 +54,8 @@ enum Claim {
     Claimed(Box<RunRecord>),
     NotQueued(State),
     Missing,
+    /// The record asks for another engine (a message on the wrong subject).
+    NotForMe(String),
 }
 
 /// Handles one message from the runs stream, start to finish.
@@ -77,10 +79,21 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
         return;
     };
     let me = shared.engine_id.clone();
+    let spec = &shared.config.engine;
     let claim = shared
         .infra
         .update_run(&id, |rec| match rec {
             None => Decision::Keep(Claim::Missing),
+            // The record, not the message, says which engine the run is for.
+            Some(r)
+                if r.request.workflow_engine != spec.name
+                    || r.request.workflow_engine_version != spec.version =>
+            {
+                Decision::Keep(Claim::NotForMe(format!(
+                    "{} {}",
+                    r.request.workflow_engine, r.request.workflow_engine_version
+                )))
+            }
             Some(r) if r.state == State::Queued => {
                 r.state = State::Initializing;
                 r.engine_id = Some(me.clone());
@@ -103,6 +116,12 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
             shared.registry.remove(&id);
             ack(&msg, AckKind::Ack).await;
             tracing::info!(run_id = %id, state = %state, "run is no longer queued; skipping");
+            return;
+        }
+        Ok(Claim::NotForMe(engine)) => {
+            shared.registry.remove(&id);
+            tracing::warn!(run_id = %id, engine = %engine, "discarding a run message for a run of another engine");
+            ack(&msg, AckKind::Term).await;
             return;
         }
         Ok(Claim::Missing) => {

@@ -168,3 +168,30 @@ async fn the_engine_rechecks_the_workflow_url() -> Result<()> {
     engine.stop().await?;
     Ok(())
 }
+
+/// A message on this engine's subject for a run the record gives to another engine (forged, or
+/// misrouted) is discarded: the record, not the message, decides; the run stays QUEUED for its
+/// own engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_another_engines_run_is_discarded() -> Result<()> {
+    let bed = Bed::start("other-engine").await?;
+    let mut engine = bed
+        .engine("engine", &bed.config("engine.yaml", |_| {})?)
+        .await?;
+    let mut req = bed.request("ok.sh", json!({}));
+    req.workflow_engine = "nextflow".into();
+    let id = bed.submit(req).await?;
+    engine
+        .wait_event("the message to be discarded", |e| {
+            (e["message"] == "discarding a run message for a run of another engine"
+                && crate::support::about(e, &id))
+            .then_some(())
+        })
+        .await?;
+    let rec = bed.record(id).await?;
+    assert_eq!(rec.state, State::Queued, "{rec:#?}");
+    assert_eq!(rec.engine_id, None);
+    assert_eq!(bed.logs(id).await?, Vec::new());
+    engine.stop().await?;
+    Ok(())
+}
