@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// How callers are identified.
 #[derive(Clone)]
@@ -61,26 +61,16 @@ pub struct JwtVerifier {
     leeway: u64,
 }
 
-/// The claims Metis reads (others are ignored).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The claims Metis reads once a token is verified (`exp`, `nbf`, `iss` and `aud` are checked
+/// by the verifier; `aud` may be one string or a list).
+#[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
     /// The user.
     pub sub: String,
-    /// Expiry (seconds since the epoch).
-    pub exp: u64,
-    /// Not before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<u64>,
-    /// Issued at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
-    /// Issuer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    /// Audience.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
 }
+
+/// The most clock skew `AUTH_JWT_LEEWAY_S` may allow.
+pub const MAX_LEEWAY_S: u64 = 3600;
 
 /// Why a request was not authenticated: the text of the 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +126,18 @@ impl Auth {
                         bail!("AUTH_JWKS_FILE {}: the set has no keys", path.display());
                     }
                     for k in &set.keys {
+                        // A shared secret in a key *set* (often copied from a public jwks_uri)
+                        // would let anyone who can read the set sign tokens.
+                        if matches!(
+                            k.algorithm,
+                            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+                        ) {
+                            bail!(
+                                "AUTH_JWKS_FILE {}: key {} is a symmetric (oct) key; a JWK set holds public keys only (use AUTH_JWT_SECRET for HS256)",
+                                path.display(),
+                                k.common.key_id.as_deref().unwrap_or("(no kid)")
+                            );
+                        }
                         DecodingKey::from_jwk(k).with_context(|| {
                             format!(
                                 "AUTH_JWKS_FILE {}: key {}: unusable",
@@ -154,7 +156,13 @@ impl Auth {
             Some(v) => v
                 .trim()
                 .parse::<u64>()
-                .with_context(|| format!("AUTH_JWT_LEEWAY_S must be whole seconds, got '{v}'"))?,
+                .ok()
+                .filter(|s| *s <= MAX_LEEWAY_S)
+                .with_context(|| {
+                    format!(
+                        "AUTH_JWT_LEEWAY_S must be whole seconds, at most {MAX_LEEWAY_S}, got '{v}'"
+                    )
+                })?,
         };
         Ok(Self::Jwt(Box::new(JwtVerifier {
             keys,
@@ -219,9 +227,10 @@ impl JwtVerifier {
             Keys::Single(key, algs, _) => (key.clone(), algs.clone()),
             Keys::Set(set) => {
                 let jwk = match (&header.kid, set.keys.as_slice()) {
-                    (Some(kid), _) => set
-                        .find(kid)
-                        .ok_or_else(|| bad(format!("the token's key id '{kid}' is not known")))?,
+                    (Some(kid), _) => set.find(kid).ok_or_else(|| {
+                        let shown: String = kid.chars().take(64).collect();
+                        bad(format!("the token's key id '{shown}' is not known"))
+                    })?,
                     (None, [only]) => only,
                     (None, _) => {
                         return Err(bad(
@@ -232,7 +241,15 @@ impl JwtVerifier {
                 };
                 let key = DecodingKey::from_jwk(jwk)
                     .map_err(|e| bad(format!("the token's key is unusable: {}", reason(&e))))?;
-                let algs = key.family().algorithms().to_vec();
+                // The key's own `alg`, when it names one, is the only algorithm it verifies.
+                let algs = match jwk
+                    .common
+                    .key_algorithm
+                    .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+                {
+                    Some(alg) => vec![alg],
+                    None => key.family().algorithms().to_vec(),
+                };
                 (key, algs)
             }
         };
@@ -250,12 +267,11 @@ impl JwtVerifier {
             v.set_issuer(&[iss]);
             v.required_spec_claims.insert("iss".to_owned());
         }
-        match &self.audience {
-            Some(aud) => {
-                v.set_audience(&[aud]);
-                v.required_spec_claims.insert("aud".to_owned());
-            }
-            None => v.validate_aud = false,
+        // Without AUTH_JWT_AUDIENCE a token that names an audience is refused (RFC 7519
+        // 4.1.3: it was issued for someone else); with it, `aud` must name it.
+        if let Some(aud) = &self.audience {
+            v.set_audience(&[aud]);
+            v.required_spec_claims.insert("aud".to_owned());
         }
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
             .map_err(|e| bad(reason(&e)))?;
@@ -288,6 +304,9 @@ fn reason(e: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
+/// The longest lifetime [`mint_hs256`] gives a token.
+pub const MAX_TOKEN_TTL_S: u64 = 366 * 24 * 3600;
+
 /// Mints an HS256 token (for `metis-api token`, tests and the harness).
 pub fn mint_hs256(
     secret: &[u8],
@@ -296,15 +315,20 @@ pub fn mint_hs256(
     issuer: Option<&str>,
     audience: Option<&str>,
 ) -> anyhow::Result<String> {
+    if ttl.as_secs() > MAX_TOKEN_TTL_S {
+        bail!(
+            "a token may live at most {MAX_TOKEN_TTL_S} s, not {} s",
+            ttl.as_secs()
+        );
+    }
     let now = jsonwebtoken::get_current_timestamp();
-    let claims = Claims {
-        sub: sub.to_owned(),
-        exp: now + ttl.as_secs(),
-        nbf: None,
-        iat: Some(now),
-        iss: issuer.map(str::to_owned),
-        aud: audience.map(str::to_owned),
-    };
+    let mut claims = serde_json::json!({"sub": sub, "exp": now + ttl.as_secs(), "iat": now});
+    if let Some(iss) = issuer {
+        claims["iss"] = iss.into();
+    }
+    if let Some(aud) = audience {
+        claims["aud"] = aud.into();
+    }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         &claims,
@@ -436,6 +460,46 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn an_audience_list_works_and_an_unasked_audience_is_refused() {
+        let v = verifier(&[("AUTH_JWT_AUDIENCE", "metis")]);
+        let list = token(
+            serde_json::json!({"sub": "a", "exp": now() + 60, "aud": ["other", "metis"]}),
+            SECRET,
+        );
+        assert_eq!(v.verify(&list).unwrap().sub, "a");
+        // Without AUTH_JWT_AUDIENCE, a token issued for some audience is someone else's.
+        let plain = verifier(&[]);
+        let err = plain
+            .verify(&token(
+                serde_json::json!({"sub": "a", "exp": now() + 60, "aud": "billing"}),
+                SECRET,
+            ))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("audience"), "{err}");
+        // A bounded leeway, a bounded lifetime.
+        let huge = Auth::from_lookup(
+            |k| match k {
+                "AUTH_JWT_SECRET" => Some(SECRET.to_owned()),
+                "AUTH_JWT_LEEWAY_S" => Some(u64::MAX.to_string()),
+                _ => None,
+            },
+            Path::new("/"),
+        );
+        assert!(huge.is_err());
+        assert!(
+            mint_hs256(
+                SECRET.as_bytes(),
+                "a",
+                std::time::Duration::from_secs(u64::MAX),
+                None,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -158,7 +158,9 @@ fn bearer(parts: &Parts) -> Result<&str, String> {
     Ok(token)
 }
 
-/// A user id is 1–128 of `A-Z a-z 0-9 . _ @ -`, and not `.` or `..` (it becomes a path part).
+/// A user id is 1–128 of `A-Z a-z 0-9 . _ @ - | + :` (what identity providers put in `sub`,
+/// such as `auth0|5f7c…` or `google-oauth2|1234`), and not `.` or `..`: it becomes a path part
+/// and, escaped, an index subject.
 pub fn check_user_id(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 128 {
         return Err("must be 1 to 128 characters".to_owned());
@@ -166,12 +168,11 @@ pub fn check_user_id(s: &str) -> Result<(), String> {
     if s == "." || s == ".." {
         return Err(format!("'{s}' is not a valid user id"));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')))
-    {
+    if let Some(c) = s.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-' | '|' | '+' | ':'))
+    }) {
         return Err(format!(
-            "character '{c}' is not allowed (use letters, digits, '.', '_', '@', '-')"
+            "character '{c}' is not allowed (use letters, digits, '.', '_', '@', '-', '|', '+', ':')"
         ));
     }
     Ok(())
@@ -199,7 +200,15 @@ mod tests {
 
     #[test]
     fn user_ids() {
-        for ok in ["alice", "bob@example.org", "a.b-c_d", "x"] {
+        for ok in [
+            "alice",
+            "bob@example.org",
+            "a.b-c_d",
+            "x",
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+            "a+b@x.org",
+            "urn:idp:1",
+        ] {
             assert!(check_user_id(ok).is_ok(), "{ok}");
         }
         for bad in ["", "..", ".", "a/b", "a b", "ü", &"x".repeat(129)] {

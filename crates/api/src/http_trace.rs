@@ -3,8 +3,8 @@
 //! attributes. tower-http's own request/response/failure events are off: they carry
 //! latencies, and the span already records the outcome.
 //!
-//! The span continues the caller's trace when the request carries W3C `traceparent` /
-//! `tracestate` headers. No other header is recorded — `Authorization` never reaches a span;
+//! The span continues the caller's trace when the request carries a sampled W3C
+//! `traceparent` (and `tracestate`); an unsampled one starts a trace of Metis' own. No other header is recorded — `Authorization` never reaches a span;
 //! a request refused for its token gets the reason as `error` (never the token).
 
 use axum::extract::MatchedPath;

@@ -91,6 +91,11 @@ impl ConfigCache {
 
 /// Connects, prepares NATS, binds, and serves until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Workflows may share the host and the user: keep the JWT secret and NATS credentials out
+    // of their reach through /proc.
+    if let Err(e) = common::harden::non_dumpable() {
+        telemetry::tracing::warn!(error = %e, "cannot mark the API non-dumpable");
+    }
     match &config.auth {
         auth::Auth::TrustHeader => telemetry::tracing::warn!(
             "AUTH_MODE=header: the x-user-id header is trusted as sent, so any client can act as any user; use it for local experiments only"

@@ -365,10 +365,41 @@ pub struct EngineInfo {
     /// Accepted workflow type versions.
     pub workflow_type_versions: Vec<String>,
     /// Instances heartbeating now (none: runs wait QUEUED until one starts).
-    pub instances: Vec<EngineRegistration>,
+    pub instances: Vec<InstanceInfo>,
     /// The engine's parameter rules.
     #[schema(value_type = Object)]
     pub engine_params: serde_json::Value,
+}
+
+/// A live engine instance, as the public service info shows it: how many runs it holds,
+/// never which (run ids are their users' business).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceInfo {
+    /// Instance id.
+    pub id: String,
+    /// Engine name.
+    pub name: String,
+    /// Engine version.
+    pub version: String,
+    /// When the instance started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Runs in flight on it at its last heartbeat.
+    pub runs_in_flight: usize,
+}
+
+impl From<EngineRegistration> for InstanceInfo {
+    fn from(r: EngineRegistration) -> Self {
+        Self {
+            runs_in_flight: r.runs.len(),
+            id: r.id,
+            name: r.name,
+            version: r.version,
+            started_at: r.started_at,
+            heartbeat_at: r.heartbeat_at,
+        }
+    }
 }
 
 /// WES service info.
@@ -430,6 +461,7 @@ pub async fn service_info(
                 .iter()
                 .filter(|i| i.name == s.name && i.version == s.version)
                 .cloned()
+                .map(InstanceInfo::from)
                 .collect(),
             engine_params: serde_json::to_value(&s.engine_params).unwrap_or_default(),
             name: s.name,

@@ -313,6 +313,24 @@ impl FullEngineConfig {
                 .to_string_lossy()
                 .into_owned();
         }
+        // Workflows write their workdirs: a root there would let one run plant the script a
+        // later run executes.
+        let base = std::path::absolute(&cfg.runs.workdir.base)
+            .unwrap_or_else(|_| cfg.runs.workdir.base.clone());
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        for (i, root) in cfg.engine.allowed_workflow_roots.iter().enumerate() {
+            let root_path = Path::new(root);
+            if root_path.starts_with(&base) || base.starts_with(root_path) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: format!("engine.allowedWorkflowRoots[{i}]"),
+                    message: format!(
+                        "'{root}' overlaps the workdir base {}: workflows write there, so a run could plant what a later run executes",
+                        base.display()
+                    ),
+                });
+            }
+        }
         Ok(cfg)
     }
 
@@ -601,6 +619,52 @@ runs:
         std::fs::write(&path, GOOD).unwrap();
         let cfg = FullEngineConfig::load(&path).unwrap();
         assert_eq!(cfg.runs.workdir.base, dir.path().join("runs"));
+    }
+
+    #[test]
+    fn workflow_roots_resolve_against_the_file_and_must_not_overlap_the_workdirs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("workflows")).unwrap();
+        let path = dir.path().join("engine.yaml");
+        let with_roots = GOOD.replace(
+            "engine:\n",
+            "engine:\n  allowedWorkflowRoots: [workflows]\n  allowedUrlSchemes: [https]\n",
+        );
+        std::fs::write(&path, &with_roots).unwrap();
+        let cfg = FullEngineConfig::load(&path).unwrap();
+        let real = std::fs::canonicalize(dir.path().join("workflows")).unwrap();
+        assert_eq!(
+            cfg.engine.allowed_workflow_roots,
+            [real.display().to_string()]
+        );
+        for (roots, key) in [
+            ("[runs/x]", "allowedWorkflowRoots[0]"),
+            ("[.]", "allowedWorkflowRoots[0]"),
+        ] {
+            std::fs::write(
+                &path,
+                GOOD.replace(
+                    "engine:\n",
+                    &format!("engine:\n  allowedWorkflowRoots: {roots}\n"),
+                ),
+            )
+            .unwrap();
+            let err = FullEngineConfig::load(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("overlaps"),
+                "{roots}: {err}"
+            );
+        }
+        check_err(
+            &GOOD.replace("engine:\n", "engine:\n  allowedUrlSchemes: [file]\n"),
+            "engine.allowedUrlSchemes[0]",
+            "file",
+        );
+        check_err(
+            &GOOD.replace("runs:\n", "runs:\n  env: {HOME: /x}\n"),
+            "runs.env.HOME",
+            "set by the engine",
+        );
     }
 
     #[test]

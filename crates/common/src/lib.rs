@@ -5,10 +5,11 @@
 //! [`RunRequestMessage`], [`CancelMessage`]), the stored run record ([`RunRecord`]), the
 //! `engine.yaml` format ([`config`]), request validation against an engine's config
 //! ([`validate`]), argv building ([`command`]) and the NATS subject, stream and bucket names
-//! ([`nats`]). It has no I/O beyond reading an `engine.yaml` file.
+//! ([`nats`]), the NATS plumbing ([`infra`]) and start-up hardening ([`harden`]).
 
 pub mod command;
 pub mod config;
+pub mod harden;
 pub mod infra;
 pub mod model;
 pub mod nats;

@@ -71,6 +71,26 @@ enum Checked {
 
 const PARAMS: &str = "workflow_engine_parameters";
 
+/// A value after a forwarded name must not itself read as an option: after a flag that takes
+/// no value, `--exec=id` would be parsed as one.
+const OPTION_VALUE: &str =
+    "a value must not start with '-' (it could be read as an option); numbers are fine";
+
+/// Whether `text` would be read as an option: it starts with `-` and is not a number.
+fn reads_as_option(text: &str) -> bool {
+    text.starts_with('-') && text.parse::<f64>().is_err()
+}
+
+/// Whether any string in `v` (keys included) holds a NUL.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// Every value becomes a process argument, which cannot hold a NUL.
 const NUL: &str = "must not contain a NUL character (it cannot be part of a process argument)";
 
@@ -218,9 +238,22 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
                         "is not an option name (letters, digits, '_', '-', '.', after at most two leading dashes)",
                     ));
                 }
+                if key.len() > 2 && key.starts_with('-') && !key.starts_with("--") {
+                    // `-ve` is read as `-v -e`: a bundle could carry a denied short option.
+                    return Err(ValidationError::new(
+                        format!("{PARAMS}.{key}"),
+                        "a single-dash option is one letter (use --name for a long one)",
+                    ));
+                }
                 let text = value_text(value);
                 if text.contains('\0') {
                     return Err(ValidationError::new(format!("{PARAMS}.{key}"), NUL));
+                }
+                if reads_as_option(&text) {
+                    return Err(ValidationError::new(
+                        format!("{PARAMS}.{key}"),
+                        OPTION_VALUE,
+                    ));
                 }
                 engine_args.push(key.clone());
                 engine_args.push(text);
@@ -245,6 +278,12 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
         let text = value_text(value);
         if text.contains('\0') {
             return Err(ValidationError::new(format!("workflow_params.{key}"), NUL));
+        }
+        if reads_as_option(&text) {
+            return Err(ValidationError::new(
+                format!("workflow_params.{key}"),
+                OPTION_VALUE,
+            ));
         }
         workflow_args.push(format!("--{key}"));
         workflow_args.push(text);
@@ -281,14 +320,27 @@ fn is_option_name(name: &str) -> bool {
 }
 
 /// The denial reason when `key` matches a `deniedParams` entry, compared after
-/// [`normalize_param_name`] (a regex is tried on the name as given and normalised).
+/// [`normalize_param_name`] — an undeclared name also when it is a prefix of a denied one (a
+/// regex is tried on the name as given, normalised, and normalised with `_` for `-`).
 fn check_denied(spec: &EngineSpec, key: &str) -> Result<(), String> {
     let normal = normalize_param_name(key);
+    // A declared parameter is spelled as the engine declares it; any other name reaches the
+    // program as typed, where getopt_long and argparse take an unambiguous prefix for the
+    // whole option (`--exe` is `--exec`).
+    let declared = spec
+        .engine_params
+        .validated_params
+        .iter()
+        .any(|p| p.names.iter().any(|n| n == key));
     for d in &spec.denied_params {
         let hit = match d.kind {
-            DeniedKind::Exact => normal == normalize_param_name(&d.pattern),
-            DeniedKind::Regex => regex::Regex::new(&d.pattern)
-                .is_ok_and(|re| re.is_match(key) || re.is_match(&normal)),
+            DeniedKind::Exact => {
+                let denied = normalize_param_name(&d.pattern);
+                normal == denied || (!declared && !normal.is_empty() && denied.starts_with(&normal))
+            }
+            DeniedKind::Regex => regex::Regex::new(&d.pattern).is_ok_and(|re| {
+                re.is_match(key) || re.is_match(&normal) || re.is_match(&normal.replace('-', "_"))
+            }),
         };
         if hit {
             let reason = d.reason.as_deref().unwrap_or("not allowed by this engine");
@@ -311,6 +363,9 @@ fn url_scheme(url: &str) -> Option<&str> {
 /// reason (naming the rule) it is refused.
 pub fn check_workflow_url(url: &str, spec: &EngineSpec) -> Result<String, String> {
     let engine = format!("engine {} {}", spec.name, spec.version);
+    if url.contains('\0') {
+        return Err("must not contain NUL".to_owned());
+    }
     if let Some(scheme) = url_scheme(url) {
         if spec
             .allowed_url_schemes
@@ -330,9 +385,6 @@ pub fn check_workflow_url(url: &str, spec: &EngineSpec) -> Result<String, String
             )
         });
     }
-    if url.contains('\0') {
-        return Err("must not contain NUL".to_owned());
-    }
     let path = std::path::Path::new(url);
     if !path.is_absolute() {
         return Err(format!(
@@ -350,42 +402,57 @@ pub fn check_workflow_url(url: &str, spec: &EngineSpec) -> Result<String, String
             "{engine} allows no local workflow files (engine.allowedWorkflowRoots is empty)"
         ));
     }
-    let resolved = resolve(path);
-    let inside = spec
+    let roots = spec.allowed_workflow_roots.join(", ");
+    // Lexically first: a path outside every root is refused without touching the filesystem
+    // (no probing of the API's host through error messages).
+    let Some(root) = spec
         .allowed_workflow_roots
         .iter()
-        .any(|root| resolved.starts_with(resolve(std::path::Path::new(root))));
-    if !inside {
-        let shown = if resolved == path {
-            format!("'{url}'")
-        } else {
-            format!("'{url}' (resolved: {})", resolved.display())
-        };
+        .map(std::path::Path::new)
+        .find(|root| path.starts_with(root))
+    else {
         return Err(format!(
-            "{shown} is outside the workflow roots {engine} allows (engine.allowedWorkflowRoots: {})",
-            spec.allowed_workflow_roots.join(", ")
+            "'{url}' is outside the workflow roots {engine} allows (engine.allowedWorkflowRoots: {roots})"
+        ));
+    };
+    // Then with symlinks followed, as far as the path exists here.
+    let resolved = resolve(path).map_err(|why| format!("'{url}' {why}"))?;
+    let real_root = resolve(root).unwrap_or_else(|_| root.to_path_buf());
+    if !resolved.starts_with(&real_root) {
+        return Err(format!(
+            "'{url}' resolves through a symlink to outside the workflow roots {engine} allows (engine.allowedWorkflowRoots: {roots})"
         ));
     }
-    Ok(resolved.to_string_lossy().into_owned())
+    resolved
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("'{url}' resolves to a path that is not UTF-8"))
 }
 
 /// `path` with its longest existing prefix canonicalised (symlinks followed) and the rest
-/// appended; lexical where nothing of it exists on this host.
-fn resolve(path: &std::path::Path) -> std::path::PathBuf {
+/// appended; lexical where nothing of it exists on this host. A symlink that does not resolve
+/// (dangling, or a loop) is an error: its target could appear later, anywhere.
+fn resolve(path: &std::path::Path) -> Result<std::path::PathBuf, String> {
     let mut existing = path;
     let mut rest = Vec::new();
     loop {
         if let Ok(real) = std::fs::canonicalize(existing) {
             let mut out = real;
             out.extend(rest.iter().rev());
-            return out;
+            return Ok(out);
+        }
+        if std::fs::symlink_metadata(existing).is_ok() {
+            return Err(format!(
+                "goes through {}, a symlink that does not resolve",
+                existing.display()
+            ));
         }
         match (existing.parent(), existing.file_name()) {
             (Some(parent), Some(name)) => {
                 rest.push(name.to_owned());
                 existing = parent;
             }
-            _ => return path.to_path_buf(),
+            _ => return Ok(path.to_path_buf()),
         }
     }
 }
@@ -428,7 +495,7 @@ pub(crate) fn check_value(p: &ParamSpec, v: &Value) -> Result<(), String> {
 }
 
 fn checked(p: &ParamSpec, v: &Value) -> Result<Checked, String> {
-    if v.to_string().contains("\\u0000") {
+    if has_nul(v) {
         return Err(NUL.to_owned());
     }
     let bad = |what: &str| Err(format!("expected {what}, got {}", describe(v)));
@@ -850,10 +917,21 @@ engine:
             url(&root.join("ok.sh").display().to_string()).unwrap(),
             real.display().to_string()
         );
-        // Through a symlinked folder that resolves inside: fine, and resolved.
+        // Only the roots' own spelling counts: a symlinked folder outside is refused unread.
+        assert!(url(&dir.path().join("link/ok.sh").display().to_string()).is_err());
+        // A symlink inside that resolves inside: fine, and resolved.
+        std::os::unix::fs::symlink(root.join("ok.sh"), root.join("alias.sh")).unwrap();
         assert_eq!(
-            url(&dir.path().join("link/ok.sh").display().to_string()).unwrap(),
+            url(&root.join("alias.sh").display().to_string()).unwrap(),
             real.display().to_string()
+        );
+        // A dangling symlink is refused: its target could appear later, anywhere.
+        std::os::unix::fs::symlink("/nonexistent/later", root.join("dangling.sh")).unwrap();
+        assert!(
+            url(&root.join("dangling.sh").display().to_string())
+                .unwrap_err()
+                .reason
+                .contains("does not resolve")
         );
         // A file not there yet under the root is the engine's to report.
         assert!(url(&root.join("later.sh").display().to_string()).is_ok());
@@ -865,8 +943,9 @@ engine:
             ("/etc/passwd", "outside the workflow roots"),
             (
                 &root.join("escape.sh").display().to_string(),
-                "resolved: /etc/passwd",
+                "through a symlink",
             ),
+            ("https://a\u{0}b", "NUL"),
             (&format!("{}/../../etc/passwd", root.display()), "'..'"),
             ("wf.sh", "absolute path"),
             ("http://example.org/wf.sh", "scheme 'http' is not allowed"),
@@ -912,6 +991,66 @@ engine:
         assert_eq!(
             validate(&r, &spec("reject")).unwrap_err().field,
             "workflow_params.k"
+        );
+    }
+
+    #[test]
+    fn abbreviations_bundles_and_option_values_cannot_smuggle_a_denied_option() {
+        let p = "workflow_engine_parameters";
+        // getopt_long/argparse expand an unambiguous prefix: --exe is --exec.
+        for prefix in ["--exe", "ex", "--E"] {
+            check(
+                json!({"sample": "s", prefix: "id"}),
+                "pass",
+                Err((&format!("{p}.{prefix}"), "denied")),
+            );
+        }
+        // A declared parameter is spelled as declared, so a prefix of a denied name is fine.
+        check(
+            json!({"sample": "s", "t": 3}),
+            "reject",
+            Ok(&["--threads", "3", "s"]),
+        );
+        // -ve is -v -e.
+        check(
+            json!({"sample": "s", "-ve": "x"}),
+            "pass",
+            Err((&format!("{p}.-ve"), "one letter")),
+        );
+        // A value after a forwarded name cannot be an option itself ...
+        check(
+            json!({"sample": "s", "--quiet": "--exec=id"}),
+            "pass",
+            Err((&format!("{p}.--quiet"), "must not start with '-'")),
+        );
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_params = Some(json!({"verbose": "--exec=id"}).as_object().unwrap().clone());
+        let e = validate(&r, &spec("reject")).unwrap_err();
+        assert_eq!(e.field, "workflow_params.verbose", "{e}");
+        // ... but a negative number is a number.
+        let mut r = request(json!({"sample": "s"}));
+        r.workflow_params = Some(
+            json!({"offset": -5, "scale": "-0.5"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert!(validate(&r, &spec("reject")).is_ok());
+        // A regex written with '_' matches the '-' spelling too.
+        let mut spec = spec("pass");
+        spec.denied_params.push(crate::config::DeniedParam {
+            pattern: "^dry_run$".into(),
+            kind: DeniedKind::Regex,
+            reason: None,
+        });
+        let mut r = request(json!({"sample": "s", "--dry-run": "1"}));
+        r.workflow_params = None;
+        assert!(validate(&r, &spec).is_err());
+        // A literal backslash-u0000 is text, not a NUL.
+        check(
+            json!({"sample": "a\\u0000b"}),
+            "reject",
+            Ok(&["--threads", "2", "a\\u0000b"]),
         );
     }
 }

@@ -149,7 +149,7 @@ async fn serve(engine: Arc<dyn Engine>) -> Result<(), EngineError> {
 /// from them, nor attach a debugger. (Root workflows are not stopped by this: run the engine
 /// as an unprivileged user.)
 fn protect_process() {
-    match nix::sys::prctl::set_dumpable(false) {
+    match common::harden::non_dumpable() {
         Ok(()) => tracing::debug!("process marked non-dumpable"),
         Err(e) => {
             tracing::warn!(error = %e, "cannot mark the engine non-dumpable; a workflow of the same user could read its environment")

@@ -169,10 +169,17 @@ fn run_id_of(msg: &jetstream::Message) -> Option<RunId> {
 /// A QUEUED run whose message cannot be decoded can never run: SYSTEM_ERROR, with why.
 async fn fail_undecodable(shared: &Shared, id: &RunId, reason: &str) {
     let error = format!("the run's message could not be decoded by this engine: {reason}");
+    let spec = &shared.config.engine;
     let result = shared
         .infra
         .update_run(id, |rec| match rec {
-            Some(r) if r.state == State::Queued => {
+            // Only a run the record gives to this engine: a message on the wrong subject must
+            // not end another engine's run.
+            Some(r)
+                if r.state == State::Queued
+                    && r.request.workflow_engine == spec.name
+                    && r.request.workflow_engine_version == spec.version =>
+            {
                 r.state = State::SystemError;
                 r.error = Some(error.clone());
                 Decision::Write(true)

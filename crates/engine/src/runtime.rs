@@ -124,26 +124,7 @@ pub async fn bootstrap(
     let spec_json =
         serde_json::to_vec(spec).map_err(|e| EngineError::nats("encode the engine config", e))?;
     let key = nats::engine_config_key(&spec.name, &spec.version);
-    // `1.0` and `1_0` are one subject token and one key: a second spelling would take over
-    // the first one's queue and config. Refuse it, naming both.
-    if let Some(bytes) = infra
-        .engine_configs
-        .get(&key)
-        .await
-        .map_err(|e| EngineError::nats("read the registered engine config", e))?
-        && let Ok(other) = serde_json::from_slice::<common::EngineSpec>(&bytes)
-        && (other.name != spec.name || other.version != spec.version)
-    {
-        return Err(EngineError::Collision(format!(
-            "engine {} {} collides with the registered engine {} {}: both become the NATS key and subject token '{key}'; choose another name or version (or remove the old one: `nats kv del metis_engine_configs {key}`)",
-            spec.name, spec.version, other.name, other.version
-        )));
-    }
-    infra
-        .engine_configs
-        .put(key, Bytes::from(spec_json))
-        .await
-        .map_err(|e| EngineError::nats("register the engine config", e))?;
+    register_config(&infra, spec, &key, Bytes::from(spec_json)).await?;
 
     let started_at = Utc::now();
     let cancel_grace = Duration::from_millis(config.runs.cancel_grace_period_ms);
@@ -561,4 +542,58 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
     {
         tracing::error!(error = %e, "a run task panicked");
     }
+}
+
+/// Stores this engine's config under `key`, refusing (with both names) when a *different*
+/// engine already holds the key: `1.0` and `1_0` are one subject token and one key, and a
+/// second spelling would take over the first one's queue and config. Compare-and-set, so two
+/// colliding engines starting at once cannot both pass.
+async fn register_config(
+    infra: &Infra,
+    spec: &common::EngineSpec,
+    key: &str,
+    value: Bytes,
+) -> Result<(), EngineError> {
+    use async_nats::jetstream::kv::Operation;
+    for _ in 0..10 {
+        let entry = infra
+            .engine_configs
+            .entry(key)
+            .await
+            .map_err(|e| EngineError::nats("read the registered engine config", e))?
+            .filter(|e| e.operation == Operation::Put);
+        let written = match entry {
+            None => infra
+                .engine_configs
+                .create(key, value.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Some(entry) => {
+                if let Ok(other) = serde_json::from_slice::<common::EngineSpec>(&entry.value)
+                    && (other.name != spec.name || other.version != spec.version)
+                {
+                    return Err(EngineError::Collision(format!(
+                        "engine {} {} collides with the registered engine {} {}: both become the NATS key and subject token '{key}'; choose another name or version (or remove the old one: `nats kv del metis_engine_configs {key}`)",
+                        spec.name, spec.version, other.name, other.version
+                    )));
+                }
+                infra
+                    .engine_configs
+                    .update(key, value.clone(), entry.revision)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match written {
+            Ok(_) => return Ok(()),
+            // Someone wrote it meanwhile: look again.
+            Err(e) => {
+                tracing::debug!(error = %e, "the engine config changed while registering; reading it again")
+            }
+        }
+    }
+    Err(EngineError::nats(
+        "register the engine config",
+        "it kept changing while this engine registered",
+    ))
 }

@@ -72,14 +72,18 @@ impl Extractor for PairsExtractor<'_> {
 }
 
 /// Makes `span` a child of the W3C context in `headers` (e.g. an HTTP request's); a missing
-/// or malformed `traceparent` leaves it a root. Call before the span is entered.
+/// or malformed `traceparent` leaves it a root. A caller's *unsampled* context is not
+/// continued either: the SDK's parent-based sampling would drop the span — and with it the
+/// only record of a refused request and the run's whole trace — on the caller's word; Metis
+/// records its own work. Call before the span is entered.
 pub fn set_parent_from_pairs<'a>(
     span: &tracing::Span,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) {
     let pairs = PairsExtractor(headers.into_iter().collect());
     let cx = TraceContextPropagator::new().extract(&pairs);
-    if cx.span().span_context().is_valid() {
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() && sc.is_sampled() {
         let _ = span.set_parent(cx);
     }
 }
@@ -144,6 +148,39 @@ mod tests {
                 trace,
                 "a malformed header starts a new trace"
             );
+        });
+    }
+
+    #[test]
+    fn http_headers_continue_a_sampled_trace_only() {
+        let (sub, _guard, _) = build(TelemetryConfig {
+            service_name: "t".into(),
+            filter: None,
+            format: None,
+            otlp_endpoint: None,
+        });
+        tracing::subscriber::with_default(sub, || {
+            let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let sampled = format!("00-{trace}-00f067aa0ba902b7-01");
+            let server = tracing::info_span!("POST /runs");
+            set_parent_from_pairs(&server, [("TraceParent", sampled.as_str())]);
+            assert_eq!(
+                trace_id(&server).unwrap(),
+                trace,
+                "names are case-insensitive"
+            );
+
+            let unsampled = format!("00-{trace}-00f067aa0ba902b7-00");
+            let own = tracing::info_span!("POST /runs");
+            set_parent_from_pairs(&own, [("traceparent", unsampled.as_str())]);
+            assert_ne!(
+                trace_id(&own).unwrap(),
+                trace,
+                "an unsampled caller does not switch off Metis' spans"
+            );
+            let none = tracing::info_span!("POST /runs");
+            set_parent_from_pairs(&none, []);
+            assert_ne!(trace_id(&none).unwrap(), trace);
         });
     }
 }

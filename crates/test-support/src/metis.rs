@@ -122,8 +122,18 @@ pub async fn start_service(
     Ok(Service { proc, url })
 }
 
+/// The settings that choose how the API authenticates; `extra` setting one replaces the
+/// default [`jwt_secret`].
+pub const AUTH_KEY_VARS: [&str; 5] = [
+    "AUTH_MODE",
+    "AUTH_JWT_SECRET",
+    "AUTH_JWT_SECRET_FILE",
+    "AUTH_JWT_PUBLIC_KEY_FILE",
+    "AUTH_JWKS_FILE",
+];
+
 /// Starts `metis-api` against `nats` (with its credentials), verifying tokens signed with
-/// [`jwt_secret`] unless `extra` sets `AUTH_*` itself.
+/// [`jwt_secret`] unless `extra` picks another key or mode ([`AUTH_KEY_VARS`]).
 pub async fn start_api(
     nats: &NatsEndpoint,
     log_dir: &Path,
@@ -134,7 +144,7 @@ pub async fn start_api(
         ("APP_PORT", "0".to_owned()),
         ("APP_HOST", "127.0.0.1".to_owned()),
     ]);
-    if !extra.iter().any(|(k, _)| k.starts_with("AUTH_")) {
+    if !extra.iter().any(|(k, _)| AUTH_KEY_VARS.contains(k)) {
         env.push(("AUTH_JWT_SECRET", jwt_secret().to_owned()));
     }
     env.extend(extra.iter().cloned());

@@ -109,6 +109,7 @@ async fn schemathesis(backend: &str, args: Vec<String>) -> Result<()> {
                     .env("METIS_TOKEN", &token)
                     .env("METIS_ST_REPORT_DIR", s.dir.join("schemathesis"))
                     .current_dir(test_support::workspace_root())
+                    .kill_on_drop(true)
                     .status()
                     .await
                     .context("running scripts/schemathesis/run.sh")?;
