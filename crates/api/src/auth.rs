@@ -429,37 +429,20 @@ mod tests {
             assert!(err.contains(want), "{t}: {err} (wanted {want})");
         }
         // alg=none and an RSA-signed header against an HMAC key are refused.
-        let none = format!(
-            "{}.{}.",
-            b64(r#"{"alg":"none","typ":"JWT"}"#),
-            b64(&format!(r#"{{"sub":"alice","exp":{}}}"#, now() + 60))
+        let claims = serde_json::json!({"sub": "alice", "exp": now() + 60});
+        let none = test_support::metis::forged_token(
+            &serde_json::json!({"alg": "none", "typ": "JWT"}),
+            &claims,
+            "",
         );
         assert!(v.verify(&none).is_err());
-        let rs = format!(
-            "{}.{}.c2ln",
-            b64(r#"{"alg":"RS256","typ":"JWT"}"#),
-            b64(&format!(r#"{{"sub":"alice","exp":{}}}"#, now() + 60))
+        let rs = test_support::metis::forged_token(
+            &serde_json::json!({"alg": "RS256", "typ": "JWT"}),
+            &claims,
+            "c2ln",
         );
         let err = v.verify(&rs).unwrap_err().0;
         assert!(err.contains("RS256"), "{err}");
-    }
-
-    fn b64(s: &str) -> String {
-        use std::fmt::Write;
-        // URL-safe base64 without padding, written out to keep the test free of a base64 crate.
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let bytes = s.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..=chunk.len() {
-                let _ = write!(out, "{}", A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
     }
 
     #[test]

@@ -109,14 +109,23 @@ mod tests {
     use super::*;
     use crate::{TelemetryConfig, build};
 
-    #[test]
-    fn context_round_trips_through_headers() {
-        let (sub, _guard, _) = build(TelemetryConfig {
+    /// A subscriber with the OpenTelemetry layer and no export.
+    fn subscriber() -> (
+        impl tracing::Subscriber + Send + Sync,
+        crate::TelemetryGuard,
+        Vec<String>,
+    ) {
+        build(TelemetryConfig {
             service_name: "t".into(),
             filter: None,
             format: None,
             otlp_endpoint: None,
-        });
+        })
+    }
+
+    #[test]
+    fn context_round_trips_through_headers() {
+        let (sub, _guard, _) = subscriber();
         tracing::subscriber::with_default(sub, || {
             let producer = tracing::info_span!("publish");
             let mut headers = HeaderMap::new();
@@ -153,12 +162,7 @@ mod tests {
 
     #[test]
     fn http_headers_continue_a_sampled_trace_only() {
-        let (sub, _guard, _) = build(TelemetryConfig {
-            service_name: "t".into(),
-            filter: None,
-            format: None,
-            otlp_endpoint: None,
-        });
+        let (sub, _guard, _) = subscriber();
         tracing::subscriber::with_default(sub, || {
             let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
             let sampled = format!("00-{trace}-00f067aa0ba902b7-01");

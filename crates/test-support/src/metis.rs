@@ -50,6 +50,33 @@ pub fn mint_token_with(user: &str, secret: &str, claims: Value) -> String {
     .expect("signing a test token")
 }
 
+/// A JWT with header `header` and claims `claims` and an arbitrary signature `signature`
+/// (e.g. empty, for `alg: none`): a token no key signed, for tests that must be refused.
+#[must_use]
+pub fn forged_token(header: &Value, claims: &Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{signature}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
+/// URL-safe base64 without padding (JWT segments).
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
 /// Seconds since the epoch.
 #[must_use]
 pub fn now_s() -> u64 {
