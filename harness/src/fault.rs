@@ -239,6 +239,65 @@ impl Stack {
         Ok(())
     }
 
+    /// The NATS server that leads stream `stream` now (a KV bucket's stream is `KV_<bucket>`),
+    /// as JetStream reports it; on a single server, that server.
+    pub async fn nats_leader(&self, stream: &str) -> Result<String> {
+        let client = self.infra.nats_endpoint.connect().await?;
+        let js = async_nats::jetstream::new(client);
+        let mut s = js
+            .get_stream(stream)
+            .await
+            .with_context(|| format!("opening stream {stream}"))?;
+        let info = s
+            .info()
+            .await
+            .with_context(|| format!("reading stream {stream}"))?;
+        Ok(info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap_or_else(|| "nats".to_owned()))
+    }
+
+    /// SIGKILLs NATS server `name` of the cluster (docker: kills its container).
+    pub async fn kill_nats_server(&mut self, name: &str) -> Result<()> {
+        let step = self.timeline.step(format!("killing NATS server {name}"));
+        self.infra.kill_nats_server(name).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Starts NATS server `name` again with its data and waits until the cluster has formed.
+    pub async fn restart_nats_server(&mut self, name: &str) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("restarting NATS server {name}, data kept"));
+        self.infra.restart_nats_server(name).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Cuts NATS server `name` off the others and the host (docker only: it leaves the
+    /// stack's network).
+    pub async fn partition_nats_server(&mut self, name: &str) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("partitioning NATS server {name}"));
+        self.infra.partition_nats_server(name).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Reconnects a partitioned server and waits until the cluster has formed again.
+    pub async fn heal_nats_server(&mut self, name: &str) -> Result<()> {
+        let step = self
+            .timeline
+            .step(format!("reconnecting NATS server {name}"));
+        self.infra.heal_nats_server(name).await?;
+        step.done();
+        Ok(())
+    }
+
     /// `n` concurrent `POST /runs` with `body` as user `alice`. With `hang_up`, each client
     /// sends its whole request and closes the connection at once. See [`Stack::load`] to
     /// inject a fault mid-burst.

@@ -27,12 +27,15 @@ use crate::progress::Timeline;
 pub const LABEL_OWNER: &str = "dev.metis.e2e";
 /// Label holding the pid of the process that started the container.
 pub const LABEL_PID: &str = "dev.metis.e2e.pid";
+/// Docker networks the harness creates for a cluster are named
+/// `<NETWORK_PREFIX><scenario>-<pid>`; the sweep removes those whose process is gone.
+pub const NETWORK_PREFIX: &str = "metis-e2e-";
 /// Repository of locally built images.
 pub const LOCAL_REPO: &str = "metis-e2e";
 /// The official NATS image the testcontainers module pins.
 pub const OFFICIAL_NATS: (&str, &str) = ("nats", "2.10.14");
 
-fn docker(args: &[&str]) -> Result<String> {
+pub(crate) fn docker(args: &[&str]) -> Result<String> {
     let out = Command::new("docker")
         .args(args)
         .output()
@@ -266,6 +269,23 @@ pub fn sweep_leftovers() -> Result<usize> {
         // Another test process may be sweeping the same leftover right now: a failed removal
         // is not an error, only a removal that happened is counted.
         if !alive && docker(&["rm", "-f", "-v", id]).is_ok() {
+            removed += 1;
+        }
+    }
+    // Cluster networks of dead processes (their containers are gone by now).
+    let networks = docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("name={NETWORK_PREFIX}"),
+        "--format",
+        "{{.Name}}",
+    ])?;
+    for net in networks.lines() {
+        let pid = net.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
+        let alive = pid
+            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        if !alive && docker(&["network", "rm", net]).is_ok() {
             removed += 1;
         }
     }

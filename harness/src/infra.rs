@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use test_support::cluster::NatsCluster;
 use test_support::{NatsEndpoint, NatsServer, Proc, bin, clean_command};
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -20,6 +21,7 @@ use testcontainers_modules::nats::{Nats, NatsServerCmd};
 use crate::backend::Backend;
 use crate::images::{self, LABEL_OWNER, LABEL_PID};
 use crate::progress::Timeline;
+use crate::topology::{CLUSTER_SIZE, Topology};
 
 /// Where the receiver listens, as seen from the host.
 #[derive(Debug, Clone)]
@@ -33,7 +35,27 @@ pub struct ReceiverAddrs {
 enum NatsHandle {
     Local(Box<NatsServer>),
     Docker(Box<ContainerAsync<Nats>>),
+    LocalCluster(Box<NatsCluster>),
+    DockerCluster(Box<DockerCluster>),
     Gone,
+}
+
+/// One server of a cluster on the docker backend.
+struct DockerNode {
+    name: String,
+    container: String,
+    handle: Option<ContainerAsync<GenericImage>>,
+    client_port: u16,
+    monitor_port: u16,
+}
+
+/// A cluster on the docker backend: containers on a network made for the stack.
+struct DockerCluster {
+    network: String,
+    nodes: Vec<DockerNode>,
+    image: GenericImage,
+    cmd_base: Vec<String>,
+    scenario: String,
 }
 
 enum Receiver {
@@ -78,7 +100,36 @@ impl Drop for Infra {
                         .stderr(std::process::Stdio::null())
                         .status();
                 }
+                NatsHandle::LocalCluster(c) => {
+                    for n in &c.nodes {
+                        if let Some(p) = &n.proc {
+                            let _ = p.signal(nix::sys::signal::Signal::SIGCONT);
+                        }
+                    }
+                }
+                NatsHandle::DockerCluster(c) => {
+                    for n in &c.nodes {
+                        let _ = std::process::Command::new("docker")
+                            .args(["unpause", &n.container])
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null())
+                            .status();
+                    }
+                }
                 NatsHandle::Gone => {}
+            }
+        }
+        if let NatsHandle::DockerCluster(c) = &self.nats
+            && !self.keep
+        {
+            // A partitioned server is not on the network: connect it back, so the network
+            // goes with the last container.
+            for n in &c.nodes {
+                let _ = std::process::Command::new("docker")
+                    .args(["network", "connect", &c.network, &n.container])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
         }
         if self.keep {
@@ -92,23 +143,7 @@ const START: Duration = Duration::from_secs(60);
 
 /// A free loopback port in 20000–32767 (below the usual ephemeral range 32768–60999).
 fn pinnable_port() -> Result<u16> {
-    let seed = u64::from(std::process::id())
-        ^ u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos()),
-        );
-    for i in 0..200u64 {
-        let port = 20_000
-            + ((seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(i * 7919))
-                % 12_768) as u16;
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("found no free port in 20000-32767 for the receiver container")
+    test_support::pinnable_port()
 }
 
 fn receiver_line(line: &str) -> Option<(u16, u16)> {
@@ -121,13 +156,91 @@ impl Infra {
     /// Starts NATS and the receiver for `scenario`, logging into `dir`.
     pub async fn start(
         backend: Backend,
+        topology: Topology,
         scenario: &str,
         dir: &Path,
         timeline: &Timeline,
     ) -> Result<Self> {
-        match backend {
-            Backend::Local => Self::start_local(dir, timeline).await,
-            Backend::Docker => Self::start_docker(scenario, timeline).await,
+        let mut infra = match backend {
+            Backend::Local => Self::start_local(dir, timeline).await?,
+            Backend::Docker => Self::start_docker(scenario, timeline).await?,
+        };
+        if topology == Topology::Cluster {
+            // The single server above is replaced (its receiver is kept).
+            match backend {
+                Backend::Local => {
+                    let step = timeline.step(format!(
+                        "starting a {CLUSTER_SIZE}-server NATS cluster (local processes)"
+                    ));
+                    let cluster = NatsCluster::start(dir, CLUSTER_SIZE)
+                        .await
+                        .context("starting the local NATS cluster")?;
+                    step.done();
+                    infra.nats_endpoint = cluster.endpoint();
+                    infra.nats = NatsHandle::LocalCluster(Box::new(cluster));
+                }
+                Backend::Docker => {
+                    let cluster = DockerCluster::start(scenario, timeline).await?;
+                    infra.nats_endpoint = cluster.endpoint(&infra.nats_endpoint.password);
+                    infra.nats = NatsHandle::DockerCluster(Box::new(cluster));
+                }
+            }
+            infra.nats_url = infra.nats_endpoint.url.clone();
+        }
+        Ok(infra)
+    }
+
+    /// The names of the NATS servers (`n1`.. on a cluster, `nats` alone).
+    #[must_use]
+    pub fn nats_servers(&self) -> Vec<String> {
+        match &self.nats {
+            NatsHandle::LocalCluster(c) => c.nodes.iter().map(|n| n.name.clone()).collect(),
+            NatsHandle::DockerCluster(c) => c.nodes.iter().map(|n| n.name.clone()).collect(),
+            _ => vec!["nats".to_owned()],
+        }
+    }
+
+    /// SIGKILLs (docker: kills the container of) cluster server `name`.
+    pub async fn kill_nats_server(&mut self, name: &str) -> Result<()> {
+        match &mut self.nats {
+            NatsHandle::LocalCluster(c) => c.kill(name).await,
+            NatsHandle::DockerCluster(c) => c.stop(name, true).await,
+            _ => anyhow::bail!("kill_nats_server needs a cluster (E2E_NATS=cluster)"),
+        }
+    }
+
+    /// Starts cluster server `name` again with its data, on its address, and waits until the
+    /// cluster has formed again.
+    pub async fn restart_nats_server(&mut self, name: &str) -> Result<()> {
+        match &mut self.nats {
+            NatsHandle::LocalCluster(c) => c.restart(name).await,
+            NatsHandle::DockerCluster(c) => {
+                c.stop(name, true).await?;
+                c.start_node(name).await?;
+                c.wait_formed().await
+            }
+            _ => anyhow::bail!("restart_nats_server needs a cluster (E2E_NATS=cluster)"),
+        }
+    }
+
+    /// Disconnects cluster server `name` from the others (docker only: the stack network).
+    pub async fn partition_nats_server(&mut self, name: &str) -> Result<()> {
+        match &mut self.nats {
+            NatsHandle::DockerCluster(c) => c.network_op("disconnect", name),
+            _ => anyhow::bail!(
+                "partition_nats_server needs a cluster on the docker backend (a network to leave)"
+            ),
+        }
+    }
+
+    /// Connects a partitioned server back and waits until the cluster has formed again.
+    pub async fn heal_nats_server(&mut self, name: &str) -> Result<()> {
+        match &mut self.nats {
+            NatsHandle::DockerCluster(c) => {
+                c.network_op("connect", name)?;
+                c.wait_formed().await
+            }
+            _ => anyhow::bail!("heal_nats_server needs a cluster on the docker backend"),
         }
     }
 
@@ -321,6 +434,24 @@ impl Infra {
                     .await
                     .context("starting the NATS container again")?;
             }
+            NatsHandle::LocalCluster(c) => {
+                for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
+                    c.kill(&name).await?;
+                }
+                for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
+                    c.start_server(&name)?;
+                }
+                return c.wait_formed().await;
+            }
+            NatsHandle::DockerCluster(c) => {
+                for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
+                    c.stop(&name, kill).await?;
+                }
+                for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
+                    c.start_node(&name).await?;
+                }
+                return c.wait_formed().await;
+            }
             NatsHandle::Gone => anyhow::bail!("NATS is not running"),
         }
         wait_nats_accepts(&self.nats_url).await
@@ -331,6 +462,16 @@ impl Infra {
         match &self.nats {
             NatsHandle::Local(n) => n.proc.signal(nix::sys::signal::Signal::SIGSTOP)?,
             NatsHandle::Docker(c) => c.pause().await.context("pausing the NATS container")?,
+            NatsHandle::LocalCluster(c) => {
+                for n in &c.nodes {
+                    c.signal(&n.name, nix::sys::signal::Signal::SIGSTOP)?;
+                }
+            }
+            NatsHandle::DockerCluster(c) => {
+                for n in &c.nodes {
+                    images::docker(&["pause", &n.container])?;
+                }
+            }
             NatsHandle::Gone => anyhow::bail!("NATS is not running"),
         }
         self.nats_frozen = true;
@@ -342,6 +483,16 @@ impl Infra {
         match &self.nats {
             NatsHandle::Local(n) => n.proc.signal(nix::sys::signal::Signal::SIGCONT)?,
             NatsHandle::Docker(c) => c.unpause().await.context("unpausing the NATS container")?,
+            NatsHandle::LocalCluster(c) => {
+                for n in &c.nodes {
+                    c.signal(&n.name, nix::sys::signal::Signal::SIGCONT)?;
+                }
+            }
+            NatsHandle::DockerCluster(c) => {
+                for n in &c.nodes {
+                    images::docker(&["unpause", &n.container])?;
+                }
+            }
             NatsHandle::Gone => {}
         }
         self.nats_frozen = false;
@@ -357,8 +508,10 @@ impl Infra {
     #[must_use]
     pub fn pids(&self) -> Vec<u32> {
         let mut out = Vec::new();
-        if let NatsHandle::Local(n) = &self.nats {
-            out.extend(n.proc.pid());
+        match &self.nats {
+            NatsHandle::Local(n) => out.extend(n.proc.pid()),
+            NatsHandle::LocalCluster(c) => out.extend(c.pids()),
+            _ => {}
         }
         if let Receiver::Local(p) = &self.recv {
             out.extend(p.pid());
@@ -372,6 +525,18 @@ impl Infra {
         match (&self.nats, &self.recv) {
             (NatsHandle::Docker(n), _) => format!("docker (nats container {})", n.id()),
             (NatsHandle::Local(n), _) => format!("local (nats pid {:?})", n.proc.pid()),
+            (NatsHandle::LocalCluster(c), _) => {
+                format!(
+                    "local, a {}-server NATS cluster (pids {:?})",
+                    c.nodes.len(),
+                    c.pids()
+                )
+            }
+            (NatsHandle::DockerCluster(c), _) => format!(
+                "docker, a {}-server NATS cluster on network {}",
+                c.nodes.len(),
+                c.network
+            ),
             (NatsHandle::Gone, _) => "gone".to_owned(),
         }
     }
@@ -407,5 +572,155 @@ fn addrs(grpc: u16, http: u16) -> ReceiverAddrs {
     ReceiverAddrs {
         grpc: format!("http://127.0.0.1:{grpc}"),
         http: format!("http://127.0.0.1:{http}"),
+    }
+}
+
+impl DockerCluster {
+    /// Starts [`CLUSTER_SIZE`] NATS containers on a network of their own and waits until the
+    /// cluster has formed.
+    async fn start(scenario: &str, timeline: &Timeline) -> Result<Self> {
+        let ((name, tag), why) = images::nats_image()?;
+        let pid = std::process::id();
+        let network = format!("{}{scenario}-{pid}", images::NETWORK_PREFIX);
+        let step = timeline.step(format!(
+            "starting a {CLUSTER_SIZE}-server NATS cluster {name}:{tag} on network {network} ({why})"
+        ));
+        let names: Vec<String> = (1..=CLUSTER_SIZE).map(|i| format!("n{i}")).collect();
+        let container = |n: &str| format!("{network}-{n}");
+        let password = test_support::random_hex(16);
+        let mut nodes = Vec::new();
+        for n in &names {
+            nodes.push(DockerNode {
+                name: n.clone(),
+                container: container(n),
+                handle: None,
+                client_port: pinnable_port()?,
+                monitor_port: pinnable_port()?,
+            });
+        }
+        let cmd_base = vec![
+            "-js".to_owned(),
+            "--cluster_name".to_owned(),
+            test_support::cluster::CLUSTER_NAME.to_owned(),
+            "--cluster".to_owned(),
+            "nats://0.0.0.0:6222".to_owned(),
+            "--no_advertise=true".to_owned(),
+            "-m".to_owned(),
+            "8222".to_owned(),
+            "--user".to_owned(),
+            test_support::NATS_TEST_USER.to_owned(),
+            "--pass".to_owned(),
+            password,
+        ];
+        let mut cluster = Self {
+            network,
+            nodes,
+            image: GenericImage::new(name, tag),
+            cmd_base,
+            scenario: scenario.to_owned(),
+        };
+        for n in &names {
+            cluster.start_node(n).await?;
+        }
+        cluster.wait_formed().await?;
+        step.done();
+        Ok(cluster)
+    }
+
+    fn endpoint(&self, _single_password: &str) -> NatsEndpoint {
+        NatsEndpoint {
+            url: self
+                .nodes
+                .iter()
+                .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+                .collect::<Vec<_>>()
+                .join(","),
+            user: test_support::NATS_TEST_USER.to_owned(),
+            password: self.cmd_base.last().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn node(&mut self, name: &str) -> Result<&mut DockerNode> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no server {name} in the cluster"))
+    }
+
+    /// Starts (the container of) server `name`: a fresh container the first time, the same
+    /// one (same data, same ports) after a stop.
+    async fn start_node(&mut self, name: &str) -> Result<()> {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .map(|n| format!("nats://{}:6222", n.container))
+            .collect();
+        let mut cmd = self.cmd_base.clone();
+        cmd.extend([
+            "--server_name".to_owned(),
+            name.to_owned(),
+            "--routes".to_owned(),
+            routes.join(","),
+        ]);
+        let (image, network, scenario) = (
+            self.image.clone(),
+            self.network.clone(),
+            self.scenario.clone(),
+        );
+        let node = self.node(name)?;
+        if let Some(c) = &node.handle {
+            return c
+                .start()
+                .await
+                .with_context(|| format!("starting NATS server {name} again"));
+        }
+        let container = image
+            .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
+            .with_exposed_port(4222.tcp())
+            .with_exposed_port(8222.tcp())
+            .with_cmd(cmd)
+            .with_network(network)
+            .with_container_name(node.container.clone())
+            .with_label(LABEL_OWNER, scenario)
+            .with_label(LABEL_PID, std::process::id().to_string())
+            .with_mapped_port(node.client_port, 4222.tcp())
+            .with_mapped_port(node.monitor_port, 8222.tcp())
+            .with_startup_timeout(START)
+            .start()
+            .await
+            .with_context(|| format!("starting NATS server {name} (container)"))?;
+        node.handle = Some(container);
+        Ok(())
+    }
+
+    /// Stops server `name` (at once when `kill`), keeping its container and data.
+    async fn stop(&mut self, name: &str, kill: bool) -> Result<()> {
+        let node = self.node(name)?;
+        match &node.handle {
+            Some(c) => c
+                .stop_with_timeout(Some(if kill { 0 } else { 10 }))
+                .await
+                .with_context(|| format!("stopping NATS server {name}")),
+            None => anyhow::bail!("server {name} was never started"),
+        }
+    }
+
+    /// `docker network connect|disconnect` of server `name`.
+    fn network_op(&mut self, op: &str, name: &str) -> Result<()> {
+        let network = self.network.clone();
+        let node = self.node(name)?;
+        images::docker(&["network", op, &network, &node.container])
+            .map(drop)
+            .with_context(|| format!("docker network {op} {network} {}", node.container))
+    }
+
+    async fn wait_formed(&self) -> Result<()> {
+        let servers: Vec<(String, u16)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.monitor_port))
+            .collect();
+        test_support::cluster::wait_formed(&servers).await
     }
 }

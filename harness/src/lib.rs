@@ -9,6 +9,7 @@
 //! - [`stack`]: a scenario's whole system, its artefacts and failure reporting.
 //! - [`progress`]: progress output and the harness timeline.
 //! - [`otlp`]: the fake OTLP receiver (crate `otlp-receiver`, also a binary) and its query client.
+//! - [`topology`]: one NATS server or a 3-node JetStream cluster (`E2E_NATS`).
 //! - [`tree`]: OTLP spans → normalised, rendered span trees for snapshot tests.
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod images;
 pub mod infra;
 pub mod progress;
 pub mod stack;
+pub mod topology;
 pub mod tree;
 
 pub use otlp_receiver as otlp;

@@ -40,6 +40,8 @@ pub struct StackOptions {
     /// Run the services with their production fault timings instead of the short ones
     /// (used by the bench to measure both).
     pub production_timings: bool,
+    /// Overrides `E2E_NATS` (one server or a cluster).
+    pub nats: Option<crate::topology::Topology>,
 }
 
 impl Default for StackOptions {
@@ -49,6 +51,7 @@ impl Default for StackOptions {
             engine_config: PathBuf::from(DEFAULT_ENGINE_CONFIG),
             backend: None,
             production_timings: false,
+            nats: None,
         }
     }
 }
@@ -125,7 +128,12 @@ impl Stack {
         test_support::bin("metis-api")?;
         step.done();
 
-        let infra = Infra::start(backend, scenario, &dir, &timeline).await?;
+        let topology = match options.nats {
+            Some(t) => t,
+            None => crate::topology::from_env()?,
+        };
+        timeline.note(format!("NATS topology: {topology}"));
+        let infra = Infra::start(backend, topology, scenario, &dir, &timeline).await?;
         let engine_config = write_engine_config(&options.engine_config, &dir)?;
         let receiver = ReceiverClient::new(&infra.receiver.http);
         let step = timeline.step("starting metis-api");

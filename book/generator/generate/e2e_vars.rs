@@ -39,6 +39,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "Where NATS and the fake OTLP receiver run: containers through testcontainers, or child processes on ephemeral loopback ports. `auto` picks docker when `docker version` answers within a few seconds, else local, and says which and why. An explicitly chosen backend that is unavailable is an error, never a skip.",
     },
     Variable {
+        name: "E2E_NATS",
+        values: "`single`, `cluster`",
+        default: "`single`",
+        meaning: "The NATS topology: one server, or a 3-server JetStream cluster with routes (local: three `nats-server` processes with separate stores; docker: three containers on a network made for the stack, removed with it), started with `--no_advertise` so clients only dial the host addresses the harness gives them (`NATS_URL` lists all three). Streams and buckets are then replicated 3×. A scenario can ask for a cluster in code (`StackOptions::nats`); the `cluster_*` scenarios always do.",
+    },
+    Variable {
         name: "E2E_NATS_IMAGE",
         values: "`name:tag`",
         default: "the official `nats` tag of testcontainers-modules when present locally, else a local `metis-e2e/nats:*` build (`just images`), else the official tag (pulled)",

@@ -4,7 +4,8 @@
 //! | --- | --- | --- |
 //! | `APP_HOST` | address to bind | `0.0.0.0` |
 //! | `APP_PORT` | port to bind; `0` = ephemeral (the bound address is logged as `listening`) | `8080` |
-//! | `NATS_URL` | NATS server with JetStream | `nats://127.0.0.1:4222` |
+//! | `NATS_URL` | NATS server with JetStream; several, comma-separated, for a cluster (the client fails over) | `nats://127.0.0.1:4222` |
+//! | `NATS_REPLICAS` | copies of each stream and bucket (1–5) | 3 on a cluster, else 1 |
 //! | `REAPER_INTERVAL_MS` | how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again) | `2000` |
 //! | `ENGINE_TTL_MS` | how long an engine instance may go without a heartbeat before its runs are failed (keep it several times the engines' `HEARTBEAT_INTERVAL_MS`) | `10000` |
 //!
@@ -37,6 +38,8 @@ pub struct Config {
     pub auth: crate::auth::Auth,
     /// How the API authenticates to NATS.
     pub nats_auth: common::nats::NatsAuth,
+    /// `NATS_REPLICAS` (`None`: from the server).
+    pub nats_replicas: Option<usize>,
 }
 
 impl Config {
@@ -80,6 +83,10 @@ impl Config {
             }
             None => common::nats::DEFAULT_ENGINE_TTL,
         };
+        let nats_url = get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
+        common::nats::server_addrs(&nats_url).map_err(|m| anyhow::anyhow!("NATS_URL: {m}"))?;
+        let nats_replicas = common::nats::replicas_setting(get("NATS_REPLICAS").as_deref())
+            .map_err(anyhow::Error::msg)?;
         let reaper_interval = Duration::from_millis(reaper_ms);
         if reaper_interval * 2 > ttl {
             bail!(
@@ -90,7 +97,8 @@ impl Config {
         Ok(Self {
             host: get("APP_HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
             port,
-            nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
+            nats_url,
+            nats_replicas,
             reaper_interval,
             engine_ttl: ttl,
             auth,

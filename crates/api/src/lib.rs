@@ -42,6 +42,43 @@ pub struct AppState {
     pub configs: ConfigCache,
     /// How callers are identified (from the config).
     pub auth: Arc<auth::Auth>,
+    /// Runs this process is creating right now (stored, message not yet acked): the
+    /// reconciler leaves them alone, however slow a large publish is.
+    pub dispatching: Dispatching,
+}
+
+/// The set behind [`AppState::dispatching`].
+#[derive(Clone, Default)]
+pub struct Dispatching(Arc<std::sync::Mutex<std::collections::HashSet<common::RunId>>>);
+
+impl Dispatching {
+    /// Marks `id` as being created until the returned guard is dropped.
+    #[must_use]
+    pub fn start(&self, id: common::RunId) -> DispatchGuard {
+        self.lock().insert(id);
+        DispatchGuard(self.clone(), id)
+    }
+
+    /// Whether `id` is being created by this process.
+    #[must_use]
+    pub fn contains(&self, id: &common::RunId) -> bool {
+        self.lock().contains(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<common::RunId>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ends a [`Dispatching::start`] (also when the creating task is dropped).
+pub struct DispatchGuard(Dispatching, common::RunId);
+
+impl Drop for DispatchGuard {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
 }
 
 /// Engine configs by `metis_engine_configs` key, as last seen by a watch. A miss falls back to
@@ -110,10 +147,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .name("metis-api")
         .retry_on_initial_connect()
         .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(&config.nats_url)
+        .connect(common::nats::server_addrs(&config.nats_url).map_err(anyhow::Error::msg)?)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-    let infra = Infra::ensure(client.clone())
+    let infra = Infra::ensure_with(client.clone(), config.nats_replicas)
         .await
         .context("preparing NATS streams and buckets")?;
     let state = AppState {
@@ -122,6 +159,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config.clone()),
         configs: ConfigCache::default(),
         auth: Arc::new(config.auth.clone()),
+        dispatching: Dispatching::default(),
     };
     let watcher = {
         let (cache, infra) = (state.configs.clone(), state.infra.clone());

@@ -7,7 +7,7 @@
 //!
 //! | the record says | and | the pass does | span |
 //! | --- | --- | --- | --- |
-//! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was lost) | publishes it again | `redispatch_run` → `publish …` |
+//! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was lost), and this API is not creating it right now (a large publish can outlast two passes) | publishes it again | `redispatch_run` → `publish …` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine is alive but two heartbeats written after the record was read do not list the run (a lost claim, a forgotten run) | SYSTEM_ERROR `engine … does not know the run` (CANCELING: CANCELED) | `reap_run` |
 //! | a terminal state | it is still indexed (the indexing after the final write failed) | counts and unindexes it | — |
@@ -200,6 +200,10 @@ async fn look_at(
             let Some(subject) = rec.subject.as_deref() else {
                 return Ok(());
             };
+            if state.dispatching.contains(id) {
+                // Still being created here: its publish has not been acked yet.
+                return Ok(());
+            }
             if state
                 .infra
                 .has_run_message(subject)

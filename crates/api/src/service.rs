@@ -168,6 +168,7 @@ async fn create_run_inner(
     record.subject = Some(subject.clone());
     check_size(state, &record)?;
     Span::current().record("run_id", field::display(run_id));
+    let _dispatching = state.dispatching.start(run_id);
     state.infra.create_run(&record).await?;
 
     if let Err(e) = dispatch(state, &record, &prefix, &run_id.to_string()).await {

@@ -109,11 +109,32 @@ fn stream_config(name: &str, subjects: &str, description: &str) -> stream::Confi
 }
 
 impl Infra {
-    /// Creates (or updates to the expected config) every stream and bucket.
+    /// Creates (or updates to the expected config) every stream and bucket, replicated as
+    /// [`crate::nats::default_replicas`] says for the server connected to.
     pub async fn ensure(client: async_nats::Client) -> Result<Self, InfraError> {
+        Self::ensure_with(client, None).await
+    }
+
+    /// [`Infra::ensure`] with `replicas` copies of every stream and bucket (`None`: 3 on a
+    /// cluster, 1 on a single server).
+    pub async fn ensure_with(
+        client: async_nats::Client,
+        replicas: Option<usize>,
+    ) -> Result<Self, InfraError> {
         let js = jetstream::new(client.clone());
+        // A round trip first: the server's info (is it a cluster?) is known once connected,
+        // and a JetStream cluster answers once its meta leader is elected.
+        js.query_account()
+            .await
+            .map_err(|e| InfraError::new("reaching JetStream", e))?;
+        let replicas =
+            replicas.unwrap_or_else(|| crate::nats::default_replicas(&client.server_info()));
         let make = |config: stream::Config| {
             let js = js.clone();
+            let config = stream::Config {
+                num_replicas: replicas,
+                ..config
+            };
             async move {
                 let name = config.name.clone();
                 js.create_or_update_stream(config)
@@ -177,6 +198,7 @@ impl Infra {
             bucket: name.to_owned(),
             history,
             max_age,
+            num_replicas: replicas,
             ..Default::default()
         };
         let runs = js

@@ -361,3 +361,72 @@ mod auth_tests {
         );
     }
 }
+
+/// The servers `NATS_URL` names: one URL, or several separated by commas (the members of a
+/// cluster; the client fails over between them). The error names the entry that is wrong.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let addrs: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("'{u}' is not a NATS server URL: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if addrs.is_empty() {
+        return Err("names no server".to_owned());
+    }
+    Ok(addrs)
+}
+
+/// The replica count for streams and buckets: `NATS_REPLICAS` when set (1 to 5), otherwise 3
+/// on a cluster (the server reports a cluster name) and 1 on a single server.
+#[must_use]
+pub fn default_replicas(info: &async_nats::ServerInfo) -> usize {
+    if info.cluster.as_deref().is_some_and(|c| !c.is_empty()) {
+        3
+    } else {
+        1
+    }
+}
+
+/// Reads `NATS_REPLICAS` (1 to 5; unset = [`default_replicas`]); the error names the variable.
+pub fn replicas_setting(value: Option<&str>) -> Result<Option<usize>, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=5).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "NATS_REPLICAS must be a number from 1 to 5, got '{v}'"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn one_or_several_servers() {
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        let three = server_addrs("nats://a:1, nats://b:2,nats://c:3").unwrap();
+        assert_eq!(three.len(), 3);
+        assert!(
+            server_addrs("nats://a:1,not a url")
+                .unwrap_err()
+                .contains("not a url")
+        );
+        assert!(server_addrs(" , ").is_err());
+        assert_eq!(replicas_setting(None), Ok(None));
+        assert_eq!(replicas_setting(Some("3")), Ok(Some(3)));
+        for bad in ["0", "6", "three"] {
+            assert!(
+                replicas_setting(Some(bad))
+                    .unwrap_err()
+                    .contains("NATS_REPLICAS")
+            );
+        }
+    }
+}

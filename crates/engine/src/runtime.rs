@@ -111,13 +111,19 @@ pub async fn bootstrap(
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         })
-        .connect(settings.nats_url.as_str())
+        .connect(
+            common::nats::server_addrs(&settings.nats_url).map_err(|reason| EngineError::Env {
+                var: "NATS_URL",
+                value: settings.nats_url.clone(),
+                reason,
+            })?,
+        )
         .await
         .map_err(|source| EngineError::Connect {
             url: settings.nats_url.clone(),
             source,
         })?;
-    let infra = Infra::ensure(client.clone())
+    let infra = Infra::ensure_with(client.clone(), settings.nats_replicas)
         .await
         .map_err(|e| EngineError::nats("create the NATS streams and buckets", e))?;
 

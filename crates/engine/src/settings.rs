@@ -3,7 +3,8 @@
 //! | variable | meaning | default |
 //! | --- | --- | --- |
 //! | `ENGINE_CONFIG_PATH` | the engine.yaml | `/etc/metis/engine.yaml` |
-//! | `NATS_URL` | the NATS server (with JetStream) | `nats://127.0.0.1:4222` |
+//! | `NATS_URL` | the NATS server (with JetStream); several, comma-separated, for a cluster (the client fails over) | `nats://127.0.0.1:4222` |
+//! | `NATS_REPLICAS` | copies of each stream and bucket the engine creates (1–5) | 3 on a cluster, else 1 |
 //! | `HEALTH_PORT` | port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral | `8081` |
 //! | `SHUTDOWN_GRACE_MS` | how long SIGTERM/SIGINT waits for in-flight runs | `10000` |
 //! | `HEARTBEAT_INTERVAL_MS` | how often the instance refreshes its registration (and checks its runs' records); keep it well under the API's `ENGINE_TTL_MS` | `2000` |
@@ -49,6 +50,8 @@ pub struct Settings {
     pub max_run_output: u64,
     /// NATS credentials.
     pub nats_auth: common::nats::NatsAuth,
+    /// `NATS_REPLICAS` (`None`: from the server).
+    pub nats_replicas: Option<usize>,
 }
 
 impl Settings {
@@ -95,17 +98,24 @@ impl Settings {
         );
         let max_run_output = number("MAX_RUN_OUTPUT_BYTES", 1)?.unwrap_or(DEFAULT_MAX_RUN_OUTPUT);
         let nats_url = var("NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-        if nats_url.chars().any(char::is_whitespace) {
+        if let Err(reason) = common::nats::server_addrs(&nats_url) {
             return Err(EngineError::Env {
                 var: "NATS_URL",
                 value: nats_url,
-                reason: "must not contain whitespace".into(),
+                reason,
             });
         }
+        let nats_replicas = common::nats::replicas_setting(var("NATS_REPLICAS").as_deref())
+            .map_err(|reason| EngineError::Env {
+                var: "NATS_REPLICAS",
+                value: var("NATS_REPLICAS").unwrap_or_default(),
+                reason,
+            })?;
         let nats_auth =
             common::nats::NatsAuth::from_lookup(&lookup).map_err(EngineError::Credentials)?;
         Ok(Self {
             nats_auth,
+            nats_replicas,
             config_path: var("ENGINE_CONFIG_PATH")
                 .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from),
             nats_url,
@@ -142,6 +152,7 @@ mod tests {
                 heartbeat_interval: common::nats::DEFAULT_HEARTBEAT_INTERVAL,
                 max_run_output: DEFAULT_MAX_RUN_OUTPUT,
                 nats_auth: common::nats::NatsAuth::None,
+                nats_replicas: None,
             }
         );
     }

@@ -5,6 +5,7 @@
 //!
 //! Every child process is killed when its [`Proc`] is dropped, also when a test panics.
 
+pub mod cluster;
 pub mod metis;
 
 use std::path::{Path, PathBuf};
@@ -363,7 +364,8 @@ pub fn nats_server_bin() -> Result<PathBuf> {
 /// Where a NATS server listens and how to log in to it.
 #[derive(Debug, Clone)]
 pub struct NatsEndpoint {
-    /// `nats://127.0.0.1:<port>` (never with credentials in it: URLs end up in logs).
+    /// `nats://127.0.0.1:<port>`, comma-separated for a cluster (never with credentials in
+    /// it: URLs end up in logs).
     pub url: String,
     /// The user the services log in as.
     pub user: String,
@@ -384,12 +386,38 @@ impl NatsEndpoint {
 
     /// Connects with the credentials.
     pub async fn connect(&self) -> Result<async_nats::Client> {
+        let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
         async_nats::ConnectOptions::new()
             .user_and_password(self.user.clone(), self.password.clone())
-            .connect(&self.url)
+            .connect(servers)
             .await
             .with_context(|| format!("connecting to NATS at {}", self.url))
     }
+}
+
+/// A free port in 20000–32767, below the kernel's ephemeral range (32768–60999) where every
+/// port-0 bind and Docker pick theirs, so nothing else takes it while a server restarts on it.
+/// Handed out from one process-wide cursor (started at a random place), so two calls in one
+/// process never return the same port.
+pub fn pinnable_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CURSOR: AtomicU64 = AtomicU64::new(u64::MAX);
+    const LOW: u64 = 20_000;
+    const SPAN: u64 = 12_768;
+    let _ = CURSOR.compare_exchange(
+        u64::MAX,
+        u64::from_str_radix(&random_hex(4), 16).unwrap_or(0) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = LOW + CURSOR.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = u16::try_from(port).unwrap_or(20_000);
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("found no free port in 20000-32767")
 }
 
 /// `bytes` random bytes as lowercase hex (from the kernel's generator).

@@ -6,6 +6,7 @@
 //! tree with its named snapshot in `scenarios/snapshots/`.
 
 mod cancel;
+mod cluster;
 mod collector;
 mod create;
 mod engines;
