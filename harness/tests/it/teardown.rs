@@ -1,11 +1,12 @@
 //! A scenario that panics leaves no process and no container behind — also one that panics
 //! in the middle of its faults (a run in flight, its engine paused, NATS frozen): the
 //! workflow's processes and the engine's group keeper go too, and a frozen container is
-//! thawed and removed.
+//! thawed and removed; on a NATS cluster too (its three servers, and on docker its network).
 
 use std::time::Duration;
 
 use harness::backend::Backend;
+use harness::topology::Topology;
 use harness::{Stack, StackOptions};
 
 /// Whether `pid` is a live (not zombie) process.
@@ -39,6 +40,15 @@ fn children_named(parent: u32, needle: &str) -> Vec<u32> {
 }
 
 async fn panicking_scenario(backend: Backend, name: &str, faults: bool) -> anyhow::Result<()> {
+    panicking_scenario_on(backend, Topology::Single, name, faults).await
+}
+
+async fn panicking_scenario_on(
+    backend: Backend,
+    topology: Topology,
+    name: &str,
+    faults: bool,
+) -> anyhow::Result<()> {
     let name = name.to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
@@ -46,6 +56,7 @@ async fn panicking_scenario(backend: Backend, name: &str, faults: bool) -> anyho
             &name,
             StackOptions {
                 backend: Some(backend),
+                nats: Some(topology),
                 ..StackOptions::default()
             },
         )
@@ -108,7 +119,12 @@ async fn panicking_scenario(backend: Backend, name: &str, faults: bool) -> anyho
         "the scenario task must have panicked"
     );
     let (mut pids, extra, containers) = rx.await?;
-    let expected = if backend == Backend::Local { 4 } else { 2 };
+    let servers = if topology == Topology::Cluster { 3 } else { 1 };
+    let expected = if backend == Backend::Local {
+        3 + servers
+    } else {
+        2
+    };
     assert_eq!(
         pids.len(),
         expected,
@@ -118,8 +134,8 @@ async fn panicking_scenario(backend: Backend, name: &str, faults: bool) -> anyho
     if backend == Backend::Docker {
         assert_eq!(
             containers.len(),
-            2,
-            "expected NATS and the receiver containers: {containers:?}"
+            1 + servers,
+            "expected the NATS and receiver containers: {containers:?}"
         );
     }
     test_support::wait_for(
@@ -142,10 +158,28 @@ async fn panicking_scenario(backend: Backend, name: &str, faults: bool) -> anyho
                         })
                         .collect()
                 };
-                if live.is_empty() && left.is_empty() {
+                let networks: Vec<String> = if backend == Backend::Docker {
+                    let out = std::process::Command::new("docker")
+                        .args(["network", "ls", "--format", "{{.Name}}"])
+                        .output()
+                        .map_err(|e| e.to_string())?;
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter(|n| {
+                            n.starts_with(harness::images::NETWORK_PREFIX)
+                                && n.ends_with(&format!("-{}", std::process::id()))
+                        })
+                        .map(str::to_owned)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if live.is_empty() && left.is_empty() && networks.is_empty() {
                     Ok(())
                 } else {
-                    Err(format!("live pids {live:?}, containers {left:?}"))
+                    Err(format!(
+                        "live pids {live:?}, containers {left:?}, networks {networks:?}"
+                    ))
                 }
             }
         },
@@ -190,4 +224,32 @@ async fn docker_backend_leaves_nothing_after_a_panic() -> anyhow::Result<()> {
         return Ok(());
     }
     panicking_scenario(Backend::Docker, "teardown-docker", false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_cluster_leaves_nothing_after_a_panic() -> anyhow::Result<()> {
+    panicking_scenario_on(
+        Backend::Local,
+        Topology::Cluster,
+        "teardown-local-cluster",
+        true,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_cluster_leaves_nothing_after_a_panic() -> anyhow::Result<()> {
+    if harness::backend::docker_available().is_err()
+        && std::env::var("E2E_BACKEND").as_deref() == Ok("local")
+    {
+        eprintln!("a_docker_cluster_leaves_nothing_after_a_panic: not run (E2E_BACKEND=local)");
+        return Ok(());
+    }
+    panicking_scenario_on(
+        Backend::Docker,
+        Topology::Cluster,
+        "teardown-docker-cluster",
+        true,
+    )
+    .await
 }
