@@ -274,6 +274,11 @@ impl Stack {
             .step(format!("restarting NATS server {name}, data kept"));
         self.infra.restart_nats_server(name).await?;
         step.done();
+        let step = self
+            .timeline
+            .step("waiting until every stream and bucket has a leader");
+        self.infra.wait_streams_led().await?;
+        step.done();
         Ok(())
     }
 

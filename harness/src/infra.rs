@@ -210,17 +210,60 @@ impl Infra {
     }
 
     /// Starts cluster server `name` again with its data, on its address, and waits until the
-    /// cluster has formed again.
+    /// cluster has formed again (see [`Infra::wait_streams_led`] for the streams).
     pub async fn restart_nats_server(&mut self, name: &str) -> Result<()> {
         match &mut self.nats {
-            NatsHandle::LocalCluster(c) => c.restart(name).await,
+            NatsHandle::LocalCluster(c) => c.restart(name).await?,
             NatsHandle::DockerCluster(c) => {
                 c.stop(name, true).await?;
                 c.start_node(name).await?;
-                c.wait_formed().await
+                c.wait_formed().await?;
             }
             _ => anyhow::bail!("restart_nats_server needs a cluster (E2E_NATS=cluster)"),
         }
+        Ok(())
+    }
+
+    /// Waits until every stream (buckets included) reports a leader: after a server came back,
+    /// the cluster serves again only once each stream has elected one.
+    pub async fn wait_streams_led(&self) -> Result<()> {
+        let client = self.nats_endpoint.connect().await?;
+        let js = async_nats::jetstream::new(client);
+        test_support::wait_for(
+            "every stream and bucket to have a leader",
+            START,
+            || async {
+                use futures::StreamExt;
+                let mut names = js.stream_names();
+                let mut leaderless = Vec::new();
+                while let Some(name) = names.next().await {
+                    let name = name.map_err(|e| e.to_string())?;
+                    // A stream without a leader does not answer: a short deadline per request
+                    // instead of the client's default, so the wait ends when the leader is back.
+                    let info = tokio::time::timeout(Duration::from_secs(1), async {
+                        let mut stream = js.get_stream(&name).await.map_err(|e| e.to_string())?;
+                        stream
+                            .info()
+                            .await
+                            .map(|i| i.clone())
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                    match info {
+                        Ok(Ok(info))
+                            if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {}
+                        Ok(Ok(_)) | Err(_) => leaderless.push(name),
+                        Ok(Err(e)) => leaderless.push(format!("{name} ({e})")),
+                    }
+                }
+                if leaderless.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("no leader yet: {leaderless:?}"))
+                }
+            },
+        )
+        .await
     }
 
     /// Disconnects cluster server `name` from the others (docker only: the stack network).
@@ -238,10 +281,11 @@ impl Infra {
         match &mut self.nats {
             NatsHandle::DockerCluster(c) => {
                 c.network_op("connect", name)?;
-                c.wait_formed().await
+                c.wait_formed().await?;
             }
             _ => anyhow::bail!("heal_nats_server needs a cluster on the docker backend"),
         }
+        self.wait_streams_led().await
     }
 
     async fn start_local(dir: &Path, timeline: &Timeline) -> Result<Self> {
@@ -441,7 +485,8 @@ impl Infra {
                 for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
                     c.start_server(&name)?;
                 }
-                return c.wait_formed().await;
+                c.wait_formed().await?;
+                return self.wait_streams_led().await;
             }
             NatsHandle::DockerCluster(c) => {
                 for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
@@ -450,7 +495,8 @@ impl Infra {
                 for name in c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
                     c.start_node(&name).await?;
                 }
-                return c.wait_formed().await;
+                c.wait_formed().await?;
+                return self.wait_streams_led().await;
             }
             NatsHandle::Gone => anyhow::bail!("NATS is not running"),
         }

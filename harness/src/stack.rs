@@ -68,6 +68,8 @@ pub struct Stack {
     pub infra: Infra,
     /// The API process.
     pub api: Option<Service>,
+    /// More API instances ([`Stack::start_api_replica`]), behind other ports.
+    pub api_replicas: Vec<Service>,
     /// Engine processes, in start order.
     pub engines: Vec<Service>,
     /// A client as user `alice`.
@@ -151,6 +153,7 @@ impl Stack {
             timeline,
             infra,
             api: Some(api),
+            api_replicas: Vec::new(),
             engines: Vec::new(),
             client,
             receiver,
@@ -166,6 +169,25 @@ impl Stack {
             .timeline
             .note(format!("stack up: {}", stack.infra.describe()));
         Ok(stack)
+    }
+
+    /// Starts one more `metis-api` on the same NATS (another replica, on its own port) and
+    /// returns a client for it (user `alice`, as [`Stack::client`]).
+    pub async fn start_api_replica(&mut self) -> Result<ApiClient> {
+        let n = self.api_replicas.len() + 2;
+        let step = self
+            .timeline
+            .step(format!("starting metis-api replica #{n}"));
+        let api = start_api(
+            &self.infra.nats_endpoint,
+            &self.dir.join(format!("api-{n}")),
+            &service_env(&self.infra, self.production_timings),
+        )
+        .await?;
+        step.done();
+        let client = ApiClient::new(&api.url);
+        self.api_replicas.push(api);
+        Ok(client)
     }
 
     /// Starts one more engine instance.
@@ -236,7 +258,7 @@ impl Stack {
         let step = self
             .timeline
             .step("stopping metis-api and engines with SIGTERM (flushes spans)");
-        if let Some(api) = self.api.as_mut() {
+        for api in self.api.iter_mut().chain(self.api_replicas.iter_mut()) {
             let status = api.proc.terminate(Duration::from_secs(30)).await?;
             anyhow::ensure!(
                 status.success(),
@@ -363,6 +385,9 @@ impl Drop for Stack {
         if self.keep {
             self.infra.keep_running();
             if let Some(api) = self.api.take() {
+                std::mem::forget(api);
+            }
+            for api in self.api_replicas.drain(..) {
                 std::mem::forget(api);
             }
             for e in self.engines.drain(..) {

@@ -98,6 +98,46 @@ pub struct Infra {
     pub finished: stream::Stream,
 }
 
+/// How long a write waits out a stream without a leader (an election after a server of a
+/// cluster went away) before it fails.
+pub const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(8);
+
+/// Whether an error is what JetStream answers while a stream has no leader: the request finds
+/// no responder, or times out.
+fn leaderless(e: &InfraError) -> bool {
+    let text = e.to_string();
+    ["no stream found", "no responders", "timed out", "leader"]
+        .iter()
+        .any(|t| text.contains(t))
+}
+
+/// Runs `op` until it succeeds, retrying for at most [`LEADER_CHANGE_WAIT`] while JetStream
+/// has no leader for the stream; each retry is an INFO event on the current span (so a trace
+/// says when a leader change cost time). Other errors return at once.
+async fn during_failover<T, F, Fut>(what: &str, mut op: F) -> Result<T, InfraError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, InfraError>>,
+{
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(t) => return Ok(t),
+            Err(e) if leaderless(&e) && start.elapsed() + delay < LEADER_CHANGE_WAIT => {
+                tracing::info!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{what}: JetStream has no leader for the stream (a leader change); retrying"
+                );
+                tokio::time::sleep(delay).await; // backoff between retries of a write
+                delay = (delay * 2).min(Duration::from_millis(800));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A stream config with the fields every Metis stream sets.
 fn stream_config(name: &str, subjects: &str, description: &str) -> stream::Config {
     stream::Config {
@@ -260,26 +300,42 @@ impl Infra {
     pub async fn create_run(&self, rec: &RunRecord) -> Result<(), InfraError> {
         let id = rec.run_id;
         let body = Bytes::from(serde_json::to_vec(rec).expect("run records serialise"));
-        let user = self
-            .js
-            .publish(user_run_subject(&rec.user_id, &id), Bytes::new())
-            .await
-            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
-        let active = self
-            .js
-            .publish(active_subject(&id), Bytes::new())
-            .await
-            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
-        user.await
-            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
-        active
-            .await
-            .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
-        self.runs
-            .create(id.to_string(), body)
-            .await
-            .map_err(|e| InfraError::new(format!("storing run {id}"), e))?;
-        Ok(())
+        during_failover("indexing the run", || async {
+            let user = self
+                .js
+                .publish(user_run_subject(&rec.user_id, &id), Bytes::new())
+                .await
+                .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+            let active = self
+                .js
+                .publish(active_subject(&id), Bytes::new())
+                .await
+                .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+            user.await
+                .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+            active
+                .await
+                .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
+            Ok(())
+        })
+        .await?;
+        let mut attempt = 0;
+        during_failover("storing the run", || {
+            attempt += 1;
+            let (body, retry) = (body.clone(), attempt > 1);
+            async move {
+                match self.runs.create(id.to_string(), body).await {
+                    Ok(_) => Ok(()),
+                    // A retried create whose first try landed (only its reply was lost).
+                    Err(e) if retry && self.get_run(&id).await.is_ok_and(|r| r.is_some()) => {
+                        tracing::debug!(run_id = %id, error = %e, "the run was stored by an earlier try");
+                        Ok(())
+                    }
+                    Err(e) => Err(InfraError::new(format!("storing run {id}"), e)),
+                }
+            }
+        })
+        .await
     }
 
     /// Compare-and-set loop on one run record. `decide` sees the current record (`None` if
@@ -428,13 +484,20 @@ impl Infra {
         payload: Bytes,
     ) -> Result<(), InfraError> {
         headers.insert(MSG_ID, msg_id);
-        self.js
-            .publish_with_headers(subject.to_owned(), headers, payload)
-            .await
-            .map_err(|e| InfraError::new(format!("publishing to {subject}"), e))?
-            .await
-            .map_err(|e| InfraError::new(format!("publishing to {subject}"), e))?;
-        Ok(())
+        // Retried under the same Nats-Msg-Id: a try that landed is not stored twice.
+        during_failover("publishing the run", || {
+            let (headers, payload) = (headers.clone(), payload.clone());
+            async move {
+                self.js
+                    .publish_with_headers(subject.to_owned(), headers, payload)
+                    .await
+                    .map_err(|e| InfraError::new(format!("publishing to {subject}"), e))?
+                    .await
+                    .map_err(|e| InfraError::new(format!("publishing to {subject}"), e))?;
+                Ok(())
+            }
+        })
+        .await
     }
 
     async fn subjects(

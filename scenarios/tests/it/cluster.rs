@@ -2,13 +2,14 @@
 //! 3×. `cluster_run_completes` proves the topology never changes a trace (its tree must equal
 //! the single-server `run_completes` snapshot); `cluster_leader_lost_mid_run` kills the server
 //! leading the run records while runs are in flight and queued: every run completes, once,
-//! with every line.
+//! with every line. `cluster_rolling_restart` restarts each server in turn under a trickle of
+//! runs; `two_apis_two_engines` runs two API replicas and two engines on one cluster.
 
 use harness::topology::Topology;
 use harness::tree::expect;
 use harness::{Stack, StackOptions};
 
-use crate::support::{DEADLINE, check_census, check_tree, engine_ids, run_body};
+use crate::support::{DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body};
 
 async fn cluster_stack(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
     Stack::start(
@@ -137,3 +138,172 @@ async fn cluster_leader_lost_mid_run() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: cluster_leader_lost_mid_run
+
+/// How many `workflow_run` spans each run id has in `data`.
+fn workflow_runs_per_run(
+    data: &harness::otlp::TracesData,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for span in data
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|s| s.name == "workflow_run")
+    {
+        let run = span
+            .attributes
+            .iter()
+            .find(|a| a.key == "run_id")
+            .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            });
+        if let Some(run) = run {
+            *counts.entry(run).or_default() += 1;
+        }
+    }
+    counts
+}
+
+// ANCHOR: cluster_rolling_restart
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rolling_restart() -> anyhow::Result<()> {
+    cluster_stack("cluster_rolling_restart", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                // A steady trickle of runs while each server in turn is killed and restarted.
+                let client = s.client.clone();
+                let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+                let trickle = tokio::spawn(async move {
+                    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+                    while !*stop_rx.borrow() {
+                        match client.post("/runs", &run_body("ok.sh")).await {
+                            Ok(r) if r.status == 200 => {
+                                accepted.push(r.body["run_id"].as_str().unwrap_or("").to_owned());
+                            }
+                            Ok(r) => refused.push(r.status),
+                            Err(_) => refused.push(0),
+                        }
+                        // A trickle, not a burst: one request every 200 ms at most.
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_millis(200),
+                            stop_rx.changed(),
+                        )
+                        .await;
+                    }
+                    (accepted, refused)
+                });
+                for server in s.infra.nats_servers() {
+                    s.kill_nats_server(&server).await?;
+                    s.restart_nats_server(&server).await?;
+                }
+                stop_tx.send(true)?;
+                let (accepted, refused) = trickle.await?;
+                s.timeline.note(format!(
+                    "trickle: {} accepted, {} refused ({refused:?})",
+                    accepted.len(),
+                    refused.len()
+                ));
+                assert!(
+                    accepted.len() >= 10,
+                    "the trickle kept flowing: {} accepted",
+                    accepted.len()
+                );
+                assert!(
+                    refused.iter().all(|st| *st == 503),
+                    "a refusal is a 503 that says storage is unavailable: {refused:?}"
+                );
+                for run in &accepted {
+                    s.client
+                        .wait_for_state(run, &["COMPLETE"], DEADLINE * 2)
+                        .await?;
+                    assert_eq!(
+                        s.client.log_lines(run).await?.len(),
+                        4,
+                        "every line of {run}"
+                    );
+                }
+                // A probe run after the restarts pins the tree (the trickle's own trees depend
+                // on when each restart hit).
+                let probe = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&probe, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                check_tree_of(
+                    s,
+                    "cluster_rolling_restart",
+                    1,
+                    &engines,
+                    Some(&[probe.as_str()]),
+                )
+                .await?;
+                let data = s.receiver.traces(&harness::otlp::Query::default()).await?;
+                let counts = workflow_runs_per_run(&data);
+                for run in accepted.iter().chain([&probe]) {
+                    assert_eq!(counts.get(run), Some(&1), "run {run} executed exactly once");
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: cluster_rolling_restart
+
+// ANCHOR: two_apis_two_engines
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apis_two_engines() -> anyhow::Result<()> {
+    const RUNS: usize = 10;
+    cluster_stack("two_apis_two_engines", 2)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let other = s.start_api_replica().await?;
+                let apis = [s.client.clone(), other];
+                let mut runs = Vec::new();
+                for i in 0..RUNS {
+                    runs.push(apis[i % 2].create_run(&run_body("ok.sh")).await?);
+                }
+                for (i, run) in runs.iter().enumerate() {
+                    // Each run is visible, and ends, through either API.
+                    apis[(i + 1) % 2]
+                        .wait_for_state(run, &["COMPLETE"], DEADLINE)
+                        .await?;
+                    assert_eq!(apis[i % 2].state(run).await?, "COMPLETE");
+                }
+                for api in &apis {
+                    let listed = api.get("/runs?page_size=100").await?.body;
+                    assert_eq!(
+                        listed["runs"].as_array().map(Vec::len),
+                        Some(RUNS),
+                        "{listed}"
+                    );
+                }
+                let engines = engine_ids(s).await?;
+                let data = check_census(s, "two_apis_two_engines", &runs, &engines).await?;
+                let counts = workflow_runs_per_run(&data);
+                assert!(runs.iter().all(|r| counts.get(r) == Some(&1)), "{counts:?}");
+                // Two reapers and two reconcilers side by side never touched a healthy run.
+                let names: Vec<String> = data
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|ss| &ss.spans)
+                    .map(|sp| sp.name.clone())
+                    .collect();
+                assert!(
+                    !names
+                        .iter()
+                        .any(|n| n == "reap_run" || n == "redispatch_run"),
+                    "{names:?}"
+                );
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: two_apis_two_engines
