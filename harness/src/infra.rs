@@ -245,7 +245,7 @@ impl Infra {
                         stream
                             .info()
                             .await
-                            .map(|i| i.clone())
+                            .cloned()
                             .map_err(|e| e.to_string())
                     })
                     .await;
