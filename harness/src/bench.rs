@@ -27,7 +27,30 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
+use crate::topology::Topology;
 use crate::{Stack, StackOptions};
+
+/// The suite time of the cluster scenarios on `backend`: one `cargo test` of them (debug
+/// builds, as CI runs them), wall clock.
+fn cluster_suite_time(backend: &str) -> Result<()> {
+    let t = Instant::now();
+    let status = std::process::Command::new("cargo")
+        .args(["test", "-q", "-p", "scenarios", "--test", "it", "--"])
+        .args(["cluster", "two_apis_two_engines", "--test-threads", "4"])
+        .env("E2E_BACKEND", backend)
+        .env("E2E_QUIET", "1")
+        .current_dir(test_support::workspace_root())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "the cluster scenarios failed on {backend}"
+    );
+    println!(
+        "cluster scenarios (cluster_*, two_apis_two_engines), {backend} backend: {:.1}s wall clock",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 /// Options of `e2e bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,7 +74,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,ingest,listing,create,crash"
+        default_value = "startup,ingest,listing,create,crash,cluster"
     )]
     pub only: Vec<String>,
 }
@@ -61,7 +84,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let on = |s: &str| args.only.iter().any(|o| o == s);
     if on("startup") {
         for backend in &args.backends {
-            start_up(backend, args.starts).await?;
+            for topology in [Topology::Single, Topology::Cluster] {
+                start_up(backend, topology, args.starts).await?;
+            }
         }
     }
     if on("ingest") {
@@ -71,7 +96,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         crate::bench_runs::listing_against_history().await?;
     }
     if on("create") {
-        crate::bench_runs::create_throughput(args.posts).await?;
+        for topology in [Topology::Single, Topology::Cluster] {
+            crate::bench_runs::create_throughput(args.posts, topology).await?;
+        }
+    }
+    if on("cluster") {
+        for backend in &args.backends {
+            cluster_suite_time(backend)?;
+        }
     }
     if on("crash") {
         crate::bench_runs::crash_bounds(false).await?;
@@ -80,11 +112,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn start_up(backend: &str, starts: usize) -> Result<()> {
+async fn start_up(backend: &str, topology: Topology, starts: usize) -> Result<()> {
     let (backend_kind, _) =
         crate::backend::choose(Some(backend), crate::backend::docker_available)?;
     let options = StackOptions {
         backend: Some(backend_kind),
+        nats: Some(topology),
         ..StackOptions::default()
     };
     // Warm-up: builds binaries and images once.
@@ -93,13 +126,17 @@ async fn start_up(backend: &str, starts: usize) -> Result<()> {
     let mut last_steps = Vec::new();
     for i in 0..starts {
         let t = Instant::now();
-        let stack = Stack::start(&format!("bench-start-{backend}-{i}"), options.clone()).await?;
+        let stack = Stack::start(
+            &format!("bench-start-{backend}-{topology}-{i}"),
+            options.clone(),
+        )
+        .await?;
         totals.push(t.elapsed());
         last_steps = stack.timeline.lines();
     }
     totals.sort();
     println!(
-        "stack start-up, {backend} backend ({starts} starts, warm): median {:.3}s, min {:.3}s, max {:.3}s",
+        "stack start-up, {backend} backend, NATS {topology} ({starts} starts, warm): median {:.3}s, min {:.3}s, max {:.3}s",
         totals[totals.len() / 2].as_secs_f64(),
         totals[0].as_secs_f64(),
         totals[totals.len() - 1].as_secs_f64()

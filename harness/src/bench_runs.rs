@@ -24,6 +24,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::backend::Backend;
+use crate::topology::Topology;
 use crate::{Stack, StackOptions};
 
 /// Requests in flight in the throughput measurement.
@@ -38,12 +39,22 @@ fn body(script: &str) -> serde_json::Value {
 }
 
 async fn stack(name: &str, engines: usize, production: bool) -> Result<Stack> {
+    stack_on(name, engines, production, Topology::Single).await
+}
+
+async fn stack_on(
+    name: &str,
+    engines: usize,
+    production: bool,
+    topology: Topology,
+) -> Result<Stack> {
     Stack::start(
         name,
         StackOptions {
             engines,
             backend: Some(Backend::Local),
             production_timings: production,
+            nats: Some(topology),
             ..StackOptions::default()
         },
     )
@@ -150,8 +161,8 @@ pub async fn listing_against_history() -> Result<()> {
 }
 
 /// Measurement 2: `POST /runs` throughput beside its floor.
-pub async fn create_throughput(posts: usize) -> Result<()> {
-    let s = stack("bench-create", 0, true).await?;
+pub async fn create_throughput(posts: usize, topology: Topology) -> Result<()> {
+    let s = stack_on(&format!("bench-create-{topology}"), 0, true, topology).await?;
     // The API validates against the registered config; register it as an engine would.
     let infra = Infra::ensure(s.infra.nats_endpoint.connect().await?).await?;
     let config = common::FullEngineConfig::load(&s.engine_config)?;
@@ -220,7 +231,7 @@ pub async fn create_throughput(posts: usize) -> Result<()> {
         .await;
     let http = pings.iter().filter(|ok| **ok).count() as f64 / t.elapsed().as_secs_f64();
     println!(
-        "POST /runs accepted per second, {posts} requests, {CONCURRENCY} in flight (local, release):"
+        "POST /runs accepted per second, {posts} requests, {CONCURRENCY} in flight (local, release, NATS {topology}):"
     );
     println!("  metis-api:                          {api:>8.0} runs/s");
     println!("  floor (KV create + publish direct): {direct:>8.0} runs/s");

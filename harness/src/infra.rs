@@ -242,11 +242,7 @@ impl Infra {
                     // instead of the client's default, so the wait ends when the leader is back.
                     let info = tokio::time::timeout(Duration::from_secs(1), async {
                         let mut stream = js.get_stream(&name).await.map_err(|e| e.to_string())?;
-                        stream
-                            .info()
-                            .await
-                            .cloned()
-                            .map_err(|e| e.to_string())
+                        stream.info().await.cloned().map_err(|e| e.to_string())
                     })
                     .await;
                     match info {
