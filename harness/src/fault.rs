@@ -300,6 +300,11 @@ impl Stack {
             .step(format!("reconnecting NATS server {name}"));
         self.infra.heal_nats_server(name).await?;
         step.done();
+        let step = self
+            .timeline
+            .step("waiting until every stream and bucket has a leader");
+        self.infra.wait_streams_led().await?;
+        step.done();
         Ok(())
     }
 

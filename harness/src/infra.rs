@@ -190,6 +190,41 @@ impl Infra {
         Ok(infra)
     }
 
+    /// The cluster server a client named `client` (its NATS connection name, e.g.
+    /// `metis-api`) is connected to now, from each server's `/connz`.
+    pub async fn nats_server_of(&self, client: &str) -> Result<String> {
+        let ports: Vec<(String, u16)> = match &self.nats {
+            NatsHandle::LocalCluster(c) => c
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.monitor_port))
+                .collect(),
+            NatsHandle::DockerCluster(c) => c
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.monitor_port))
+                .collect(),
+            _ => anyhow::bail!("nats_server_of needs a cluster (E2E_NATS=cluster)"),
+        };
+        let http = reqwest::Client::new();
+        for (name, port) in ports {
+            let url = format!("http://127.0.0.1:{port}/connz?limit=1024");
+            let Ok(reply) = http.get(&url).send().await else {
+                continue;
+            };
+            let connz: Value = reply.json().await.unwrap_or_default();
+            let found = connz["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["name"].as_str() == Some(client));
+            if found {
+                return Ok(name);
+            }
+        }
+        anyhow::bail!("no server of the cluster has a connection named {client}")
+    }
+
     /// The names of the NATS servers (`n1`.. on a cluster, `nats` alone).
     #[must_use]
     pub fn nats_servers(&self) -> Vec<String> {
@@ -281,7 +316,7 @@ impl Infra {
             }
             _ => anyhow::bail!("heal_nats_server needs a cluster on the docker backend"),
         }
-        self.wait_streams_led().await
+        Ok(())
     }
 
     async fn start_local(dir: &Path, timeline: &Timeline) -> Result<Self> {

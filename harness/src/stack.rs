@@ -105,6 +105,7 @@ pub(crate) fn service_env(infra: &Infra, production: bool) -> Vec<(&'static str,
             ("REAPER_INTERVAL_MS", REAPER_INTERVAL_MS.to_string()),
             ("ENGINE_TTL_MS", ENGINE_TTL_MS.to_string()),
             ("HEARTBEAT_INTERVAL_MS", HEARTBEAT_INTERVAL_MS.to_string()),
+            ("NATS_PING_INTERVAL_MS", "300".to_owned()),
         ]);
     }
     env

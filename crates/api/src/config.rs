@@ -6,6 +6,7 @@
 //! | `APP_PORT` | port to bind; `0` = ephemeral (the bound address is logged as `listening`) | `8080` |
 //! | `NATS_URL` | NATS server with JetStream; several, comma-separated, for a cluster (the client fails over) | `nats://127.0.0.1:4222` |
 //! | `NATS_REPLICAS` | copies of each stream and bucket (1–5) | 3 on a cluster, else 1 |
+//! | `NATS_PING_INTERVAL_MS` | how often the API pings its NATS server; two unanswered pings and it fails over | `5000` |
 //! | `REAPER_INTERVAL_MS` | how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again) | `2000` |
 //! | `ENGINE_TTL_MS` | how long an engine instance may go without a heartbeat before its runs are failed (keep it several times the engines' `HEARTBEAT_INTERVAL_MS`) | `10000` |
 //!
@@ -40,6 +41,8 @@ pub struct Config {
     pub nats_auth: common::nats::NatsAuth,
     /// `NATS_REPLICAS` (`None`: from the server).
     pub nats_replicas: Option<usize>,
+    /// `NATS_PING_INTERVAL_MS`.
+    pub nats_ping_interval: Duration,
 }
 
 impl Config {
@@ -87,6 +90,9 @@ impl Config {
         common::nats::server_addrs(&nats_url).map_err(|m| anyhow::anyhow!("NATS_URL: {m}"))?;
         let nats_replicas = common::nats::replicas_setting(get("NATS_REPLICAS").as_deref())
             .map_err(anyhow::Error::msg)?;
+        let nats_ping_interval =
+            common::nats::ping_interval_setting(get("NATS_PING_INTERVAL_MS").as_deref())
+                .map_err(anyhow::Error::msg)?;
         let reaper_interval = Duration::from_millis(reaper_ms);
         if reaper_interval * 2 > ttl {
             bail!(
@@ -99,6 +105,7 @@ impl Config {
             port,
             nats_url,
             nats_replicas,
+            nats_ping_interval,
             reaper_interval,
             engine_ttl: ttl,
             auth,

@@ -145,6 +145,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?
         .name("metis-api")
+        .ping_interval(config.nats_ping_interval)
         .retry_on_initial_connect()
         .connection_timeout(std::time::Duration::from_secs(5))
         .connect(common::nats::server_addrs(&config.nats_url).map_err(anyhow::Error::msg)?)

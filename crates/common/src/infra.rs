@@ -114,7 +114,19 @@ fn leaderless(e: &InfraError) -> bool {
 /// Runs `op` until it succeeds, retrying for at most [`LEADER_CHANGE_WAIT`] while JetStream
 /// has no leader for the stream; each retry is an INFO event on the current span (so a trace
 /// says when a leader change cost time). Other errors return at once.
-async fn during_failover<T, F, Fut>(what: &str, mut op: F) -> Result<T, InfraError>
+async fn during_failover<T, F, Fut>(what: &str, op: F) -> Result<T, InfraError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, InfraError>>,
+{
+    retry_leaderless(what, LEADER_CHANGE_WAIT, op).await
+}
+
+/// How long start-up waits for a new cluster to place and elect the streams it creates.
+pub const CREATE_STREAMS_WAIT: Duration = Duration::from_secs(45);
+
+/// [`during_failover`] with its own bound.
+async fn retry_leaderless<T, F, Fut>(what: &str, wait: Duration, mut op: F) -> Result<T, InfraError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, InfraError>>,
@@ -124,7 +136,7 @@ where
     loop {
         match op().await {
             Ok(t) => return Ok(t),
-            Err(e) if leaderless(&e) && start.elapsed() + delay < LEADER_CHANGE_WAIT => {
+            Err(e) if leaderless(&e) && start.elapsed() + delay < wait => {
                 tracing::info!(
                     error = %e,
                     retry_in_ms = delay.as_millis() as u64,
@@ -177,12 +189,17 @@ impl Infra {
             };
             async move {
                 let name = config.name.clone();
-                js.create_or_update_stream(config)
-                    .await
-                    .map_err(|e| InfraError::new(format!("creating stream {name}"), e))?;
-                js.get_stream(&name)
-                    .await
-                    .map_err(|e| InfraError::new(format!("opening stream {name}"), e))
+                // A cluster just formed (or busy) may take a while to place a replicated
+                // stream: creating it again is harmless, so wait it out.
+                retry_leaderless("creating the streams", CREATE_STREAMS_WAIT, || async {
+                    js.create_or_update_stream(config.clone())
+                        .await
+                        .map_err(|e| InfraError::new(format!("creating stream {name}"), e))?;
+                    js.get_stream(&name)
+                        .await
+                        .map_err(|e| InfraError::new(format!("opening stream {name}"), e))
+                })
+                .await
             }
         };
         let runs_stream = make(stream::Config {
@@ -241,18 +258,21 @@ impl Infra {
             num_replicas: replicas,
             ..Default::default()
         };
-        let runs = js
-            .create_or_update_key_value(bucket(RUNS_BUCKET, 1, Duration::ZERO))
-            .await
-            .map_err(|e| InfraError::new(format!("creating bucket {RUNS_BUCKET}"), e))?;
-        let engine_configs = js
-            .create_or_update_key_value(bucket(ENGINE_CONFIGS_BUCKET, 1, Duration::ZERO))
-            .await
-            .map_err(|e| InfraError::new(format!("creating bucket {ENGINE_CONFIGS_BUCKET}"), e))?;
-        let engines = js
-            .create_or_update_key_value(bucket(ENGINES_BUCKET, 1, ENGINES_BUCKET_MAX_AGE))
-            .await
-            .map_err(|e| InfraError::new(format!("creating bucket {ENGINES_BUCKET}"), e))?;
+        let kv = |config: kv::Config| {
+            let js = js.clone();
+            async move {
+                let name = config.bucket.clone();
+                retry_leaderless("creating the buckets", CREATE_STREAMS_WAIT, || async {
+                    js.create_or_update_key_value(config.clone())
+                        .await
+                        .map_err(|e| InfraError::new(format!("creating bucket {name}"), e))
+                })
+                .await
+            }
+        };
+        let runs = kv(bucket(RUNS_BUCKET, 1, Duration::ZERO)).await?;
+        let engine_configs = kv(bucket(ENGINE_CONFIGS_BUCKET, 1, Duration::ZERO)).await?;
+        let engines = kv(bucket(ENGINES_BUCKET, 1, ENGINES_BUCKET_MAX_AGE)).await?;
         Ok(Self {
             client,
             js,

@@ -430,3 +430,21 @@ mod url_tests {
         }
     }
 }
+
+/// Default `NATS_PING_INTERVAL_MS`: how often a service pings its server; two unanswered pings
+/// and it reconnects to another (a server cut off by a partition answers nothing, and its TCP
+/// connection may never break).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reads `NATS_PING_INTERVAL_MS` (at least 1; unset = [`DEFAULT_PING_INTERVAL`]).
+pub fn ping_interval_setting(value: Option<&str>) -> Result<Duration, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_PING_INTERVAL),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Duration::from_millis(n)),
+            _ => Err(format!(
+                "NATS_PING_INTERVAL_MS must be milliseconds (at least 1), got '{v}'"
+            )),
+        },
+    }
+}

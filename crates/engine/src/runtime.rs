@@ -102,6 +102,7 @@ pub async fn bootstrap(
         .await
         .map_err(EngineError::Credentials)?
         .name(format!("{}/{}", engine.service_name(), engine_id))
+        .ping_interval(settings.nats_ping_interval)
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("connected to NATS"),

@@ -5,6 +5,7 @@
 //! | `ENGINE_CONFIG_PATH` | the engine.yaml | `/etc/metis/engine.yaml` |
 //! | `NATS_URL` | the NATS server (with JetStream); several, comma-separated, for a cluster (the client fails over) | `nats://127.0.0.1:4222` |
 //! | `NATS_REPLICAS` | copies of each stream and bucket the engine creates (1–5) | 3 on a cluster, else 1 |
+//! | `NATS_PING_INTERVAL_MS` | how often the engine pings its NATS server; two unanswered pings and it fails over | `5000` |
 //! | `HEALTH_PORT` | port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral | `8081` |
 //! | `SHUTDOWN_GRACE_MS` | how long SIGTERM/SIGINT waits for in-flight runs | `10000` |
 //! | `HEARTBEAT_INTERVAL_MS` | how often the instance refreshes its registration (and checks its runs' records); keep it well under the API's `ENGINE_TTL_MS` | `2000` |
@@ -52,6 +53,8 @@ pub struct Settings {
     pub nats_auth: common::nats::NatsAuth,
     /// `NATS_REPLICAS` (`None`: from the server).
     pub nats_replicas: Option<usize>,
+    /// `NATS_PING_INTERVAL_MS`.
+    pub nats_ping_interval: Duration,
 }
 
 impl Settings {
@@ -113,9 +116,18 @@ impl Settings {
             })?;
         let nats_auth =
             common::nats::NatsAuth::from_lookup(&lookup).map_err(EngineError::Credentials)?;
+        let nats_ping_interval = common::nats::ping_interval_setting(
+            var("NATS_PING_INTERVAL_MS").as_deref(),
+        )
+        .map_err(|reason| EngineError::Env {
+            var: "NATS_PING_INTERVAL_MS",
+            value: var("NATS_PING_INTERVAL_MS").unwrap_or_default(),
+            reason,
+        })?;
         Ok(Self {
             nats_auth,
             nats_replicas,
+            nats_ping_interval,
             config_path: var("ENGINE_CONFIG_PATH")
                 .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH), PathBuf::from),
             nats_url,
@@ -153,6 +165,7 @@ mod tests {
                 max_run_output: DEFAULT_MAX_RUN_OUTPUT,
                 nats_auth: common::nats::NatsAuth::None,
                 nats_replicas: None,
+                nats_ping_interval: common::nats::DEFAULT_PING_INTERVAL,
             }
         );
     }
