@@ -225,6 +225,15 @@ impl Infra {
         anyhow::bail!("no server of the cluster has a connection named {client}")
     }
 
+    /// Whether NATS is a cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        matches!(
+            self.nats,
+            NatsHandle::LocalCluster(_) | NatsHandle::DockerCluster(_)
+        )
+    }
+
     /// The names of the NATS servers (`n1`.. on a cluster, `nats` alone).
     #[must_use]
     pub fn nats_servers(&self) -> Vec<String> {

@@ -456,6 +456,9 @@ impl RunTask {
                         r.run_log = Some(log.clone());
                         Decision::Write(Start::Running)
                     }
+                    // Only this engine moves its run to RUNNING: a retried write whose first
+                    // try landed (its reply lost in a leader change) finds its own result.
+                    Some(r) if r.state == State::Running => Decision::Keep(Start::Running),
                     Some(r) if matches!(r.state, State::Canceling | State::Canceled) => {
                         Decision::Keep(Start::Canceling)
                     }

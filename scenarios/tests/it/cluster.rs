@@ -24,6 +24,22 @@ async fn cluster_stack(scenario: &str, engines: usize) -> anyhow::Result<Stack> 
     .await
 }
 
+/// A cluster stack with the services' production fault timings (`ENGINE_TTL_MS` 10 s): a
+/// scenario that keeps killing servers makes heartbeats wait out leader elections, longer
+/// than the short test TTL of 1.2 s.
+async fn cluster_stack_production_timings(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
+    Stack::start(
+        scenario,
+        StackOptions {
+            engines,
+            nats: Some(Topology::Cluster),
+            production_timings: true,
+            ..StackOptions::default()
+        },
+    )
+    .await
+}
+
 /// The body of a committed snapshot (what follows its `---` header).
 fn snapshot_body(name: &str) -> anyhow::Result<String> {
     let path = test_support::workspace_root()
@@ -172,7 +188,7 @@ fn workflow_runs_per_run(
 // ANCHOR: cluster_rolling_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_rolling_restart() -> anyhow::Result<()> {
-    cluster_stack("cluster_rolling_restart", 1)
+    cluster_stack_production_timings("cluster_rolling_restart", 1)
         .await?
         .run(|s| {
             Box::pin(async move {
@@ -209,8 +225,10 @@ async fn cluster_rolling_restart() -> anyhow::Result<()> {
                     accepted.len(),
                     refused.len()
                 ));
+                // How many get through depends on how long each election takes (and on the
+                // load of the machine); some must.
                 assert!(
-                    accepted.len() >= 10,
+                    accepted.len() >= 3,
                     "the trickle kept flowing: {} accepted",
                     accepted.len()
                 );
