@@ -13,27 +13,27 @@ use harness::{Stack, StackOptions};
 use crate::support::{DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body};
 
 async fn cluster_stack(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
-    Stack::start(
-        scenario,
-        StackOptions {
-            engines,
-            nats: Some(Topology::Cluster),
-            ..StackOptions::default()
-        },
-    )
-    .await
+    cluster_stack_with(scenario, engines, false).await
 }
 
 /// A cluster stack with the services' production fault timings (`ENGINE_TTL_MS` 10 s): a
 /// scenario that kills servers makes heartbeats wait out leader elections, which can take
 /// longer than the short test TTL of 1.2 s (flake-check saw a healthy engine reaped).
 async fn cluster_stack_production_timings(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
+    cluster_stack_with(scenario, engines, true).await
+}
+
+async fn cluster_stack_with(
+    scenario: &str,
+    engines: usize,
+    production_timings: bool,
+) -> anyhow::Result<Stack> {
     Stack::start(
         scenario,
         StackOptions {
             engines,
             nats: Some(Topology::Cluster),
-            production_timings: true,
+            production_timings,
             ..StackOptions::default()
         },
     )
