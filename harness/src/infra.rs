@@ -268,8 +268,9 @@ impl Infra {
         Ok(())
     }
 
-    /// Waits until every stream (buckets included) reports a leader: after a server came back,
-    /// the cluster serves again only once each stream has elected one.
+    /// Waits until every stream (buckets included) reports a leader and every replica current:
+    /// after a server came back, the cluster serves again only once each stream has elected
+    /// one, and is steady once the returning server has caught up.
     pub async fn wait_streams_led(&self) -> Result<()> {
         let client = self.nats_endpoint.connect().await?;
         let js = async_nats::jetstream::new(client);
@@ -290,8 +291,13 @@ impl Infra {
                     })
                     .await;
                     match info {
+                        // Led, and every other replica caught up and online: a server that
+                        // rejoins after a partition may otherwise still force an election.
                         Ok(Ok(info))
-                            if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {}
+                            if info.cluster.as_ref().is_none_or(|c| {
+                                c.leader.is_some()
+                                    && c.replicas.iter().all(|p| p.current && !p.offline)
+                            }) => {}
                         Ok(Ok(_)) | Err(_) => leaderless.push(name),
                         Ok(Err(e)) => leaderless.push(format!("{name} ({e})")),
                     }
@@ -685,6 +691,8 @@ impl DockerCluster {
             });
         }
         let cmd_base = vec![
+            "-c".to_owned(),
+            "/cluster.conf".to_owned(),
             "-js".to_owned(),
             "--cluster_name".to_owned(),
             test_support::cluster::CLUSTER_NAME.to_owned(),
@@ -765,6 +773,10 @@ impl DockerCluster {
             .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
             .with_exposed_port(4222.tcp())
             .with_exposed_port(8222.tcp())
+            .with_copy_to(
+                "/cluster.conf",
+                test_support::cluster::CLUSTER_CONF.as_bytes().to_vec(),
+            )
             .with_cmd(cmd)
             .with_network(network)
             .with_container_name(node.container.clone())

@@ -39,15 +39,22 @@ pub async fn read(
                 next: Some(seq),
             });
         }
-        let msg = match stream
-            .direct_get_next_for_subject(subject.clone(), Some(seq))
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                return Ok(Page { lines, next: None });
+        // A read waits out a leader change like a write does (any replica answers a direct
+        // get, but one partitioned off swallows the requests routed to it until voted out).
+        let next = common::infra::read_during_failover("reading the run's logs", || async {
+            match stream
+                .direct_get_next_for_subject(subject.clone(), Some(seq))
+                .await
+            {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(common::infra::InfraError::new("reading the run's logs", e)),
             }
-            Err(e) => return Err(ApiError::unavailable(e)),
+        })
+        .await
+        .map_err(ApiError::unavailable)?;
+        let Some(msg) = next else {
+            return Ok(Page { lines, next: None });
         };
         seq = msg.sequence + 1;
         match serde_json::from_slice::<LogLine>(&msg.payload) {

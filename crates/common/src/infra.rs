@@ -98,9 +98,12 @@ pub struct Infra {
     pub finished: stream::Stream,
 }
 
-/// How long a write waits out a stream without a leader (an election after a server of a
-/// cluster went away) before it fails.
-pub const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(8);
+/// How long a request waits out a stream without a leader (an election after a server of a
+/// cluster went away) before it fails. A server that is partitioned off (silent, not closed)
+/// is only voted out after a raft election timeout, 4–9 s in NATS, and each try that reaches
+/// its old leader costs the JetStream request timeout (5 s): 8 s was seen failing creates
+/// after a docker network partition, 20 s rides it out.
+pub const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(20);
 
 /// Whether an error is what JetStream answers while a stream has no leader: the request finds
 /// no responder, or times out.
@@ -113,20 +116,36 @@ fn leaderless(e: &InfraError) -> bool {
 
 /// Runs `op` until it succeeds, retrying for at most [`LEADER_CHANGE_WAIT`] while JetStream
 /// has no leader for the stream; each retry is an INFO event on the current span (so a trace
-/// says when a leader change cost time). Other errors return at once.
-async fn during_failover<T, F, Fut>(what: &str, op: F) -> Result<T, InfraError>
+/// says when a leader change cost time). Other errors return at once. Used for writes that
+/// are safe to repeat (de-duplicated or recognised as this caller's own) and for reads.
+pub async fn during_failover<T, F, Fut>(what: &str, op: F) -> Result<T, InfraError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, InfraError>>,
 {
-    retry_leaderless(what, LEADER_CHANGE_WAIT, op).await
+    retry_leaderless(what, LEADER_CHANGE_WAIT, true, op).await
+}
+
+/// [`during_failover`] for reads: the same bound, each retry a DEBUG log line only (a read
+/// repeats nothing, and its retries would make a span's events depend on timing).
+pub async fn read_during_failover<T, F, Fut>(what: &str, op: F) -> Result<T, InfraError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, InfraError>>,
+{
+    retry_leaderless(what, LEADER_CHANGE_WAIT, false, op).await
 }
 
 /// How long start-up waits for a new cluster to place and elect the streams it creates.
 pub const CREATE_STREAMS_WAIT: Duration = Duration::from_secs(45);
 
-/// [`during_failover`] with its own bound.
-async fn retry_leaderless<T, F, Fut>(what: &str, wait: Duration, mut op: F) -> Result<T, InfraError>
+/// [`during_failover`] with its own bound; `event`: each retry an INFO event (else DEBUG).
+async fn retry_leaderless<T, F, Fut>(
+    what: &str,
+    wait: Duration,
+    event: bool,
+    mut op: F,
+) -> Result<T, InfraError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, InfraError>>,
@@ -136,6 +155,15 @@ where
     loop {
         match op().await {
             Ok(t) => return Ok(t),
+            Err(e) if leaderless(&e) && start.elapsed() + delay < wait && !event => {
+                tracing::debug!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{what}: JetStream has no leader for the stream (a leader change); retrying"
+                );
+                tokio::time::sleep(delay).await; // backoff between retries of a read
+                delay = (delay * 2).min(Duration::from_millis(800));
+            }
             Err(e) if leaderless(&e) && start.elapsed() + delay < wait => {
                 tracing::info!(
                     error = %e,
@@ -191,14 +219,19 @@ impl Infra {
                 let name = config.name.clone();
                 // A cluster just formed (or busy) may take a while to place a replicated
                 // stream: creating it again is harmless, so wait it out.
-                retry_leaderless("creating the streams", CREATE_STREAMS_WAIT, || async {
-                    js.create_or_update_stream(config.clone())
-                        .await
-                        .map_err(|e| InfraError::new(format!("creating stream {name}"), e))?;
-                    js.get_stream(&name)
-                        .await
-                        .map_err(|e| InfraError::new(format!("opening stream {name}"), e))
-                })
+                retry_leaderless(
+                    "creating the streams",
+                    CREATE_STREAMS_WAIT,
+                    true,
+                    || async {
+                        js.create_or_update_stream(config.clone())
+                            .await
+                            .map_err(|e| InfraError::new(format!("creating stream {name}"), e))?;
+                        js.get_stream(&name)
+                            .await
+                            .map_err(|e| InfraError::new(format!("opening stream {name}"), e))
+                    },
+                )
                 .await
             }
         };
@@ -262,11 +295,16 @@ impl Infra {
             let js = js.clone();
             async move {
                 let name = config.bucket.clone();
-                retry_leaderless("creating the buckets", CREATE_STREAMS_WAIT, || async {
-                    js.create_or_update_key_value(config.clone())
-                        .await
-                        .map_err(|e| InfraError::new(format!("creating bucket {name}"), e))
-                })
+                retry_leaderless(
+                    "creating the buckets",
+                    CREATE_STREAMS_WAIT,
+                    true,
+                    || async {
+                        js.create_or_update_key_value(config.clone())
+                            .await
+                            .map_err(|e| InfraError::new(format!("creating bucket {name}"), e))
+                    },
+                )
                 .await
             }
         };
@@ -301,11 +339,13 @@ impl Infra {
 
     /// The run record and its revision.
     pub async fn get_run(&self, id: &RunId) -> Result<Option<(RunRecord, u64)>, InfraError> {
-        let entry = self
-            .runs
-            .entry(id.to_string())
-            .await
-            .map_err(|e| InfraError::new(format!("reading run {id}"), e))?;
+        let entry = read_during_failover("reading the run", || async {
+            self.runs
+                .entry(id.to_string())
+                .await
+                .map_err(|e| InfraError::new(format!("reading run {id}"), e))
+        })
+        .await?;
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let rec = serde_json::from_slice(&e.value)
@@ -526,16 +566,19 @@ impl Infra {
         filter: &str,
     ) -> Result<BTreeMap<String, u64>, InfraError> {
         let context = || format!("listing {filter}");
-        let mut info = stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(|e| InfraError::new(context(), e))?;
-        let mut out = BTreeMap::new();
-        while let Some(item) = info.next().await {
-            let (subject, count) = item.map_err(|e| InfraError::new(context(), e))?;
-            out.insert(subject, u64::try_from(count).unwrap_or(0));
-        }
-        Ok(out)
+        read_during_failover("listing the index", || async {
+            let mut info = stream
+                .info_with_subjects(filter)
+                .await
+                .map_err(|e| InfraError::new(context(), e))?;
+            let mut out = BTreeMap::new();
+            while let Some(item) = info.next().await {
+                let (subject, count) = item.map_err(|e| InfraError::new(context(), e))?;
+                out.insert(subject, u64::try_from(count).unwrap_or(0));
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 
