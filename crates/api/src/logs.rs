@@ -1,10 +1,10 @@
 //! Reading a run's captured output back from the `METIS_LOGS` stream.
 //!
 //! Lines are stored one message each on `metis.logs.<run_id>`, in the order the engine read
-//! them. A page is read with direct gets ("next message on this subject at or after sequence
-//! N"), so a page token is simply the next stream sequence to read.
+//! them. A page is read from the stream's leader ("next message on this subject at or after
+//! sequence N"), so a page token is simply the next stream sequence to read.
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use common::{LogLine, LogStream, RunId};
 
 use crate::error::ApiError;
@@ -39,15 +39,19 @@ pub async fn read(
                 next: Some(seq),
             });
         }
-        // A read waits out a leader change like a write does (any replica answers a direct
-        // get, but one partitioned off swallows the requests routed to it until voted out).
+        // From the stream's leader, not a direct get: a replica still catching up after a
+        // restart would answer a run's log without its last lines. A read waits out a leader
+        // change like a write does.
         let next = common::infra::read_during_failover("reading the run's logs", || async {
             match stream
-                .direct_get_next_for_subject(subject.clone(), Some(seq))
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(subject.clone())
+                .send()
                 .await
             {
                 Ok(m) => Ok(Some(m)),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
                 Err(e) => Err(common::infra::InfraError::new("reading the run's logs", e)),
             }
         })

@@ -123,7 +123,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, InfraError>>,
 {
-    retry_leaderless(what, LEADER_CHANGE_WAIT, true, op).await
+    retry_leaderless(what, LEADER_CHANGE_WAIT, TRY_TIMEOUT, true, op).await
 }
 
 /// [`during_failover`] for reads: the same bound, each retry a DEBUG log line only (a read
@@ -133,16 +133,24 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, InfraError>>,
 {
-    retry_leaderless(what, LEADER_CHANGE_WAIT, false, op).await
+    retry_leaderless(what, LEADER_CHANGE_WAIT, TRY_TIMEOUT, false, op).await
 }
 
 /// How long start-up waits for a new cluster to place and elect the streams it creates.
 pub const CREATE_STREAMS_WAIT: Duration = Duration::from_secs(45);
 
-/// [`during_failover`] with its own bound; `event`: each retry an INFO event (else DEBUG).
+/// How long one try inside [`during_failover`] may take before it counts as timed out and is
+/// tried again: shorter than the JetStream request timeout (5 s), so a try that went to a
+/// leader that is gone does not eat a quarter of the bound (a rolling restart saw creates
+/// take 5–8 s each). Every retried operation is safe to repeat (see [`during_failover`]).
+pub const TRY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// [`during_failover`] with its own bounds (`try_timeout` per try); `event`: each retry an
+/// INFO event (else DEBUG).
 async fn retry_leaderless<T, F, Fut>(
     what: &str,
     wait: Duration,
+    try_timeout: Duration,
     event: bool,
     mut op: F,
 ) -> Result<T, InfraError>
@@ -153,7 +161,14 @@ where
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
-        match op().await {
+        let attempt = match tokio::time::timeout(try_timeout, op()).await {
+            Ok(result) => result,
+            Err(_) => Err(InfraError::new(
+                what.to_owned(),
+                format!("timed out: no answer within {try_timeout:?}"),
+            )),
+        };
+        match attempt {
             Ok(t) => return Ok(t),
             Err(e) if leaderless(&e) && start.elapsed() + delay < wait && !event => {
                 tracing::debug!(
@@ -221,6 +236,8 @@ impl Infra {
                 // stream: creating it again is harmless, so wait it out.
                 retry_leaderless(
                     "creating the streams",
+                    CREATE_STREAMS_WAIT,
+                    // A new cluster places a stream in its own time; only the bound applies.
                     CREATE_STREAMS_WAIT,
                     true,
                     || async {
@@ -298,6 +315,8 @@ impl Infra {
                 retry_leaderless(
                     "creating the buckets",
                     CREATE_STREAMS_WAIT,
+                    // A new cluster places a stream in its own time; only the bound applies.
+                    CREATE_STREAMS_WAIT,
                     true,
                     || async {
                         js.create_or_update_key_value(config.clone())
@@ -337,20 +356,34 @@ impl Infra {
         self.client.server_info().max_payload
     }
 
-    /// The run record and its revision.
+    /// The run record and its revision, as the bucket's stream leader has it. Not a KV `get`:
+    /// that is a direct get, which any replica may answer, and a replica still catching up
+    /// after a restart answered an old revision (an engine saw its claimed run QUEUED again
+    /// and aborted it; a client could see a run it just created as missing).
     pub async fn get_run(&self, id: &RunId) -> Result<Option<(RunRecord, u64)>, InfraError> {
-        let entry = read_during_failover("reading the run", || async {
-            self.runs
-                .entry(id.to_string())
+        let subject = format!("{}{id}", self.runs.prefix);
+        let message = read_during_failover("reading the run", || async {
+            match self
+                .runs
+                .stream
+                .get_last_raw_message_by_subject(&subject)
                 .await
-                .map_err(|e| InfraError::new(format!("reading run {id}"), e))
+            {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(InfraError::new(format!("reading run {id}"), e)),
+            }
         })
         .await?;
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let rec = serde_json::from_slice(&e.value)
+        match message {
+            // A put carries no operation header; a delete, a purge or a TTL marker does.
+            Some(m)
+                if m.headers.get("KV-Operation").is_none()
+                    && m.headers.get("Nats-Marker-Reason").is_none() =>
+            {
+                let rec = serde_json::from_slice(&m.payload)
                     .map_err(|err| InfraError::new(format!("decoding run {id}"), err))?;
-                Ok(Some((rec, e.revision)))
+                Ok(Some((rec, m.sequence)))
             }
             _ => Ok(None),
         }
