@@ -12,6 +12,10 @@
 //! | [`Stack::lose_run_messages`] | every run message waiting in `METIS_RUNS` is purged (a lost message) |
 //! | [`Stack::burst`] | N concurrent `POST /runs`, optionally from clients that hang up at once; returns what each was [`Told`] |
 //! | [`Stack::check_history`] | the checker: every accepted run, and every run stored for the user, reaches a terminal state within a deadline |
+//! | [`Stack::kill_nats_server`], [`Stack::restart_nats_server`] | one server of a cluster SIGKILLed; started again with its data (back once every stream is led and every replica current) |
+//! | [`Stack::freeze_nats_server`], [`Stack::thaw_nats_server`] | one server of a cluster paused and resumed |
+//! | [`Stack::partition_nats_server`], [`Stack::heal_nats_server`] | one server cut off (docker: it leaves the stack network; local: frozen) and back |
+//! | [`Stack::nats_leader`] | the server leading a stream or bucket, to pick the one to kill |
 //!
 //! Each verb is a step on the scenario's timeline, so the artefacts say what was done when.
 //! Every fault is undone by the harness: a paused engine is resumed (or killed) and a frozen
@@ -289,6 +293,22 @@ impl Stack {
             .timeline
             .step(format!("partitioning NATS server {name}"));
         self.infra.partition_nats_server(name).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Freezes cluster server `name` (local SIGSTOP, docker pause).
+    pub async fn freeze_nats_server(&mut self, name: &str) -> Result<()> {
+        let step = self.timeline.step(format!("freezing NATS server {name}"));
+        self.infra.freeze_nats_server(name).await?;
+        step.done();
+        Ok(())
+    }
+
+    /// Thaws a server [`Stack::freeze_nats_server`] froze.
+    pub async fn thaw_nats_server(&mut self, name: &str) -> Result<()> {
+        let step = self.timeline.step(format!("thawing NATS server {name}"));
+        self.infra.thaw_nats_server(name).await?;
         step.done();
         Ok(())
     }

@@ -206,7 +206,10 @@ impl Infra {
                 .collect(),
             _ => anyhow::bail!("nats_server_of needs a cluster (E2E_NATS=cluster)"),
         };
-        let http = reqwest::Client::new();
+        // A frozen or cut-off server does not answer: a short deadline per server.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()?;
         for (name, port) in ports {
             let url = format!("http://127.0.0.1:{port}/connz?limit=1024");
             let Ok(reply) = http.get(&url).send().await else {
@@ -312,24 +315,71 @@ impl Infra {
         .await
     }
 
-    /// Disconnects cluster server `name` from the others (docker only: the stack network).
+    /// Cuts cluster server `name` off: on docker it leaves the stack network (the other
+    /// servers and the services can no longer reach it; nothing is closed). The local
+    /// backend's servers share the loopback interface, so there the server is frozen
+    /// (SIGSTOP) instead: to the others and to its clients a cut-off server and a frozen one
+    /// look alike — connections stay open and nothing answers.
     pub async fn partition_nats_server(&mut self, name: &str) -> Result<()> {
         match &mut self.nats {
             NatsHandle::DockerCluster(c) => c.network_op("disconnect", name),
-            _ => anyhow::bail!(
-                "partition_nats_server needs a cluster on the docker backend (a network to leave)"
-            ),
+            NatsHandle::LocalCluster(_) => self.freeze_nats_server(name).await,
+            _ => anyhow::bail!("partition_nats_server needs a cluster (E2E_NATS=cluster)"),
         }
     }
 
-    /// Connects a partitioned server back and waits until the cluster has formed again.
+    /// Undoes [`Infra::partition_nats_server`] and waits until the cluster has formed again.
     pub async fn heal_nats_server(&mut self, name: &str) -> Result<()> {
         match &mut self.nats {
             NatsHandle::DockerCluster(c) => {
                 c.network_op("connect", name)?;
                 c.wait_formed().await?;
             }
-            _ => anyhow::bail!("heal_nats_server needs a cluster on the docker backend"),
+            NatsHandle::LocalCluster(_) => {
+                self.thaw_nats_server(name).await?;
+                if let NatsHandle::LocalCluster(c) = &self.nats {
+                    c.wait_formed().await?;
+                }
+            }
+            _ => anyhow::bail!("heal_nats_server needs a cluster (E2E_NATS=cluster)"),
+        }
+        Ok(())
+    }
+
+    /// Freezes cluster server `name` (local SIGSTOP, docker pause); the others see a silent
+    /// peer. Dropping the [`Infra`] thaws it.
+    pub async fn freeze_nats_server(&mut self, name: &str) -> Result<()> {
+        match &self.nats {
+            NatsHandle::LocalCluster(c) => c.signal(name, nix::sys::signal::Signal::SIGSTOP)?,
+            NatsHandle::DockerCluster(c) => {
+                let node = c
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == name)
+                    .with_context(|| format!("no server {name} in the cluster"))?;
+                images::docker(&["pause", &node.container])?;
+            }
+            _ => anyhow::bail!(
+                "freeze_nats_server needs a cluster (E2E_NATS=cluster); freeze_nats freezes a single server"
+            ),
+        }
+        self.nats_frozen = true;
+        Ok(())
+    }
+
+    /// Thaws what [`Infra::freeze_nats_server`] froze.
+    pub async fn thaw_nats_server(&mut self, name: &str) -> Result<()> {
+        match &self.nats {
+            NatsHandle::LocalCluster(c) => c.signal(name, nix::sys::signal::Signal::SIGCONT)?,
+            NatsHandle::DockerCluster(c) => {
+                let node = c
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == name)
+                    .with_context(|| format!("no server {name} in the cluster"))?;
+                images::docker(&["unpause", &node.container])?;
+            }
+            _ => anyhow::bail!("thaw_nats_server needs a cluster (E2E_NATS=cluster)"),
         }
         Ok(())
     }

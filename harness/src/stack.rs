@@ -5,7 +5,8 @@
 //!
 //! The API and engines are host processes built from this workspace, started with a clean
 //! environment (nothing from the caller's `RUST_LOG`, `OTEL_*`, `NATS_*` leaks in), port 0,
-//! `LOG_FORMAT=json`, `OTEL_BSP_SCHEDULE_DELAY` short, and the receiver as their collector.
+//! `LOG_FORMAT=json`, `OTEL_BSP_SCHEDULE_DELAY` short, and the receiver as their collector
+//! (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
 //! [`Stack::run`] wraps a scenario body so a failure (error or panic) leaves the artefacts and
 //! a message naming the folder.
 
@@ -82,6 +83,9 @@ pub struct Stack {
     pub keep: bool,
     /// Whether the services run with their production fault timings.
     pub production_timings: bool,
+    /// Whether the scenario causes a collector outage, so span export failures the services
+    /// report are expected ([`Stack::expect_export_outage`]).
+    pub export_outage_expected: bool,
     started_engines: usize,
 }
 
@@ -93,19 +97,24 @@ pub const ENGINE_TTL_MS: u64 = 1200;
 /// See [`HEARTBEAT_INTERVAL_MS`].
 pub const REAPER_INTERVAL_MS: u64 = 200;
 
-/// Environment for the Metis processes: export to the receiver, flush fast, short fault
+/// Environment for the Metis processes: export to the receiver gzip-compressed (as
+/// production collectors are commonly fed; the receiver must take it), flush fast, short fault
 /// timings.
 pub(crate) fn service_env(infra: &Infra, production: bool) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", infra.receiver.grpc.clone()),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+        // Always short, also with the production fault timings: a server that goes silent
+        // (frozen, cut off) is left after two missed pings, 0.6 s instead of 10 s, which
+        // would eat half of a request's 20 s failover bound.
+        ("NATS_PING_INTERVAL_MS", "300".to_owned()),
     ];
     if !production {
         env.extend([
             ("REAPER_INTERVAL_MS", REAPER_INTERVAL_MS.to_string()),
             ("ENGINE_TTL_MS", ENGINE_TTL_MS.to_string()),
             ("HEARTBEAT_INTERVAL_MS", HEARTBEAT_INTERVAL_MS.to_string()),
-            ("NATS_PING_INTERVAL_MS", "300".to_owned()),
         ]);
     }
     env
@@ -162,6 +171,7 @@ impl Stack {
             keep,
             production_timings: options.production_timings,
             started_engines: 0,
+            export_outage_expected: false,
         };
         for _ in 0..options.engines {
             stack.start_engine().await?;
@@ -278,7 +288,69 @@ impl Stack {
             );
         }
         step.done();
+        self.check_exports()?;
         self.wait_for_spans(min_spans).await
+    }
+
+    /// Declares that this scenario takes the collector away (or makes it refuse more than the
+    /// exporter retries): the span export failures the services report are part of the story,
+    /// not a failure of the scenario.
+    pub fn expect_export_outage(&mut self) {
+        self.export_outage_expected = true;
+    }
+
+    /// What the services logged about failed span exports (the telemetry crate's stable
+    /// messages: WARN or ERROR lines of target `telemetry`), as `service: message (error)`.
+    #[must_use]
+    pub fn export_failures(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let services = self
+            .api
+            .iter()
+            .chain(&self.api_replicas)
+            .chain(&self.engines);
+        for service in services {
+            for line in service.proc.lines() {
+                let Some(json) = line.find('{').map(|i| &line[i..]) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+                    continue;
+                };
+                let level = v["level"].as_str().unwrap_or_default();
+                if v["target"] == "telemetry" && matches!(level, "WARN" | "ERROR") {
+                    let mut what = format!(
+                        "{}: {}",
+                        service.proc.name,
+                        v["message"].as_str().unwrap_or_default()
+                    );
+                    for key in ["error", "failed_exports"] {
+                        if !v[key].is_null() {
+                            what.push_str(&format!(" ({key}: {})", v[key]));
+                        }
+                    }
+                    found.push(what);
+                }
+            }
+        }
+        found
+    }
+
+    /// Fails when a service reported span export failures and the scenario did not declare an
+    /// outage: a tree built from what did arrive would only show up as a confusing diff.
+    fn check_exports(&self) -> Result<()> {
+        let failures = self.export_failures();
+        if failures.is_empty() || self.export_outage_expected {
+            return Ok(());
+        }
+        Err(anyhow!(
+            "the services reported span export failures, so the receiver may lack spans (a \
+             scenario that causes an outage says so with Stack::expect_export_outage):{}",
+            failures
+                .iter()
+                .map(|f| format!("\n  - {f}"))
+                .collect::<String>()
+        ))
     }
 
     /// Waits until the receiver holds at least `min_spans` spans and was quiet for 200 ms.
@@ -307,6 +379,58 @@ impl Stack {
         step.done();
         self.timeline.note(format!("collected {count} spans"));
         Ok(result.data)
+    }
+
+    /// Builds a tree (or census) from `data` with `build`. While that fails because the data is
+    /// incomplete (open or orphan spans, too few traces), waits for more spans, for at most
+    /// 10 s in all; then fails with the last error, which says what is missing. Returns the
+    /// result and the data it was built from (also written to `spans.json`).
+    pub async fn build_when_complete<T>(
+        &mut self,
+        mut data: TracesData,
+        build: impl Fn(&TracesData) -> Result<T, crate::tree::TreeError>,
+    ) -> Result<(T, TracesData)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let error = match build(&data) {
+                Ok(t) => return Ok((t, data)),
+                Err(e) if e.is_incomplete() => e,
+                Err(e) => return Err(e.into()),
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let count = crate::otlp::span_count(&data);
+            let more = if left.is_zero() {
+                None
+            } else {
+                self.timeline.note(format!(
+                    "the tree is incomplete with {count} spans; waiting for more ({error})"
+                ));
+                let result = self
+                    .receiver
+                    .wait(
+                        &Query::new()
+                            .min_spans(count + 1)
+                            .quiet(Duration::from_millis(200))
+                            .timeout(left),
+                    )
+                    .await
+                    .context("querying the OTLP receiver")?;
+                (!result.timed_out || crate::otlp::span_count(&result.data) > count)
+                    .then_some(result.data)
+            };
+            match more {
+                Some(newer) => {
+                    self.write_spans(&newer)?;
+                    data = newer;
+                }
+                None => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "the span tree stayed incomplete: no more spans arrived within 10 s \
+                         after the services stopped ({count} spans)"
+                    )));
+                }
+            }
+        }
     }
 
     /// Everything the receiver holds now, without stopping anything.

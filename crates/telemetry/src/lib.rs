@@ -7,6 +7,7 @@
 //! | `RUST_LOG` | `tracing` filter directives; gates logs and exported spans alike | `info` |
 //! | `LOG_FORMAT` | `json` (one object per line) or `text` | `text` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; unset = no export | unset |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` compresses every export (read by the exporter) | none |
 //! | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_*` | batch span processor settings, read by the SDK | SDK defaults |
 //!
 //! and installs a global subscriber that logs to stdout and turns spans into OpenTelemetry spans
@@ -16,13 +17,20 @@
 //! keeps logging locally. The returned [`TelemetryGuard`] flushes and shuts the exporter down
 //! when dropped.
 //!
+//! **Export failures are reported, never swallowed.** Every failed export is counted; the first
+//! of a run of failures logs [`EXPORT_FAILED`] (WARN, target `telemetry`, with the endpoint
+//! and error), and shutting down logs [`EXPORT_FAILURES_AT_SHUTDOWN`] with the count when any
+//! export failed, or [`FLUSH_FAILED`] (ERROR) when the last flush or the shutdown itself
+//! failed. These messages are stable: the e2e harness fails a scenario whose services logged
+//! them, unless the scenario declares an outage.
+//!
 //! [`propagation`] carries W3C trace context across NATS headers.
 
 pub mod propagation;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -40,6 +48,26 @@ pub use tracing;
 /// Directives always added to the filter: the exporter's own crates would otherwise log every
 /// failed export; [`WarnOnce`] reports export health instead.
 const QUIET: &str = "opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,tonic=warn,h2=warn,hyper=warn,tower=warn";
+
+/// The message logged (WARN, target `telemetry`) when an export fails after a success or at
+/// the first try.
+pub const EXPORT_FAILED: &str =
+    "span export failed; spans are dropped until the collector answers (logged once)";
+/// The message logged (WARN, target `telemetry`) at shutdown when any export failed, with
+/// `failed_exports` (how many).
+pub const EXPORT_FAILURES_AT_SHUTDOWN: &str = "span exports failed during this run";
+/// The message logged (ERROR, target `telemetry`) when the final flush or the shutdown of
+/// the exporter fails, with the `error`.
+pub const FLUSH_FAILED: &str = "flushing spans at shutdown failed; spans may be lost";
+
+/// Failed exports in this process (see the module docs).
+static FAILED_EXPORTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many span exports have failed in this process so far.
+#[must_use]
+pub fn failed_exports() -> u64 {
+    FAILED_EXPORTS.load(Ordering::Relaxed)
+}
 
 /// How long dropping the guard may spend flushing to a slow or dead collector.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -89,16 +117,28 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Exports every finished span now (bounded by the exporter's timeout).
-    pub fn flush(&self) {
-        let _ = self.provider.force_flush();
+    /// Exports every finished span now (bounded by the exporter's timeout); the error says
+    /// why it could not.
+    pub fn flush(&self) -> Result<(), String> {
+        self.provider.force_flush().map_err(|e| e.to_string())
     }
 }
 
 impl Drop for TelemetryGuard {
+    /// Flushes and shuts the exporter down, and reports what failed (see the module docs).
     fn drop(&mut self) {
-        let _ = self.provider.force_flush();
-        let _ = self.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+        let flushed = self.provider.force_flush();
+        let shut = self.provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+        if !self.exporting {
+            return;
+        }
+        if let Some(e) = flushed.err().or(shut.err()) {
+            tracing::error!(target: "telemetry", error = %e, "{FLUSH_FAILED}");
+        }
+        let failed = failed_exports();
+        if failed > 0 {
+            tracing::warn!(target: "telemetry", failed_exports = failed, "{EXPORT_FAILURES_AT_SHUTDOWN}");
+        }
     }
 }
 
@@ -245,13 +285,16 @@ struct WarnOnce<E> {
 impl<E: SpanExporter> SpanExporter for WarnOnce<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let result = self.inner.export(batch).await;
+        if result.is_err() {
+            FAILED_EXPORTS.fetch_add(1, Ordering::Relaxed);
+        }
         match &result {
             Err(e) if !self.failing.swap(true, Ordering::SeqCst) => {
                 tracing::warn!(
                     target: "telemetry",
                     endpoint = %self.endpoint,
                     error = %e,
-                    "span export failed; spans are dropped until the collector answers (logged once)"
+                    "{EXPORT_FAILED}"
                 );
             }
             Ok(()) if self.failing.swap(false, Ordering::SeqCst) => {
@@ -334,7 +377,13 @@ mod tests {
                 tracing::info!("inside");
             }
         });
-        guard.flush();
+        // The failed exports are counted (and logged under the stable messages), whatever
+        // the flush itself reports.
+        let flushed = guard.flush();
+        assert!(
+            failed_exports() > 0,
+            "exports to a dead collector count as failed (flush: {flushed:?})"
+        );
         drop_within(guard, Duration::from_secs(20));
     }
 

@@ -220,6 +220,38 @@ impl ReceiverClient {
         Self::decode(&Self::text(response, &url).await?, &url)
     }
 
+    /// The log records matching `query`, after waiting for its `min_records` up to its
+    /// timeout (what matched either way; compare the count to know whether it held).
+    pub async fn logs(&self, query: &crate::LogQuery) -> Result<crate::LogsData, ClientError> {
+        let mut url = self.url("/v1/logs", None)?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            let crate::LogQuery {
+                trace_id,
+                service_name,
+                min_records,
+                timeout_ms,
+            } = query;
+            for (key, value) in [
+                ("trace_id", trace_id.clone()),
+                ("service_name", service_name.clone()),
+                ("min_records", min_records.map(|n| n.to_string())),
+                ("timeout_ms", timeout_ms.map(|n| n.to_string())),
+            ] {
+                if let Some(value) = value {
+                    pairs.append_pair(key, &value);
+                }
+            }
+        }
+        let timeout = query
+            .timeout_ms
+            .map_or(crate::DEFAULT_TIMEOUT, Duration::from_millis)
+            .min(crate::MAX_TIMEOUT)
+            + WAIT_MARGIN;
+        let (response, url) = self.send(Method::GET, url, timeout).await?;
+        Self::decode(&Self::text(response, &url).await?, &url)
+    }
+
     /// The spans matching `query`'s filters as the receiver encodes them (OTLP/JSON
     /// `TracesData`), e.g. to keep as a failure artefact.
     pub async fn traces_json(&self, query: &Query) -> Result<String, ClientError> {

@@ -2,14 +2,19 @@
 //!
 //! | Route | What |
 //! |---|---|
-//! | `POST /v1/traces`, `/v1/logs`, `/v1/metrics` | OTLP/HTTP export, `application/x-protobuf` or `application/json` |
+//! | `POST /v1/traces`, `/v1/logs`, `/v1/metrics` | OTLP/HTTP export, `application/x-protobuf` or `application/json`, plain or `Content-Encoding: gzip` |
 //! | `GET /v1/traces?…` | kept spans as OTLP/JSON `TracesData`, filtered, optionally after a wait ([`Query`]) |
 //! | `DELETE /v1/traces` | forget every kept span |
+//! | `GET /v1/logs?…` | kept log records as OTLP/JSON `LogsData`, filtered, optionally after a wait ([`LogQuery`](crate::LogQuery)) |
+//! | `DELETE /v1/logs` | forget every kept log record |
 //! | `GET /v1/stats` | [`Stats`](super::Stats) as JSON |
 //! | `GET /healthz` | `ok` |
 //!
-//! Errors are JSON `{"error": "..."}`: 400 for a malformed body or query, 415 for a content
-//! type or encoding OTLP/HTTP does not define, 503 for a wait cut short by shutdown.
+//! A refused export is answered as the OTLP specification says: a `google.rpc.Status` body in
+//! the request's encoding (protobuf for protobuf, JSON otherwise) — 400 for a malformed body,
+//! 413 for one over the size limit once decompressed, 415 for a content type or encoding
+//! OTLP/HTTP does not define, 503/429 from the fault mode. The query API's errors are JSON
+//! `{"error": "..."}`: 400 for a malformed query, 503 for a wait cut short by shutdown.
 
 use std::sync::Arc;
 
@@ -28,9 +33,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -52,7 +55,10 @@ pub(crate) fn router(store: Arc<Store>, shutdown: watch::Receiver<bool>) -> Rout
             "/v1/traces",
             post(post_traces).get(get_traces).delete(delete_traces),
         )
-        .route("/v1/logs", post(post_logs))
+        .route(
+            "/v1/logs",
+            post(post_logs).get(get_logs).delete(delete_logs),
+        )
         .route("/v1/metrics", post(post_metrics))
         .route("/v1/stats", get(stats))
         .route(
@@ -65,12 +71,14 @@ pub(crate) fn router(store: Arc<Store>, shutdown: watch::Receiver<bool>) -> Rout
         .with_state(AppState { store, shutdown })
 }
 
-/// An error answer: `{"error": message}` with `status` (and `Retry-After` when set).
+/// An error answer: `{"error": message}` with `status` (and `Retry-After` when set); for an
+/// OTLP export, a `google.rpc.Status` instead (`otlp`: protobuf or JSON).
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u64>,
+    otlp: Option<Encoding>,
 }
 
 /// Applies the fault mode to one export (see [`crate::fault`]).
@@ -85,11 +93,13 @@ async fn admit(store: &Store) -> Result<(), ApiError> {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "refused by the receiver's fault mode (503)".to_owned(),
             retry_after: None,
+            otlp: None,
         }),
         Some((crate::fault::Refusal::Throttled, secs)) => Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: "throttled by the receiver's fault mode (429)".to_owned(),
             retry_after: Some(secs),
+            otlp: None,
         }),
     }
 }
@@ -114,11 +124,19 @@ async fn delete_faults(State(state): State<AppState>) -> StatusCode {
 }
 
 impl ApiError {
+    /// The same error, answered as an OTLP export's: a `google.rpc.Status` in the encoding
+    /// the request's content type names (JSON when it names none OTLP knows).
+    fn for_export(mut self, headers: &HeaderMap) -> Self {
+        self.otlp = Some(encoding(headers).unwrap_or(Encoding::Json));
+        self
+    }
+
     fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             retry_after: None,
+            otlp: None,
         }
     }
 }
@@ -129,6 +147,7 @@ impl From<BytesRejection> for ApiError {
             status: rejection.status(),
             message: format!("could not read the request body: {}", rejection.body_text()),
             retry_after: None,
+            otlp: None,
         }
     }
 }
@@ -136,11 +155,19 @@ impl From<BytesRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         tracing::warn!(status = %self.status, "rejected: {}", self.message);
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let mut response = match self.otlp {
+            None => (
+                self.status,
+                Json(serde_json::json!({ "error": self.message })),
+            )
+                .into_response(),
+            Some(encoding) => {
+                let protobuf = matches!(encoding, Encoding::Protobuf);
+                let body = crate::conform::status_body(protobuf, self.status, &self.message);
+                let content_type = if protobuf { PROTOBUF } else { JSON };
+                (self.status, [(CONTENT_TYPE, content_type)], body).into_response()
+            }
+        };
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -154,6 +181,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         retry_after: None,
+        otlp: None,
         message: format!("no route for {method} {uri}"),
     }
 }
@@ -168,20 +196,30 @@ enum Encoding {
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
-fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    let unsupported = |message: String| ApiError {
+fn unsupported(message: String) -> ApiError {
+    ApiError {
         status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
         message,
         retry_after: None,
-    };
-    let compressed = headers
-        .get(CONTENT_ENCODING)
-        .filter(|ce| !ce.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if let Some(ce) = compressed {
-        return Err(unsupported(format!(
-            "unsupported content-encoding {ce:?}; send uncompressed OTLP"
-        )));
+        otlp: None,
     }
+}
+
+/// Whether the body is gzip-compressed (`Content-Encoding: gzip`); identity or none is plain,
+/// anything else is refused with 415.
+fn gzipped(headers: &HeaderMap) -> Result<bool, ApiError> {
+    match headers.get(CONTENT_ENCODING).map(HeaderValue::as_bytes) {
+        None => Ok(false),
+        Some(ce) if ce.eq_ignore_ascii_case(b"identity") => Ok(false),
+        Some(ce) if ce.eq_ignore_ascii_case(b"gzip") => Ok(true),
+        Some(ce) => Err(unsupported(format!(
+            "unsupported content-encoding {:?}; OTLP/HTTP takes gzip or identity",
+            String::from_utf8_lossy(ce)
+        ))),
+    }
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
     let mime = content_type
         .and_then(|ct| ct.split(|&b| b == b';').next())
@@ -201,6 +239,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 
 /// Decodes an OTLP/HTTP request body; `what` names the message in errors.
 fn decode<T>(
+    store: &Store,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     what: &str,
@@ -209,7 +248,27 @@ where
     T: prost::Message + Default + DeserializeOwned,
 {
     let encoding = encoding(headers)?;
+    let compressed = gzipped(headers)?;
     let body = body?;
+    let body = if compressed {
+        store.count_compressed();
+        use crate::conform::GunzipError;
+        Bytes::from(
+            crate::conform::gunzip(&body, MAX_MESSAGE_BYTES).map_err(|e| match e {
+                GunzipError::Corrupt(why) => {
+                    ApiError::bad_request(format!("malformed gzip body of {what}: {why}"))
+                }
+                GunzipError::TooLarge(limit) => ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("{what} is over {limit} bytes once decompressed"),
+                    retry_after: None,
+                    otlp: None,
+                },
+            })?,
+        )
+    } else {
+        body
+    };
     let message = match encoding {
         Encoding::Protobuf => T::decode(body)
             .map_err(|e| ApiError::bad_request(format!("malformed protobuf {what}: {e}")))?,
@@ -241,10 +300,18 @@ async fn post_traces(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (encoding, request): (_, ExportTraceServiceRequest) =
-        decode(&headers, body, "ExportTraceServiceRequest")?;
-    admit(&state.store).await?;
-    state.store.ingest_traces(request.resource_spans);
-    Ok(respond(encoding, &ExportTraceServiceResponse::default()))
+        decode(&state.store, &headers, body, "ExportTraceServiceRequest")
+            .map_err(|e| e.for_export(&headers))?;
+    admit(&state.store)
+        .await
+        .map_err(|e| e.for_export(&headers))?;
+    let mut resource_spans = request.resource_spans;
+    let rejected = crate::conform::reject_invalid_spans(&mut resource_spans);
+    state.store.ingest_traces(resource_spans);
+    Ok(respond(
+        encoding,
+        &super::grpc::trace_response(&state.store, rejected),
+    ))
 }
 
 async fn post_logs(
@@ -253,9 +320,12 @@ async fn post_logs(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (encoding, request): (_, ExportLogsServiceRequest) =
-        decode(&headers, body, "ExportLogsServiceRequest")?;
-    admit(&state.store).await?;
-    state.store.ingest_logs(super::grpc::log_records(&request));
+        decode(&state.store, &headers, body, "ExportLogsServiceRequest")
+            .map_err(|e| e.for_export(&headers))?;
+    admit(&state.store)
+        .await
+        .map_err(|e| e.for_export(&headers))?;
+    state.store.ingest_logs(request.resource_logs);
     Ok(respond(encoding, &ExportLogsServiceResponse::default()))
 }
 
@@ -265,8 +335,11 @@ async fn post_metrics(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (encoding, request): (_, ExportMetricsServiceRequest) =
-        decode(&headers, body, "ExportMetricsServiceRequest")?;
-    admit(&state.store).await?;
+        decode(&state.store, &headers, body, "ExportMetricsServiceRequest")
+            .map_err(|e| e.for_export(&headers))?;
+    admit(&state.store)
+        .await
+        .map_err(|e| e.for_export(&headers))?;
     state.store.ingest_metrics(super::grpc::metrics(&request));
     Ok(respond(encoding, &ExportMetricsServiceResponse::default()))
 }
@@ -286,6 +359,7 @@ async fn get_traces(
             return Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 retry_after: None,
+                otlp: None,
                 message: "the receiver is shutting down".to_owned(),
             });
         }
@@ -294,6 +368,7 @@ async fn get_traces(
     let body = serde_json::to_vec(&data).map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         retry_after: None,
+        otlp: None,
         message: format!("could not encode TracesData as OTLP/JSON: {e}"),
     })?;
     Ok((
@@ -311,6 +386,43 @@ async fn get_traces(
         body,
     )
         .into_response())
+}
+
+async fn get_logs(
+    State(state): State<AppState>,
+    query: Result<UrlQuery<crate::LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let UrlQuery(query) = query
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let found = crate::logs::wait(&state.store, &query)
+        .await
+        .map_err(ApiError::bad_request)?;
+    let body = serde_json::to_vec(&found.data).map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        retry_after: None,
+        otlp: None,
+        message: format!("could not encode LogsData as OTLP/JSON: {e}"),
+    })?;
+    Ok((
+        [
+            (CONTENT_TYPE, HeaderValue::from_static(JSON)),
+            (
+                HeaderName::from_static(WAIT_HEADER),
+                HeaderValue::from_static(if found.held { "ok" } else { "timeout" }),
+            ),
+            (
+                HeaderName::from_static(super::LOG_COUNT_HEADER),
+                HeaderValue::from(found.matched),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn delete_logs(State(state): State<AppState>) -> StatusCode {
+    state.store.clear_logs();
+    StatusCode::NO_CONTENT
 }
 
 async fn delete_traces(State(state): State<AppState>) -> StatusCode {

@@ -1,16 +1,19 @@
 //! The fake OTLP receiver: keeps every span it is sent and serves them back.
 //!
-//! - **gRPC port** (`grpc`): OTLP `TraceService` (kept), `LogsService` and `MetricsService`
-//!   (accepted and counted).
-//! - **HTTP port** (`http`): OTLP/HTTP `POST /v1/{traces,logs,metrics}` (protobuf or JSON)
-//!   and the query API — `GET /v1/traces` answers OTLP/JSON `TracesData` (the collector
-//!   file-exporter encoding, produced by `opentelemetry-proto`'s serde support), filtered
-//!   and optionally long-polled with a [`Query`]; `DELETE /v1/traces`, `GET /v1/stats`,
+//! - **gRPC port** (`grpc`): OTLP `TraceService` and `LogsService` (kept), `MetricsService`
+//!   (accepted and counted); gzip accepted.
+//! - **HTTP port** (`http`): OTLP/HTTP `POST /v1/{traces,logs,metrics}` (protobuf or JSON,
+//!   plain or gzip; errors as `google.rpc.Status`) and the query API — `GET /v1/traces`
+//!   answers OTLP/JSON `TracesData` (the collector file-exporter encoding, produced by
+//!   `opentelemetry-proto`'s serde support), filtered and optionally long-polled with a
+//!   [`Query`]; `GET /v1/logs` the same for log records as `LogsData` ([`LogQuery`]);
+//!   `DELETE /v1/traces`, `DELETE /v1/logs`, `GET /v1/stats`,
 //!   `GET /healthz`; `PUT|GET|DELETE /v1/faults` set, read and clear a fault mode (refuse the
 //!   next exports with UNAVAILABLE/503 or throttle them with 429 `Retry-After`, or delay them;
 //!   see [`fault`]).
-//! - **Storage** (`store`): every export's `ResourceSpans` with resource and scope, in
-//!   arrival order, never dropped or reordered; converted to JSON only when queried.
+//! - **Storage** (`store`): every export's `ResourceSpans` and `ResourceLogs` with resource
+//!   and scope, in arrival order, never dropped or reordered; converted to JSON only when
+//!   queried. Spans with invalid ids are refused with `partial_success` (`conform`).
 //!
 //! [`Receiver::start`] runs one in this process; the `otlp-receiver` binary runs the same
 //! thing as a process (or in a `FROM scratch` container) and prints its [`Addresses`] as one
@@ -30,13 +33,17 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
 mod client;
+mod conform;
 pub mod fault;
 mod grpc;
 mod http;
+mod logs;
 mod query;
 mod store;
 
 pub use client::{ClientError, ReceiverClient, WaitResult};
+pub use logs::LogQuery;
+pub use opentelemetry_proto::tonic::logs::v1::LogsData;
 pub use opentelemetry_proto::tonic::trace::v1::TracesData;
 pub use query::{DEFAULT_TIMEOUT, MAX_TIMEOUT, Query, service_name, span_count};
 pub use store::Stats;
@@ -46,6 +53,8 @@ pub use store::Stats;
 pub const WAIT_HEADER: &str = "x-otlp-wait";
 /// Response header of `GET /v1/traces`: the number of spans in the answer.
 pub const SPAN_COUNT_HEADER: &str = "x-otlp-span-count";
+/// Response header of `GET /v1/logs`: the number of log records in the answer.
+pub const LOG_COUNT_HEADER: &str = "x-otlp-log-count";
 /// Largest export accepted, on either port.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long [`RunningReceiver::shutdown`] lets open connections finish.

@@ -274,7 +274,7 @@ pub fn span_count(data: &TracesData) -> usize {
     super::store::span_count(&data.resource_spans)
 }
 
-fn decode_trace_id(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_trace_id(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.as_bytes();
     if hex.len() != 32 {
         return None;

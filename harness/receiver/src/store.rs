@@ -1,5 +1,5 @@
-//! What the receiver keeps: every accepted trace export, whole and in arrival order, plus
-//! counters for logs and metrics (which are accepted but not kept).
+//! What the receiver keeps: every accepted trace export and every log export, whole and in
+//! arrival order, plus counters for metrics (which are accepted but not kept).
 //!
 //! Ingest is cheap on purpose: a decoded request's `resource_spans` move into one shared
 //! [`Batch`] under a short lock, and nothing is converted until somebody queries. Every ingest
@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -30,8 +31,17 @@ pub struct Stats {
     pub trace_exports: u64,
     /// Log export requests accepted since start.
     pub log_exports: u64,
-    /// Log records received since start (counted, not kept).
+    /// Log records received since start.
     pub log_records: u64,
+    /// Log records kept (since start or the last clear of the logs).
+    #[serde(default)]
+    pub kept_log_records: u64,
+    /// Spans refused for invalid ids since start (answered with `partial_success`).
+    #[serde(default)]
+    pub rejected_spans: u64,
+    /// Exports (any signal, either port) that arrived gzip-compressed since start.
+    #[serde(default)]
+    pub compressed_exports: u64,
     /// Metric export requests accepted since start.
     pub metric_exports: u64,
     /// Metrics received since start (counted, not kept).
@@ -66,7 +76,10 @@ pub(crate) struct View {
 #[derive(Debug)]
 pub(crate) struct Store {
     traces: Mutex<Traces>,
+    logs: Mutex<Vec<Arc<ResourceLogs>>>,
     changed: watch::Sender<u64>,
+    rejected_spans: AtomicU64,
+    compressed_exports: AtomicU64,
     created: Instant,
     log_exports: AtomicU64,
     log_records: AtomicU64,
@@ -80,7 +93,10 @@ impl Default for Store {
     fn default() -> Self {
         Self {
             traces: Mutex::default(),
+            logs: Mutex::default(),
             changed: watch::Sender::new(0),
+            rejected_spans: AtomicU64::new(0),
+            compressed_exports: AtomicU64::new(0),
             created: Instant::now(),
             log_exports: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
@@ -89,6 +105,15 @@ impl Default for Store {
             faults: crate::fault::Faults::default(),
         }
     }
+}
+
+/// Number of log records in `resource_logs`.
+pub(crate) fn log_record_count(resource_logs: &[ResourceLogs]) -> usize {
+    resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum()
 }
 
 /// Number of spans in `resource_spans`.
@@ -122,11 +147,45 @@ impl Store {
         spans
     }
 
-    /// Counts one log export of `records` log records.
-    pub(crate) fn ingest_logs(&self, records: usize) {
+    /// Counts an export that arrived gzip-compressed.
+    pub(crate) fn count_compressed(&self) {
+        self.compressed_exports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts spans refused for invalid ids.
+    pub(crate) fn count_rejected(&self, spans: i64) {
+        self.rejected_spans
+            .fetch_add(u64::try_from(spans).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Keeps one log export and wakes every waiter.
+    pub(crate) fn ingest_logs(&self, resource_logs: Vec<ResourceLogs>) {
+        let records = log_record_count(&resource_logs);
         self.log_exports.fetch_add(1, Ordering::Relaxed);
         self.log_records
             .fetch_add(records as u64, Ordering::Relaxed);
+        {
+            let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+            logs.extend(resource_logs.into_iter().map(Arc::new));
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Every kept `ResourceLogs`, in arrival order.
+    pub(crate) fn logs(&self) -> Vec<Arc<ResourceLogs>> {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets every kept log record and wakes every waiter.
+    pub(crate) fn clear_logs(&self) {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Counts one metric export of `metrics` metrics.
@@ -177,6 +236,14 @@ impl Store {
             trace_exports: traces.exports,
             log_exports: self.log_exports.load(Ordering::Relaxed),
             log_records: self.log_records.load(Ordering::Relaxed),
+            kept_log_records: self
+                .logs()
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len() as u64)
+                .sum(),
+            rejected_spans: self.rejected_spans.load(Ordering::Relaxed),
+            compressed_exports: self.compressed_exports.load(Ordering::Relaxed),
             metric_exports: self.metric_exports.load(Ordering::Relaxed),
             metrics: self.metrics.load(Ordering::Relaxed),
             last_ingest_age_ms: traces

@@ -19,6 +19,7 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
+                s.expect_export_outage();
                 s.stop_receiver().await?;
                 let lost = s.client.create_run(&run_body("ok.sh")).await?;
                 s.client

@@ -1,5 +1,5 @@
 //! The whole stack comes up, does one run, and hands back every span: the API's and the
-//! engine's spans of that run share one trace id.
+//! engine's spans of that run share one trace id, exported gzip-compressed.
 
 use std::collections::BTreeSet;
 
@@ -71,6 +71,13 @@ async fn smoke_one_run_one_trace_across_both_services() -> anyhow::Result<()> {
                         "trace {trace} lacks {expected}: {names:?}"
                     );
                 }
+                // The services export gzip-compressed (OTEL_EXPORTER_OTLP_COMPRESSION=gzip),
+                // and every export arrived that way.
+                let stats = s.receiver.stats().await?;
+                assert!(
+                    stats.compressed_exports > 0 && stats.compressed_exports == stats.trace_exports,
+                    "every export gzip-compressed: {stats:?}"
+                );
                 Ok(())
             })
         })

@@ -69,20 +69,26 @@ pub async fn check_tree_of(
     engine_ids: &[String],
     only_runs: Option<&[&str]>,
 ) -> anyhow::Result<harness::tree::SpanForest> {
-    let mut data = stack.collect_spans(1).await?;
-    if let Some(runs) = only_runs {
-        data = harness::tree::only_traces_with(&data, "run_id", runs);
-    }
+    let data = stack.collect_spans(1).await?;
     let mut options = harness::tree::Options::new()
         .expect_traces(expected_traces)
         .redact(stack.dir.display().to_string(), "[e2e-dir]");
     for (i, id) in engine_ids.iter().enumerate() {
         options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
     }
-    let forest = harness::tree::SpanForest::from_otlp(
-        &harness::tree::without_read_only_requests(&data),
-        &options,
-    )?;
+    // Until the tree's invariants hold (or a deadline says what never arrived).
+    let (forest, _) = stack
+        .build_when_complete(data, |data| {
+            let data = match only_runs {
+                Some(runs) => harness::tree::only_traces_with(data, "run_id", runs),
+                None => data.clone(),
+            };
+            harness::tree::SpanForest::from_otlp(
+                &harness::tree::without_read_only_requests(&data),
+                &options,
+            )
+        })
+        .await?;
     let rendered = forest.render();
     stack.write_tree(&rendered)?;
     assert_tree_snapshot(name, &rendered);
@@ -119,12 +125,16 @@ pub async fn check_census(
         options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
     }
     let ids: Vec<&str> = runs.iter().map(String::as_str).collect();
-    let census = harness::tree::shape_census(
-        &harness::tree::without_read_only_requests(&data),
-        "run_id",
-        &ids,
-        &options,
-    )?;
+    let (census, data) = stack
+        .build_when_complete(data, |data| {
+            harness::tree::shape_census(
+                &harness::tree::without_read_only_requests(data),
+                "run_id",
+                &ids,
+                &options,
+            )
+        })
+        .await?;
     stack.write_tree(&census)?;
     assert_tree_snapshot(name, &census);
     Ok(data)

@@ -3,6 +3,7 @@
 //! Nothing here sleeps: exporters are flushed, and the receiver is asked to wait.
 
 mod binary;
+mod conformance;
 mod export;
 mod faults;
 mod malformed;
@@ -39,21 +40,42 @@ impl Tracing {
     /// Exports spans of `service` to the receiver at `to` over `transport`. Call inside a
     /// multi-threaded Tokio runtime.
     pub(crate) fn new(to: Addresses, transport: Transport, service: &str) -> Self {
+        Self::with_compression(to, transport, service, None)
+    }
+
+    /// [`Tracing::new`] with the exporter compressing every export (`Some(Gzip)`).
+    pub(crate) fn with_compression(
+        to: Addresses,
+        transport: Transport,
+        service: &str,
+        compression: Option<opentelemetry_otlp::Compression>,
+    ) -> Self {
+        use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
         let builder = opentelemetry_otlp::SpanExporter::builder();
         let exporter = match transport {
-            Transport::Grpc => builder
-                .with_tonic()
-                .with_endpoint(format!("http://{}", to.grpc))
-                .build(),
-            Transport::HttpProtobuf | Transport::HttpJson => builder
-                .with_http()
-                .with_protocol(if matches!(transport, Transport::HttpJson) {
-                    Protocol::HttpJson
-                } else {
-                    Protocol::HttpBinary
-                })
-                .with_endpoint(format!("http://{}/v1/traces", to.http))
-                .build(),
+            Transport::Grpc => {
+                let b = builder
+                    .with_tonic()
+                    .with_endpoint(format!("http://{}", to.grpc));
+                match compression {
+                    Some(c) => b.with_compression(c).build(),
+                    None => b.build(),
+                }
+            }
+            Transport::HttpProtobuf | Transport::HttpJson => {
+                let b = builder
+                    .with_http()
+                    .with_protocol(if matches!(transport, Transport::HttpJson) {
+                        Protocol::HttpJson
+                    } else {
+                        Protocol::HttpBinary
+                    })
+                    .with_endpoint(format!("http://{}/v1/traces", to.http));
+                match compression {
+                    Some(c) => b.with_compression(c).build(),
+                    None => b.build(),
+                }
+            }
         }
         .expect("build the span exporter");
         let provider = SdkTracerProvider::builder()

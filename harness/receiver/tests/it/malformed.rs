@@ -1,4 +1,4 @@
-//! Malformed requests get an error — a gRPC status, or HTTP 400/415 with a JSON body naming
+//! Malformed requests get an error — a gRPC status, or HTTP 400/415 with a `google.rpc.Status` body naming
 //! the problem — and the receiver keeps serving the next valid export.
 
 use bytes::{Buf as _, BufMut as _};
@@ -153,15 +153,28 @@ async fn http_errors_name_the_problem() {
     ] {
         case.check(&receiver).await;
     }
-    let gzip = http()
-        .post(format!("{}/v1/traces", receiver.http_endpoint()))
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "gzip")
-        .body(Vec::new())
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(gzip.status(), 415);
+    // A body that says gzip and is not; an encoding OTLP/HTTP does not define.
+    for (encoding, body, status, message) in [
+        (
+            "gzip",
+            &b"plain"[..],
+            400,
+            "malformed gzip body of ExportTraceServiceRequest",
+        ),
+        ("br", &b""[..], 415, "unsupported content-encoding \"br\""),
+    ] {
+        let response = http()
+            .post(format!("{}/v1/traces", receiver.http_endpoint()))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", encoding)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status().as_u16(), status, "{encoding}");
+        let status = status_of(response).await;
+        assert!(status.message.contains(message), "{encoding}: {status:?}");
+    }
 
     still_serves(&receiver, Transport::HttpProtobuf).await;
     still_serves(&receiver, Transport::HttpJson).await;
@@ -222,11 +235,54 @@ impl Case {
             String::from_utf8_lossy(body)
         );
         assert_eq!(response.status().as_u16(), status, "{case}");
-        let error: serde_json::Value = response.json().await.expect("a JSON error body");
-        let error = error["error"].as_str().unwrap_or_default();
+        let error = if path == "/v1/nothing" {
+            // Not an export: the query API's own error body.
+            let error: serde_json::Value = response.json().await.expect("a JSON error body");
+            error["error"].as_str().unwrap_or_default().to_owned()
+        } else {
+            // An export's error is a google.rpc.Status in the request's encoding.
+            let wanted = if content_type == Some("application/x-protobuf") {
+                "application/x-protobuf"
+            } else {
+                "application/json"
+            };
+            let got = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(got, wanted, "{case}: the Status's encoding");
+            let status = status_of(response).await;
+            assert_eq!(status.code, 3, "{case}: INVALID_ARGUMENT: {status:?}");
+            status.message
+        };
         assert!(
             error.contains(message),
             "{case}: {error:?} should mention {message:?}"
         );
+    }
+}
+
+/// The `google.rpc.Status` of an OTLP/HTTP error answer, protobuf or JSON.
+async fn status_of(response: reqwest::Response) -> tonic_types::Status {
+    let protobuf = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/x-protobuf");
+    let body = response.bytes().await.expect("the error body");
+    if protobuf {
+        prost::Message::decode(body).expect("a protobuf google.rpc.Status")
+    } else {
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON Status");
+        assert!(json["details"].is_array(), "{json}");
+        tonic_types::Status {
+            code: json["code"]
+                .as_i64()
+                .and_then(|c| i32::try_from(c).ok())
+                .expect("a code"),
+            message: json["message"].as_str().expect("a message").to_owned(),
+            details: Vec::new(),
+        }
     }
 }
