@@ -6,6 +6,7 @@
 //! | `{{#timeline NAME}}` | the waterfall of that snapshot as inline SVG ([`crate::timeline`]) |
 //! | `{{#scenario FILE:ANCHOR}}` | the code between `// ANCHOR: ANCHOR` and `// ANCHOR_END: ANCHOR` in `scenarios/tests/it/FILE`, in a `rust` code block |
 //! | `{{#fixture PATH}}` | the file `fixtures/PATH` in a code block named after its extension |
+//! | `{{#spantree_diff OLD NEW}}` | what `spantree diff` prints for the snapshots `OLD` and `NEW`, in a `text` code block (real output, recomputed on every build) |
 //! | `{{#item PATH:NAME}}` | the top-level Rust item `NAME` (with its docs) of the workspace file `PATH`, in a `rust` code block ([`anchor::item`]) |
 //!
 //! A directive preceded by a backslash (`\{{#snapshot x}}`) is left as written, without the
@@ -55,7 +56,7 @@ impl Sources {
 }
 
 static DIRECTIVE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(\\)?\{\{#(snapshot|timeline|scenario|fixture|item)(?:\s+([^{}]*?))?\s*\}\}")
+    Regex::new(r"(\\)?\{\{#(snapshot|timeline|scenario|fixture|item|spantree_diff)(?:\s+([^{}]*?))?\s*\}\}")
         .expect("static regex")
 });
 
@@ -125,6 +126,16 @@ fn expand_one(kind: &str, arg: &str, sources: &Sources) -> Result<String> {
                 bail!("no file `{file}` ({} does not exist)", path.display());
             }
             Ok(code_block("rust", &anchor::item_file(&path, name)?))
+        }
+        "spantree_diff" => {
+            let (old, new) = arg
+                .split_once(char::is_whitespace)
+                .with_context(|| format!("expected `OLD NEW` snapshot names, got `{arg}`"))?;
+            let old = Snapshot::load(&sources.snapshots, old.trim())?;
+            let new = Snapshot::load(&sources.snapshots, new.trim())?;
+            let changes = spantree::diff::diff(&old.body, &new.body);
+            let text: String = changes.iter().map(|c| format!("{c}\n")).collect();
+            Ok(code_block("text", &text))
         }
         other => bail!("unknown directive `{other}`"),
     }

@@ -1,7 +1,7 @@
 //! Reading the committed span-tree snapshots (`scenarios/snapshots/*.snap`).
 //!
 //! A snapshot is an insta header (`---` … `---`) followed by the tree the harness rendered
-//! (format documented in `harness/src/tree/mod.rs`). [`Snapshot::load`] strips the header and
+//! (format documented in `harness/spantree/src/lib.rs`). [`Snapshot::load`] strips the header and
 //! keeps the body byte for byte — that is what the book shows — and [`parse_tree`] reads the
 //! body back into a small model ([`Trace`], [`Span`], [`Event`]) for the generators that need
 //! structure: the span table and the timelines. The parser is strict: a line it cannot place

@@ -7,7 +7,7 @@
 //!    sent by four concurrent tonic clients to (a) this project's receiver, which keeps every span
 //!    queryable, (b) the `fake-opentelemetry-collector` crate's server (drained concurrently),
 //!    and (c) a tonic `TraceService` that only decodes and counts — the practical limit — side
-//!    by side in one run.
+//!    by side in one run; then (a) and (c) again with every export gzip-compressed.
 //! 3. **The service** ([`crate::bench_runs`]): `GET /runs` against history, `POST /runs`
 //!    throughput against its floor, and how long crashes take to be repaired.
 
@@ -186,13 +186,17 @@ fn request(batch: usize, n: usize) -> ExportTraceServiceRequest {
     }
 }
 
-/// Sends the load over `CLIENTS` concurrent streams of one connection; returns spans/s.
-async fn send(endpoint: String, spans: usize, batch: usize) -> Result<f64> {
+/// Sends the load over `CLIENTS` concurrent streams of one connection (gzip-compressed when
+/// `gzip`); returns spans/s.
+async fn send(endpoint: String, spans: usize, batch: usize, gzip: bool) -> Result<f64> {
     const CLIENTS: usize = 4;
-    let client = TraceServiceClient::connect(endpoint)
+    let mut client = TraceServiceClient::connect(endpoint)
         .await
         .context("connecting to the receiver")?
         .max_encoding_message_size(64 << 20);
+    if gzip {
+        client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
     let mut lanes: Vec<Vec<ExportTraceServiceRequest>> = vec![Vec::new(); CLIENTS];
     for n in 0..spans.div_ceil(batch) {
         lanes[n % CLIENTS].push(request(batch, n));
@@ -236,22 +240,27 @@ impl TraceService for CountOnly {
 
 async fn ingest(spans: usize, batch: usize) -> Result<()> {
     let receiver = otlp_receiver::Receiver::start_local().await?;
-    let ours = send(receiver.grpc_endpoint(), spans, batch).await?;
+    let ours = send(receiver.grpc_endpoint(), spans, batch, false).await?;
     let stored = receiver.client().stats().await?.spans;
+    let receiver_gzip = otlp_receiver::Receiver::start_local().await?;
+    let ours_gzip = send(receiver_gzip.grpc_endpoint(), spans, batch, true).await?;
+    let stats_gzip = receiver_gzip.client().stats().await?;
 
     let fake = fake_collector(spans, batch).await?;
 
     let counted = Arc::new(AtomicU64::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let svc =
-        TraceServiceServer::new(CountOnly(counted.clone())).max_decoding_message_size(64 << 20);
+    let svc = TraceServiceServer::new(CountOnly(counted.clone()))
+        .max_decoding_message_size(64 << 20)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
             .serve_with_incoming(tokio_stream_listener(listener)),
     );
-    let baseline = send(format!("http://{addr}"), spans, batch).await?;
+    let baseline = send(format!("http://{addr}"), spans, batch, false).await?;
+    let baseline_gzip = send(format!("http://{addr}"), spans, batch, true).await?;
     server.abort();
 
     println!(
@@ -271,6 +280,16 @@ async fn ingest(spans: usize, batch: usize) -> Result<()> {
     println!(
         "  ratio: {:.2} of the decode-only rate (aim: at least 0.5)",
         ours / baseline
+    );
+    println!("  with gzip (every export compressed; both sides inflate):");
+    println!(
+        "    otlp-receiver:                            {ours_gzip:>10.0} spans/s ({} stored, {} exports compressed)",
+        stats_gzip.spans, stats_gzip.compressed_exports
+    );
+    println!("    decode-and-count tonic TraceService:      {baseline_gzip:>10.0} spans/s");
+    println!(
+        "    ratio: {:.2} of the decode-only rate with gzip (aim: at least 0.5)",
+        ours_gzip / baseline_gzip
     );
     Ok(())
 }
@@ -295,7 +314,7 @@ async fn fake_collector(spans: usize, batch: usize) -> Result<(f64, usize)> {
         }
         got
     });
-    let rate = send(endpoint, spans, batch).await?;
+    let rate = send(endpoint, spans, batch, false).await?;
     Ok((rate, drain.await?))
 }
 

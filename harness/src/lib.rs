@@ -22,8 +22,9 @@ pub mod infra;
 pub mod progress;
 pub mod stack;
 pub mod topology;
-pub mod tree;
 
 pub use otlp_receiver as otlp;
+/// Span trees (the `spantree` crate, which also ships the `spantree` CLI).
+pub use spantree as tree;
 pub use stack::{Stack, StackOptions};
 pub use test_support::metis::ApiClient;

@@ -288,7 +288,7 @@ impl Stack {
             );
         }
         step.done();
-        self.check_exports()?;
+        self.check_exports().await?;
         self.wait_for_spans(min_spans).await
     }
 
@@ -300,9 +300,14 @@ impl Stack {
     }
 
     /// What the services logged about failed span exports (the telemetry crate's stable
-    /// messages: WARN or ERROR lines of target `telemetry`), as `service: message (error)`.
+    /// messages), as `service: message (error)`.
     #[must_use]
     pub fn export_failures(&self) -> Vec<String> {
+        const STABLE: [&str; 3] = [
+            telemetry::EXPORT_FAILED,
+            telemetry::EXPORT_FAILURES_AT_SHUTDOWN,
+            telemetry::FLUSH_FAILED,
+        ];
         let mut found = Vec::new();
         let services = self
             .api
@@ -317,8 +322,8 @@ impl Stack {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
                     continue;
                 };
-                let level = v["level"].as_str().unwrap_or_default();
-                if v["target"] == "telemetry" && matches!(level, "WARN" | "ERROR") {
+                let message = v["message"].as_str().unwrap_or_default();
+                if v["target"] == "telemetry" && STABLE.contains(&message) {
                     let mut what = format!(
                         "{}: {}",
                         service.proc.name,
@@ -338,7 +343,16 @@ impl Stack {
 
     /// Fails when a service reported span export failures and the scenario did not declare an
     /// outage: a tree built from what did arrive would only show up as a confusing diff.
-    fn check_exports(&self) -> Result<()> {
+    async fn check_exports(&self) -> Result<()> {
+        // The shutdown report is the last thing a service writes: read its output to the end.
+        let services = self
+            .api
+            .iter()
+            .chain(&self.api_replicas)
+            .chain(&self.engines);
+        for service in services {
+            service.proc.output_closed(Duration::from_secs(2)).await;
+        }
         let failures = self.export_failures();
         if failures.is_empty() || self.export_outage_expected {
             return Ok(());

@@ -25,6 +25,10 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "HTTP server span of a cancel request.",
     ),
     (
+        "GET /runs/{run_id}",
+        "HTTP server span of a read of one run. Successful reads are left out of snapshots (scenarios poll); a failed one (here another user's run: 404) is always kept.",
+    ),
+    (
         "submit workflow",
         "The caller's own client span (service `e2e-client`, exported by its own OpenTelemetry SDK): the API's server span continues its `traceparent`, so the run's trace starts in the client.",
     ),

@@ -109,9 +109,19 @@ pub const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(20);
 /// no responder, or times out.
 fn leaderless(e: &InfraError) -> bool {
     let text = e.to_string();
-    ["no stream found", "no responders", "timed out", "leader"]
-        .iter()
-        .any(|t| text.contains(t))
+    [
+        "no stream found",
+        "no responders",
+        "timed out",
+        "leader",
+        // A request the leader must answer (a leader read, stream info) while the group has
+        // none: "JetStream system temporarily unavailable" (10008), or the stream offline.
+        "temporarily unavailable",
+        "10008",
+        "offline",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
 }
 
 /// Runs `op` until it succeeds, retrying for at most [`LEADER_CHANGE_WAIT`] while JetStream
@@ -394,14 +404,21 @@ impl Infra {
         let id = rec.run_id;
         let body = Bytes::from(serde_json::to_vec(rec).expect("run records serialise"));
         during_failover("indexing the run", || async {
+            // De-duplicated by run id: a timed-out try that lands late is stored once.
+            let mut headers = HeaderMap::new();
+            headers.insert(MSG_ID, id.to_string().as_str());
             let user = self
                 .js
-                .publish(user_run_subject(&rec.user_id, &id), Bytes::new())
+                .publish_with_headers(
+                    user_run_subject(&rec.user_id, &id),
+                    headers.clone(),
+                    Bytes::new(),
+                )
                 .await
                 .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
             let active = self
                 .js
-                .publish(active_subject(&id), Bytes::new())
+                .publish_with_headers(active_subject(&id), headers, Bytes::new())
                 .await
                 .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
             user.await
@@ -413,7 +430,7 @@ impl Infra {
         })
         .await?;
         let mut attempt = 0;
-        during_failover("storing the run", || {
+        let stored = during_failover("storing the run", || {
             attempt += 1;
             let (body, retry) = (body.clone(), attempt > 1);
             async move {
@@ -428,7 +445,15 @@ impl Infra {
                 }
             }
         })
-        .await
+        .await;
+        match stored {
+            // A try cut short may still have landed: one last look before saying it failed.
+            Err(e) if self.get_run(&id).await.is_ok_and(|r| r.is_some()) => {
+                tracing::debug!(run_id = %id, error = %e, "the run was stored by a try cut short");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Compare-and-set loop on one run record. `decide` sees the current record (`None` if
@@ -599,18 +624,26 @@ impl Infra {
         filter: &str,
     ) -> Result<BTreeMap<String, u64>, InfraError> {
         let context = || format!("listing {filter}");
-        read_during_failover("listing the index", || async {
-            let mut info = stream
-                .info_with_subjects(filter)
-                .await
-                .map_err(|e| InfraError::new(context(), e))?;
-            let mut out = BTreeMap::new();
-            while let Some(item) = info.next().await {
-                let (subject, count) = item.map_err(|e| InfraError::new(context(), e))?;
-                out.insert(subject, u64::try_from(count).unwrap_or(0));
-            }
-            Ok(out)
-        })
+        // A listing pages through many subjects: only the overall bound applies, not the
+        // per-try cut of a single request.
+        retry_leaderless(
+            "listing the index",
+            LEADER_CHANGE_WAIT,
+            LEADER_CHANGE_WAIT,
+            false,
+            || async {
+                let mut info = stream
+                    .info_with_subjects(filter)
+                    .await
+                    .map_err(|e| InfraError::new(context(), e))?;
+                let mut out = BTreeMap::new();
+                while let Some(item) = info.next().await {
+                    let (subject, count) = item.map_err(|e| InfraError::new(context(), e))?;
+                    out.insert(subject, u64::try_from(count).unwrap_or(0));
+                }
+                Ok(out)
+            },
+        )
         .await
     }
 }
@@ -632,6 +665,22 @@ pub fn truncate_text(text: &mut String, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leader_changes_are_recognised_by_their_answers() {
+        let e = |text: &str| InfraError::new("reading run x", text.to_owned());
+        for text in [
+            "JetStream error: JetStream system temporarily unavailable (code 503, error code 10008)",
+            "timed out: no answer within 2s",
+            "no responders",
+            "stream is offline",
+        ] {
+            assert!(leaderless(&e(text)), "{text}");
+        }
+        for text in ["wrong last sequence: 3", "invalid key"] {
+            assert!(!leaderless(&e(text)), "{text}");
+        }
+    }
 
     #[test]
     fn truncation_keeps_a_boundary_and_says_so() {

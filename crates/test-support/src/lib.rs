@@ -107,6 +107,8 @@ pub struct Proc {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     changed: Arc<Notify>,
+    /// Output streams (stdout, stderr) not yet read to their end.
+    open_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Where the output is copied.
     pub log_path: PathBuf,
 }
@@ -130,6 +132,7 @@ impl Proc {
             .with_context(|| format!("starting {name} ({cmd:?})"))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let changed = Arc::new(Notify::new());
+        let open_streams = Arc::new(std::sync::atomic::AtomicUsize::new(2));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         for (reader, tag) in [
@@ -142,6 +145,7 @@ impl Proc {
             let lines = lines.clone();
             let changed = changed.clone();
             let file = file.clone();
+            let open_streams = open_streams.clone();
             tokio::spawn(async move {
                 let mut r = BufReader::new(reader).lines();
                 while let Ok(Some(line)) = r.next_line().await {
@@ -153,6 +157,7 @@ impl Proc {
                     lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                     changed.notify_waiters();
                 }
+                open_streams.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 changed.notify_waiters();
             });
         }
@@ -161,8 +166,27 @@ impl Proc {
             child,
             lines,
             changed,
+            open_streams,
             log_path,
         })
+    }
+
+    /// Waits (at most `timeout`) until stdout and stderr are read to their end, so
+    /// [`Proc::lines`] holds the last line the process wrote; `false` if they are still open
+    /// (a child of the process may hold them).
+    pub async fn output_closed(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open_streams.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// The OS process id.

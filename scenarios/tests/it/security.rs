@@ -47,11 +47,17 @@ async fn authenticated_run() -> anyhow::Result<()> {
                     expired,
                     s.client.authorization().unwrap_or_default().to_owned(),
                 ];
-                let forest = check_tree(s, "authenticated_run", 3, &ids).await?;
+                // Three POSTs, and bob's failed read: a GET that failed is never left out.
+                let forest = check_tree(s, "authenticated_run", 4, &ids).await?;
                 expect::span()
                     .named("POST /runs")
                     .with_attr("http.response.status_code", 401)
                     .times(2)
+                    .check(&forest)?;
+                expect::span()
+                    .named("GET /runs/{run_id}")
+                    .with_attr("http.response.status_code", 404)
+                    .once()
                     .check(&forest)?;
                 expect::span()
                     .named("create_run")

@@ -1,8 +1,11 @@
-//! Span trees: OTLP spans → normalised, sorted, renumbered trees → text for snapshot tests.
+//! Span trees: OTLP spans → normalised, sorted, renumbered trees → text for snapshot tests;
+//! the library behind the e2e harness (`harness::tree` re-exports it) and the `spantree` CLI,
+//! which renders, diffs and checks any OTLP/JSON dump (see `src/main.rs`). It carries none of
+//! the harness's container and NATS dependencies.
 //!
 //! ```no_run
 //! # fn demo(data: &opentelemetry_proto::tonic::trace::v1::TracesData, workdir: &str) -> anyhow::Result<()> {
-//! use harness::tree::{expect, Options, SpanForest};
+//! use spantree::{expect, Options, SpanForest};
 //!
 //! let forest = SpanForest::from_otlp(data, &Options::new().expect_traces(1).redact(workdir, "[workdir]"))?;
 //! let text = forest.render(); // what a scenario hands to `insta::assert_snapshot!`
@@ -13,7 +16,7 @@
 //! - `model`: the tree types ([`SpanForest`], [`Trace`], [`SpanNode`], [`Value`], ...).
 //! - `normalize`: [`SpanForest::from_otlp`] — the invariants ([`TreeError`]) and **the one
 //!   redaction policy** of the suite, documented rule by rule at the top of
-//!   `harness/src/tree/normalize.rs`; scenarios add literal replacements through
+//!   `harness/spantree/src/normalize.rs`; scenarios add literal replacements through
 //!   [`Options::redact`].
 //! - `render`: [`SpanForest::render`], the format below.
 //! - [`expect`]: `tracing-mock`-style expectations for what a snapshot says poorly.
@@ -66,6 +69,8 @@
 //!
 //! Identical structure renders byte-identically, whatever the arrival order.
 
+pub mod diff;
+pub mod dump;
 pub mod expect;
 mod model;
 mod normalize;
@@ -80,10 +85,15 @@ pub use expect::{ExpectationError, ExpectedEvent, ExpectedSpan};
 pub use model::{Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value};
 pub use normalize::{Options, Redaction, TreeError};
 
-/// Removes the spans of read-only HTTP requests — a `GET` server span with no child span —
-/// from `data`. Scenarios poll (`GET /runs/{id}/status`, `/logs`, `/service-info`) a
-/// timing-dependent number of times, so those traces would make a snapshot depend on timing;
-/// every request that does something (a POST, or a GET that created child spans) is kept.
+/// Removes the spans of successful read-only HTTP requests — a `GET` server span with no child
+/// span, a status code below 400 and no error status — from `data`. Scenarios poll
+/// (`GET /runs/{id}/status`, `/logs`, `/service-info`) a timing-dependent number of times, so
+/// those traces would make a snapshot depend on timing; every request that does something (a
+/// POST, or a GET that created child spans) is kept, and so is every GET that failed (a 4xx,
+/// a 5xx, an error status): a failure is never hidden. The one exception are the health
+/// probes (`GET /healthz`, `GET /readyz`): a scenario that waits for "not ready" polls them
+/// until they fail, a timing-dependent number of times and with one of several reasons, and
+/// asserts that answer itself.
 #[must_use]
 pub fn without_read_only_requests(
     data: &opentelemetry_proto::tonic::trace::v1::TracesData,
@@ -101,13 +111,35 @@ pub fn without_read_only_requests(
         for ss in &mut rs.scope_spans {
             ss.spans.retain(|s| {
                 let read_only = s.kind == Kind::Server as i32 && s.name.starts_with("GET ");
-                !read_only || parents.contains(s.span_id.as_slice())
+                let probe = matches!(s.name.as_str(), "GET /healthz" | "GET /readyz");
+                !read_only || parents.contains(s.span_id.as_slice()) || (failed(s) && !probe)
             });
         }
         rs.scope_spans.retain(|ss| !ss.spans.is_empty());
     }
     out.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
     out
+}
+
+/// Whether a server span says its request failed: an error status, or an HTTP status code of
+/// 400 or more (`http.response.status_code`).
+fn failed(span: &opentelemetry_proto::tonic::trace::v1::Span) -> bool {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode as Code;
+    let error = span
+        .status
+        .as_ref()
+        .is_some_and(|st| st.code == Code::Error as i32);
+    let code = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "http.response.status_code")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            V::IntValue(i) => Some(*i),
+            V::StringValue(s) => s.parse().ok(),
+            _ => None,
+        });
+    error || code.is_some_and(|c| c >= 400)
 }
 
 /// The distinct trace shapes of many similar units of work, with how often each occurs: for

@@ -612,7 +612,7 @@ fn batching_into_resources_does_not_matter() {
 
 #[test]
 fn module_docs_show_real_output() {
-    let docs = include_str!("mod.rs");
+    let docs = include_str!("lib.rs");
     let block = docs
         .split("//! ```text\n")
         .nth(1)
@@ -677,5 +677,59 @@ fn a_census_counts_identical_shapes_and_shows_the_odd_one() {
         census.matches("[run#1]").count(),
         4,
         "ids renumbered per run: {census}"
+    );
+}
+
+#[test]
+fn only_successful_read_only_requests_are_left_out() {
+    let spans = [
+        // Polling: successful GETs with no child span go.
+        span(API, "GET /runs/{run_id}/status", 1)
+            .kind(SERVER)
+            .attr("http.response.status_code", 200_i64),
+        // A GET that did something stays.
+        span(API, "GET /runs", 2)
+            .trace(2)
+            .kind(SERVER)
+            .attr("http.response.status_code", 200_i64),
+        span(API, "list_runs", 3).trace(2).parent(2),
+        // Failed GETs stay: a 404, a 500, an error status without a code.
+        span(API, "GET /runs/{run_id}", 4)
+            .trace(3)
+            .kind(SERVER)
+            .attr("http.response.status_code", 404_i64),
+        span(API, "GET /service-info", 5)
+            .trace(4)
+            .kind(SERVER)
+            .attr("http.response.status_code", 500_i64),
+        span(API, "GET /service-info", 6)
+            .trace(5)
+            .kind(SERVER)
+            .status(2, "storage unavailable"),
+        // A health probe polled until it fails: its answer is the scenario's to assert.
+        span(API, "GET /readyz", 7)
+            .trace(6)
+            .kind(SERVER)
+            .attr("http.response.status_code", 503_i64)
+            .status(2, "not connected to NATS"),
+    ];
+    let kept = super::without_read_only_requests(&otlp(&spans));
+    let mut names: Vec<&str> = kept
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "GET /runs",
+            "GET /runs/{run_id}",
+            "GET /service-info",
+            "GET /service-info",
+            "list_runs"
+        ]
     );
 }

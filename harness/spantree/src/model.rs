@@ -298,7 +298,7 @@ impl From<bool> for Value {
 /// Renders the value the way the tree shows it (see the format in the module docs).
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::tree::render::value(self))
+        f.write_str(&crate::render::value(self))
     }
 }
 
@@ -331,4 +331,30 @@ pub struct Link {
     pub target: Option<String>,
     /// Link attributes after redaction, sorted by key.
     pub attributes: Vec<(String, Value)>,
+}
+
+impl SpanForest {
+    /// The same forest with only its structure: span names, kinds, services and links (their
+    /// targets); attributes, events, statuses and link attributes dropped. Two runs that did
+    /// the same things with different data have the same shape.
+    #[must_use]
+    pub fn shape(&self) -> SpanForest {
+        fn strip(node: &mut SpanNode) {
+            node.attributes.clear();
+            node.events.clear();
+            node.status = Status {
+                code: StatusCode::Unset,
+                message: String::new(),
+            };
+            for link in &mut node.links {
+                link.attributes.clear();
+            }
+            node.children.iter_mut().for_each(strip);
+        }
+        let mut shape = self.clone();
+        for trace in &mut shape.traces {
+            trace.roots.iter_mut().for_each(strip);
+        }
+        shape
+    }
 }

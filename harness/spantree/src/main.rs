@@ -1,0 +1,201 @@
+//! `spantree`: the e2e suite's span trees for any OTLP/JSON trace dump — the receiver's
+//! `GET /v1/traces`, an OpenTelemetry Collector file-exporter file (one `TracesData` per line),
+//! or stdin (`-`).
+//!
+//! ```text
+//! spantree render FILE [--redact-config F] [--shape] [--expect-traces N]
+//! spantree diff OLD NEW     # dumps or rendered trees (snapshots); exit 1 when they differ
+//! spantree check FILE       # the tree invariants; exit 1 with the findings
+//! ```
+//!
+//! Exit codes: 0 fine, 1 a difference or a finding, 2 a usage or input error.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use spantree::{Options, SpanForest};
+
+#[derive(Parser)]
+#[command(
+    name = "spantree",
+    about = "Normalised span trees from OTLP/JSON trace dumps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the normalised tree of a dump.
+    Render {
+        /// An OTLP/JSON `TracesData` file, JSON lines of them, or `-` for stdin.
+        file: String,
+        /// Literal replacements, one `LITERAL => PLACEHOLDER` per line (`#` comments), applied
+        /// on top of the built-in redaction (ids, times, durations, ports).
+        #[arg(long)]
+        redact_config: Option<String>,
+        /// Names, kinds, services and links only.
+        #[arg(long)]
+        shape: bool,
+        /// Fail unless the dump holds exactly this many traces.
+        #[arg(long)]
+        expect_traces: Option<usize>,
+    },
+    /// Tree-aware diff: spans added, removed, moved or changed, each with its path from the
+    /// root. Each side is a dump or an already rendered tree (a snapshot file works).
+    Diff {
+        /// The old side.
+        old: String,
+        /// The new side.
+        new: String,
+    },
+    /// Check the tree invariants (no open, orphan, duplicate or malformed spans; references
+    /// that resolve) and print the findings.
+    Check {
+        /// The dump.
+        file: String,
+        /// Fail unless the dump holds exactly this many traces.
+        #[arg(long)]
+        expect_traces: Option<usize>,
+    },
+}
+
+/// A failure of the tool itself (exit 2), as opposed to a finding (exit 1).
+struct Usage(String);
+
+fn read(path: &str) -> Result<String, Usage> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Usage(format!("reading stdin: {e}")))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| Usage(format!("reading {path}: {e}")))
+}
+
+fn source_name(path: &str) -> &str {
+    if path == "-" { "stdin" } else { path }
+}
+
+fn options(redact_config: Option<&str>, expect_traces: Option<usize>) -> Result<Options, Usage> {
+    let mut options = Options::new();
+    if let Some(n) = expect_traces {
+        options = options.expect_traces(n);
+    }
+    if let Some(path) = redact_config {
+        for (i, line) in read(path)?.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (literal, placeholder) = line.split_once("=>").ok_or_else(|| {
+                Usage(format!(
+                    "{path}: line {}: expected `LITERAL => PLACEHOLDER`, got {line:?}",
+                    i + 1
+                ))
+            })?;
+            let (literal, placeholder) = (literal.trim(), placeholder.trim());
+            if literal.is_empty() {
+                return Err(Usage(format!("{path}: line {}: empty literal", i + 1)));
+            }
+            options = options.redact(literal, placeholder);
+        }
+    }
+    Ok(options)
+}
+
+fn forest(path: &str, options: &Options) -> Result<Result<SpanForest, String>, Usage> {
+    let data =
+        spantree::dump::parse(source_name(path), &read(path)?).map_err(|e| Usage(e.to_string()))?;
+    Ok(SpanForest::from_otlp(&data, options).map_err(|e| e.to_string()))
+}
+
+/// A side of a diff: a dump is rendered, anything else is taken as rendered text (an insta
+/// snapshot's `---` header is skipped).
+fn rendered(path: &str) -> Result<String, Usage> {
+    let text = read(path)?;
+    if text.trim_start().starts_with('{') {
+        let data =
+            spantree::dump::parse(source_name(path), &text).map_err(|e| Usage(e.to_string()))?;
+        return SpanForest::from_otlp(&data, &Options::new())
+            .map(|f| f.render())
+            .map_err(|e| {
+                Usage(format!(
+                    "{}: the tree cannot be built: {e}",
+                    source_name(path)
+                ))
+            });
+    }
+    if let Some((_, body)) = text
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+    {
+        return Ok(body.to_owned());
+    }
+    Ok(text)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Usage> {
+    match cli.command {
+        Command::Render {
+            file,
+            redact_config,
+            shape,
+            expect_traces,
+        } => match forest(&file, &options(redact_config.as_deref(), expect_traces)?)? {
+            Ok(f) => {
+                print!("{}", if shape { f.shape() } else { f }.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!(
+                    "spantree: {}: the tree cannot be built: {e}",
+                    source_name(&file)
+                );
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Diff { old, new } => {
+            let changes = spantree::diff::diff(&rendered(&old)?, &rendered(&new)?);
+            for c in &changes {
+                println!("{c}");
+            }
+            if changes.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("spantree: {} change(s)", changes.len());
+                Ok(ExitCode::from(1))
+            }
+        }
+        Command::Check {
+            file,
+            expect_traces,
+        } => match forest(&file, &options(None, expect_traces)?)? {
+            Ok(f) => {
+                println!(
+                    "ok: {} trace(s), {} span(s); the invariants hold",
+                    f.traces().len(),
+                    f.spans().count()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(Usage(e)) => {
+            eprintln!("spantree: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
