@@ -352,12 +352,7 @@ impl Infra {
         match &self.nats {
             NatsHandle::LocalCluster(c) => c.signal(name, nix::sys::signal::Signal::SIGSTOP)?,
             NatsHandle::DockerCluster(c) => {
-                let node = c
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == name)
-                    .with_context(|| format!("no server {name} in the cluster"))?;
-                images::docker(&["pause", &node.container])?;
+                images::docker(&["pause", c.container_of(name)?])?;
             }
             _ => anyhow::bail!(
                 "freeze_nats_server needs a cluster (E2E_NATS=cluster); freeze_nats freezes a single server"
@@ -372,12 +367,7 @@ impl Infra {
         match &self.nats {
             NatsHandle::LocalCluster(c) => c.signal(name, nix::sys::signal::Signal::SIGCONT)?,
             NatsHandle::DockerCluster(c) => {
-                let node = c
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == name)
-                    .with_context(|| format!("no server {name} in the cluster"))?;
-                images::docker(&["unpause", &node.container])?;
+                images::docker(&["unpause", c.container_of(name)?])?;
             }
             _ => anyhow::bail!("thaw_nats_server needs a cluster (E2E_NATS=cluster)"),
         }
@@ -782,6 +772,15 @@ impl DockerCluster {
             user: test_support::NATS_TEST_USER.to_owned(),
             password: self.cmd_base.last().cloned().unwrap_or_default(),
         }
+    }
+
+    /// The container of server `name`.
+    fn container_of(&self, name: &str) -> Result<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.container.as_str())
+            .with_context(|| format!("no server {name} in the cluster"))
     }
 
     fn node(&mut self, name: &str) -> Result<&mut DockerNode> {

@@ -119,6 +119,10 @@ fn leaderless(e: &InfraError) -> bool {
         "temporarily unavailable",
         "10008",
         "offline",
+        // A retry under the same Nats-Msg-Id while the try it repeats is still being stored:
+        // the next try gets the duplicate's ack.
+        "duplicate message id is in process",
+        "10158",
     ]
     .iter()
     .any(|t| text.contains(t))
@@ -674,6 +678,7 @@ mod tests {
             "timed out: no answer within 2s",
             "no responders",
             "stream is offline",
+            "publish failed: duplicate message id is in process (code 409, error code 10158)",
         ] {
             assert!(leaderless(&e(text)), "{text}");
         }

@@ -328,18 +328,33 @@ async fn two_apis_two_engines() -> anyhow::Result<()> {
 }
 // ANCHOR_END: two_apis_two_engines
 
-// ANCHOR: cluster_api_server_lost
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_api_server_lost() -> anyhow::Result<()> {
+// ANCHOR: api_server_lost
+/// How the API's own server is lost.
+#[derive(Clone, Copy)]
+enum Loss {
+    /// SIGKILL; it comes back with a restart.
+    Killed,
+    /// Cut off with nothing closed (docker: off the stack network; local: frozen); it comes
+    /// back when healed.
+    Partitioned,
+}
+
+/// The server the API is connected to is lost while 5 runs are created: the API fails over,
+/// every run completes with every line, the server comes back, and a probe run made after it
+/// did pins the tree (the runs made during the fault may carry retry events, depending on
+/// timing).
+async fn api_server_lost(scenario: &str, loss: Loss) -> anyhow::Result<()> {
     const RUNS: usize = 5;
-    cluster_stack_production_timings("cluster_api_server_lost", 1)
+    let scenario = scenario.to_owned();
+    cluster_stack_production_timings(&scenario, 1)
         .await?
         .run(|s| {
             Box::pin(async move {
-                // The server the API is connected to goes away (SIGKILL; the network
-                // partition is `cluster_partitioned_node`).
                 let server = s.infra.nats_server_of("metis-api").await?;
-                s.kill_nats_server(&server).await?;
+                match loss {
+                    Loss::Killed => s.kill_nats_server(&server).await?,
+                    Loss::Partitioned => s.partition_nats_server(&server).await?,
+                }
                 // The API fails over to the other two servers: creates keep working.
                 let mut runs = Vec::new();
                 for _ in 0..RUNS {
@@ -357,78 +372,38 @@ async fn cluster_api_server_lost() -> anyhow::Result<()> {
                         "every line of {run}"
                     );
                 }
-                // The node rejoins: routes up, one meta leader, every stream led.
-                s.restart_nats_server(&server).await?;
-                // A probe run after the node is back pins the tree (the runs made during the
-                // fault may carry retry events, depending on timing).
+                // The node rejoins: routes up, every stream led, every replica current.
+                match loss {
+                    Loss::Killed => s.restart_nats_server(&server).await?,
+                    Loss::Partitioned => s.heal_nats_server(&server).await?,
+                }
                 let probe = s.client.create_run(&run_body("ok.sh")).await?;
                 s.client
                     .wait_for_state(&probe, &["COMPLETE"], DEADLINE)
                     .await?;
                 let engines = engine_ids(s).await?;
-                check_tree_of(
-                    s,
-                    "cluster_api_server_lost",
-                    1,
-                    &engines,
-                    Some(&[probe.as_str()]),
-                )
-                .await
-                .map(drop)
+                check_tree_of(s, &scenario, 1, &engines, Some(&[probe.as_str()]))
+                    .await
+                    .map(drop)
             })
         })
         .await
+}
+// ANCHOR_END: api_server_lost
+
+// ANCHOR: cluster_api_server_lost
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_api_server_lost() -> anyhow::Result<()> {
+    api_server_lost("cluster_api_server_lost", Loss::Killed).await
 }
 // ANCHOR_END: cluster_api_server_lost
 
 // ANCHOR: cluster_partitioned_node
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_partitioned_node() -> anyhow::Result<()> {
-    const RUNS: usize = 5;
-    cluster_stack_production_timings("cluster_partitioned_node", 1)
-        .await?
-        .run(|s| {
-            Box::pin(async move {
-                // The server the API is connected to is cut off: on docker it leaves the stack
-                // network (its published ports go with it); on the local backend it is frozen,
-                // which the others and the clients cannot tell from a cut-off server.
-                let server = s.infra.nats_server_of("metis-api").await?;
-                s.partition_nats_server(&server).await?;
-                // The API fails over to the majority side: creates keep working.
-                let mut runs = Vec::new();
-                for _ in 0..RUNS {
-                    runs.push(s.client.create_run(&run_body("ok.sh")).await?);
-                }
-                let now = s.infra.nats_server_of("metis-api").await?;
-                assert_ne!(now, server, "the API moved off the partitioned server");
-                for run in &runs {
-                    s.client
-                        .wait_for_state(run, &["COMPLETE"], DEADLINE)
-                        .await?;
-                    assert_eq!(
-                        s.client.log_lines(run).await?.len(),
-                        4,
-                        "every line of {run}"
-                    );
-                }
-                // The node rejoins: routes up, one meta leader, every stream led.
-                s.heal_nats_server(&server).await?;
-                let probe = s.client.create_run(&run_body("ok.sh")).await?;
-                s.client
-                    .wait_for_state(&probe, &["COMPLETE"], DEADLINE)
-                    .await?;
-                let engines = engine_ids(s).await?;
-                check_tree_of(
-                    s,
-                    "cluster_partitioned_node",
-                    1,
-                    &engines,
-                    Some(&[probe.as_str()]),
-                )
-                .await
-                .map(drop)
-            })
-        })
-        .await
+    // The server the API is connected to is cut off: on docker it leaves the stack network
+    // (its published ports go with it); on the local backend it is frozen, which the others
+    // and the clients cannot tell from a cut-off server.
+    api_server_lost("cluster_partitioned_node", Loss::Partitioned).await
 }
 // ANCHOR_END: cluster_partitioned_node
