@@ -193,34 +193,44 @@ async fn cluster_rolling_restart() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                // A steady trickle of runs while each server in turn is killed and restarted.
-                let client = s.client.clone();
-                let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-                let trickle = tokio::spawn(async move {
-                    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
-                    while !*stop_rx.borrow() {
-                        match client.post("/runs", &run_body("ok.sh")).await {
-                            Ok(r) if r.status == 200 => {
-                                accepted.push(r.body["run_id"].as_str().unwrap_or("").to_owned());
+                // A steady trickle of runs while each server in turn is killed and restarted:
+                // three clients, each one request every 200 ms at most (a create waits out an
+                // election, so one client alone may get only a couple through).
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let lanes: Vec<_> = (0..3)
+                    .map(|_| {
+                        let client = s.client.clone();
+                        let mut stop_rx = stop_rx.clone();
+                        tokio::spawn(async move {
+                            let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+                            while !*stop_rx.borrow() {
+                                match client.post("/runs", &run_body("ok.sh")).await {
+                                    Ok(r) if r.status == 200 => accepted
+                                        .push(r.body["run_id"].as_str().unwrap_or("").to_owned()),
+                                    Ok(r) => refused.push(r.status),
+                                    Err(_) => refused.push(0),
+                                }
+                                let _ = tokio::time::timeout(
+                                    std::time::Duration::from_millis(200),
+                                    stop_rx.changed(),
+                                )
+                                .await;
                             }
-                            Ok(r) => refused.push(r.status),
-                            Err(_) => refused.push(0),
-                        }
-                        // A trickle, not a burst: one request every 200 ms at most.
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_millis(200),
-                            stop_rx.changed(),
-                        )
-                        .await;
-                    }
-                    (accepted, refused)
-                });
+                            (accepted, refused)
+                        })
+                    })
+                    .collect();
                 for server in s.infra.nats_servers() {
                     s.kill_nats_server(&server).await?;
                     s.restart_nats_server(&server).await?;
                 }
                 stop_tx.send(true)?;
-                let (accepted, refused) = trickle.await?;
+                let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+                for lane in lanes {
+                    let (a, r) = lane.await?;
+                    accepted.extend(a);
+                    refused.extend(r);
+                }
                 s.timeline.note(format!(
                     "trickle: {} accepted, {} refused ({refused:?})",
                     accepted.len(),
