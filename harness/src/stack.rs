@@ -299,6 +299,14 @@ impl Stack {
         self.export_outage_expected = true;
     }
 
+    /// The API, its replicas and the engines.
+    fn services(&self) -> impl Iterator<Item = &Service> {
+        self.api
+            .iter()
+            .chain(&self.api_replicas)
+            .chain(&self.engines)
+    }
+
     /// What the services logged about failed span exports (the telemetry crate's stable
     /// messages), as `service: message (error)`.
     #[must_use]
@@ -309,12 +317,7 @@ impl Stack {
             telemetry::FLUSH_FAILED,
         ];
         let mut found = Vec::new();
-        let services = self
-            .api
-            .iter()
-            .chain(&self.api_replicas)
-            .chain(&self.engines);
-        for service in services {
+        for service in self.services() {
             for line in service.proc.lines() {
                 let Some(json) = line.find('{').map(|i| &line[i..]) else {
                     continue;
@@ -324,11 +327,7 @@ impl Stack {
                 };
                 let message = v["message"].as_str().unwrap_or_default();
                 if v["target"] == "telemetry" && STABLE.contains(&message) {
-                    let mut what = format!(
-                        "{}: {}",
-                        service.proc.name,
-                        v["message"].as_str().unwrap_or_default()
-                    );
+                    let mut what = format!("{}: {message}", service.proc.name);
                     for key in ["error", "failed_exports"] {
                         if !v[key].is_null() {
                             what.push_str(&format!(" ({key}: {})", v[key]));
@@ -345,12 +344,7 @@ impl Stack {
     /// outage: a tree built from what did arrive would only show up as a confusing diff.
     async fn check_exports(&self) -> Result<()> {
         // The shutdown report is the last thing a service writes: read its output to the end.
-        let services = self
-            .api
-            .iter()
-            .chain(&self.api_replicas)
-            .chain(&self.engines);
-        for service in services {
+        for service in self.services() {
             service.proc.output_closed(Duration::from_secs(2)).await;
         }
         let failures = self.export_failures();

@@ -122,7 +122,6 @@ impl ReceiverClient {
         url.set_path(path);
         url.set_query(None);
         if let Some(query) = query {
-            let mut pairs = url.query_pairs_mut();
             let Query {
                 trace_id,
                 service_name,
@@ -131,18 +130,17 @@ impl ReceiverClient {
                 quiet_ms,
                 timeout_ms,
             } = query;
-            for (key, value) in [
-                ("trace_id", trace_id.clone()),
-                ("service_name", service_name.clone()),
-                ("span_name", span_name.clone()),
-                ("min_spans", min_spans.map(|n| n.to_string())),
-                ("quiet_ms", quiet_ms.map(|n| n.to_string())),
-                ("timeout_ms", timeout_ms.map(|n| n.to_string())),
-            ] {
-                if let Some(value) = value {
-                    pairs.append_pair(key, &value);
-                }
-            }
+            append_pairs(
+                &mut url,
+                [
+                    ("trace_id", trace_id.clone()),
+                    ("service_name", service_name.clone()),
+                    ("span_name", span_name.clone()),
+                    ("min_spans", min_spans.map(|n| n.to_string())),
+                    ("quiet_ms", quiet_ms.map(|n| n.to_string())),
+                    ("timeout_ms", timeout_ms.map(|n| n.to_string())),
+                ],
+            );
         }
         Ok(url)
     }
@@ -224,30 +222,22 @@ impl ReceiverClient {
     /// timeout (what matched either way; compare the count to know whether it held).
     pub async fn logs(&self, query: &crate::LogQuery) -> Result<crate::LogsData, ClientError> {
         let mut url = self.url("/v1/logs", None)?;
-        {
-            let mut pairs = url.query_pairs_mut();
-            let crate::LogQuery {
-                trace_id,
-                service_name,
-                min_records,
-                timeout_ms,
-            } = query;
-            for (key, value) in [
+        let crate::LogQuery {
+            trace_id,
+            service_name,
+            min_records,
+            timeout_ms,
+        } = query;
+        append_pairs(
+            &mut url,
+            [
                 ("trace_id", trace_id.clone()),
                 ("service_name", service_name.clone()),
                 ("min_records", min_records.map(|n| n.to_string())),
                 ("timeout_ms", timeout_ms.map(|n| n.to_string())),
-            ] {
-                if let Some(value) = value {
-                    pairs.append_pair(key, &value);
-                }
-            }
-        }
-        let timeout = query
-            .timeout_ms
-            .map_or(crate::DEFAULT_TIMEOUT, Duration::from_millis)
-            .min(crate::MAX_TIMEOUT)
-            + WAIT_MARGIN;
+            ],
+        );
+        let timeout = query.effective_timeout() + WAIT_MARGIN;
         let (response, url) = self.send(Method::GET, url, timeout).await?;
         Self::decode(&Self::text(response, &url).await?, &url)
     }
@@ -346,6 +336,16 @@ impl ReceiverClient {
 }
 
 /// `2 matching spans: api/create_run, engine/workflow_run` (at most [`LISTED_SPANS`] named).
+/// Adds the set query parameters to `url`.
+fn append_pairs<const N: usize>(url: &mut Url, pairs: [(&str, Option<String>); N]) {
+    let mut query = url.query_pairs_mut();
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(key, &value);
+        }
+    }
+}
+
 fn summarize(data: &TracesData) -> String {
     let names: Vec<String> = data
         .resource_spans

@@ -64,6 +64,14 @@ impl LogQuery {
         self.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
         self
     }
+
+    /// The timeout the receiver applies to this query.
+    #[must_use]
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout_ms
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+            .min(MAX_TIMEOUT)
+    }
 }
 
 /// A compiled [`LogQuery`] filter.
@@ -146,11 +154,7 @@ pub(crate) struct Found {
 /// Answers `query`, waiting for `min_records` matches up to its timeout.
 pub(crate) async fn wait(store: &Store, query: &LogQuery) -> Result<Found, String> {
     let filter = LogFilter::new(query)?;
-    let timeout = query
-        .timeout_ms
-        .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
-        .min(MAX_TIMEOUT);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + query.effective_timeout();
     let want = query.min_records.unwrap_or(0);
     let mut changed = store.subscribe();
     loop {
