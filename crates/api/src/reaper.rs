@@ -8,7 +8,7 @@
 //! | the record says | and | the pass does | span |
 //! | --- | --- | --- | --- |
 //! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was lost), and this API is not creating it right now (a large publish can outlast two passes) | publishes it again | `redispatch_run` → `publish …` |
-//! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
+//! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` (a clock this API restarts after each of its reconnects and after a slow read: time it could not see NATS does not count) | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine is alive but two heartbeats written after the record was read do not list the run (a lost claim, a forgotten run) | SYSTEM_ERROR `engine … does not know the run` (CANCELING: CANCELED) | `reap_run` |
 //! | a terminal state | it is still indexed (the indexing after the final write failed) | counts and unindexes it | — |
 //! | nothing (no record) | two passes in a row, and the run id is more than 5 minutes old (the API died between indexing and storing) | unindexes it | — |
@@ -57,8 +57,9 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 /// What one pass learns for the next.
 #[derive(Default)]
 struct Memory {
-    /// Engine id → (registration revision, when this API first saw that revision).
-    engines: HashMap<String, (u64, Instant)>,
+    /// Engine id → (registration revision, when this API first saw that revision, the
+    /// NATS connection count then).
+    engines: HashMap<String, (u64, Instant, u64)>,
     /// QUEUED runs seen without a message in the last pass.
     undispatched: HashSet<RunId>,
     /// Indexed runs seen without a record in the last pass.
@@ -91,6 +92,7 @@ async fn liveness(
     memory: &mut Memory,
     engine_id: &str,
 ) -> Result<Liveness, String> {
+    let asked = Instant::now();
     let entry = state
         .infra
         .engines
@@ -106,14 +108,24 @@ async fn liveness(
     let reg = serde_json::from_slice::<EngineRegistration>(&entry.value)
         .map_err(|e| format!("registration of {engine_id} does not decode: {e}"))?;
     let now = Instant::now();
+    let ttl = state.config.engine_ttl;
+    // The clock of an unchanged registration restarts whenever this API may have been unable
+    // to see a newer one: after a reconnect (nobody could heartbeat while NATS was away, and
+    // the engine reconnects after us) and after a read that took long (NATS frozen, or an
+    // election: the heartbeat may be stuck behind it).
+    let connects = state
+        .client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let timely = now.duration_since(asked) < ttl / 4;
     let since = match memory.engines.get(engine_id) {
-        Some((rev, since)) if *rev == entry.revision => *since,
+        Some((rev, since, c)) if *rev == entry.revision && *c == connects && timely => *since,
         _ => now,
     };
     memory
         .engines
-        .insert(engine_id.to_owned(), (entry.revision, since));
-    let ttl = state.config.engine_ttl;
+        .insert(engine_id.to_owned(), (entry.revision, since, connects));
     if now.duration_since(since) > ttl {
         return Ok(Liveness::Gone(format!(
             "engine {engine_id} stopped sending heartbeats (none for longer than ENGINE_TTL_MS={})",
@@ -138,7 +150,12 @@ fn older_than(id: &RunId, age: Duration) -> bool {
 /// One pass. `Err` only when the active index cannot be listed (NATS unreachable); a problem
 /// with one run is logged and the pass goes on with the next.
 async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra::InfraError> {
+    let asked = Instant::now();
     let ids = state.infra.active_runs().await?;
+    if asked.elapsed() > state.config.engine_ttl / 4 {
+        // The listing waited out an outage: what the clocks saw before it says nothing.
+        memory.engines.clear();
+    }
     let mut undispatched = HashSet::new();
     let mut missing = HashSet::new();
     let mut unlisted = HashMap::new();

@@ -72,9 +72,12 @@
 pub mod diff;
 pub mod dump;
 pub mod expect;
+pub mod lint;
 mod model;
 mod normalize;
+pub mod registry;
 mod render;
+pub mod semconv;
 
 #[cfg(test)]
 mod testkit;

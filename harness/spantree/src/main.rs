@@ -5,7 +5,8 @@
 //! ```text
 //! spantree render FILE [--redact-config F] [--shape] [--expect-traces N]
 //! spantree diff OLD NEW     # dumps or rendered trees (snapshots); exit 1 when they differ
-//! spantree check FILE       # the tree invariants; exit 1 with the findings
+//! spantree check FILE [--registry F]   # the tree invariants and the semantic-convention
+//!                                     # lint; exit 1 with the findings
 //! ```
 //!
 //! Exit codes: 0 fine, 1 a difference or a finding, 2 a usage or input error.
@@ -52,13 +53,19 @@ enum Command {
         new: String,
     },
     /// Check the tree invariants (no open, orphan, duplicate or malformed spans; references
-    /// that resolve) and print the findings.
+    /// that resolve) and lint every span against the OpenTelemetry semantic conventions
+    /// (deprecated names, wrong value types) and, with `--registry`, against a span registry
+    /// (undeclared spans and attributes, wrong types, missing required attributes); print the
+    /// findings.
     Check {
         /// The dump.
         file: String,
         /// Fail unless the dump holds exactly this many traces.
         #[arg(long)]
         expect_traces: Option<usize>,
+        /// A span registry (TOML; Metis's is `crates/telemetry/spans.toml`).
+        #[arg(long)]
+        registry: Option<String>,
     },
 }
 
@@ -173,20 +180,47 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         Command::Check {
             file,
             expect_traces,
-        } => match forest(&file, &options(None, expect_traces)?)? {
-            Ok(f) => {
-                println!(
+            registry,
+        } => {
+            let registry = registry
+                .map(|r| spantree::registry::Registry::load(std::path::Path::new(&r)))
+                .transpose()
+                .map_err(|e| Usage(e.to_string()))?;
+            let data = spantree::dump::parse(source_name(&file), &read(&file)?)
+                .map_err(|e| Usage(e.to_string()))?;
+            let mut failed = false;
+            match SpanForest::from_otlp(&data, &options(None, expect_traces)?) {
+                Ok(f) => println!(
                     "ok: {} trace(s), {} span(s); the invariants hold",
                     f.traces().len(),
                     f.spans().count()
-                );
-                Ok(ExitCode::SUCCESS)
+                ),
+                Err(e) => {
+                    println!("{e}");
+                    failed = true;
+                }
             }
-            Err(e) => {
-                println!("{e}");
-                Ok(ExitCode::from(1))
+            let findings = spantree::lint::lint(&data, registry.as_ref());
+            let against = if registry.is_some() {
+                "the registry and the semantic conventions"
+            } else {
+                "the semantic conventions"
+            };
+            if findings.is_empty() {
+                println!("ok: every attribute fits {against}");
+            } else {
+                println!("{} lint finding(s) against {against}:", findings.len());
+                for f in &findings {
+                    println!("  {f}");
+                }
+                failed = true;
             }
-        },
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
 }
 
