@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
@@ -87,6 +87,12 @@ pub struct Stack {
     /// report are expected ([`Stack::expect_export_outage`]).
     pub export_outage_expected: bool,
     started_engines: usize,
+}
+
+/// Metis's span registry (see `spantree::registry`).
+#[must_use]
+pub fn registry_path() -> std::path::PathBuf {
+    test_support::workspace_root().join("crates/telemetry/spans.toml")
 }
 
 /// Timings of the fault paths, short so a fault scenario takes seconds (the binaries'
@@ -389,6 +395,30 @@ impl Stack {
         Ok(result.data)
     }
 
+    /// Lints every collected span (`spantree::lint`, on the raw data: types count) against
+    /// the span registry `crates/telemetry/spans.toml` and the OpenTelemetry semantic
+    /// conventions; fails with every finding. [`Stack::build_when_complete`] calls it on the
+    /// data its tree was built from, so every snapshotted scenario is linted.
+    pub fn lint_spans(&self, data: &TracesData) -> Result<()> {
+        static REGISTRY: std::sync::LazyLock<Result<crate::tree::registry::Registry, String>> =
+            std::sync::LazyLock::new(|| {
+                crate::tree::registry::Registry::load(&registry_path()).map_err(|e| e.to_string())
+            });
+        let registry = REGISTRY.as_ref().map_err(|e| anyhow!("{e}"))?;
+        let findings = crate::tree::lint::lint(data, Some(registry));
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = findings.iter().map(|f| format!("  - {f}")).collect();
+        bail!(
+            "{} lint finding(s): the spans do not fit the span registry ({}) and the semantic conventions:\n{}\n\
+             Declare a new span or attribute in the registry (type, requirement, meaning), or fix the instrumentation.",
+            findings.len(),
+            registry_path().display(),
+            list.join("\n")
+        )
+    }
+
     /// Builds a tree (or census) from `data` with `build`. While that fails because the data is
     /// incomplete (open or orphan spans, too few traces), waits for more spans, for at most
     /// 10 s in all; then fails with the last error, which says what is missing. Returns the
@@ -401,7 +431,10 @@ impl Stack {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let error = match build(&data) {
-                Ok(t) => return Ok((t, data)),
+                Ok(t) => {
+                    self.lint_spans(&data)?;
+                    return Ok((t, data));
+                }
                 Err(e) if e.is_incomplete() => e,
                 Err(e) => return Err(e.into()),
             };

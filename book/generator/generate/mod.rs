@@ -62,8 +62,10 @@ pub fn preamble(generator: &str, sources: &str) -> String {
 pub fn all(ws: &Workspace) -> Result<Generation> {
     let mut out = Generation::default();
     let snapshots = crate::snapshot::Snapshot::load_all(&ws.snapshots_dir())?;
+    let registry =
+        spantree::registry::Registry::load(&ws.root.join("crates/telemetry/spans.toml"))?;
     for (name, result) in [
-        ("spans.md", spans::generate(&snapshots)),
+        ("spans.md", spans::generate(&registry, &snapshots)),
         ("scenarios.md", scenarios::generate(ws, &snapshots)),
         ("e2e-variables.md", e2e_vars::generate(ws)),
         ("engine-yaml.md", engine_yaml::generate(ws)),

@@ -12,6 +12,7 @@
 //!
 //! [[span]]
 //! name = "publish metis.runs.*"   # `*` matches any text
+//! title = "run message publish"   # optional: a name for docs when `name` is a pattern
 //! service = "metis-api"
 //! kind = "producer"
 //! meaning = "The JetStream publish of a run message."
@@ -72,6 +73,7 @@ struct RawAttribute {
 #[serde(deny_unknown_fields)]
 struct RawSpan {
     name: String,
+    title: Option<String>,
     service: String,
     kind: String,
     meaning: String,
@@ -118,6 +120,8 @@ pub const KINDS: [&str; 5] = ["internal", "server", "client", "producer", "consu
 pub struct SpanSpec {
     /// Its name; `*` matches any text (`publish metis.runs.*`, `*` for every server span).
     pub name: String,
+    /// What to call it in documentation when the name is a pattern (`HTTP server span`).
+    pub title: Option<String>,
     /// The `service.name` of the service that emits it.
     pub service: String,
     /// `internal`, `server`, `client`, `producer` or `consumer`.
@@ -236,6 +240,7 @@ impl Registry {
             }
             spans.push(SpanSpec {
                 name: s.name,
+                title: s.title,
                 service: s.service,
                 kind: s.kind,
                 meaning: s.meaning,
