@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use telemetry::tracing::error;
+use telemetry::tracing::{debug, error};
 use utoipa::ToSchema;
 
 /// The body of every error response.
@@ -61,6 +61,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             error!(status = self.status.as_u16(), msg = %self.msg, "request failed");
+        } else {
+            // The client's mistake: not worth an INFO line (nor a span event) per bad request,
+            // but visible with RUST_LOG=debug.
+            debug!(status = self.status.as_u16(), msg = %self.msg, "request refused");
         }
         let challenge = (self.status == StatusCode::UNAUTHORIZED).then(|| {
             // RFC 6750: the reason, with quotes and control characters kept out of the header.

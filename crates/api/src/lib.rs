@@ -20,6 +20,8 @@ pub mod openapi;
 pub mod reaper;
 pub mod routes;
 pub mod service;
+#[cfg(test)]
+mod span_tests;
 
 use std::sync::Arc;
 

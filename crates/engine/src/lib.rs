@@ -40,6 +40,8 @@ pub mod process;
 pub mod run;
 pub mod runtime;
 pub mod settings;
+#[cfg(test)]
+mod span_tests;
 pub mod workdir;
 
 use std::path::Path;

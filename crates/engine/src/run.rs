@@ -258,7 +258,7 @@ async fn ack(msg: &jetstream::Message, kind: AckKind) {
     }
 }
 
-fn phase(state: &'static str) {
+pub(crate) fn phase(state: &'static str) {
     tracing::info!(state, "phase");
 }
 

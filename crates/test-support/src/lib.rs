@@ -6,6 +6,7 @@
 //! Every child process is killed when its [`Proc`] is dropped, also when a test panics.
 
 pub mod cluster;
+pub mod fmt_line;
 pub mod metis;
 
 use std::path::{Path, PathBuf};

@@ -282,6 +282,51 @@ impl Registry {
     pub fn common(&self, key: &str) -> Option<&AttributeSpec> {
         self.common.iter().find(|a| a.name == key)
     }
+
+    /// Checks the field names of one span as `tracing` sees it (for in-process tests, where
+    /// no types are known): the span is declared, every field is declared for it (or common),
+    /// every required attribute is there. `otel.*` fields are tracing-opentelemetry directives
+    /// (name, kind, status), not attributes, and are skipped.
+    pub fn check_fields<'a>(
+        &self,
+        service: &str,
+        name: &str,
+        kind: &str,
+        fields: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        let spec = self.span(service, name, kind).ok_or_else(|| {
+            format!("span `{name}` ({service}, {kind}) is not in the span registry")
+        })?;
+        let fields: Vec<&str> = fields
+            .into_iter()
+            .filter(|k| !k.starts_with("otel."))
+            .collect();
+        for k in &fields {
+            if spec.attribute(k).is_none() && self.common(k).is_none() {
+                return Err(format!(
+                    "span `{name}` has the field `{k}`, which the span registry does not declare for it"
+                ));
+            }
+        }
+        for a in spec
+            .attributes
+            .iter()
+            .filter(|a| a.requirement == Requirement::Required)
+        {
+            if !fields.contains(&a.name.as_str()) {
+                return Err(format!(
+                    "span `{name}` lacks `{}`, which the span registry requires",
+                    a.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Metis's registry, `crates/telemetry/spans.toml` in this workspace.
+    pub fn metis() -> Result<Self, RegistryError> {
+        Self::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/telemetry/spans.toml"))
+    }
 }
 
 fn attribute(a: RawAttribute, at: &str, problems: &mut Vec<String>) -> Option<AttributeSpec> {

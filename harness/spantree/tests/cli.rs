@@ -140,8 +140,40 @@ fn render_check_and_diff_dumps_of_another_service() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert_eq!(
         text(&out.stdout),
-        "ok: 1 trace(s), 2 span(s); the invariants hold\n"
+        "ok: 1 trace(s), 2 span(s); the invariants hold\nok: every attribute fits the semantic conventions\n"
     );
+    // check --registry: the service's own registry; `items` undeclared is a finding, declared
+    // with the wrong type another, declared right none.
+    let registry = |items: &str| {
+        write(
+            dir.path(),
+            "registry.toml",
+            &format!(
+                "[[span]]\nname = \"GET *\"\nservice = \"checkout-service\"\nkind = \"server\"\nmeaning = \"A request.\"\n\
+                 attributes = [{{ name = \"http.request.method\", semconv = true, requirement = \"required\" }}{items}]\n\n\
+                 [[span]]\nname = \"SELECT *\"\nservice = \"checkout-service\"\nkind = \"client\"\nmeaning = \"A query.\"\n"
+            ),
+        )
+    };
+    let out = spantree(&["check", &three, "--registry", &registry("")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("checkout-service `GET /cart`: attribute `items` (int) is neither declared in the registry nor a semantic-convention attribute"),
+        "{}",
+        text(&out.stdout)
+    );
+    let wrong = registry(", { name = \"items\", type = \"string\", meaning = \"n\" }");
+    let out = spantree(&["check", &three, "--registry", &wrong]);
+    assert!(
+        text(&out.stdout).contains("attribute `items` is int, but the registry declares string"),
+        "{}",
+        text(&out.stdout)
+    );
+    let right = registry(", { name = \"items\", type = \"int\", meaning = \"n\" }");
+    let out = spantree(&["check", &three, "--registry", &right]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let out = spantree(&["check", &three, "--registry", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(2));
     let mut data: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&three).unwrap()).unwrap();
     let spans = data["resourceSpans"][0]["scopeSpans"][0]["spans"]
