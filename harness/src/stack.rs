@@ -395,6 +395,32 @@ impl Stack {
         Ok(result.data)
     }
 
+    /// On a tree error: `tree.txt` with what can be drawn anyway — orphans under
+    /// `[missing parent]`, no trace-count check, none of the scenario's own redactions —
+    /// headed by the error, so the artefacts show the partial trees and not nothing.
+    fn write_best_effort_tree(&self, data: &TracesData, error: &crate::tree::TreeError) {
+        let options = crate::tree::Options::new()
+            .draw_orphans()
+            .redact(self.dir.display().to_string(), "[e2e-dir]");
+        let text = match crate::tree::SpanForest::from_otlp(data, &options) {
+            Ok(forest) => format!(
+                "# best effort: the span tree is not valid, see the error below; orphans are drawn \
+                 under [missing parent], without the scenario's redactions or trace count\n# {}\n\n{}",
+                error.to_string().replace('\n', "\n# "),
+                forest.render()
+            ),
+            Err(e) => format!(
+                "# no span tree could be drawn\n# {}\n# (drawing orphans too: {})\n",
+                error.to_string().replace('\n', "\n# "),
+                e.to_string().replace('\n', "\n# ")
+            ),
+        };
+        if let Err(e) = std::fs::write(self.dir.join("tree.txt"), text) {
+            self.timeline
+                .note(format!("writing the best-effort tree.txt failed: {e}"));
+        }
+    }
+
     /// Lints every collected span (`spantree::lint`, on the raw data: types count) against
     /// the span registry `crates/telemetry/spans.toml` and the OpenTelemetry semantic
     /// conventions; fails with every finding. [`Stack::build_when_complete`] calls it on the
@@ -436,7 +462,10 @@ impl Stack {
                     return Ok((t, data));
                 }
                 Err(e) if e.is_incomplete() => e,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.write_best_effort_tree(&data, &e);
+                    return Err(e.into());
+                }
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let count = crate::otlp::span_count(&data);
@@ -465,6 +494,7 @@ impl Stack {
                     data = newer;
                 }
                 None => {
+                    self.write_best_effort_tree(&data, &error);
                     return Err(anyhow::Error::new(error).context(format!(
                         "the span tree stayed incomplete: no more spans arrived within 10 s \
                          after the services stopped ({count} spans)"

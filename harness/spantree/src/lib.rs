@@ -88,6 +88,81 @@ pub use expect::{ExpectationError, ExpectedEvent, ExpectedSpan};
 pub use model::{Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value};
 pub use normalize::{Options, Redaction, TreeError};
 
+/// The name of the span [`with_missing_parents`] puts where a parent never arrived.
+pub const MISSING_PARENT: &str = "[missing parent]";
+
+/// What a reference to a span that never arrived reads, with [`Options::draw_orphans`].
+pub const MISSING_REF: &str = "[missing]";
+
+/// `data` plus, for every span id that spans name as their parent but that never arrived (in
+/// their trace), one span standing in for it: named [`MISSING_PARENT`], of service
+/// `[unknown]`, internal, a root (its own parent is unknown), from its children's first start
+/// to their last end, no attributes. So a partial trace — one whose first spans were lost —
+/// renders as a tree: `[unknown]  [missing parent]` with the spans that arrived below it.
+#[must_use]
+pub fn with_missing_parents(
+    data: &opentelemetry_proto::tonic::trace::v1::TracesData,
+) -> opentelemetry_proto::tonic::trace::v1::TracesData {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let spans = || {
+        data.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+    };
+    let known: std::collections::HashSet<(&[u8], &[u8])> = spans()
+        .map(|s| (s.trace_id.as_slice(), s.span_id.as_slice()))
+        .collect();
+    let mut missing: std::collections::BTreeMap<(Vec<u8>, Vec<u8>), (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for s in spans() {
+        if s.parent_span_id.is_empty()
+            || known.contains(&(s.trace_id.as_slice(), s.parent_span_id.as_slice()))
+        {
+            continue;
+        }
+        let span = missing
+            .entry((s.trace_id.clone(), s.parent_span_id.clone()))
+            .or_insert((u64::MAX, 0));
+        span.0 = span.0.min(s.start_time_unix_nano);
+        span.1 = span.1.max(s.end_time_unix_nano);
+    }
+    let mut out = data.clone();
+    if missing.is_empty() {
+        return out;
+    }
+    out.resource_spans.push(ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".to_owned(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("[unknown]".to_owned())),
+                }),
+                ..KeyValue::default()
+            }],
+            ..Resource::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans: missing
+                .into_iter()
+                .map(|((trace_id, span_id), (start, end))| Span {
+                    trace_id,
+                    span_id,
+                    name: MISSING_PARENT.to_owned(),
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: end,
+                    ..Span::default()
+                })
+                .collect(),
+            ..ScopeSpans::default()
+        }],
+        schema_url: String::new(),
+    });
+    out
+}
+
 /// Removes the spans of successful read-only HTTP requests — a `GET` server span with no child
 /// span, a status code below 400 and no error status — from `data`. Scenarios poll
 /// (`GET /runs/{id}/status`, `/logs`, `/service-info`) a timing-dependent number of times, so

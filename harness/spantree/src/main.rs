@@ -3,7 +3,7 @@
 //! or stdin (`-`).
 //!
 //! ```text
-//! spantree render FILE [--redact-config F] [--shape] [--expect-traces N]
+//! spantree render FILE [--redact-config F] [--shape] [--expect-traces N] [--draw-orphans]
 //! spantree diff OLD NEW     # dumps or rendered trees (snapshots); exit 1 when they differ
 //! spantree check FILE [--registry F]   # the tree invariants and the semantic-convention
 //!                                     # lint; exit 1 with the findings
@@ -43,6 +43,10 @@ enum Command {
         /// Fail unless the dump holds exactly this many traces.
         #[arg(long)]
         expect_traces: Option<usize>,
+        /// Draw a span whose parent is not in the dump under a `[missing parent]` node
+        /// instead of failing (a partial trace).
+        #[arg(long)]
+        draw_orphans: bool,
     },
     /// Tree-aware diff: spans added, removed, moved or changed, each with its path from the
     /// root. Each side is a dump or an already rendered tree (a snapshot file works).
@@ -152,19 +156,12 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             redact_config,
             shape,
             expect_traces,
-        } => match forest(&file, &options(redact_config.as_deref(), expect_traces)?)? {
-            Ok(f) => {
-                print!("{}", if shape { f.shape() } else { f }.render());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!(
-                    "spantree: {}: the tree cannot be built: {e}",
-                    source_name(&file)
-                );
-                Ok(ExitCode::from(1))
-            }
-        },
+            draw_orphans,
+        } => {
+            let mut options = options(redact_config.as_deref(), expect_traces)?;
+            options.draw_orphans = draw_orphans;
+            render(&file, &options, shape)
+        }
         Command::Diff { old, new } => {
             let changes = spantree::diff::diff(&rendered(&old)?, &rendered(&new)?);
             for c in &changes {
@@ -220,6 +217,22 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+fn render(file: &str, options: &Options, shape: bool) -> Result<ExitCode, Usage> {
+    match forest(file, options)? {
+        Ok(f) => {
+            print!("{}", if shape { f.shape() } else { f }.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "spantree: {}: the tree cannot be built: {e}",
+                source_name(file)
+            );
+            Ok(ExitCode::from(1))
         }
     }
 }

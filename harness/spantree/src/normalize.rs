@@ -10,7 +10,10 @@
 //! 3. No span is left open: `end_time_unix_nano` is set and not before the start
 //!    ([`TreeError::OpenSpans`]).
 //! 4. No orphan: every parent span id names a span of the same trace that arrived
-//!    ([`TreeError::OrphanSpans`]).
+//!    ([`TreeError::OrphanSpans`]) — unless [`Options::draw_orphans`] asks to draw each
+//!    missing parent as a `[missing parent]` span of service `[unknown]` (its children keep
+//!    their services), spanning its children's time. A span-id reference (invariant 6) to a
+//!    span that never arrived then reads `→[missing]` instead of failing.
 //! 5. Exactly [`Options::expected_traces`] traces, when given ([`TreeError::TraceCount`]).
 //! 6. Every id reference resolves: the value of an attribute whose key (last `.`-segment) ends
 //!    in `trace_id` or `span_id` (`api_trace_id`, `parent_span_id`, ...) that is 16 lowercase
@@ -100,6 +103,9 @@ use super::render;
 pub struct Options {
     /// Exactly this many traces must be present; `None` skips the check.
     pub expected_traces: Option<usize>,
+    /// Draw a span whose parent never arrived under a `[missing parent]` node instead of
+    /// failing with [`TreeError::OrphanSpans`] (see [`crate::with_missing_parents`]).
+    pub draw_orphans: bool,
     /// Literal replacements applied before every other rule (see the policy above).
     pub redactions: Vec<Redaction>,
 }
@@ -113,6 +119,13 @@ impl Options {
     /// Require exactly `n` traces.
     pub fn expect_traces(mut self, n: usize) -> Self {
         self.expected_traces = Some(n);
+        self
+    }
+
+    /// Draw orphans under `[missing parent]` nodes (a partial trace, such as one whose first
+    /// spans a collector outage lost) instead of failing.
+    pub fn draw_orphans(mut self) -> Self {
+        self.draw_orphans = true;
         self
     }
 
@@ -194,6 +207,10 @@ impl SpanForest {
     ///
     /// The first violated invariant (see the policy above), listing every offender.
     pub fn from_otlp(data: &TracesData, options: &Options) -> Result<SpanForest, TreeError> {
+        if options.draw_orphans {
+            let data = crate::with_missing_parents(data);
+            return Self::from_resource_spans(&data.resource_spans, options);
+        }
         Self::from_resource_spans(&data.resource_spans, options)
     }
 
@@ -515,6 +532,8 @@ struct Redactor<'a> {
     tokens: Vec<Token>,
     token_index: HashMap<Token, usize>,
     unresolved: Vec<String>,
+    /// [`Options::draw_orphans`]: a reference to a span that never arrived reads `→[missing]`.
+    partial: bool,
     /// Redacted (marked) span names by raw index, once every node is built.
     names: Vec<String>,
 }
@@ -559,6 +578,7 @@ impl<'a> Redactor<'a> {
             tokens: Vec::new(),
             token_index: HashMap::new(),
             unresolved: Vec::new(),
+            partial: options.draw_orphans,
             names: Vec::new(),
         }
     }
@@ -706,6 +726,7 @@ impl<'a> Redactor<'a> {
                 Some(&i) if self.raws[i].trace == here.trace => {
                     return Some(self.mark(Token::SpanRef(i)));
                 }
+                None if self.partial => return Some(format!("→{}", crate::MISSING_REF)),
                 found => {
                     let elsewhere = found
                         .map(|&i| {

@@ -415,6 +415,41 @@ fn orphan_span_fails_naming_the_missing_parent() {
 }
 
 #[test]
+fn orphans_drawn_under_a_missing_parent() {
+    // The API's spans were lost (a collector outage): only the engine's arrived.
+    let spans: Vec<S> = run_trace(1, 10, RUN_A, "alice", "COMPLETE")
+        .into_iter()
+        .filter(|s| s.name() == "workflow_run")
+        .collect();
+    let err = forest(&spans, &Options::new()).unwrap_err();
+    assert!(matches!(err, TreeError::OrphanSpans(_)), "{err}");
+    check_with(
+        &spans,
+        &Options::new().draw_orphans(),
+        r#"
+trace#1
+[unknown]  [missing parent]
+└─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→[missing] duration_ms=[duration] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+   ├─ event INFO phase state=initializing
+   ├─ event INFO phase state=building
+   ├─ event INFO phase state=executing
+   ├─ event INFO phase state=running
+   ├─ event INFO phase state=parsing
+   ├─ event INFO phase state=updating_db
+   └─ event INFO phase state=cleanup
+"#,
+    );
+    // A whole trace is unchanged by the option.
+    let whole = run_trace(1, 10, RUN_A, "alice", "COMPLETE");
+    assert_eq!(
+        forest(&whole, &Options::new().draw_orphans())
+            .unwrap()
+            .render(),
+        forest(&whole, &Options::new()).unwrap().render()
+    );
+}
+
+#[test]
 fn open_span_fails() {
     let spans = [
         span(API, "POST /runs", 1).kind(SERVER),

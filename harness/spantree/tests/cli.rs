@@ -188,6 +188,13 @@ fn render_check_and_diff_dumps_of_another_service() {
         "{}",
         text(&out.stdout)
     );
+    // render --draw-orphans draws the partial trace under its missing root.
+    let out = spantree(&["render", "--draw-orphans", &orphan]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "trace#1\n[unknown]  [missing parent]\n└─ checkout-service  SELECT cart  [client]  db.system.name=postgresql\n   └─ event \"rows read\" rows=3\n"
+    );
 
     // diff: the same dump is no change; another request shows the attribute that changed.
     assert!(spantree(&["diff", &three, &three]).status.success());
