@@ -2,7 +2,7 @@
 //! parent, an order of events — in the style of `tracing-mock`:
 //!
 //! ```
-//! use harness::tree::expect;
+//! use spantree::expect;
 //!
 //! let completed = expect::span()
 //!     .named("workflow_run")
@@ -16,7 +16,7 @@
 //! ```
 //!
 //! An expectation is checked against a normalised [`SpanForest`], so values are the redacted
-//! ones (`with_attr("run_id", "[run#1]")`, `with_attr("duration_ms", "[duration]")`) and typed
+//! ones (`with_attr("run_id", "[run#1]")`, `with_attr("duration_ms", "[duration:int]")`) and typed
 //! (`with_attr("http.response.status_code", 200)` does not match the string `"200"`).
 //! [`ExpectedSpan::check`] fails with an [`ExpectationError`] that names the expectation, says
 //! what was found (the closest candidates and why each does not match) and shows the rendered

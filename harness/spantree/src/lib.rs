@@ -4,7 +4,7 @@
 //! the harness's container and NATS dependencies.
 //!
 //! ```no_run
-//! # fn demo(data: &opentelemetry_proto::tonic::trace::v1::TracesData, workdir: &str) -> anyhow::Result<()> {
+//! # fn demo(data: &opentelemetry_proto::tonic::trace::v1::TracesData, workdir: &str) -> Result<(), Box<dyn std::error::Error>> {
 //! use spantree::{expect, Options, SpanForest};
 //!
 //! let forest = SpanForest::from_otlp(data, &Options::new().expect_traces(1).redact(workdir, "[workdir]"))?;
@@ -25,11 +25,11 @@
 //!
 //! ```text
 //! trace#1
-//! metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port] url.path=/runs user_agent.original=reqwest/0.13
+//! metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 //! └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
 //!    ├─ event INFO "Run created and dispatched" run_id=[run#1]
 //!    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-//!       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration] error="exit status 3" run_id=[run#1] state=EXECUTOR_ERROR user_id=alice workflow_type=SH
+//!       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration:int] error="exit status 3" run_id=[run#1] state=EXECUTOR_ERROR user_id=alice workflow_type=SH
 //!          ├─ event INFO phase state=initializing
 //!          ├─ event INFO phase state=building
 //!          ├─ event INFO phase state=executing

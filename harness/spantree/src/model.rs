@@ -221,7 +221,7 @@ impl StatusCode {
     }
 }
 
-/// A typed attribute value after redaction. Placeholders (`[duration]`, `[run#1]`, ...) are
+/// A typed attribute value after redaction. Placeholders (`[duration:int]`, `[run#1]`, ...) are
 /// strings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

@@ -50,15 +50,17 @@
 //! The name `tracing` gives an event without a message (`event src/x.rs:12`) becomes empty.
 //!
 //! **By attribute key** (the key's last `.`-segment, any value type; nested keys of a key/value
-//! list are `outer.inner`):
+//! list are `outer.inner`). A placeholder carries the value's type — `[duration:int]`,
+//! `[timestamp:string]`, `[port:int]` (`string`, `int`, `double`, `bool`, `array`, `map`,
+//! `bytes`) — so a value that changed type is a snapshot change; an empty string stays `""`:
 //!
 //! | key | becomes |
 //! | --- | --- |
-//! | `duration`, `duration_*`, `*_duration`, `*_duration_*`, `*_ns`, `elapsed*` | `[duration]` |
-//! | `pid`, `*_pid` (so also `process.pid`) | `[pid]` |
-//! | `port`, `*_port` (so also `server.port`) | `[port]` |
-//! | `timestamp`, `*_timestamp`, `*_at`, `*_time` | `[timestamp]` |
-//! | `host.name`, `hostname` | `[host]` |
+//! | `duration`, `duration_*`, `*_duration`, `*_duration_*`, `*_ns`, `elapsed*` | `[duration:<type>]` |
+//! | `pid`, `*_pid` (so also `process.pid`) | `[pid:<type>]` |
+//! | `port`, `*_port` (so also `server.port`) | `[port:<type>]` |
+//! | `timestamp`, `*_timestamp`, `*_at`, `*_time` | `[timestamp:<type>]` |
+//! | `host.name`, `hostname` | `[host:<type>]` |
 //! | `address`, `*_address` (`server.address`, `client.address`, ...) | kept when loopback or unspecified (`localhost`, `127.*`, `::1`, `0.0.0.0`, `::`), else `[host]` (`[host]:[port]` with a port) |
 //! | `*trace_id`, `*span_id` | a reference (see invariant 6), else as any string |
 //!
@@ -658,7 +660,7 @@ impl<'a> Redactor<'a> {
         let value = value.and_then(|v| v.value.as_ref());
         let paths = match key_rule(key) {
             KeyRule::Drop => return None,
-            KeyRule::Placeholder(p) => return Some(Value::Str(p.to_owned())),
+            KeyRule::Placeholder(p) => return Some(typed_placeholder(p, value)),
             KeyRule::Address => {
                 if let Some(any_value::Value::StringValue(s)) = value {
                     let (host, port) = split_port(s);
@@ -864,6 +866,26 @@ impl<'a> Redactor<'a> {
             Token::SpanRef(i) => format!("→{}", self.unnumbered_at(&self.names[*i], depth + 1)),
         })
     }
+}
+
+/// `[duration]` → `[duration:int]`: the placeholder keeps the value's type, so an int that
+/// became a string (or a double) is a snapshot change. An empty string and a missing value stay
+/// as they are (`""`, nothing), so emptiness is never hidden.
+fn typed_placeholder(placeholder: &str, value: Option<&any_value::Value>) -> Value {
+    use any_value::Value as V;
+    let ty = match value {
+        None => return Value::Empty,
+        Some(V::StringValue(s)) if s.is_empty() => return Value::Str(String::new()),
+        Some(V::StringValue(_) | V::StringValueStrindex(_)) => "string",
+        Some(V::IntValue(_)) => "int",
+        Some(V::DoubleValue(_)) => "double",
+        Some(V::BoolValue(_)) => "bool",
+        Some(V::ArrayValue(_)) => "array",
+        Some(V::KvlistValue(_)) => "map",
+        Some(V::BytesValue(_)) => "bytes",
+    };
+    let name = placeholder.trim_end_matches(']');
+    Value::Str(format!("{name}:{ty}]"))
 }
 
 fn split_port(address: &str) -> (&str, bool) {

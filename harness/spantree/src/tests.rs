@@ -71,11 +71,11 @@ fn run_crosses_services_and_drops_sdk_noise() {
         &Options::new().expect_traces(1),
         r#"
 trace#1
-metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port] url.path=/runs user_agent.original=reqwest/0.13
+metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
    ├─ event INFO "Run created and dispatched" run_id=[run#1]
    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-      └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+      └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -158,11 +158,11 @@ fn traces_are_sorted_and_ids_numbered_by_first_appearance() {
             .redact(ENGINE_ID, "[engine#1]"),
         r#"
 trace#1
-metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port] url.path=/runs user_agent.original=reqwest/0.13
+metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
    ├─ event INFO "Run created and dispatched" run_id=[run#1]
    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-      └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+      └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -172,11 +172,11 @@ metis-api  POST /runs  [server]  http.request.method=POST http.response.status_c
          └─ event INFO phase state=cleanup
 
 trace#2
-metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port] url.path=/runs user_agent.original=reqwest/0.13
+metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 └─ create_run  run_id=[run#2] user_id=bob workflow_engine=generic workflow_type=SH
    ├─ event INFO "Run created and dispatched" run_id=[run#2]
    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-      └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration] error="exit status 3" run_id=[run#2] state=EXECUTOR_ERROR user_id=bob workflow_type=SH
+      └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration:int] error="exit status 3" run_id=[run#2] state=EXECUTOR_ERROR user_id=bob workflow_type=SH
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -271,7 +271,7 @@ fn redaction_policy() {
             .redact(ENGINE_ID, "[engine#1]"),
         r#"
 trace#1
-metis-engine-generic  workflow_run  !ERROR "spawning [path]/false failed"  client.address=127.0.0.1 cmd="[path]/sh -c [path]/x.sh" created_at=[timestamp] duration_ms=[duration] elapsed_ms=[duration] endpoint=http://[host]:[port]/v1/traces engine_id=[engine#1] exit_code=0 host.name=[host] listen=0.0.0.0:[port] nats_url=nats://127.0.0.1:[port] peer=[host]:[port] pid=[pid] process.pid=[pid] relative=fixtures/workflows/ok.sh run_id=[run#1] script=[path]/ok.sh server.address=[host] started=[timestamp] url.path=/runs/[run#1]/logs wait_ns=[duration] workdir=[workdir]/runs/[run#1] workflow_url=file://[path]/ok.sh
+metis-engine-generic  workflow_run  !ERROR "spawning [path]/false failed"  client.address=127.0.0.1 cmd="[path]/sh -c [path]/x.sh" created_at=[timestamp:int] duration_ms=[duration:double] elapsed_ms=[duration:int] endpoint=http://[host]:[port]/v1/traces engine_id=[engine#1] exit_code=0 host.name=[host:string] listen=0.0.0.0:[port] nats_url=nats://127.0.0.1:[port] peer=[host]:[port] pid=[pid:int] process.pid=[pid:int] relative=fixtures/workflows/ok.sh run_id=[run#1] script=[path]/ok.sh server.address=[host] started=[timestamp] url.path=/runs/[run#1]/logs wait_ns=[duration:int] workdir=[workdir]/runs/[run#1] workflow_url=file://[path]/ok.sh
 ├─ event INFO stdout=[path]/stdout.log
 └─ event WARN "wrote [path]/out.log at [timestamp]"
 "#,
@@ -429,7 +429,7 @@ fn orphans_drawn_under_a_missing_parent() {
         r#"
 trace#1
 [unknown]  [missing parent]
-└─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→[missing] duration_ms=[duration] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+└─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→[missing] duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
    ├─ event INFO phase state=initializing
    ├─ event INFO phase state=building
    ├─ event INFO phase state=executing
