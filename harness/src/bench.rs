@@ -34,7 +34,7 @@ use crate::{Stack, StackOptions};
 /// builds, as CI runs them), wall clock.
 fn cluster_suite_time(backend: &str) -> Result<()> {
     let t = Instant::now();
-    let status = std::process::Command::new("cargo")
+    let status = test_support::cargo()
         .args(["test", "-q", "-p", "scenarios", "--test", "it", "--"])
         .args(["cluster", "two_apis_two_engines", "--test-threads", "4"])
         .env("E2E_BACKEND", backend)

@@ -183,12 +183,11 @@ pub fn build_static_receiver(timeline: &Timeline) -> Result<PathBuf> {
     let step = timeline.step(format!(
         "building a static otlp-receiver for {triple} (cargo; fast when unchanged)"
     ));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
         triple.to_uppercase().replace('-', "_")
     );
-    let status = Command::new(cargo)
+    let status = test_support::cargo()
         .args([
             "build",
             "--quiet",

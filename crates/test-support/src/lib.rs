@@ -36,6 +36,35 @@ pub fn target_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
+/// A `cargo` command (`$CARGO`, else `cargo` on the `PATH`) without the variables cargo sets
+/// for the process it runs (`CARGO_PKG_*`, `CARGO_MANIFEST_*`, `OUT_DIR`, ...). A test, or a
+/// binary run by `cargo run`, inherits them; some build scripts (ring's) name them in
+/// `rerun-if-env-changed`, so a nested build with them set and the outer one without would
+/// rebuild ring and everything above it every time, back and forth.
+#[must_use]
+pub fn cargo() -> std::process::Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                key,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// Path of a workspace binary (`metis-api`, `metis-engine-generic`, `otlp-receiver`), built
 /// first (once per test process) with `cargo build --workspace --bins` so it is never stale.
 /// `METIS_SKIP_BUILD=1` skips the build and only checks that the file exists.
@@ -45,8 +74,7 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         if std::env::var_os("METIS_SKIP_BUILD").is_some() {
             return Ok(());
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
+        let status = cargo()
             .args(["build", "--workspace", "--bins", "--quiet"])
             .current_dir(workspace_root())
             .status()

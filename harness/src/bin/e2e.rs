@@ -158,7 +158,7 @@ fn flake_check(runs: u32, backends: &[String]) -> Result<()> {
         let start = Instant::now();
         for i in 1..=runs {
             let t = Instant::now();
-            let status = Command::new("cargo")
+            let status = test_support::cargo()
                 .args([
                     "insta",
                     "test",
