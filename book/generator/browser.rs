@@ -15,6 +15,9 @@
 //! 4. **Timelines.** Each of those pages holds the timeline figure with one `span-bar` per
 //!    span of the snapshot.
 //! 5. **Search.** `?search=workflow_run` produces search results.
+//! 7. **Snapshot review.** The generated review page shows the example change as one
+//!    changed row (old beside new), with the accept command; the "reviewing" chapter shows the generated
+//!    pull-request comment and links the page.
 //! 6. **No errors.** No page wrote to the console (chromium's `--enable-logging` reports
 //!    console messages without their severity, so any message counts), and the server
 //!    answered no request with an error status (`/favicon.ico`, which browsers ask for on
@@ -455,6 +458,52 @@ async fn site_checks(
         format!("no search result for workflow_run is in the tracing chapters: {results:?}")
     });
     s.done_with(format!("{} results", results.len()));
+
+    // The review page of the "reviewing a snapshot change" example, and the chapter linking it.
+    let s = step("browser: the snapshot review page (generated/review-demo.html)");
+    let review = chromium
+        .dump_dom(&url("generated/review-demo.html"))
+        .await?;
+    console.extend(
+        review
+            .console
+            .iter()
+            .map(|m| ("generated/review-demo.html".to_owned(), m.clone())),
+    );
+    let old_line = run_completes
+        .body
+        .lines()
+        .find(|l| l.contains("create_run") && l.contains("user_id=alice"))
+        .unwrap_or_default()
+        .to_owned();
+    let new_line = old_line.replacen(" user_id=alice", " user=alice", 1);
+    let row = format!(
+        r#"<tr class="changed"><td class="old">{}</td><td class="new">{}</td></tr>"#,
+        dom_text(&old_line),
+        dom_text(&new_line)
+    );
+    f.check(!old_line.is_empty() && review.dom.contains(&row), || {
+        format!("generated/review-demo.html: no changed row shows `{old_line}` beside `{new_line}`")
+    });
+    f.check(
+        review
+            .dom
+            .contains("cargo insta accept --snapshot scenarios/snapshots/run_completes.snap"),
+        || "generated/review-demo.html: the accept command is missing".to_owned(),
+    );
+    let chapter = chromium.dump_dom(&url("harness/reviewing.html")).await?;
+    console.extend(
+        chapter
+            .console
+            .iter()
+            .map(|m| ("harness/reviewing.html".to_owned(), m.clone())),
+    );
+    f.check(
+        chapter.dom.contains("changed  trace#1 › metis-api POST /runs › create_run")
+            && chapter.dom.contains(r#"href="../generated/review-demo.html""#),
+        || "harness/reviewing.html: the generated pull-request comment or the link to the review page is missing".to_owned(),
+    );
+    s.done();
 
     let s = step(format!(
         "browser: screenshot of the tracing page → {}",

@@ -5,10 +5,11 @@
 //!
 //! | file | generator | source of truth |
 //! | --- | --- | --- |
-//! | `spans.md` | [`spans`] | `scenarios/snapshots/*.snap` (+ one sentence per span in the generator) |
+//! | `spans.md` | [`spans`] | the span registry `crates/telemetry/spans.toml` and `scenarios/snapshots/*.snap` |
 //! | `scenarios.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, `// ANCHOR:` markers |
 //! | `e2e-variables.md` | [`e2e_vars`] | every `E2E_*` name in `harness/`, `scenarios/`, `crates/test-support/` |
 //! | `engine-yaml.md` | [`engine_yaml`] | the serde types in `crates/common/src/config.rs` |
+//! | `review-demo.md`, `review-demo.html` | [`review_demo`] | `run_completes.snap` with one deliberate change, through `spantree::review` |
 //!
 //! Every file starts with a "generated — do not edit" comment. [`ensure`] is rust-analyzer's
 //! `ensure_file_contents`: it writes what differs and reports which files did, so `build`
@@ -19,6 +20,7 @@
 
 pub mod e2e_vars;
 pub mod engine_yaml;
+pub mod review_demo;
 pub mod scenarios;
 pub mod spans;
 
@@ -69,6 +71,8 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
         ("scenarios.md", scenarios::generate(ws, &snapshots)),
         ("e2e-variables.md", e2e_vars::generate(ws)),
         ("engine-yaml.md", engine_yaml::generate(ws)),
+        ("review-demo.md", review_demo::markdown(ws)),
+        ("review-demo.html", review_demo::html(ws)),
     ] {
         let (content, problems) = result.with_context(|| format!("generating {DIR}/{name}"))?;
         out.files.push(Generated {

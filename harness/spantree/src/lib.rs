@@ -77,6 +77,7 @@ mod model;
 mod normalize;
 pub mod registry;
 mod render;
+pub mod review;
 pub mod semconv;
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! ```text
 //! spantree render FILE [--redact-config F] [--shape] [--expect-traces N] [--draw-orphans]
 //! spantree diff OLD NEW     # dumps or rendered trees (snapshots); exit 1 when they differ
+//! spantree review DIR [--markdown F] [--html F] [--code D] [--artefacts D] [--link URL]
+//!                           # pending .snap.new files: PR comment and side-by-side page
 //! spantree check FILE [--registry F]   # the tree invariants and the semantic-convention
 //!                                     # lint; exit 1 with the findings
 //! ```
@@ -55,6 +57,30 @@ enum Command {
         old: String,
         /// The new side.
         new: String,
+    },
+    /// The snapshots to review in an insta snapshot folder (`.snap.new` beside `.snap`):
+    /// writes the pull-request comment (Markdown: a tree-aware diff per change) and the HTML
+    /// review page (old and new side by side); prints the Markdown when no file is given.
+    /// Exit 1 when something is pending.
+    Review {
+        /// The snapshot folder (`scenarios/snapshots`).
+        dir: String,
+        /// Write the Markdown here.
+        #[arg(long)]
+        markdown: Option<String>,
+        /// Write the HTML page here.
+        #[arg(long)]
+        html: Option<String>,
+        /// Find each scenario's code (`fn <name>(`) under this folder.
+        #[arg(long)]
+        code: Option<String>,
+        /// The artefact folder of the run (one sub-folder per scenario it ran): a snapshot
+        /// without one is listed as not produced.
+        #[arg(long)]
+        artefacts: Option<String>,
+        /// A link to the run's artefacts, for the comment.
+        #[arg(long)]
+        link: Option<String>,
     },
     /// Check the tree invariants (no open, orphan, duplicate or malformed spans; references
     /// that resolve) and lint every span against the OpenTelemetry semantic conventions
@@ -140,13 +166,7 @@ fn rendered(path: &str) -> Result<String, Usage> {
                 ))
             });
     }
-    if let Some((_, body)) = text
-        .strip_prefix("---\n")
-        .and_then(|rest| rest.split_once("\n---\n"))
-    {
-        return Ok(body.to_owned());
-    }
-    Ok(text)
+    Ok(spantree::review::snapshot_body(&text).to_owned())
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Usage> {
@@ -173,6 +193,51 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
                 eprintln!("spantree: {} change(s)", changes.len());
                 Ok(ExitCode::from(1))
             }
+        }
+        Command::Review {
+            dir,
+            markdown,
+            html,
+            code,
+            artefacts,
+            link,
+        } => {
+            let produced: Option<Vec<String>> = artefacts
+                .map(|a| {
+                    std::fs::read_dir(&a)
+                        .map_err(|e| Usage(format!("reading {a}: {e}")))
+                        .map(|entries| {
+                            entries
+                                .filter_map(Result::ok)
+                                .filter(|e| e.path().is_dir())
+                                .filter_map(|e| e.file_name().into_string().ok())
+                                .collect()
+                        })
+                })
+                .transpose()?;
+            let pending = spantree::review::pending(
+                std::path::Path::new(&dir),
+                produced.as_deref(),
+                code.as_deref().map(std::path::Path::new),
+            )
+            .map_err(|e| Usage(format!("reading {dir}: {e}")))?;
+            let text = spantree::review::markdown(&pending, link.as_deref());
+            let write = |path: &str, content: &str| {
+                std::fs::write(path, content).map_err(|e| Usage(format!("writing {path}: {e}")))
+            };
+            match &markdown {
+                Some(path) => write(path, &text)?,
+                None => print!("{text}"),
+            }
+            if let Some(path) = &html {
+                write(path, &spantree::review::html(&pending))?;
+            }
+            eprintln!("spantree: {} snapshot(s) to review", pending.len());
+            Ok(if pending.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Check {
             file,

@@ -1,3 +1,4 @@
 //! Integration tests of the harness, one module per feature.
 
 mod teardown;
+mod workflows;

@@ -1,0 +1,495 @@
+//! Reviewing span-tree snapshot changes: the pending `.snap.new` files insta writes next to
+//! the snapshots when a tree differs (or a scenario is new), as a pull-request comment
+//! (Markdown, each change as a tree-aware [`diff`](crate::diff)) and as an HTML page (old and
+//! new tree side by side, changed lines highlighted, the scenario's code location, the
+//! commands to accept or reject). No scripts, no external resources.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::diff;
+
+/// What happened to one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A `.snap` with a `.snap.new` beside it.
+    Changed,
+    /// A `.snap.new` without a `.snap`: a new scenario.
+    New,
+    /// A `.snap` no scenario of the run produced (see [`pending`]).
+    NotProduced,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Changed => "changed",
+            Self::New => "new",
+            Self::NotProduced => "not produced by this run",
+        }
+    }
+}
+
+/// One snapshot to review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The snapshot's name (the scenario).
+    pub name: String,
+    /// What happened.
+    pub kind: Kind,
+    /// The committed tree (the body of the `.snap`), if any.
+    pub old: Option<String>,
+    /// The tree the run produced (the body of the `.snap.new`), if any.
+    pub new: Option<String>,
+    /// The `.snap` file.
+    pub path: PathBuf,
+    /// Where the scenario's code is (`file:line` of `fn <name>(`), when a code folder was given.
+    pub code: Option<String>,
+}
+
+/// The body of an insta snapshot file (after its `---` header), or the text as it is.
+#[must_use]
+pub fn snapshot_body(text: &str) -> &str {
+    text.strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map_or(text, |(_, body)| body)
+}
+
+/// The snapshots of `dir` to review: every `.snap.new` (changed or new), and — when
+/// `produced` is given (the names of the scenarios the run produced artefacts for) — every
+/// `.snap` not among them. `code` is searched for `fn <name>(` to locate each scenario.
+pub fn pending(
+    dir: &Path,
+    produced: Option<&[String]>,
+    code: Option<&Path>,
+) -> std::io::Result<Vec<Pending>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    let read = |p: &Path| std::fs::read_to_string(p).map(|t| snapshot_body(&t).to_owned());
+    for path in &entries {
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(name) = file.strip_suffix(".snap.new") {
+            let snap = dir.join(format!("{name}.snap"));
+            let old = snap.is_file().then(|| read(&snap)).transpose()?;
+            out.push(Pending {
+                name: name.to_owned(),
+                kind: if old.is_some() {
+                    Kind::Changed
+                } else {
+                    Kind::New
+                },
+                old,
+                new: Some(read(path)?),
+                path: snap,
+                code: None,
+            });
+        } else if let (Some(name), Some(produced)) = (file.strip_suffix(".snap"), produced)
+            && !produced.iter().any(|p| p == name)
+            && !dir.join(format!("{file}.new")).exists()
+        {
+            out.push(Pending {
+                name: name.to_owned(),
+                kind: Kind::NotProduced,
+                old: Some(read(path)?),
+                new: None,
+                path: path.clone(),
+                code: None,
+            });
+        }
+    }
+    if let Some(code) = code {
+        for p in &mut out {
+            p.code = locate(code, &p.name);
+        }
+    }
+    Ok(out)
+}
+
+/// `file:line` of `fn name(` under `dir` (Rust files, depth first, sorted): where a
+/// scenario's code is.
+#[must_use]
+pub fn locate(dir: &Path, name: &str) -> Option<String> {
+    let mut files: Vec<PathBuf> = walk(dir);
+    files.sort();
+    let needle = format!("fn {name}(");
+    files.iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        let line = text.lines().position(|l| l.contains(&needle))?;
+        Some(format!("{}:{}", f.display(), line + 1))
+    })
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The commands that accept or reject one pending snapshot.
+fn commands(p: &Pending) -> (String, String) {
+    let target = p.path.display();
+    match p.kind {
+        Kind::Changed | Kind::New => (
+            format!("cargo insta accept --snapshot {target}"),
+            format!("cargo insta reject --snapshot {target}"),
+        ),
+        Kind::NotProduced => (
+            format!("git rm {target}"),
+            "run its scenario (or restore it) and look again".to_owned(),
+        ),
+    }
+}
+
+/// The pull-request comment: a summary line, then per snapshot its kind, code location, the
+/// tree-aware diff (a new tree in full) and the commands. `artefacts` links the run's files.
+#[must_use]
+pub fn markdown(pending: &[Pending], artefacts: Option<&str>) -> String {
+    let mut out = String::from("## Span-tree snapshots\n\n");
+    if pending.is_empty() {
+        out.push_str("No span tree changed.\n");
+        return out;
+    }
+    let count = |k: Kind| pending.iter().filter(|p| p.kind == k).count();
+    let _ = writeln!(
+        out,
+        "{} changed, {} new, {} not produced by this run.{}\n",
+        count(Kind::Changed),
+        count(Kind::New),
+        count(Kind::NotProduced),
+        artefacts.map_or_else(String::new, |a| format!(
+            " The `.snap.new` files, the side-by-side page (`review.html`) and each scenario's artefacts: {a}"
+        ))
+    );
+    for p in pending {
+        let _ = write!(out, "### `{}` — {}", p.name, p.kind.label());
+        if let Some(code) = &p.code {
+            let _ = write!(out, " (`{code}`)");
+        }
+        out.push_str("\n\n");
+        let body = match (&p.old, &p.new) {
+            (Some(old), Some(new)) => diff::diff(old, new)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            (None, Some(new)) => new.trim_end().to_owned(),
+            (Some(old), None) => old.trim_end().to_owned(),
+            (None, None) => String::new(),
+        };
+        let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+        let fence = "`".repeat((longest + 1).max(3));
+        let _ = writeln!(out, "{fence}text\n{body}\n{fence}\n");
+        let (accept, reject) = commands(p);
+        let _ = writeln!(out, "Accept: `{accept}` · reject: `{reject}`\n");
+    }
+    out
+}
+
+/// One row of a side-by-side view: the old line (if any), the new line (if any), whether it
+/// differs.
+struct Row<'a> {
+    old: Option<&'a str>,
+    new: Option<&'a str>,
+}
+
+/// A line diff (longest common subsequence) of `old` and `new` as side-by-side rows: equal
+/// lines share a row, removed lines have only an old side, added lines only a new one.
+fn side_by_side<'a>(old: &'a str, new: &'a str) -> Vec<Row<'a>> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut rows = Vec::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            rows.push(Row {
+                old: Some(a[i]),
+                new: Some(b[j]),
+            });
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // Removals first, so a removal and the addition replacing it pair up.
+            rows.push(Row {
+                old: Some(a[i]),
+                new: None,
+            });
+            i += 1;
+        } else {
+            rows.push(Row {
+                old: None,
+                new: Some(b[j]),
+            });
+            j += 1;
+        }
+    }
+    pair_changes(rows)
+}
+
+/// Removed lines directly followed by added lines become "changed" rows, old and new side by
+/// side (the usual case: one span line whose attributes changed).
+fn pair_changes(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
+    let mut out: Vec<Row<'_>> = Vec::with_capacity(rows.len());
+    let mut i = 0;
+    while i < rows.len() {
+        let removed = rows[i..]
+            .iter()
+            .take_while(|r| r.old.is_some() && r.new.is_none())
+            .count();
+        let added = rows[i + removed..]
+            .iter()
+            .take_while(|r| r.old.is_none() && r.new.is_some())
+            .count();
+        if removed > 0 && added > 0 {
+            let pairs = removed.min(added);
+            for k in 0..pairs {
+                out.push(Row {
+                    old: rows[i + k].old,
+                    new: rows[i + removed + k].new,
+                });
+            }
+            out.extend(rows[i + pairs..i + removed].iter().map(|r| Row {
+                old: r.old,
+                new: None,
+            }));
+            out.extend(
+                rows[i + removed + pairs..i + removed + added]
+                    .iter()
+                    .map(|r| Row {
+                        old: None,
+                        new: r.new,
+                    }),
+            );
+            i += removed + added;
+        } else {
+            out.push(Row {
+                old: rows[i].old,
+                new: rows[i].new,
+            });
+            i += 1;
+        }
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The review page: per snapshot, old and new tree side by side (removed lines red, added
+/// green), the tree-aware diff, the scenario's code location and the commands.
+#[must_use]
+pub fn html(pending: &[Pending]) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Span-tree snapshot review</title>\n<style>\n\
+         body { font-family: sans-serif; margin: 1.5em; }\n\
+         table.trees { border-collapse: collapse; width: 100%; table-layout: fixed; }\n\
+         table.trees td, table.trees th { font-family: monospace; font-size: 12px; white-space: pre-wrap; word-break: break-all; vertical-align: top; padding: 0 0.4em; border-left: 1px solid #ddd; }\n\
+         tr.removed td.old, tr.changed td.old { background: #fdd; }\n\
+         tr.added td.new, tr.changed td.new { background: #dfd; }\n\
+         tr.removed td.new, tr.added td.old { background: #f4f4f4; }\n\
+         pre.diff { background: #f6f8fa; padding: 0.6em; overflow-x: auto; }\n\
+         code.cmd { background: #eef; padding: 0.1em 0.3em; }\n\
+         </style>\n</head>\n<body>\n<h1>Span-tree snapshot review</h1>\n",
+    );
+    if pending.is_empty() {
+        out.push_str("<p>No span tree changed.</p>\n</body>\n</html>\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "<p>{} snapshot(s) to review. Old lines that changed or went are red on the left, new ones green on the right.</p>",
+        pending.len()
+    );
+    for p in pending {
+        let _ = writeln!(
+            out,
+            "<section class=\"snapshot\" id=\"{0}\">\n<h2><code>{0}</code> — {1}</h2>",
+            escape(&p.name),
+            p.kind.label()
+        );
+        if let Some(code) = &p.code {
+            let _ = writeln!(
+                out,
+                "<p>Scenario: <code class=\"code\">{}</code></p>",
+                escape(code)
+            );
+        }
+        let (accept, reject) = commands(p);
+        let _ = writeln!(
+            out,
+            "<p>Accept: <code class=\"cmd accept\">{}</code> · reject: <code class=\"cmd reject\">{}</code></p>",
+            escape(&accept),
+            escape(&reject)
+        );
+        let (old, new) = (
+            p.old.as_deref().unwrap_or(""),
+            p.new.as_deref().unwrap_or(""),
+        );
+        out.push_str(
+            "<table class=\"trees\">\n<tr><th>committed (.snap)</th><th>this run (.snap.new)</th></tr>\n",
+        );
+        for row in side_by_side(old, new) {
+            let class = match (row.old, row.new) {
+                (Some(a), Some(b)) if a == b => "same",
+                (Some(_), Some(_)) => "changed",
+                (Some(_), None) => "removed",
+                _ => "added",
+            };
+            let _ = writeln!(
+                out,
+                "<tr class=\"{class}\"><td class=\"old\">{}</td><td class=\"new\">{}</td></tr>",
+                escape(row.old.unwrap_or("")),
+                escape(row.new.unwrap_or(""))
+            );
+        }
+        out.push_str("</table>\n");
+        if p.old.is_some() && p.new.is_some() {
+            let changes: Vec<String> = diff::diff(old, new)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let _ = writeln!(
+                out,
+                "<h3>Tree-aware diff</h3>\n<pre class=\"diff\">{}</pre>",
+                escape(&changes.join("\n"))
+            );
+        }
+        out.push_str("</section>\n");
+    }
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "trace#1\nmetis-api  POST /runs  [server]\n└─ create_run  run_id=[run#1]\n";
+    const NEW: &str =
+        "trace#1\nmetis-api  POST /runs  [server]\n└─ create_run  run_id=[run#1] user_id=alice\n";
+
+    fn snap(body: &str) -> String {
+        format!("---\nsource: x\n---\n{body}")
+    }
+
+    #[test]
+    fn pending_changed_new_and_not_produced() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.snap"), snap(OLD)).unwrap();
+        std::fs::write(d.join("a.snap.new"), snap(NEW)).unwrap();
+        std::fs::write(d.join("b.snap.new"), snap(NEW)).unwrap();
+        std::fs::write(d.join("c.snap"), snap(OLD)).unwrap();
+        std::fs::write(d.join("d.snap"), snap(OLD)).unwrap();
+        let code = d.join("code");
+        std::fs::create_dir(&code).unwrap();
+        std::fs::write(code.join("x.rs"), "// a\nasync fn a() {}\n").unwrap();
+        let produced = ["a".to_owned(), "b".to_owned(), "d".to_owned()];
+        let p = pending(d, Some(&produced), Some(&code)).unwrap();
+        let kinds: Vec<(&str, Kind)> = p.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a", Kind::Changed),
+                ("b", Kind::New),
+                ("c", Kind::NotProduced)
+            ]
+        );
+        assert_eq!(p[0].old.as_deref(), Some(OLD));
+        assert_eq!(p[0].new.as_deref(), Some(NEW));
+        assert!(
+            p[0].code.as_deref().unwrap().ends_with("x.rs:2"),
+            "{:?}",
+            p[0].code
+        );
+
+        let md = markdown(&p, Some("https://example.invalid/run/1"));
+        assert!(
+            md.contains("1 changed, 1 new, 1 not produced by this run."),
+            "{md}"
+        );
+        assert!(md.contains("### `a` — changed"), "{md}");
+        assert!(
+            md.contains("changed  trace#1 › metis-api POST /runs › create_run"),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!(
+                "cargo insta accept --snapshot {}",
+                d.join("a.snap").display()
+            )),
+            "{md}"
+        );
+
+        let page = html(&p);
+        assert!(page.contains("<tr class=\"changed\"><td class=\"old\">└─ create_run  run_id=[run#1]</td><td class=\"new\">└─ create_run  run_id=[run#1] user_id=alice</td></tr>"), "{page}");
+        assert!(
+            page.contains(
+                "<tr class=\"same\"><td class=\"old\">metis-api  POST /runs  [server]</td>"
+            ),
+            "{page}"
+        );
+        assert!(!page.contains("<script"), "no scripts");
+    }
+
+    #[test]
+    fn side_by_side_pairs_changes_and_keeps_the_rest() {
+        let rows = side_by_side("a\nb\nc\nd\n", "a\nB\nc\nd\ne\n");
+        let cells: Vec<(Option<&str>, Option<&str>)> =
+            rows.iter().map(|r| (r.old, r.new)).collect();
+        assert_eq!(
+            cells,
+            [
+                (Some("a"), Some("a")),
+                (Some("b"), Some("B")),
+                (Some("c"), Some("c")),
+                (Some("d"), Some("d")),
+                (None, Some("e")),
+            ]
+        );
+        let rows = side_by_side("a\nx\ny\n", "a\nz\n");
+        let cells: Vec<(Option<&str>, Option<&str>)> =
+            rows.iter().map(|r| (r.old, r.new)).collect();
+        assert_eq!(
+            cells,
+            [
+                (Some("a"), Some("a")),
+                (Some("x"), Some("z")),
+                (Some("y"), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_to_review() {
+        assert!(markdown(&[], None).contains("No span tree changed."));
+        assert!(html(&[]).contains("No span tree changed."));
+    }
+}
