@@ -14,8 +14,8 @@ default:
     @just --list --unsorted
 
 # install or build what the tests need and this machine lacks: `e2e` (nats-server, cargo-insta,
-# the e2e images), `lint` (zizmor) or `all` (also cargo-nextest, schemathesis, chromium);
-# idempotent
+# the e2e images), `lint` (zizmor), `unit` (nats-server, cargo-nextest) or `all` (all of them,
+# schemathesis, chromium); idempotent
 setup what="all":
     scripts/setup {{what}}
 
@@ -31,7 +31,7 @@ build:
     cargo build --locked --workspace --bins
 
 # unit and integration tests of every crate but the e2e scenarios (cargo-nextest)
-unit: build
+unit: (setup "unit") build
     cargo nextest run --locked --workspace --exclude scenarios --no-fail-fast
 
 # run the end-to-end scenarios (E2E_BACKEND=docker|local|auto, default auto)
@@ -40,7 +40,7 @@ test-e2e: (setup "e2e") build
 
 # the e2e scenarios as CI runs them: snapshots must match, none unreferenced; a tree that
 # differs fails the run and leaves a `.snap.new` beside its snapshot (see `review-html`)
-e2e-check: build
+e2e-check: (setup "e2e") build
     cargo insta test --locked -p scenarios --test it --unreferenced=reject -- --test-threads 4
 
 # the pending snapshot changes a failed run left: target/e2e/review.html (side by side) and

@@ -72,16 +72,17 @@ pub fn console_messages(stderr: &str) -> Vec<String> {
 }
 
 impl Chromium {
-    /// Finds `chromium` (or `chromium-browser`) on `PATH`.
+    /// Finds `chromium` (or `chromium-browser`, or Google Chrome as CI runners have it) on
+    /// `PATH`.
     pub fn find() -> Result<Self> {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let bin = ["chromium", "chromium-browser"]
+        let bin = ["chromium", "chromium-browser", "google-chrome"]
             .iter()
             .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
             .find(|p| p.is_file())
             .context(
                 "chromium is not installed, and the book's browser test needs it: \
-                 `apt-get install chromium` (Debian; CI's .ci/run installs it)",
+                 `apt-get install chromium` (Debian; `just setup` installs it when run as root)",
             )?;
         let profile = tempfile::Builder::new()
             .prefix("metis-book-chromium-")

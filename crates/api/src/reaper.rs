@@ -8,7 +8,7 @@
 //! | the record says | and | the pass does | span |
 //! | --- | --- | --- | --- |
 //! | QUEUED | no message waits for it in `METIS_RUNS`, two passes in a row (the API died between storing and publishing, a publish failed, a message was lost), and this API is not creating it right now (a large publish can outlast two passes) | publishes it again | `redispatch_run` → `publish …` |
-//! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` (a clock this API restarts after each of its reconnects and after a slow read: time it could not see NATS does not count) | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
+//! | INITIALIZING, RUNNING, CANCELING | its engine's registration is gone, or has not changed for `ENGINE_TTL_MS` (a clock this API restarts after each of its reconnects and moves on by the length of a slow read: time it could not see NATS does not count) | SYSTEM_ERROR `engine … stopped sending heartbeats` (CANCELING: CANCELED) | `reap_run` |
 //! | INITIALIZING, RUNNING, CANCELING | its engine is alive but two heartbeats written after the record was read do not list the run (a lost claim, a forgotten run) | SYSTEM_ERROR `engine … does not know the run` (CANCELING: CANCELED) | `reap_run` |
 //! | a terminal state | it is still indexed (the indexing after the final write failed) | counts and unindexes it | — |
 //! | nothing (no record) | two passes in a row, and the run id is more than 5 minutes old (the API died between indexing and storing) | unindexes it | — |
@@ -109,18 +109,23 @@ async fn liveness(
         .map_err(|e| format!("registration of {engine_id} does not decode: {e}"))?;
     let now = Instant::now();
     let ttl = state.config.engine_ttl;
-    // The clock of an unchanged registration restarts whenever this API may have been unable
-    // to see a newer one: after a reconnect (nobody could heartbeat while NATS was away, and
-    // the engine reconnects after us) and after a read that took long (NATS frozen, or an
-    // election: the heartbeat may be stuck behind it).
+    // Time this API may have been unable to see a newer registration does not count: the
+    // clock restarts after a reconnect (nobody could heartbeat while NATS was away, and the
+    // engine reconnects after us), and a read that took long (NATS frozen, an election: the
+    // heartbeat may be stuck behind it) moves the clock on by its duration.
     let connects = state
         .client
         .statistics()
         .connects
         .load(std::sync::atomic::Ordering::Relaxed);
-    let timely = now.duration_since(asked) < ttl / 4;
+    let read = now.duration_since(asked);
     let since = match memory.engines.get(engine_id) {
-        Some((rev, since, c)) if *rev == entry.revision && *c == connects && timely => *since,
+        // A slow read: the stall does not count (the clock moves on by that much), the time
+        // before it does, so an engine that is really gone is still reaped.
+        Some((rev, since, c)) if *rev == entry.revision && *c == connects && read >= ttl / 4 => {
+            (*since + read).min(now)
+        }
+        Some((rev, since, c)) if *rev == entry.revision && *c == connects => *since,
         _ => now,
     };
     memory
@@ -152,9 +157,12 @@ fn older_than(id: &RunId, age: Duration) -> bool {
 async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra::InfraError> {
     let asked = Instant::now();
     let ids = state.infra.active_runs().await?;
-    if asked.elapsed() > state.config.engine_ttl / 4 {
-        // The listing waited out an outage: what the clocks saw before it says nothing.
-        memory.engines.clear();
+    let listing = asked.elapsed();
+    if listing > state.config.engine_ttl / 4 {
+        // The listing waited out an outage: its duration does not count against any engine.
+        for (_, since, _) in memory.engines.values_mut() {
+            *since += listing;
+        }
     }
     let mut undispatched = HashSet::new();
     let mut missing = HashSet::new();

@@ -20,9 +20,10 @@ use tracing_test::traced_test;
 
 use crate::{AppState, ConfigCache, Dispatching, config::Config, routes};
 
-/// A NATS server, and the API's state on it with the generic engine's config registered.
-async fn app() -> (test_support::NatsServer, AppState) {
-    let logs = test_support::target_dir().join("api-span-tests");
+/// A NATS server (its log in a folder of the test's own), and the API's state on it with the
+/// generic engine's config registered.
+async fn app(test: &str) -> (test_support::NatsServer, AppState) {
+    let logs = test_support::target_dir().join("api-span-tests").join(test);
     std::fs::create_dir_all(&logs).unwrap();
     let nats = test_support::NatsServer::start(&logs).await.unwrap();
     let client = nats.connect().await.unwrap();
@@ -105,7 +106,7 @@ fn registry() -> Registry {
 #[tokio::test]
 #[traced_test]
 async fn create_run_spans_and_their_event() {
-    let (_nats, state) = app().await;
+    let (_nats, state) = app("create_run_spans_and_their_event").await;
     let (status, body) = call(&state, "POST", "/runs", run_request()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let run_id = body["run_id"].as_str().unwrap().to_owned();
@@ -161,7 +162,7 @@ async fn create_run_spans_and_their_event() {
 #[tokio::test]
 #[traced_test]
 async fn a_refused_run_fails_inside_the_http_span() {
-    let (_nats, state) = app().await;
+    let (_nats, state) = app("a_refused_run_fails_inside_the_http_span").await;
     let mut request = run_request();
     request["workflow_engine"] = "nope".into();
     let (status, body) = call(&state, "POST", "/runs", request).await;
@@ -190,7 +191,7 @@ async fn a_refused_run_fails_inside_the_http_span() {
 #[tokio::test]
 #[traced_test]
 async fn request_cancel_of_a_queued_run() {
-    let (_nats, state) = app().await;
+    let (_nats, state) = app("request_cancel_of_a_queued_run").await;
     let (_, body) = call(&state, "POST", "/runs", run_request()).await;
     let run_id = body["run_id"].as_str().unwrap().to_owned();
     let (status, body) = call(
@@ -235,7 +236,7 @@ async fn request_cancel_of_a_queued_run() {
 #[tokio::test]
 #[traced_test]
 async fn a_failed_read_is_named_after_its_route() {
-    let (_nats, state) = app().await;
+    let (_nats, state) = app("a_failed_read_is_named_after_its_route").await;
     let id = "01960000-0000-7000-8000-000000000000";
     let (status, _) = call(
         &state,

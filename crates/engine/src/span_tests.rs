@@ -1,9 +1,11 @@
 //! In-process span tests with `tracing-test`: the engine's `workflow_run` span (as the run
 //! path opens it) with its `phase` events, and `workflow_cancel`, asserted on the lines
 //! `tracing` formats and checked against the span registry (`crates/telemetry/spans.toml`),
-//! which the end-to-end lint and the book read too. Sub-second, no NATS, no export; the
-//! phases' order in a real run is pinned by the generic engine's integration tests and the
-//! end-to-end snapshots.
+//! which the end-to-end lint and the book read too. Sub-second, no NATS, no export. What they
+//! pin is how the span is opened (its name, kind and the fields it starts with) and how a
+//! phase event is written inside it; the order of the phases in a real run, and the fields
+//! recorded when a run ends (`state`, `duration_ms`, `error`), are pinned by the generic
+//! engine's integration tests and the end-to-end snapshots and lint.
 
 use spantree::registry::Registry;
 use test_support::fmt_line::{SpanContext, lines_with};

@@ -403,7 +403,9 @@ pub fn nats_server_bin() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     // Where `scripts/setup` installs it (`just test-e2e` does that first).
-    let local = target_dir().join("tools/venv/bin/nats-server");
+    // Always under the workspace's own target/, whatever CARGO_TARGET_DIR says: the justfile
+    // and scripts/setup put it there.
+    let local = workspace_root().join("target/tools/venv/bin/nats-server");
     if local.is_file() {
         return Ok(local);
     }

@@ -71,19 +71,27 @@ pub fn lint(data: &TracesData, registry: Option<&Registry>) -> Vec<Finding> {
             .unwrap_or_else(|| "unknown_service".to_owned());
         for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
             let kind = kind_name(span.kind);
+            let spec = registry.and_then(|r| r.span(&service, &span.name, kind));
+            // Grouped by the pattern a span falls under (`publish metis.runs.*`), so one
+            // problem of every run message's producer span is one finding with a count; a
+            // catch-all `*` (every server span) keeps the span's own name (`POST /runs`).
+            let group = spec
+                .filter(|s| s.name.contains('*') && s.name != "*")
+                .map_or_else(|| span.name.clone(), |s| s.name.clone());
             let mut add = |problem: String| {
                 *found
-                    .entry((service.clone(), span.name.clone(), problem))
+                    .entry((service.clone(), group.clone(), problem))
                     .or_default() += 1;
             };
-            let spec = registry.and_then(|r| r.span(&service, &span.name, kind));
             if let Some(r) = registry
                 && spec.is_none()
             {
                 let other_kind = r
                     .spans
                     .iter()
-                    .find(|s| s.service == service && s.name == span.name);
+                    .filter(|s| s.service == service && s.matches_name(&span.name))
+                    .max_by_key(|s| s.name.replace('*', "").len())
+                    .filter(|s| s.name != "*");
                 add(match other_kind {
                     Some(s) => format!(
                         "kind {kind}, but the registry declares `{}` as {}",

@@ -57,12 +57,14 @@ pub fn snapshot_body(text: &str) -> &str {
 
 /// The snapshots of `dir` to review: every `.snap.new` (changed or new), and — when
 /// `produced` is given (the names of the scenarios the run produced artefacts for) — every
-/// `.snap` not among them. `code` is searched for `fn <name>(` to locate each scenario.
+/// `.snap` not among them (an empty list, a run that produced nothing, is taken as unknown).
+/// `code` is searched for `fn <name>(` to locate each scenario.
 pub fn pending(
     dir: &Path,
     produced: Option<&[String]>,
     code: Option<&Path>,
 ) -> std::io::Result<Vec<Pending>> {
+    let produced = produced.filter(|p| !p.is_empty());
     let mut out = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
@@ -187,7 +189,11 @@ pub fn markdown(pending: &[Pending], artefacts: Option<&str>) -> String {
                 .collect::<Vec<_>>()
                 .join("\n"),
             (None, Some(new)) => new.trim_end().to_owned(),
-            (Some(old), None) => old.trim_end().to_owned(),
+            // The committed tree is in the repository; the comment stays short.
+            (Some(_), None) => format!(
+                "no scenario of this run wrote {} (removed, renamed, or its scenario did not run)",
+                p.path.display()
+            ),
             (None, None) => String::new(),
         };
         let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);

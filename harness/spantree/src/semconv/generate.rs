@@ -193,7 +193,11 @@ fn finish(
             .strip_prefix("{note: ")
             .and_then(|n| n.split_once(", reason:"))
             .map_or(text, |(n, _)| n);
-        note.trim().to_owned()
+        // The crate's note is Rust string text: its `\n` escapes are line breaks.
+        note.replace("\\n", " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     });
     let mut brief: String = doc.first().map(|d| d.trim().to_owned()).unwrap_or_default();
     if brief.chars().count() > 240 {
