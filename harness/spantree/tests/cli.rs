@@ -158,7 +158,7 @@ fn render_check_and_diff_dumps_of_another_service() {
     let out = spantree(&["check", &three, "--registry", &registry("")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).contains("checkout-service `GET /cart`: attribute `items` (int) is neither declared in the registry nor a semantic-convention attribute"),
+        text(&out.stdout).contains("checkout-service `GET *`: attribute `items` (int) is neither declared in the registry nor a semantic-convention attribute"),
         "{}",
         text(&out.stdout)
     );
