@@ -39,9 +39,10 @@ test-e2e: (setup "e2e") build
     cargo test --locked -p scenarios --test it -- --test-threads 4
 
 # the e2e scenarios as CI runs them: snapshots must match, none unreferenced; a tree that
-# differs fails the run and leaves a `.snap.new` beside its snapshot (see `review-html`)
+# differs fails the run and leaves a `.snap.new` beside its snapshot (see `review-html`).
+# (cargo insta takes no --locked; `build --locked` has checked Cargo.lock just before.)
 e2e-check: (setup "e2e") build
-    cargo insta test --locked -p scenarios --test it --unreferenced=reject -- --test-threads 4
+    cargo insta test -p scenarios --test it --unreferenced=reject -- --test-threads 4
 
 # the pending snapshot changes a failed run left: target/e2e/review.html (side by side) and
 # target/e2e/review.md (the pull-request comment: a tree-aware diff per change)
@@ -52,7 +53,7 @@ review-html:
 
 # run the scenarios and review changed span-tree snapshots interactively
 review: build
-    cargo insta test --locked -p scenarios --test it --review
+    cargo insta test -p scenarios --test it --review
 
 # the API contract: schemathesis (all checks; examples, coverage, fuzzing, stateful) against a
 # real stack with a bearer token (pip install -r scripts/schemathesis/requirements.txt)
