@@ -53,21 +53,13 @@ pub fn generate(registry: &Registry, snapshots: &[Snapshot]) -> Result<(String, 
             for root in &trace.roots {
                 root.walk(0, &mut |s: &Span, _| {
                     let kind = s.kind.as_deref().unwrap_or("internal");
-                    let Some(i) = registry
-                        .spans
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, d)| d.service == s.service && d.kind == kind && d.matches_name(&s.name))
-                        .max_by_key(|(_, d)| d.name.replace('*', "").len())
-                        .map(|(i, _)| i)
-                    else {
+                    let Some((i, spec)) = registry.lookup(&s.service, &s.name, Some(kind)) else {
                         problems.push(format!(
                             "snapshot {}: span `{}` ({}, {kind}) is not declared in the span registry",
                             snap.name, s.name, s.service
                         ));
                         return;
                     };
-                    let spec = &registry.spans[i];
                     let row = &mut seen[i];
                     row.names.insert(s.name.clone());
                     for (k, v) in &s.attrs {

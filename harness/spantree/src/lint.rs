@@ -87,10 +87,8 @@ pub fn lint(data: &TracesData, registry: Option<&Registry>) -> Vec<Finding> {
                 && spec.is_none()
             {
                 let other_kind = r
-                    .spans
-                    .iter()
-                    .filter(|s| s.service == service && s.matches_name(&span.name))
-                    .max_by_key(|s| s.name.replace('*', "").len())
+                    .lookup(&service, &span.name, None)
+                    .map(|(_, s)| s)
                     .filter(|s| s.name != "*");
                 add(match other_kind {
                     Some(s) => format!(

@@ -271,10 +271,25 @@ impl Registry {
     /// one with the longest literal name (an exact name before a pattern).
     #[must_use]
     pub fn span(&self, service: &str, name: &str, kind: &str) -> Option<&SpanSpec> {
+        self.lookup(service, name, Some(kind)).map(|(_, s)| s)
+    }
+
+    /// [`Registry::span`] with the declaration's index in [`Registry::spans`]; `kind: None`
+    /// matches any kind.
+    #[must_use]
+    pub fn lookup(
+        &self,
+        service: &str,
+        name: &str,
+        kind: Option<&str>,
+    ) -> Option<(usize, &SpanSpec)> {
         self.spans
             .iter()
-            .filter(|s| s.service == service && s.kind == kind && s.matches_name(name))
-            .max_by_key(|s| s.name.replace('*', "").len())
+            .enumerate()
+            .filter(|(_, s)| {
+                s.service == service && kind.is_none_or(|k| s.kind == k) && s.matches_name(name)
+            })
+            .max_by_key(|(_, s)| s.name.replace('*', "").len())
     }
 
     /// A common attribute.
