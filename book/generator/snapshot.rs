@@ -47,6 +47,10 @@ pub struct Span {
     pub status: Option<String>,
     /// `key=value` pairs in rendered order (values as rendered, quotes included).
     pub attrs: Vec<(String, String)>,
+    /// The `resource …` line where the service enters the trace, as rendered after `resource `.
+    pub resource: Option<String>,
+    /// The `scope …` line there, as rendered after `scope `.
+    pub scope: Option<String>,
     /// Events, in rendered (time) order.
     pub events: Vec<Event>,
     /// Link lines, as rendered after `link `.
@@ -162,6 +166,8 @@ pub fn strip_header(text: &str) -> Result<String> {
 /// A parsed line: its depth and what it is.
 enum Line {
     Span(Span),
+    Resource(String),
+    Scope(String),
     Event(Event),
     Link(String),
 }
@@ -212,6 +218,26 @@ pub fn parse_tree(body: &str) -> Result<Vec<Trace>> {
         let parent_service = stack.last().map(|(_, s)| s.service.as_str());
         match parse_line(rest, parent_service).with_context(at)? {
             Line::Span(span) => stack.push((depth, span)),
+            Line::Resource(text) | Line::Scope(text) => {
+                let is_resource = rest.starts_with("resource ");
+                let (_, parent) = stack
+                    .last_mut()
+                    .with_context(|| format!("{}: a resource or scope outside a span", at()))?;
+                ensure!(
+                    parent.events.is_empty()
+                        && parent.links.is_empty()
+                        && parent.children.is_empty()
+                        && parent.scope.is_none()
+                        && !(is_resource && parent.resource.is_some()),
+                    "{}: a resource or scope line after events, links, child spans or a scope",
+                    at()
+                );
+                if is_resource {
+                    parent.resource = Some(text);
+                } else {
+                    parent.scope = Some(text);
+                }
+            }
             Line::Event(e) => {
                 let (_, parent) = stack
                     .last_mut()
@@ -297,6 +323,12 @@ fn parse_line(rest: &str, parent_service: Option<&str>) -> Result<Line> {
     if let Some(link) = rest.strip_prefix("link ") {
         return Ok(Line::Link(link.to_owned()));
     }
+    if let Some(resource) = rest.strip_prefix("resource ") {
+        return Ok(Line::Resource(resource.to_owned()));
+    }
+    if let Some(scope) = rest.strip_prefix("scope ") {
+        return Ok(Line::Scope(scope.to_owned()));
+    }
     let span = parse_span(rest, parent_service)?;
     Ok(Line::Span(span))
 }
@@ -342,6 +374,8 @@ fn parse_span(text: &str, parent_service: Option<&str>) -> Result<Span> {
         kind: None,
         status: None,
         attrs: Vec::new(),
+        resource: None,
+        scope: None,
         events: Vec::new(),
         links: Vec::new(),
         children: Vec::new(),

@@ -71,7 +71,7 @@ struct Placed {
 }
 
 /// The part of a line that names it: for a span its service (when shown) and name; for an
-/// event its level and message; for a link `link`. Attributes, kind, status are content.
+/// event its level and message; for a link, resource or scope line that word. Attributes, kind, status are content.
 fn label(content: &str) -> String {
     if let Some(rest) = content.strip_prefix("event") {
         let words: Vec<&str> = rest
@@ -81,8 +81,10 @@ fn label(content: &str) -> String {
             .collect();
         return format!("event {}", words.join(" ")).trim_end().to_owned();
     }
-    if content.starts_with("link ") {
-        return "link".to_owned();
+    for detail in ["link", "resource", "scope"] {
+        if content.starts_with(&format!("{detail} ")) {
+            return detail.to_owned();
+        }
     }
     content
         .split("  ")

@@ -26,10 +26,14 @@
 //! ```text
 //! trace#1
 //! metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
+//! ├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+//! ├─ scope metis-api
 //! └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
 //!    ├─ event INFO "Run created and dispatched" run_id=[run#1]
 //!    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
 //!       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration:int] error="exit status 3" run_id=[run#1] state=EXECUTOR_ERROR user_id=alice workflow_type=SH
+//!          ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+//!          ├─ scope metis-engine-generic
 //!          ├─ event INFO phase state=initializing
 //!          ├─ event INFO phase state=building
 //!          ├─ event INFO phase state=executing
@@ -40,20 +44,32 @@
 //!
 //! trace#2
 //! metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200 http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
+//! ├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+//! ├─ scope metis-api
 //! └─ request_cancel  run_id=[run#1]
 //!    └─ publish metis.cancel.[engine#1]  [producer]  messaging.destination.name=metis.cancel.[engine#1]
 //!       └─ metis-engine-generic  workflow_cancel  [consumer]  run_id=[run#1]
+//!          ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+//!          └─ scope metis-engine-generic
 //! ```
 //!
 //! - Each trace starts with a `trace#N` header line; traces are separated by one blank line;
 //!   the text ends with a newline. A trace's roots start in column 0.
 //! - One line per span, event and link, drawn with `├─ `/`└─ ` connectors and `│  `/`   `
-//!   continuation. Under a span come first its events (time order), then its links, then its
-//!   child spans (sorted by the stable key).
+//!   continuation. Under a span come first its entry lines, then its events (time order),
+//!   then its links, then its child spans (sorted by the stable key).
+//! - Where a service enters a trace (a root, or a span whose parent came from another
+//!   resource or instrumentation scope) two entry lines follow the span: `resource key=value…`
+//!   (the resource's attributes but `service.name`, redacted like any; `service.instance.id`
+//!   reads `[instance#N]`, numbered in render order, or `[instance#*]` for a service whose
+//!   instances are interchangeable, see [`Options::unordered_instances`]) and
+//!   `scope name[ version][ key=value…]`. Either is left out when empty.
 //! - A span line is `[service  ]name[  (span#N)][  [kind]][  status][  attributes]`, columns
 //!   separated by two spaces: the service on a root and wherever it differs from the parent's;
 //!   `(span#N)` only when a reference elsewhere names the span by alias; the kind unless
-//!   internal; the status unless unset (`OK`, `!ERROR "message"`, `!ERROR`).
+//!   internal; the status unless unset (`OK`, `!ERROR "message"`, `!ERROR`); what the SDK
+//!   dropped when anything was (`dropped(attributes=2,events=1)`; an event line ends in
+//!   ` dropped(attributes=N)`).
 //! - Attributes are `key=value` separated by one space, sorted by key. Strings are bare unless
 //!   they are empty, contain whitespace, `=`, a quote, a backslash or a control character, or
 //!   would read as a number or bool — then they are quoted with `\"`, `\\`, `\n` escapes. So
@@ -86,7 +102,9 @@ mod testkit;
 mod tests;
 
 pub use expect::{ExpectationError, ExpectedEvent, ExpectedSpan};
-pub use model::{Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value};
+pub use model::{
+    Dropped, Entry, Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value,
+};
 pub use normalize::{Options, Redaction, TreeError};
 
 /// The name of the span [`with_missing_parents`] puts where a parent never arrived.

@@ -78,6 +78,8 @@ pub struct SpanNode {
     pub(crate) attributes: Vec<(String, Value)>,
     pub(crate) events: Vec<Event>,
     pub(crate) links: Vec<Link>,
+    pub(crate) entry: Option<Entry>,
+    pub(crate) dropped: Dropped,
     pub(crate) children: Vec<SpanNode>,
 }
 
@@ -130,6 +132,17 @@ impl SpanNode {
         &self.links
     }
 
+    /// The resource and instrumentation scope, on a span where its service enters the trace
+    /// (a root, or a span whose parent came from another resource or scope); `None` elsewhere.
+    pub fn entry(&self) -> Option<&Entry> {
+        self.entry.as_ref()
+    }
+
+    /// What the SDK dropped from this span (attribute, event and link limits).
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
     /// Child spans, sorted by their stable key.
     pub fn children(&self) -> &[SpanNode] {
         &self.children
@@ -144,6 +157,45 @@ impl SpanNode {
                     .flat_map(SpanNode::descendants_and_self),
             ),
         )
+    }
+}
+
+/// Where a service enters a trace: its resource and the span's instrumentation scope.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Entry {
+    /// The resource's attributes after redaction, sorted by key, without `service.name` (the
+    /// span line shows it); `service.instance.id` reads `[instance#N]`.
+    pub resource: Vec<(String, Value)>,
+    /// The instrumentation scope's name (empty when the SDK sent none).
+    pub scope: String,
+    /// The scope's version (empty when none).
+    pub scope_version: String,
+    /// The scope's attributes after redaction, sorted by key.
+    pub scope_attributes: Vec<(String, Value)>,
+}
+
+impl Entry {
+    /// The resource attribute `key`, if present.
+    pub fn resource_attr(&self, key: &str) -> Option<&Value> {
+        self.resource.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// Counts the SDK dropped from a span because of its limits; all zero normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    /// `dropped_attributes_count`.
+    pub attributes: u32,
+    /// `dropped_events_count`.
+    pub events: u32,
+    /// `dropped_links_count`.
+    pub links: u32,
+}
+
+impl Dropped {
+    /// Whether nothing was dropped.
+    pub fn is_zero(self) -> bool {
+        self == Self::default()
     }
 }
 
@@ -311,6 +363,8 @@ pub struct Event {
     pub message: String,
     /// The remaining fields after redaction, sorted by key.
     pub attributes: Vec<(String, Value)>,
+    /// `dropped_attributes_count` (attribute limit), normally 0.
+    pub dropped_attributes: u32,
 }
 
 impl Event {
@@ -335,13 +389,16 @@ pub struct Link {
 
 impl SpanForest {
     /// The same forest with only its structure: span names, kinds, services and links (their
-    /// targets); attributes, events, statuses and link attributes dropped. Two runs that did
+    /// targets); attributes, events, statuses, resources, scopes, dropped counts and link
+    /// attributes dropped. Two runs that did
     /// the same things with different data have the same shape.
     #[must_use]
     pub fn shape(&self) -> SpanForest {
         fn strip(node: &mut SpanNode) {
             node.attributes.clear();
             node.events.clear();
+            node.entry = None;
+            node.dropped = Dropped::default();
             node.status = Status {
                 code: StatusCode::Unset,
                 message: String::new(),

@@ -44,8 +44,12 @@
 //! whole forest). A span's alias is only printed, as `(span#N)` after its name, when some
 //! reference needs it (see references).
 //!
-//! **Dropped entirely (SDK noise).** Resource attributes other than `service.name`;
-//! instrumentation scopes; span and event attributes `code.*`, `thread.*`, `busy_ns`, `idle_ns`,
+//! **Resources and scopes** are shown where a service enters a trace (see the rendered format
+//! in the crate docs), their attributes redacted by the rules below; `service.instance.id` →
+//! `[instance#N]` numbered in render order (so also that id inside any string), or
+//! `[instance#*]` for the services of [`Options::unordered_instances`].
+//!
+//! **Dropped entirely (SDK noise).** Span and event attributes `code.*`, `thread.*`, `busy_ns`, `idle_ns`,
 //! `target`, and `level` on spans. On events `level` is taken out and shown before the message.
 //! The name `tracing` gives an event without a message (`event src/x.rs:12`) becomes empty.
 //!
@@ -93,11 +97,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span as OtlpSpan, TracesData};
 use regex::{Captures, Regex};
 
-use super::model::{Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value};
+use super::model::{
+    Dropped, Entry, Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value,
+};
 use super::render;
 
 /// How to build a [`SpanForest`]: the expected trace count and the scenario's own redactions.
@@ -110,6 +117,10 @@ pub struct Options {
     pub draw_orphans: bool,
     /// Literal replacements applied before every other rule (see the policy above).
     pub redactions: Vec<Redaction>,
+    /// Services whose instances are interchangeable: which instance handled a span depends on
+    /// scheduling (e.g. engines sharing a work queue), so their `service.instance.id` reads
+    /// `[instance#*]` instead of a number.
+    pub unordered_instances: Vec<String>,
 }
 
 impl Options {
@@ -128,6 +139,14 @@ impl Options {
     /// spans a collector outage lost) instead of failing.
     pub fn draw_orphans(mut self) -> Self {
         self.draw_orphans = true;
+        self
+    }
+
+    /// Render the instances of `service` as `[instance#*]`: which of them handled a span depends
+    /// on scheduling, so a number would make the tree timing-dependent. Assert the split in the
+    /// scenario instead.
+    pub fn unordered_instances(mut self, service: impl Into<String>) -> Self {
+        self.unordered_instances.push(service.into());
         self
     }
 
@@ -241,6 +260,8 @@ impl SpanForest {
 struct Raw<'a> {
     span: &'a OtlpSpan,
     service: &'a str,
+    resource: Option<&'a Resource>,
+    scope: Option<&'a InstrumentationScope>,
     trace: String,
     id: String,
     parent: Option<String>,
@@ -266,13 +287,19 @@ fn collect<'a>(
                 _ => None,
             })
             .unwrap_or("unknown_service");
-        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+        for (scope, span) in rs
+            .scope_spans
+            .iter()
+            .flat_map(|ss| ss.spans.iter().map(move |span| (ss.scope.as_ref(), span)))
+        {
             let parent = (!span.parent_span_id.is_empty()
                 && span.parent_span_id.iter().any(|b| *b != 0))
             .then(|| hex(&span.parent_span_id));
             raws.push(Raw {
                 span,
                 service,
+                resource: rs.resource.as_ref(),
+                scope,
                 trace: hex(&span.trace_id),
                 id: hex(&span.span_id),
                 parent,
@@ -432,7 +459,12 @@ enum Token {
     SpanRef(usize),
     /// Trace id (hex).
     TraceRef(String),
+    /// A `service.instance.id` (lowercase).
+    Instance(String),
 }
+
+/// The resource attribute naming a service instance (`[instance#N]`).
+const INSTANCE_KEY: &str = "service.instance.id";
 
 static ID_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b(?:[0-9a-f]{32}|[0-9a-f]{16})\b").unwrap());
@@ -531,6 +563,9 @@ struct Redactor<'a> {
     span_index: HashMap<&'a str, usize>,
     traces: HashSet<&'a str>,
     run_ids: HashSet<String>,
+    /// Every resource's `service.instance.id` (lowercase) → whether its service's instances
+    /// are unordered ([`Options::unordered_instances`]).
+    instances: HashMap<String, bool>,
     tokens: Vec<Token>,
     token_index: HashMap<Token, usize>,
     unresolved: Vec<String>,
@@ -561,10 +596,19 @@ impl<'a> Redactor<'a> {
                 }
             }
         };
+        let mut instances = HashMap::new();
         for r in raws {
             note_run_ids(&r.span.attributes);
             for e in &r.span.events {
                 note_run_ids(&e.attributes);
+            }
+            if let Some(any_value::Value::StringValue(id)) = r
+                .resource
+                .and_then(|res| res.attributes.iter().find(|kv| kv.key == INSTANCE_KEY))
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            {
+                let unordered = options.unordered_instances.iter().any(|s| s == r.service);
+                instances.insert(id.trim().to_ascii_lowercase(), unordered);
             }
         }
         Self {
@@ -577,6 +621,7 @@ impl<'a> Redactor<'a> {
                 .collect(),
             traces: raws.iter().map(|r| r.trace.as_str()).collect(),
             run_ids,
+            instances,
             tokens: Vec::new(),
             token_index: HashMap::new(),
             unresolved: Vec::new(),
@@ -613,7 +658,9 @@ impl<'a> Redactor<'a> {
         });
         s = replace(&UUID_RE, &s, |c| {
             let uuid = c[0].to_ascii_lowercase();
-            if self.run_ids.contains(&uuid) {
+            if self.instances.contains_key(&uuid) {
+                self.mark(Token::Instance(uuid))
+            } else if self.run_ids.contains(&uuid) {
                 self.mark(Token::Run(uuid))
             } else {
                 self.mark(Token::Uuid(uuid))
@@ -658,6 +705,14 @@ impl<'a> Redactor<'a> {
     /// The policy's key rules, then the string rules; `None` drops the attribute.
     fn value(&mut self, key: &str, value: Option<&AnyValue>, origin: usize) -> Option<Value> {
         let value = value.and_then(|v| v.value.as_ref());
+        if key == INSTANCE_KEY
+            && let Some(any_value::Value::StringValue(s)) = value
+        {
+            let id = s.trim().to_ascii_lowercase();
+            if self.instances.contains_key(&id) {
+                return Some(Value::Str(self.mark(Token::Instance(id))));
+            }
+        }
         let paths = match key_rule(key) {
             KeyRule::Drop => return None,
             KeyRule::Placeholder(p) => return Some(typed_placeholder(p, value)),
@@ -811,6 +866,7 @@ impl<'a> Redactor<'a> {
                         level,
                         message,
                         attributes,
+                        dropped_attributes: e.dropped_attributes_count,
                     },
                 )
             })
@@ -847,8 +903,46 @@ impl<'a> Redactor<'a> {
             attributes: self.attributes(&span.attributes, i),
             events: events.into_iter().map(|(_, _, e)| e).collect(),
             links,
+            entry: self.entry(i),
+            dropped: Dropped {
+                attributes: span.dropped_attributes_count,
+                events: span.dropped_events_count,
+                links: span.dropped_links_count,
+            },
             children: Vec::new(),
         }
+    }
+
+    /// The resource and scope of raw span `i` when its service enters the trace there: it is a
+    /// root (or its parent never arrived), or its parent came from another resource or scope.
+    fn entry(&mut self, i: usize) -> Option<Entry> {
+        let raw = &self.raws[i];
+        let parent = raw
+            .parent
+            .as_deref()
+            .and_then(|p| self.span_index.get(p))
+            .map(|&p| &self.raws[p])
+            .filter(|p| p.trace == raw.trace);
+        if parent.is_some_and(|p| p.resource == raw.resource && p.scope == raw.scope) {
+            return None;
+        }
+        let resource: Vec<KeyValue> = raw
+            .resource
+            .map(|r| {
+                r.attributes
+                    .iter()
+                    .filter(|kv| kv.key != "service.name")
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let scope = raw.scope.cloned().unwrap_or_default();
+        Some(Entry {
+            resource: self.attributes(&resource, i),
+            scope: self.text(&scope.name, false),
+            scope_version: self.text(&scope.version, false),
+            scope_attributes: self.attributes(&scope.attributes, i),
+        })
     }
 
     /// `s` with every mark replaced by its unnumbered form (`[run#]`, `→create_run`): the form
@@ -862,6 +956,7 @@ impl<'a> Redactor<'a> {
             Token::Run(_) => "[run#]".to_owned(),
             Token::Uuid(_) => "[uuid#]".to_owned(),
             Token::TraceRef(_) => "→trace#".to_owned(),
+            Token::Instance(_) => "[instance#]".to_owned(),
             Token::SpanRef(_) if depth > 0 => "→span#".to_owned(),
             Token::SpanRef(i) => format!("→{}", self.unnumbered_at(&self.names[*i], depth + 1)),
         })
@@ -960,6 +1055,15 @@ fn map_strings(node: &mut SpanNode, f: &mut impl FnMut(&str) -> String) {
             *t = f(t);
         }
         l.attributes.iter_mut().for_each(|(_, v)| value(v, f));
+    }
+    if let Some(entry) = &mut node.entry {
+        entry.resource.iter_mut().for_each(|(_, v)| value(v, f));
+        entry.scope = f(&entry.scope);
+        entry.scope_version = f(&entry.scope_version);
+        entry
+            .scope_attributes
+            .iter_mut()
+            .for_each(|(_, v)| value(v, f));
     }
 }
 
@@ -1148,6 +1252,7 @@ fn number(
         name_counts,
         runs: HashMap::new(),
         uuids: HashMap::new(),
+        instances: HashMap::new(),
         show_alias: HashSet::new(),
     };
 
@@ -1194,6 +1299,7 @@ struct Numbering<'a> {
     name_counts: HashMap<(&'a str, &'a str), usize>,
     runs: HashMap<String, usize>,
     uuids: HashMap<String, usize>,
+    instances: HashMap<String, usize>,
     show_alias: HashSet<usize>,
 }
 
@@ -1210,6 +1316,14 @@ impl Numbering<'_> {
                 format!("[uuid#{}]", self.uuids.entry(uuid.clone()).or_insert(next))
             }
             Token::TraceRef(t) => format!("→{}", self.trace_alias[t]),
+            Token::Instance(id) if redactor.instances[id] => "[instance#*]".to_owned(),
+            Token::Instance(id) => {
+                let next = self.instances.len() + 1;
+                format!(
+                    "[instance#{}]",
+                    self.instances.entry(id.clone()).or_insert(next)
+                )
+            }
             Token::SpanRef(i) => {
                 let target = &raws[*i];
                 let alias = self.span_alias[i].clone();

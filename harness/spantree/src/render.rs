@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::model::{Event, Link, SpanForest, SpanKind, SpanNode, StatusCode, Value};
+use super::model::{Entry, Event, Link, SpanForest, SpanKind, SpanNode, StatusCode, Value};
 
 impl SpanForest {
     /// The whole forest as text: `trace#N` headers, one line per span, event and link, traces
@@ -106,19 +106,58 @@ pub(crate) fn span_line_rest(node: &SpanNode) -> String {
         StatusCode::Error if node.status.message.is_empty() => parts.push("!ERROR".to_owned()),
         StatusCode::Error => parts.push(format!("!ERROR {}", quote(&node.status.message))),
     }
+    if !node.dropped.is_zero() {
+        let d = node.dropped;
+        let counts: Vec<String> = [
+            ("attributes", d.attributes),
+            ("events", d.events),
+            ("links", d.links),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what}={n}"))
+        .collect();
+        parts.push(format!("dropped({})", counts.join(",")));
+    }
     if !node.attributes.is_empty() {
         parts.push(attributes(&node.attributes));
     }
     parts.join("  ")
 }
 
-/// The event lines (time order) then the link lines of a span, without connectors.
+/// The entry lines (resource, scope) where the span's service enters the trace, then the
+/// event lines (time order), then the link lines of a span, without connectors.
 pub(crate) fn detail_lines(node: &SpanNode) -> Vec<String> {
-    node.events
+    node.entry
         .iter()
-        .map(event_line)
+        .flat_map(entry_lines)
+        .chain(node.events.iter().map(event_line))
         .chain(node.links.iter().map(link_line))
         .collect()
+}
+
+/// `resource key=value…` (when the resource has more than `service.name`) and
+/// `scope[ name[ version]][ key=value…]`.
+pub(crate) fn entry_lines(entry: &Entry) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !entry.resource.is_empty() {
+        lines.push(format!("resource {}", attributes(&entry.resource)));
+    }
+    let mut scope = "scope".to_owned();
+    for part in [&entry.scope, &entry.scope_version] {
+        if !part.is_empty() {
+            scope.push(' ');
+            scope.push_str(&string(part));
+        }
+    }
+    if !entry.scope_attributes.is_empty() {
+        scope.push(' ');
+        scope.push_str(&attributes(&entry.scope_attributes));
+    }
+    if scope != "scope" {
+        lines.push(scope);
+    }
+    lines
 }
 
 /// `event[ LEVEL][ message][ key=value…]`.
@@ -135,6 +174,12 @@ pub(crate) fn event_line(event: &Event) -> String {
     if !event.attributes.is_empty() {
         line.push(' ');
         line.push_str(&attributes(&event.attributes));
+    }
+    if event.dropped_attributes > 0 {
+        line.push_str(&format!(
+            " dropped(attributes={})",
+            event.dropped_attributes
+        ));
     }
     line
 }

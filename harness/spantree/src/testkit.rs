@@ -1,7 +1,9 @@
 //! Hand-built OTLP input for the tree tests: a tiny span builder, realistic Metis spans with
 //! the SDK noise tracing-opentelemetry adds, and deterministic shuffles of arrival order.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, TracesData};
@@ -100,6 +102,10 @@ pub(crate) fn trace_hex(n: u64) -> String {
 #[derive(Clone)]
 pub(crate) struct S {
     service: String,
+    /// The resource's `service.instance.id` (default: one per service name).
+    instance: Option<String>,
+    /// The instrumentation scope's name (default: the service name).
+    scope: Option<String>,
     span: Span,
 }
 
@@ -109,6 +115,8 @@ pub(crate) fn span(service: &str, name: &str, id: u64) -> S {
     let start = 1_700_000_000_000_000_000 + id * 1_000_000;
     S {
         service: service.to_owned(),
+        instance: None,
+        scope: None,
         span: Span {
             trace_id: trace_id(1),
             span_id: span_id(id),
@@ -213,6 +221,18 @@ impl S {
         self
     }
 
+    /// Exported by another instance of its service: `service.instance.id` = `id`.
+    pub(crate) fn instance(mut self, id: &str) -> Self {
+        self.instance = Some(id.to_owned());
+        self
+    }
+
+    /// Recorded under the instrumentation scope `name`.
+    pub(crate) fn scope(mut self, name: &str) -> Self {
+        self.scope = Some(name.to_owned());
+        self
+    }
+
     pub(crate) fn raw(mut self, f: impl FnOnce(&mut Span)) -> Self {
         f(&mut self.span);
         self
@@ -232,13 +252,19 @@ pub(crate) fn otlp(spans: &[S]) -> TracesData {
                         kv("service.version", "0.1.0"),
                         kv(
                             "service.instance.id",
-                            "0196a3a4-1111-7000-8000-00000000abcd",
+                            s.instance
+                                .clone()
+                                .unwrap_or_else(|| instance_id(&s.service)),
                         ),
                         kv("telemetry.sdk.language", "rust"),
                     ],
                     ..Resource::default()
                 }),
                 scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: s.scope.clone().unwrap_or_else(|| s.service.clone()),
+                        ..InstrumentationScope::default()
+                    }),
                     spans: vec![s.span.clone()],
                     ..ScopeSpans::default()
                 }],
@@ -246,6 +272,14 @@ pub(crate) fn otlp(spans: &[S]) -> TracesData {
             })
             .collect(),
     }
+}
+
+/// One instance id per service name (a UUID, as Metis's services make them).
+pub(crate) fn instance_id(service: &str) -> String {
+    let n = service
+        .bytes()
+        .fold(0_u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    format!("0196a3a4-1111-7000-8000-{:012x}", n & 0xffff_ffff_ffff)
 }
 
 /// Deterministic permutations of `0..n` (reversed, rotated, and LCG-driven Fisher–Yates).

@@ -72,10 +72,14 @@ fn run_crosses_services_and_drops_sdk_noise() {
         r#"
 trace#1
 metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
    ├─ event INFO "Run created and dispatched" run_id=[run#1]
    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
       └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+         ├─ scope metis-engine-generic
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -111,7 +115,11 @@ fn concurrent_siblings_sort_by_content_not_by_time() {
         r#"
 trace#1
 metis-engine-generic  workflow_run
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-engine-generic
 ├─ metis-api  callback
+│  ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+│  └─ scope metis-api
 ├─ upload  file=a.txt
 ├─ upload  file=a.txt
 │  └─ event WARN retrying
@@ -141,7 +149,11 @@ fn child_arriving_before_its_parent() {
         r#"
 trace#1
 metis-api  publish x  [producer]
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 └─ metis-engine-generic  workflow_run  [consumer]
+   ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+   └─ scope metis-engine-generic
 "#,
     );
 }
@@ -159,10 +171,14 @@ fn traces_are_sorted_and_ids_numbered_by_first_appearance() {
         r#"
 trace#1
 metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
    ├─ event INFO "Run created and dispatched" run_id=[run#1]
    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
       └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+         ├─ scope metis-engine-generic
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -173,10 +189,14 @@ metis-api  POST /runs  [server]  http.request.method=POST http.response.status_c
 
 trace#2
 metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 └─ create_run  run_id=[run#2] user_id=bob workflow_engine=generic workflow_type=SH
    ├─ event INFO "Run created and dispatched" run_id=[run#2]
    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration:int] error="exit status 3" run_id=[run#2] state=EXECUTOR_ERROR user_id=bob workflow_type=SH
+         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+         ├─ scope metis-engine-generic
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -187,9 +207,13 @@ metis-api  POST /runs  [server]  http.request.method=POST http.response.status_c
 
 trace#3
 metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200 http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 └─ request_cancel  run_id=[run#1]
    └─ publish metis.cancel.[engine#1]  [producer]  messaging.destination.name=metis.cancel.[engine#1]
       └─ metis-engine-generic  workflow_cancel  [consumer]  run_id=[run#1]
+         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+         └─ scope metis-engine-generic
 "#,
     );
 }
@@ -219,6 +243,8 @@ fn run_ids_are_redacted_everywhere_with_one_number_per_run() {
         r#"
 trace#1
 metis-api  POST /runs/[run#1]/cancel  [server]  instance=[uuid#1]
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 └─ request_cancel  peer_instance=[uuid#2] run_id=[run#1] same_instance=[uuid#1] shouting=[run#1]
    └─ event INFO "cancel requested for [run#1]" runs=[x,[run#1]]
 "#,
@@ -272,6 +298,8 @@ fn redaction_policy() {
         r#"
 trace#1
 metis-engine-generic  workflow_run  !ERROR "spawning [path]/false failed"  client.address=127.0.0.1 cmd="[path]/sh -c [path]/x.sh" created_at=[timestamp:int] duration_ms=[duration:double] elapsed_ms=[duration:int] endpoint=http://[host]:[port]/v1/traces engine_id=[engine#1] exit_code=0 host.name=[host:string] listen=0.0.0.0:[port] nats_url=nats://127.0.0.1:[port] peer=[host]:[port] pid=[pid:int] process.pid=[pid:int] relative=fixtures/workflows/ok.sh run_id=[run#1] script=[path]/ok.sh server.address=[host] started=[timestamp] url.path=/runs/[run#1]/logs wait_ns=[duration:int] workdir=[workdir]/runs/[run#1] workflow_url=file://[path]/ok.sh
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-engine-generic
 ├─ event INFO stdout=[path]/stdout.log
 └─ event WARN "wrote [path]/out.log at [timestamp]"
 "#,
@@ -307,6 +335,8 @@ fn typed_values_render_so_a_type_change_shows() {
         r#"
 trace#1
 metis-api  typed  OK  arr=[1,x,"a,b","2"] b=true d3=3.0 empty="" eq="a=b" half=0.5 i3=3 neg=-1 nl="line\nbreak" quote="say \"hi\"" s3="3" sb="true" spaced="a b"
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+└─ scope metis-api
 "#,
     );
 }
@@ -333,12 +363,18 @@ fn references_name_their_target_and_show_an_alias_when_ambiguous() {
         r#"
 trace#1
 metis-api  batch
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 ├─ create_run  (span#2)  user_id=alice
 └─ create_run  (span#3)  user_id=bob
    └─ metis-engine-generic  workflow_run  api_trace_id=→create_run(span#3) trace_id=→trace#1 traceparent=00-→trace#1-→batch-01
+      ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+      └─ scope metis-engine-generic
 
 trace#2
 metis-api  later
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
 ├─ link [external]
 └─ link →create_run(span#2)
 "#,
@@ -430,6 +466,8 @@ fn orphans_drawn_under_a_missing_parent() {
 trace#1
 [unknown]  [missing parent]
 └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→[missing] duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
+   ├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+   ├─ scope metis-engine-generic
    ├─ event INFO phase state=initializing
    ├─ event INFO phase state=building
    ├─ event INFO phase state=executing
@@ -642,6 +680,83 @@ fn batching_into_resources_does_not_matter() {
     assert_eq!(
         SpanForest::from_otlp(&batched, &Options::new()).unwrap(),
         one_per_span
+    );
+}
+
+const ENGINE_B: &str = "0196a3a4-2222-7000-8000-0000000000bb";
+
+/// Two engine instances under one API publish (sorted by content, then by start time); a
+/// second scope inside one engine; what the SDK dropped; an instance id in an attribute.
+fn instances_and_scopes() -> Vec<S> {
+    vec![
+        span(API, "publish", 1).kind(4),
+        span(ENGINE, "workflow_run", 2).parent(1).kind(5),
+        span(ENGINE, "workflow_run", 3)
+            .parent(1)
+            .kind(5)
+            .instance(ENGINE_B)
+            .raw(|s| {
+                s.dropped_attributes_count = 2;
+                s.dropped_events_count = 1;
+            }),
+        span(ENGINE, "kv get", 4)
+            .parent(3)
+            .kind(3)
+            .instance(ENGINE_B)
+            .scope("async-nats")
+            .attr("owner", ENGINE_B)
+            .event(0, "INFO", "got", vec![])
+            .raw(|s| s.events[0].dropped_attributes_count = 1),
+        span(ENGINE, "stage", 5).parent(3).instance(ENGINE_B),
+    ]
+}
+
+#[test]
+fn each_service_entry_shows_its_resource_and_scope_and_instances_are_numbered() {
+    check(
+        &instances_and_scopes(),
+        r#"
+trace#1
+metis-api  publish  [producer]
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
+├─ metis-engine-generic  workflow_run  [consumer]
+│  ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
+│  └─ scope metis-engine-generic
+└─ metis-engine-generic  workflow_run  [consumer]  dropped(attributes=2,events=1)
+   ├─ resource service.instance.id=[instance#3] service.version=0.1.0 telemetry.sdk.language=rust
+   ├─ scope metis-engine-generic
+   ├─ kv get  [client]  owner=[instance#3]
+   │  ├─ resource service.instance.id=[instance#3] service.version=0.1.0 telemetry.sdk.language=rust
+   │  ├─ scope async-nats
+   │  └─ event INFO got dropped(attributes=1)
+   └─ stage
+"#,
+    );
+}
+
+#[test]
+fn interchangeable_instances_are_not_numbered() {
+    check_with(
+        &instances_and_scopes(),
+        &Options::new().unordered_instances(ENGINE),
+        r#"
+trace#1
+metis-api  publish  [producer]
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+├─ scope metis-api
+├─ metis-engine-generic  workflow_run  [consumer]
+│  ├─ resource service.instance.id=[instance#*] service.version=0.1.0 telemetry.sdk.language=rust
+│  └─ scope metis-engine-generic
+└─ metis-engine-generic  workflow_run  [consumer]  dropped(attributes=2,events=1)
+   ├─ resource service.instance.id=[instance#*] service.version=0.1.0 telemetry.sdk.language=rust
+   ├─ scope metis-engine-generic
+   ├─ kv get  [client]  owner=[instance#*]
+   │  ├─ resource service.instance.id=[instance#*] service.version=0.1.0 telemetry.sdk.language=rust
+   │  ├─ scope async-nats
+   │  └─ event INFO got dropped(attributes=1)
+   └─ stage
+"#,
     );
 }
 

@@ -193,7 +193,7 @@ fn render_check_and_diff_dumps_of_another_service() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "trace#1\n[unknown]  [missing parent]\n└─ checkout-service  SELECT cart  [client]  db.system.name=postgresql\n   └─ event \"rows read\" rows=3\n"
+        "trace#1\n[unknown]  [missing parent]\n└─ checkout-service  SELECT cart  [client]  db.system.name=postgresql\n   ├─ scope shop\n   └─ event \"rows read\" rows=3\n"
     );
 
     // diff: the same dump is no change; another request shows the attribute that changed.
