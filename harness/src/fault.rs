@@ -147,6 +147,21 @@ impl Stack {
         Ok(())
     }
 
+    /// SIGTERM to the API, waiting for it to exit: it finishes its requests and flushes its
+    /// spans (a flush that fails is logged and lost). [`Stack::restart_api`] brings it back.
+    pub async fn stop_api(&mut self) -> Result<()> {
+        let step = self.timeline.step("stopping metis-api (SIGTERM)");
+        if let Some(api) = self.api.as_mut() {
+            let status = api.proc.terminate(Duration::from_secs(30)).await?;
+            anyhow::ensure!(
+                status.success(),
+                "metis-api exited with {status} on SIGTERM"
+            );
+        }
+        step.done();
+        Ok(())
+    }
+
     /// Starts the API again on the port it had, so [`Stack::client`] keeps working.
     pub async fn restart_api(&mut self) -> Result<()> {
         let step = self.timeline.step("restarting metis-api on the same port");

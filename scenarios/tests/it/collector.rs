@@ -1,7 +1,11 @@
-//! `otlp_collector_down`: with the collector gone the service keeps working and warns once;
-//! when the collector returns, spans resume. Spans produced during the outage are retried only
-//! until the exporter's timeout (5 s) and then dropped, so whether a short outage loses them
-//! depends on timing: the snapshot pins the run made after the collector returned.
+//! `otlp_collector_down`: with the collector gone the services keep working and warn once;
+//! when the collector returns, spans resume. What an outage loses is made deterministic by the
+//! order of events, never by waiting: a run finished during the outage (`lost`) is gone
+//! entirely (each service warned, so its only batch failed, and the API exits before the
+//! collector returns); a run that is still running when the API exits and the collector
+//! returns (`partial`) keeps only the engine's spans, and its snapshot pins that partial trace
+//! with the missing API side drawn as a `[missing parent]`; a run after the outage (`kept`) is
+//! whole.
 //!
 //! `collector_refuses`: the collector is up but refuses the first exports (gRPC UNAVAILABLE,
 //! the answer of an overloaded collector). The OTLP exporter retries them (3 retries with
@@ -10,7 +14,9 @@
 use harness::otlp::Query;
 use harness::tree::expect;
 
-use crate::support::{DEADLINE, check_tree, check_tree_of, engine_ids, run_body, stack};
+use crate::support::{
+    DEADLINE, check_partial_tree_of, check_tree, engine_ids, run_body, stack,
+};
 
 // ANCHOR: otlp_collector_down
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +44,30 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
                     .wait_for_line("the engine to warn about the collector", DEADLINE, warned)
                     .await?;
 
+                // A run the engine is still running when the API goes away during the outage:
+                // the API's spans of it are lost with the process, the engine's will arrive.
+                let gate = s.dir.join("gate");
+                let mut gated = run_body("gated.sh");
+                gated["workflow_params"] =
+                    serde_json::json!({"gate": gate.display().to_string()});
+                let partial = s.client.create_run(&gated).await?;
+                s.client
+                    .wait_for_state(&partial, &["RUNNING"], DEADLINE)
+                    .await?;
+                let api_lines = s.api.as_ref().expect("api").proc.lines();
+                s.stop_api().await?;
+                let warnings = api_lines
+                    .iter()
+                    .filter(|l| l.contains("span export failed"))
+                    .count();
+                assert_eq!(warnings, 1, "the API warns once per outage, not per batch");
+
                 s.restart_receiver().await?;
+                s.restart_api().await?;
+                std::fs::write(&gate, "open")?;
+                s.client
+                    .wait_for_state(&partial, &["COMPLETE"], DEADLINE)
+                    .await?;
                 let kept = s.client.create_run(&run_body("ok.sh")).await?;
                 s.client
                     .wait_for_state(&kept, &["COMPLETE"], DEADLINE)
@@ -47,38 +76,41 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
                     .wait_for(
                         &Query::new()
                             .span_name("workflow_run")
-                            .min_spans(1)
+                            .min_spans(2)
                             .timeout(DEADLINE),
                     )
                     .await?;
-
                 let recovered = |l: &str| l.contains("span export recovered").then_some(());
-                s.api
-                    .as_mut()
-                    .expect("api")
+                s.engines[0]
                     .proc
-                    .wait_for_line("metis-api to note the recovery", DEADLINE, recovered)
+                    .wait_for_line("the engine to note the recovery", DEADLINE, recovered)
                     .await?;
+
                 let engines = engine_ids(s).await?;
-                let api_lines = s.api.as_ref().expect("api").proc.lines();
-                let forest = check_tree_of(
+                let forest = check_partial_tree_of(
                     s,
                     "otlp_collector_down",
-                    1,
+                    2,
                     &engines,
-                    Some(&[kept.as_str()]),
+                    &[partial.as_str(), kept.as_str()],
                 )
                 .await?;
                 expect::span()
                     .named("workflow_run")
                     .with_attr("state", "COMPLETE")
+                    .times(2)
+                    .check(&forest)?;
+                expect::span()
+                    .named(harness::tree::MISSING_PARENT)
                     .once()
                     .check(&forest)?;
-                let warnings = api_lines
-                    .iter()
-                    .filter(|l| l.contains("span export failed"))
-                    .count();
-                assert_eq!(warnings, 1, "the API warns once per outage, not per batch");
+                // Nothing of the run that finished during the outage arrived, from either side.
+                let data = s.spans_now().await?;
+                let lost_spans = harness::tree::only_traces_with(&data, "run_id", &[lost.as_str()]);
+                anyhow::ensure!(
+                    lost_spans.resource_spans.is_empty(),
+                    "spans of the run finished during the outage arrived: {lost_spans:?}"
+                );
                 Ok(())
             })
         })

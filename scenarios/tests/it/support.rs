@@ -69,12 +69,38 @@ pub async fn check_tree_of(
     engine_ids: &[String],
     only_runs: Option<&[&str]>,
 ) -> anyhow::Result<harness::tree::SpanForest> {
+    check_tree_with(stack, name, expected_traces, engine_ids, only_runs, false).await
+}
+
+/// [`check_tree_of`] for traces of which a part was lost on purpose (an outage): a span whose
+/// parent never arrived hangs under a `[missing parent]` node instead of failing the tree.
+pub async fn check_partial_tree_of(
+    stack: &mut Stack,
+    name: &str,
+    expected_traces: usize,
+    engine_ids: &[String],
+    only_runs: &[&str],
+) -> anyhow::Result<harness::tree::SpanForest> {
+    check_tree_with(stack, name, expected_traces, engine_ids, Some(only_runs), true).await
+}
+
+async fn check_tree_with(
+    stack: &mut Stack,
+    name: &str,
+    expected_traces: usize,
+    engine_ids: &[String],
+    only_runs: Option<&[&str]>,
+    draw_orphans: bool,
+) -> anyhow::Result<harness::tree::SpanForest> {
     let data = stack.collect_spans(1).await?;
     let mut options = harness::tree::Options::new()
         .expect_traces(expected_traces)
         .redact(stack.dir.display().to_string(), "[e2e-dir]");
     for (i, id) in engine_ids.iter().enumerate() {
         options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
+    }
+    if draw_orphans {
+        options = options.draw_orphans();
     }
     if engine_ids.len() > 1 {
         // Engines share the work queue: which one ran a run is scheduling, not structure (the
