@@ -14,9 +14,7 @@
 use harness::otlp::Query;
 use harness::tree::expect;
 
-use crate::support::{
-    DEADLINE, check_partial_tree_of, check_tree, engine_ids, run_body, stack,
-};
+use crate::support::{DEADLINE, check_partial_tree_of, check_tree, engine_ids, run_body, stack};
 
 // ANCHOR: otlp_collector_down
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,8 +46,7 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
                 // the API's spans of it are lost with the process, the engine's will arrive.
                 let gate = s.dir.join("gate");
                 let mut gated = run_body("gated.sh");
-                gated["workflow_params"] =
-                    serde_json::json!({"gate": gate.display().to_string()});
+                gated["workflow_params"] = serde_json::json!({"gate": gate.display().to_string()});
                 let partial = s.client.create_run(&gated).await?;
                 s.client
                     .wait_for_state(&partial, &["RUNNING"], DEADLINE)

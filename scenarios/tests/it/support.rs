@@ -81,7 +81,15 @@ pub async fn check_partial_tree_of(
     engine_ids: &[String],
     only_runs: &[&str],
 ) -> anyhow::Result<harness::tree::SpanForest> {
-    check_tree_with(stack, name, expected_traces, engine_ids, Some(only_runs), true).await
+    check_tree_with(
+        stack,
+        name,
+        expected_traces,
+        engine_ids,
+        Some(only_runs),
+        true,
+    )
+    .await
 }
 
 async fn check_tree_with(
