@@ -57,7 +57,8 @@
 //!   the text ends with a newline. A trace's roots start in column 0.
 //! - One line per span, event and link, drawn with `├─ `/`└─ ` connectors and `│  `/`   `
 //!   continuation. Under a span come first its entry lines, then its events (time order),
-//!   then its links, then its child spans (sorted by the stable key).
+//!   then its links, then its child spans (a child that ended before a sibling of the same
+//!   process started comes before it; otherwise sorted by the stable key).
 //! - Where a service enters a trace (a root, or a span whose parent came from another
 //!   resource or instrumentation scope) two entry lines follow the span: `resource key=value…`
 //!   (the resource's attributes but `service.name`, redacted like any; `service.instance.id`

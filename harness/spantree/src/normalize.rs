@@ -26,9 +26,13 @@
 //!   another service hangs under the span that caused it (e.g. the engine's consumer span under
 //!   the API's producer span, through the propagated `traceparent`).
 //! - Siblings are sorted by a stable key: service, name, the rest of the rendered span line
-//!   (kind, status, attributes), its event and link lines, then its children's keys — all
-//!   rendered with *unnumbered* placeholders (`[run#]`), so numbering cannot feed back into
-//!   order. Traces are sorted by their roots' keys. Only when two siblings (or traces) render
+//!   (kind, status, attributes), its entry, event and link lines, then its children's keys —
+//!   all rendered with *unnumbered* placeholders (`[run#]`), so numbering cannot feed back into
+//!   order. **Causal order where it is knowable** comes first: a sibling that ended before
+//!   another one *of the same process* (same resource, so one clock) started is placed before
+//!   it (publish after persist shows as such); among the siblings no remaining one is known to
+//!   precede, the stable key decides. Spans of different processes, and overlapping spans,
+//!   are never ordered by time (clocks differ, and overlap is a race). Traces are sorted by their roots' keys. Only when two siblings (or traces) render
 //!   identically do start time and then raw id break the tie; the rendering is the same either
 //!   way, only numbers shared with other subtrees can depend on it.
 //! - Events are kept in time order (stable for equal timestamps); links are sorted by their
@@ -1176,6 +1180,7 @@ impl Assembler<'_, '_> {
             .unwrap_or_default();
         let mut kids: Vec<Draft> = kids.into_iter().map(|k| self.draft(k)).collect();
         kids.sort_by(|a, b| self.order(a, b));
+        let kids = self.causal(kids);
         let key = stable_key(&node, &kids, self.redactor);
         Draft {
             raw: i,
@@ -1191,6 +1196,30 @@ impl Assembler<'_, '_> {
         a.key
             .cmp(&b.key)
             .then_with(|| self.tie(a).cmp(&self.tie(b)))
+    }
+
+    /// Siblings sorted by [`Self::order`], reordered so that a span that ended before a
+    /// sibling of the same process started comes first: each next one is the first (by the
+    /// stable key) of those that no remaining sibling is known to precede.
+    fn causal(&self, mut sorted: Vec<Draft>) -> Vec<Draft> {
+        let mut out = Vec::with_capacity(sorted.len());
+        while !sorted.is_empty() {
+            let next = (0..sorted.len())
+                .find(|&k| !sorted.iter().any(|o| self.precedes(o.raw, sorted[k].raw)))
+                .expect("'ended before started' has no cycle");
+            out.push(sorted.remove(next));
+        }
+        out
+    }
+
+    /// Whether raw span `a` is known to have happened before `b`: both from one process (the
+    /// same resource, so one clock), and `a` ended no later than `b` started (and started
+    /// earlier, so two zero-length spans at one instant stay concurrent).
+    fn precedes(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.raws[a], &self.raws[b]);
+        a.resource == b.resource
+            && a.span.end_time_unix_nano <= b.span.start_time_unix_nano
+            && a.span.start_time_unix_nano < b.span.start_time_unix_nano
     }
 
     fn tie(&self, d: &Draft) -> (u64, &str) {
