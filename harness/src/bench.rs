@@ -10,6 +10,8 @@
 //!    by side in one run; then (a) and (c) again with every export gzip-compressed.
 //! 3. **The service** ([`crate::bench_runs`]): `GET /runs` against history, `POST /runs`
 //!    throughput against its floor, and how long crashes take to be repaired.
+//! 4. **The contributor's loop**: a cold `just test-e2e` in a fresh clone, the edit-one-file
+//!    loop and an unchanged rerun ([`cold_start`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +54,73 @@ fn cluster_suite_time(backend: &str) -> Result<()> {
     Ok(())
 }
 
+/// The contributor's loop, timed: a fresh clone of this checkout's `HEAD` with an empty
+/// `target/` runs `just test-e2e` (cold: its own tools virtualenv, every crate built), then
+/// again after editing one file of the API (the edit-one-file loop), then once more unchanged.
+/// The shared cargo registry and the global tools (`cargo-insta`, the e2e images) are reused,
+/// as on a contributor's second clone; the output goes to `target/bench/cold-start-*.log`.
+fn cold_start(backend: &str) -> Result<()> {
+    let root = test_support::workspace_root();
+    let clone = std::env::temp_dir().join(format!("metis-cold-start-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&clone);
+    let logs = root.join("target/bench");
+    std::fs::create_dir_all(&logs)?;
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(&root)
+        .arg(&clone)
+        .status()
+        .context("git clone")?;
+    anyhow::ensure!(status.success(), "git clone of {} failed", root.display());
+    // The clone must find none of this checkout's tools (its setup installs its own).
+    let own_tools = root.join("target/tools/venv/bin");
+    let path = std::env::join_paths(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .filter(|p| *p != own_tools),
+    )?;
+    let run = |label: &str| -> Result<f64> {
+        let log = logs.join(format!("cold-start-{label}.log"));
+        let out = std::fs::File::create(&log)?;
+        let t = Instant::now();
+        let status = test_support::without_cargo_env("just")
+            .arg("test-e2e")
+            .current_dir(&clone)
+            .env("PATH", &path)
+            .env("E2E_BACKEND", backend)
+            .env("E2E_QUIET", "1")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("METIS_SKIP_BUILD")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .status()
+            .context("running `just test-e2e` (is `just` installed?)")?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            status.success(),
+            "`just test-e2e` ({label}) failed in the fresh clone; see {}",
+            log.display()
+        );
+        Ok(secs)
+    };
+    let result = (|| -> Result<(f64, f64, f64)> {
+        let cold = run("cold")?;
+        let edited = clone.join("crates/api/src/lib.rs");
+        let mut text = std::fs::read_to_string(&edited)?;
+        text.push_str("\n// edited by `just bench` (the edit-one-file loop)\n");
+        std::fs::write(&edited, text)?;
+        let edit = run("edit")?;
+        let unchanged = run("unchanged")?;
+        Ok((cold, edit, unchanged))
+    })();
+    let _ = std::fs::remove_dir_all(&clone);
+    let (cold, edit, unchanged) = result?;
+    println!("contributor's loop, `just test-e2e` in a fresh clone ({backend} backend):");
+    println!("  cold (empty target/, tools venv, every crate built): {cold:>7.1}s");
+    println!("  after editing one file of metis-api:                 {edit:>7.1}s");
+    println!("  unchanged (the suite alone):                         {unchanged:>7.1}s");
+    Ok(())
+}
+
 /// Options of `e2e bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -74,7 +143,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,ingest,listing,create,crash,cluster"
+        default_value = "startup,ingest,listing,create,crash,cluster,coldstart"
     )]
     pub only: Vec<String>,
 }
@@ -108,6 +177,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if on("crash") {
         crate::bench_runs::crash_bounds(false).await?;
         crate::bench_runs::crash_bounds(true).await?;
+    }
+    if on("coldstart") {
+        cold_start("local")?;
     }
     Ok(())
 }

@@ -44,6 +44,12 @@ pub fn target_dir() -> PathBuf {
 #[must_use]
 pub fn cargo() -> std::process::Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    without_cargo_env(program)
+}
+
+/// A command for `program` without the variables cargo sets for the crate being built or run
+/// (see [`cargo`]), so a build it starts is not told it builds this crate.
+pub fn without_cargo_env(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);
     for (key, _) in std::env::vars_os() {
         let Some(key) = key.to_str() else { continue };
