@@ -91,7 +91,7 @@ book:
 book-check:
     cargo run -q --locked -p book -- check
 
-# serve the book on http://127.0.0.1:3000
+# serve the book on http://127.0.0.1:3000, rebuilding it when a page, snapshot or scenario changes
 serve-book:
     cargo run -q --locked -p book -- serve
 

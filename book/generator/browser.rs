@@ -286,15 +286,22 @@ pub fn check_site(ws: &Workspace, out: &Path) -> Result<()> {
     rt.block_on(async {
         self_test(&chromium).await?;
         let srv = Server::start(out, ([127, 0, 0, 1], 0).into()).await?;
-        let result = site_checks(
-            &chromium,
-            &srv,
-            &chapters,
-            &run_completes,
-            &snapshots,
-            &shot,
-        )
-        .await;
+        let expected = Expected {
+            chapters: &chapters,
+            run_completes: &run_completes,
+            snapshots: &snapshots,
+            transcript: crate::snapshot::strip_header(&std::fs::read_to_string(
+                ws.snapshots_dir().join("transcripts/quick_start.snap"),
+            )?)?,
+            recordings: crate::directives::Sources::of(ws).recordings,
+            transitions: common::model::State::ALL
+                .iter()
+                .flat_map(|a| common::model::State::ALL.iter().map(move |b| (a, b)))
+                .filter(|(a, b)| a.can_transition(**b))
+                .count(),
+            repository: crate::repository(ws),
+        };
+        let result = site_checks(&chromium, &srv, &expected, &shot).await;
         let misses: Vec<String> = srv
             .misses()
             .into_iter()
@@ -320,14 +327,39 @@ pub fn check_site(ws: &Workspace, out: &Path) -> Result<()> {
     })
 }
 
+/// What the site checks compare the pages with.
+struct Expected<'a> {
+    chapters: &'a [(String, String)],
+    run_completes: &'a Snapshot,
+    snapshots: &'a [Snapshot],
+    /// The quick start's transcript snapshot, without its header.
+    transcript: String,
+    /// Where the scenarios' recordings are (`{{#recording}}` reads them).
+    recordings: std::path::PathBuf,
+    /// How many moves `State::can_transition` allows.
+    transitions: usize,
+    /// The repository edit links point into, if known.
+    repository: Option<String>,
+}
+
 async fn site_checks(
     chromium: &Chromium,
     srv: &Server,
-    chapters: &[(String, String)],
-    run_completes: &Snapshot,
-    snapshots: &[Snapshot],
+    expected: &Expected<'_>,
     shot: &Path,
 ) -> Result<Failures> {
+    let Expected {
+        chapters,
+        run_completes,
+        snapshots,
+        transcript,
+        recordings,
+        transitions,
+        repository,
+    } = expected;
+    let (chapters, snapshots, run_completes) = (*chapters, *snapshots, *run_completes);
+    let transitions = *transitions;
+    let shot_dir = shot.parent().unwrap_or(shot);
     let mut f = Failures::default();
     let mut console: Vec<(String, String)> = Vec::new();
     let url = |path: &str| format!("{}/{path}", srv.url);
@@ -419,26 +451,124 @@ async fn site_checks(
     }
     s.done();
 
-    // The gallery: every snapshot, each with its timeline.
-    let s = step("browser: every scenario's tree and timeline");
-    let gallery = chromium.dump_dom(&url("tracing/scenarios.html")).await?;
+    // A page per scenario: its tree, its timeline, its recorded timings (or the note).
+    let s = step("browser: every scenario's page (tree, timeline, recorded timings)");
+    let mut recorded = 0;
+    for snap in snapshots {
+        let page_path = format!("scenarios/{}.html", snap.name);
+        let page = chromium.dump_dom(&url(&page_path)).await?;
+        console.extend(page.console.iter().map(|m| (page_path.clone(), m.clone())));
+        let first = snap.body.lines().nth(1).unwrap_or_default();
+        f.check(page.dom.contains(&dom_text(first)), || {
+            format!("{page_path} does not show the tree of {}", snap.name)
+        });
+        check_timeline(&mut f, &page_path, &page.dom, snap);
+        if recordings.join(&snap.name).join("spans.json").is_file() {
+            recorded += 1;
+            let bars = page.dom.matches(r#"class="recording-bar""#).count();
+            f.check(page.dom.contains("Recorded on") && bars > 0, || {
+                format!("{page_path}: a recording exists but no waterfall with bars is drawn")
+            });
+        } else {
+            f.check(page.dom.contains("No recording of"), || {
+                format!("{page_path}: no recording and no note saying so")
+            });
+        }
+    }
+    s.done_with(format!(
+        "{} scenario pages, {recorded} with recorded timings",
+        snapshots.len()
+    ));
+
+    // The quick start shows the transcript and the tree the quick_start scenario pinned.
+    let s = step("browser: quick start (transcript and tree) and troubleshooting");
+    let quick = chromium.dump_dom(&url("quickstart.html")).await?;
     console.extend(
-        gallery
+        quick
             .console
             .iter()
-            .map(|m| ("tracing/scenarios.html".to_owned(), m.clone())),
+            .map(|m| ("quickstart.html".to_owned(), m.clone())),
     );
-    for snap in snapshots {
-        let first = snap.body.lines().nth(1).unwrap_or_default();
-        f.check(gallery.dom.contains(&dom_text(first)), || {
-            format!(
-                "tracing/scenarios.html does not show the tree of {}",
-                snap.name
-            )
+    for line in transcript
+        .lines()
+        .filter(|l| l.starts_with("$ ") || l.contains("\"state\""))
+    {
+        f.check(quick.dom.contains(&dom_text(line)), || {
+            format!("quickstart.html does not show this transcript line: {line}")
         });
-        check_timeline(&mut f, "tracing/scenarios.html", &gallery.dom, snap);
     }
-    s.done_with(format!("{} scenarios", snapshots.len()));
+    if let Some(quick_tree) = snapshots.iter().find(|s| s.name == "quick_start") {
+        for line in quick_tree.body.lines().filter(|l| !l.trim().is_empty()) {
+            f.check(quick.dom.contains(&dom_text(line)), || {
+                format!("quickstart.html does not show this line of quick_start.snap: {line}")
+            });
+        }
+    }
+    let trouble = chromium.dump_dom(&url("troubleshooting.html")).await?;
+    console.extend(
+        trouble
+            .console
+            .iter()
+            .map(|m| ("troubleshooting.html".to_owned(), m.clone())),
+    );
+    for id in [
+        "a-run-stays-queued",
+        "the-engines-span-is-in-a-trace-of-its-own",
+        "no-spans-at-all",
+        "how-long-until-a-crashed-engines-runs-fail",
+        "a-scenario-failed",
+    ] {
+        f.check(trouble.dom.contains(&format!(r#"id="{id}""#)), || {
+            format!("troubleshooting.html has no section #{id}")
+        });
+    }
+    s.done();
+
+    // The run-state diagram: one arrow per allowed move.
+    let s = step("browser: the run-state diagram");
+    let lifecycle = chromium
+        .dump_dom(&url("architecture/lifecycle.html"))
+        .await?;
+    console.extend(
+        lifecycle
+            .console
+            .iter()
+            .map(|m| ("architecture/lifecycle.html".to_owned(), m.clone())),
+    );
+    let moves = lifecycle.dom.matches(r#"class="state-move""#).count();
+    f.check(lifecycle.dom.contains(r#"class="metis-states""#) && moves == transitions, || {
+        format!("architecture/lifecycle.html: the state diagram has {moves} arrows, State::can_transition allows {transitions}")
+    });
+    s.done_with(format!("{moves} arrows"));
+
+    // Edit links, when the book knows its repository.
+    if let Some(repo) = repository {
+        let want = format!("https://github.com/{repo}/edit/");
+        f.check(
+            quick.dom.contains(&want) && quick.dom.contains("book/src/quickstart.md"),
+            || {
+                format!(
+                    "quickstart.html has no edit-this-page link into {want}…/book/src/quickstart.md"
+                )
+            },
+        );
+    }
+
+    // Screenshots of the new pages, for a human to look at.
+    let s = step(format!("browser: screenshots → {}", shot_dir.display()));
+    for (page, png) in [
+        ("quickstart.html", "quickstart.png"),
+        ("troubleshooting.html", "troubleshooting.png"),
+        ("scenarios/run_completes.html", "scenario-run_completes.png"),
+        ("architecture/lifecycle.html", "lifecycle.png"),
+    ] {
+        let msgs = chromium.screenshot(&url(page), &shot_dir.join(png)).await?;
+        console.extend(
+            msgs.into_iter()
+                .map(|m| (format!("{page} (screenshot)"), m)),
+        );
+    }
+    s.done();
 
     // Search.
     let s = step("browser: search for workflow_run");

@@ -3,7 +3,9 @@
 //! | directive | expands to |
 //! | --- | --- |
 //! | `{{#snapshot NAME}}` | the tree of `scenarios/snapshots/NAME.snap` without its insta header, in a `text` code block |
-//! | `{{#timeline NAME}}` | the waterfall of that snapshot as inline SVG ([`crate::timeline`]) |
+//! | `{{#timeline NAME}}` | the structure waterfall of that snapshot as inline SVG ([`crate::timeline`]) |
+//! | `{{#recording NAME}}` | the recorded timings of scenario `NAME` (its last run's `spans.json`) to scale, or a note that there is no recording ([`crate::recording`]); `NAME` must be a snapshot |
+//! | `{{#transcript NAME}}` | the transcript snapshot `scenarios/snapshots/transcripts/NAME.snap` (commands a scenario ran and what they printed) without its insta header, in a `text` code block |
 //! | `{{#scenario FILE:ANCHOR}}` | the code between `// ANCHOR: ANCHOR` and `// ANCHOR_END: ANCHOR` in `scenarios/tests/it/FILE`, in a `rust` code block |
 //! | `{{#fixture PATH}}` | the file `fixtures/PATH` in a code block named after its extension |
 //! | `{{#spantree_diff OLD NEW}}` | what `spantree diff` prints for the snapshots `OLD` and `NEW`, in a `text` code block (real output, recomputed on every build) |
@@ -40,6 +42,9 @@ pub struct Sources {
     pub fixtures: PathBuf,
     /// The workspace root, for `{{#item}}`.
     pub root: PathBuf,
+    /// The scenarios' artefact folders, for `{{#recording}}`: `$METIS_BOOK_RECORDINGS`, else
+    /// `target/e2e/`.
+    pub recordings: PathBuf,
 }
 
 impl Sources {
@@ -51,12 +56,14 @@ impl Sources {
             scenario_code: ws.scenario_code_dir(),
             fixtures: ws.root.join("fixtures"),
             root: ws.root.clone(),
+            recordings: std::env::var_os("METIS_BOOK_RECORDINGS")
+                .map_or_else(|| ws.root.join("target/e2e"), PathBuf::from),
         }
     }
 }
 
 static DIRECTIVE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(\\)?\{\{#(snapshot|timeline|scenario|fixture|item|spantree_diff)(?:\s+([^{}]*?))?\s*\}\}")
+    Regex::new(r"(\\)?\{\{#(snapshot|timeline|recording|transcript|scenario|fixture|item|spantree_diff)(?:\s+([^{}]*?))?\s*\}\}")
         .expect("static regex")
 });
 
@@ -90,6 +97,18 @@ fn expand_one(kind: &str, arg: &str, sources: &Sources) -> Result<String> {
         "timeline" => {
             let snap = Snapshot::load(&sources.snapshots, arg)?;
             Ok(timeline::render(&snap))
+        }
+        "transcript" => {
+            let dir = sources.snapshots.join("transcripts");
+            let path = inside(&dir, &format!("{arg}.snap"))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("no transcript `{arg}` ({})", path.display()))?;
+            Ok(code_block("text", &crate::snapshot::strip_header(&text)?))
+        }
+        "recording" => {
+            // The name must be a scenario with a snapshot, recorded or not.
+            Snapshot::load(&sources.snapshots, arg)?;
+            crate::recording::render(&inside(&sources.recordings, arg)?, arg)
         }
         "scenario" => {
             let (file, name) = arg
@@ -249,6 +268,7 @@ mod tests {
             scenario_code: code,
             fixtures,
             root: dir.path().to_owned(),
+            recordings: dir.path().join("e2e"),
         };
         (dir, s)
     }

@@ -91,8 +91,17 @@ fn html_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Checks every internal link of the site in `root`.
-pub fn check(root: &Path) -> Result<Report> {
+/// Checks every internal link of the site in `root`, published under the URL path `site`
+/// (`/metis/`; `/` at the root): an absolute link or `<base>` under `site` is resolved in
+/// `root`, as the published site would serve it (the 404 page links that way).
+pub fn check(root: &Path, site: &str) -> Result<Report> {
+    let site = format!("/{}/", site.trim_matches('/')).replace("//", "/");
+    let in_site = |rel: &str| -> String {
+        match rel.strip_prefix(site.as_str()) {
+            Some(rest) if site != "/" => format!("/{rest}"),
+            _ => rel.to_owned(),
+        }
+    };
     let mut pages = Vec::new();
     html_files(root, &mut pages)?;
     pages.sort();
@@ -126,7 +135,7 @@ pub fn check(root: &Path) -> Result<Report> {
             .display()
             .to_string();
         let dir = match BASE.captures(text) {
-            Some(b) => resolve(root, page.parent().unwrap_or(root), &b[1])
+            Some(b) => resolve(root, page.parent().unwrap_or(root), &in_site(&b[1]))
                 .unwrap_or_else(|| root.to_owned()),
             None => page.parent().unwrap_or(root).to_owned(),
         };
@@ -144,7 +153,7 @@ pub fn check(root: &Path) -> Result<Report> {
             let target = if path_part.is_empty() {
                 Some(page.clone())
             } else {
-                resolve(root, &dir, &percent_decode(path_part))
+                resolve(root, &dir, &in_site(&percent_decode(path_part)))
                     .map(|t| if t.is_dir() { t.join("index.html") } else { t })
             };
             let Some(target) = target.filter(|t| t.is_file()) else {
@@ -196,7 +205,7 @@ mod tests {
             ("a/c.html", ""),
             ("img/p q.png", ""),
         ]);
-        let r = check(d.path()).unwrap();
+        let r = check(d.path(), "/").unwrap();
         assert!(r.broken.is_empty(), "{:?}", r.broken);
         assert_eq!((r.pages, r.links), (4, 6));
     }
@@ -210,7 +219,7 @@ mod tests {
             ),
             ("b.html", r#"<h2 id="yes"></h2>"#),
         ]);
-        let r = check(d.path()).unwrap();
+        let r = check(d.path(), "/").unwrap();
         assert_eq!(r.broken.len(), 3, "{:?}", r.broken);
         assert!(r.broken[0].contains("gone.html"), "{:?}", r.broken);
         assert!(
@@ -229,6 +238,23 @@ mod tests {
             ),
             ("index.html", ""),
         ]);
-        assert!(check(d.path()).unwrap().broken.is_empty());
+        assert!(check(d.path(), "/").unwrap().broken.is_empty());
+    }
+
+    #[test]
+    fn links_under_the_site_url_resolve_in_the_site() {
+        let d = site(&[
+            (
+                "404.html",
+                r#"<base href="/metis/"><a href="print.html">print</a><a href="/metis/a.html">a</a>"#,
+            ),
+            ("index.html", ""),
+            ("print.html", ""),
+            ("a.html", ""),
+        ]);
+        let r = check(d.path(), "/metis/").unwrap();
+        assert!(r.broken.is_empty(), "{:?}", r.broken);
+        // Served at the root instead, the same links would be broken (the base, the links).
+        assert_eq!(check(d.path(), "/").unwrap().broken.len(), 3);
     }
 }

@@ -87,7 +87,7 @@ fn serde_attrs(attrs: &[Attribute], what: &str) -> Result<Serde> {
     Ok(s)
 }
 
-fn docs(attrs: &[Attribute]) -> String {
+pub(super) fn docs(attrs: &[Attribute]) -> String {
     attrs
         .iter()
         .filter(|a| a.path().is_ident("doc"))

@@ -6,9 +6,13 @@
 //! | file | generator | source of truth |
 //! | --- | --- | --- |
 //! | `spans.md` | [`spans`] | the span registry `crates/telemetry/spans.toml` and `scenarios/snapshots/*.snap` |
-//! | `scenarios.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, `// ANCHOR:` markers |
+//! | `book/src/scenarios/*.md`, the scenario lines of `book/src/SUMMARY.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, the guidance and `// ANCHOR:` markers in `scenarios/tests/it/` |
 //! | `e2e-variables.md` | [`e2e_vars`] | every `E2E_*` name in `harness/`, `scenarios/`, `crates/test-support/` |
 //! | `engine-yaml.md` | [`engine_yaml`] | the serde types in `crates/common/src/config.rs` |
+//! | `states.md` | [`states`] | `State::ALL`, `State::can_transition`, `State::is_terminal` (called) and the variants' docs |
+//! | `outcomes.md` | [`outcomes`] | `engine::outcome::outcome`, called for each case |
+//! | `routes.md` | [`routes`] | `api::openapi::document()`, the OpenAPI document the API serves |
+//! | `settings.md` | [`settings`] | the settings tables of `common::nats`, `telemetry`, `api::config`, `api::auth`, `engine::settings` |
 //! | `review-demo.md`, `review-demo.html` | [`review_demo`] | `run_completes.snap` with one deliberate change, through `spantree::review` |
 //!
 //! Every file starts with a "generated — do not edit" comment. [`ensure`] is rust-analyzer's
@@ -20,9 +24,13 @@
 
 pub mod e2e_vars;
 pub mod engine_yaml;
+pub mod outcomes;
 pub mod review_demo;
+pub mod routes;
 pub mod scenarios;
+pub mod settings;
 pub mod spans;
+pub mod states;
 
 use std::path::{Path, PathBuf};
 
@@ -68,9 +76,12 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
         spantree::registry::Registry::load(&ws.root.join("crates/telemetry/spans.toml"))?;
     for (name, result) in [
         ("spans.md", spans::generate(&registry, &snapshots)),
-        ("scenarios.md", scenarios::generate(ws, &snapshots)),
         ("e2e-variables.md", e2e_vars::generate(ws)),
         ("engine-yaml.md", engine_yaml::generate(ws)),
+        ("states.md", states::generate(ws)),
+        ("routes.md", routes::generate()),
+        ("outcomes.md", outcomes::generate()),
+        ("settings.md", settings::generate(ws)),
         ("review-demo.md", review_demo::markdown(ws)),
         ("review-demo.html", review_demo::html(ws)),
     ] {
@@ -82,15 +93,22 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
         out.problems
             .extend(problems.into_iter().map(|p| format!("{DIR}/{name}: {p}")));
     }
-    // A file in the generated folder that no generator makes is stale.
-    let dir = ws.root.join(DIR);
-    if dir.is_dir() {
+    let (pages, problems) =
+        scenarios::generate(ws, &snapshots).context("generating the scenario pages")?;
+    out.files.extend(pages);
+    out.problems.extend(problems);
+    // A file in a generated folder that no generator makes is stale.
+    for folder in [DIR, scenarios::PAGES] {
+        let dir = ws.root.join(folder);
+        if !dir.is_dir() {
+            continue;
+        }
         for entry in std::fs::read_dir(&dir)? {
             let name = entry?.file_name();
-            let rel = Path::new(DIR).join(&name);
+            let rel = Path::new(folder).join(&name);
             if !out.files.iter().any(|f| f.path == rel) {
                 out.problems.push(format!(
-                    "{} is in the generated folder but no generator makes it; delete it",
+                    "{} is in a generated folder but no generator makes it; delete it",
                     rel.display()
                 ));
             }
@@ -134,7 +152,7 @@ mod tests {
         let a = all(&ws).unwrap();
         let b = all(&ws).unwrap();
         assert_eq!(a.files, b.files);
-        for f in &a.files {
+        for f in a.files.iter().filter(|f| !f.path.ends_with("SUMMARY.md")) {
             assert!(
                 f.content.starts_with("<!-- generated — do not edit."),
                 "{} lacks the preamble",

@@ -1,21 +1,38 @@
-//! The scenario gallery: one section per committed snapshot — what it pins, its timeline, its
-//! span tree and, when the test is anchored, its code.
+//! The scenario pages: `book/src/scenarios/index.md` (the index) and one page per committed
+//! snapshot, `book/src/scenarios/<name>.md`, each listed in the sidebar under "Every scenario"
+//! (the generator owns those `SUMMARY.md` lines).
 //!
-//! The page holds directives, not trees: `{{#timeline}}`, `{{#snapshot}}` and `{{#scenario}}`
-//! are expanded at build time from the files themselves, so a snapshot change shows up in the
-//! book without regenerating anything. What *is* generated is the list: a new or removed
-//! snapshot changes this page, so `check` notices a snapshot the book does not show.
+//! A page holds directives, not trees: `{{#snapshot}}`, `{{#timeline}}`, `{{#recording}}` and
+//! `{{#scenario}}` are expanded at build time from the files themselves, so a snapshot change
+//! shows up in the book without regenerating anything. What *is* generated is the list and
+//! the words: a new or removed snapshot, a changed description or guidance changes the pages,
+//! so `check` notices a snapshot the book does not show.
 //!
-//! "What it pins" comes from the snapshot table in `scenarios/README.md` (the row whose first
-//! cell is the snapshot name in backticks); the code from the file in `scenarios/tests/it/`
-//! that has `// ANCHOR: <snapshot name>`.
+//! Where the words come from:
+//! - "What it pins": the snapshot table in `scenarios/README.md` (the row whose first cell is
+//!   the snapshot name in backticks);
+//! - "Why it matters" and "If this changes": the doc comment right above the test's
+//!   `// ANCHOR: <snapshot name>` in `scenarios/tests/it/`, two paragraphs starting
+//!   `**Why it matters.**` and `**If this changes.**`;
+//! - the code: the anchored region itself.
+//!
+//! A snapshot without a README row, an anchor or either paragraph is a problem that fails
+//! `check`.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::preamble;
+use super::{Generated, cell, preamble};
 use crate::Workspace;
 use crate::anchor;
 use crate::snapshot::Snapshot;
+
+/// Where the scenario pages live, relative to the workspace root.
+pub const PAGES: &str = "book/src/scenarios";
+
+/// The `SUMMARY.md` line the generated entries hang under.
+pub const SUMMARY_PARENT: &str = "- [Every scenario](scenarios/index.md)";
 
 /// `snapshot name → what it pins` from the README's table.
 fn readme_descriptions(readme: &str) -> Vec<(String, String)> {
@@ -30,13 +47,48 @@ fn readme_descriptions(readme: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Generates `scenarios.md`.
-pub fn generate(ws: &Workspace, snapshots: &[Snapshot]) -> Result<(String, Vec<String>)> {
-    let readme_path = ws.root.join("scenarios/README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap_or_default();
-    let described = readme_descriptions(&readme);
+/// The reviewer's guidance of one scenario.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Guidance {
+    why: Option<String>,
+    if_changes: Option<String>,
+}
+
+/// The `///` lines right above `// ANCHOR: name`, split into the two paragraphs.
+fn guidance(text: &str, name: &str) -> Guidance {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(at) = lines
+        .iter()
+        .position(|l| l.trim() == format!("// ANCHOR: {name}"))
+    else {
+        return Guidance::default();
+    };
+    let mut doc: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| l.trim_start().starts_with("///"))
+        .map(|l| {
+            let t = l.trim_start().trim_start_matches("///");
+            t.strip_prefix(' ').unwrap_or(t)
+        })
+        .collect();
+    doc.reverse();
+    let mut g = Guidance::default();
+    for para in doc.join("\n").split("\n\n") {
+        let para = para.split('\n').collect::<Vec<_>>().join(" ");
+        if let Some(rest) = para.strip_prefix("**Why it matters.**") {
+            g.why = Some(rest.trim().to_owned());
+        } else if let Some(rest) = para.strip_prefix("**If this changes.**") {
+            g.if_changes = Some(rest.trim().to_owned());
+        }
+    }
+    g
+}
+
+/// The scenario files and their anchors, sorted by file name.
+fn scenario_files(ws: &Workspace) -> Result<Vec<(String, String)>> {
     let code_dir = ws.scenario_code_dir();
-    let mut files: Vec<(String, Vec<String>)> = Vec::new();
+    let mut files = Vec::new();
     for entry in
         std::fs::read_dir(&code_dir).with_context(|| format!("listing {}", code_dir.display()))?
     {
@@ -48,36 +100,155 @@ pub fn generate(ws: &Workspace, snapshots: &[Snapshot]) -> Result<(String, Vec<S
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            files.push((name, anchor::names(&text)));
+            files.push((name, text));
         }
     }
     files.sort();
+    Ok(files)
+}
 
-    let mut out = preamble(
-        "scenarios",
-        "the list of scenarios/snapshots/*.snap, scenarios/README.md and the ANCHOR markers in scenarios/tests/it",
-    );
+/// The scenario pages, the index, and `SUMMARY.md` with its scenario entries regenerated.
+pub fn generate(ws: &Workspace, snapshots: &[Snapshot]) -> Result<(Vec<Generated>, Vec<String>)> {
+    let readme_path = ws.root.join("scenarios/README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap_or_default();
+    let described = readme_descriptions(&readme);
+    let files = scenario_files(ws)?;
     let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let mut index = preamble(
+        "scenarios",
+        "the list of scenarios/snapshots/*.snap, scenarios/README.md and the scenario code",
+    );
+    index.push_str(INDEX_INTRO);
+    index.push_str("\n| scenario | what it pins |\n| --- | --- |\n");
     for snap in snapshots {
         let name = &snap.name;
-        out.push_str(&format!("\n## `{name}`\n\n"));
-        match described.iter().find(|(n, _)| n == name) {
-            Some((_, what)) => out.push_str(&format!("What it pins: {what}.\n\n")),
-            None => problems.push(format!(
+        let what = described.iter().find(|(n, _)| n == name).map(|(_, w)| w);
+        if what.is_none() {
+            problems.push(format!(
                 "snapshot `{name}` has no row in the table of scenarios/README.md"
-            )),
-        }
-        out.push_str(&format!(
-            "{{{{#timeline {name}}}}}\n\n{{{{#snapshot {name}}}}}\n"
-        ));
-        if let Some((file, _)) = files.iter().find(|(_, anchors)| anchors.contains(name)) {
-            out.push_str(&format!(
-                "\n<details>\n<summary>The scenario: <code>scenarios/tests/it/{file}</code></summary>\n\n{{{{#scenario {file}:{name}}}}}\n\n</details>\n"
             ));
         }
+        index.push_str(&format!(
+            "| [`{name}`]({name}.md) | {} |\n",
+            cell(what.map_or("", String::as_str))
+        ));
+        let file = files
+            .iter()
+            .find(|(_, text)| anchor::names(text).contains(name));
+        let mut page = preamble(
+            "scenarios",
+            &format!("scenarios/README.md, the snapshot `{name}` and its test"),
+        );
+        page.push_str(&format!("# `{name}`\n\n"));
+        if let Some(what) = what {
+            page.push_str(&format!("**What it pins:** {what}.\n\n"));
+        }
+        match file {
+            Some((file, text)) => {
+                let g = guidance(text, name);
+                for (label, text) in [
+                    ("Why it matters", &g.why),
+                    ("If this changes", &g.if_changes),
+                ] {
+                    match text {
+                        Some(t) => page.push_str(&format!("**{label}.** {t}\n\n")),
+                        None => problems.push(format!(
+                            "scenario `{name}` has no `**{label}.**` paragraph in the doc comment above `// ANCHOR: {name}` in scenarios/tests/it/{file}"
+                        )),
+                    }
+                }
+                let module = file.trim_end_matches(".rs");
+                let test = anchor::extract(text, name)
+                    .ok()
+                    .and_then(|code| {
+                        code.split("async fn ")
+                            .nth(1)
+                            .and_then(|rest| rest.split('(').next())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| name.clone());
+                page.push_str(&format!(
+                    "Run it alone: `E2E_BACKEND=local cargo test -p scenarios --test it -- {module}::{test} --exact` \
+                     (its artefacts land in `target/e2e/{name}/`).\n\n"
+                ));
+                page.push_str(&format!(
+                    "## Span tree\n\nAs committed in `scenarios/snapshots/{name}.snap`:\n\n{{{{#snapshot {name}}}}}\n\n"
+                ));
+                page.push_str(&format!(
+                    "## Structure\n\nOne step per span start and event, in the tree's order (snapshots carry no time):\n\n{{{{#timeline {name}}}}}\n\n"
+                ));
+                page.push_str(&format!(
+                    "## Recorded timings\n\n{{{{#recording {name}}}}}\n\n"
+                ));
+                page.push_str(&format!(
+                    "## The scenario\n\n`scenarios/tests/it/{file}`:\n\n{{{{#scenario {file}:{name}}}}}\n"
+                ));
+            }
+            None => problems.push(format!(
+                "snapshot `{name}` has no `// ANCHOR: {name}` in scenarios/tests/it/"
+            )),
+        }
+        out.push(Generated {
+            path: Path::new(PAGES).join(format!("{name}.md")),
+            content: page,
+        });
+    }
+    out.push(Generated {
+        path: Path::new(PAGES).join("index.md"),
+        content: index,
+    });
+    let summary_path = ws.root.join("book/src/SUMMARY.md");
+    let summary = std::fs::read_to_string(&summary_path)
+        .with_context(|| format!("reading {}", summary_path.display()))?;
+    match summary_with_scenarios(&summary, snapshots) {
+        Some(s) => out.push(Generated {
+            path: PathBuf::from("book/src/SUMMARY.md"),
+            content: s,
+        }),
+        None => problems.push(format!(
+            "book/src/SUMMARY.md has no line `{SUMMARY_PARENT}` to list the scenario pages under"
+        )),
     }
     Ok((out, problems))
 }
+
+/// `summary` with the lines under [`SUMMARY_PARENT`] that link into `scenarios/` replaced by
+/// one entry per snapshot; `None` when the parent line is missing.
+fn summary_with_scenarios(summary: &str, snapshots: &[Snapshot]) -> Option<String> {
+    let lines: Vec<&str> = summary.lines().collect();
+    let at = lines.iter().position(|l| l.trim_end() == SUMMARY_PARENT)?;
+    let end = lines[at + 1..]
+        .iter()
+        .position(|l| !l.trim_start().starts_with("- [`") || !l.contains("](scenarios/"))
+        .map_or(lines.len(), |n| at + 1 + n);
+    let mut out: Vec<String> = lines[..=at].iter().map(|l| (*l).to_owned()).collect();
+    for s in snapshots {
+        out.push(format!("  - [`{0}`](scenarios/{0}.md)", s.name));
+    }
+    out.extend(lines[end..].iter().map(|l| (*l).to_owned()));
+    Some(out.join("\n") + "\n")
+}
+
+const INDEX_INTRO: &str = "# Every scenario
+
+One page per end-to-end scenario with a snapshot: what it pins and why it matters, what to
+look at when it changes, its span tree exactly as committed in
+`scenarios/snapshots/<name>.snap`, its structure timeline, the timings of a recorded run, and
+the test that produced it. The list is generated, so a new snapshot gets a page (and
+`just test` fails until the regenerated pages are committed); the trees, timelines and code
+are read at build time, so a changed snapshot changes its page with nothing to regenerate.
+
+- **Structure timelines** show order, not time: one step per span start and per event, bars
+  enclosing their in-process children, dashed arrows where a message crosses NATS, colours
+  by service, red outlines for spans with an error status. Hover over a bar or a diamond for
+  the full span or event line.
+- **Recorded timings** are drawn from the `spans.json` the scenario's last run left in
+  `target/e2e/<name>/` (true start and end times, scaled per trace; hover over a bar for its
+  attributes). They are not deterministic, so they are not part of the committed pages: the
+  published site records them by running the suite before building, and a build without a
+  recording says so.
+";
 
 #[cfg(test)]
 mod tests {
@@ -101,16 +272,77 @@ mod tests {
     }
 
     #[test]
-    fn every_snapshot_gets_a_section_with_its_directives() {
+    fn reads_the_guidance_above_the_anchor() {
+        let text = "fn other() {}\n\n/// **Why it matters.** It is the\n/// promise.\n///\n/// **If this changes.** Look.\n// ANCHOR: x\nfn x() {}\n";
+        assert_eq!(
+            guidance(text, "x"),
+            Guidance {
+                why: Some("It is the promise.".to_owned()),
+                if_changes: Some("Look.".to_owned()),
+            }
+        );
+        assert_eq!(guidance(text, "y"), Guidance::default());
+    }
+
+    #[test]
+    fn summary_entries_are_replaced_not_duplicated() {
+        let snaps = |names: &[&str]| -> Vec<Snapshot> {
+            names
+                .iter()
+                .map(|n| Snapshot {
+                    name: (*n).to_owned(),
+                    body: String::new(),
+                    traces: Vec::new(),
+                })
+                .collect()
+        };
+        let summary = format!(
+            "# Summary\n\n{SUMMARY_PARENT}\n  - [`old`](scenarios/old.md)\n\n# Next\n- [x](x.md)\n"
+        );
+        let once = summary_with_scenarios(&summary, &snaps(&["a", "b"])).unwrap();
+        assert_eq!(
+            once,
+            format!(
+                "# Summary\n\n{SUMMARY_PARENT}\n  - [`a`](scenarios/a.md)\n  - [`b`](scenarios/b.md)\n\n# Next\n- [x](x.md)\n"
+            )
+        );
+        assert_eq!(
+            summary_with_scenarios(&once, &snaps(&["a", "b"])).unwrap(),
+            once
+        );
+        assert!(summary_with_scenarios("# Summary\n", &snaps(&["a"])).is_none());
+    }
+
+    #[test]
+    fn every_snapshot_gets_a_page_with_its_directives_and_guidance() {
         let ws = Workspace::locate();
         let snaps = Snapshot::load_all(&ws.snapshots_dir()).unwrap();
-        let (md, _) = generate(&ws, &snaps).unwrap();
+        let (pages, problems) = generate(&ws, &snaps).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
         for s in &snaps {
             let n = &s.name;
-            assert!(md.contains(&format!("## `{n}`")), "{n}");
-            assert!(md.contains(&format!("{{{{#snapshot {n}}}}}")), "{n}");
-            assert!(md.contains(&format!("{{{{#timeline {n}}}}}")), "{n}");
+            let page = pages
+                .iter()
+                .find(|p| p.path.ends_with(format!("{n}.md")))
+                .unwrap_or_else(|| panic!("no page for {n}"));
+            for part in [
+                format!("{{{{#snapshot {n}}}}}"),
+                format!("{{{{#timeline {n}}}}}"),
+                format!("{{{{#recording {n}}}}}"),
+                "**Why it matters.**".to_owned(),
+                "**If this changes.**".to_owned(),
+            ] {
+                assert!(page.content.contains(&part), "{n}: {part}");
+            }
         }
-        assert!(md.contains("{{#scenario run.rs:run_completes}}"), "{md}");
+        let run = pages
+            .iter()
+            .find(|p| p.path.ends_with("run_completes.md"))
+            .unwrap();
+        assert!(
+            run.content.contains("{{#scenario run.rs:run_completes}}"),
+            "{}",
+            run.content
+        );
     }
 }

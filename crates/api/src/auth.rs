@@ -1,13 +1,5 @@
-//! Who is calling: `Authorization: Bearer <JWT>` verified against a configured key.
-//!
-//! | variable | meaning |
-//! | --- | --- |
-//! | `AUTH_MODE` | `jwt` (default): every run route needs a valid bearer token; `header`: the `x-user-id` header is trusted as sent (local experiments only; warns at start-up) |
-//! | `AUTH_JWT_SECRET` / `AUTH_JWT_SECRET_FILE` | HS256 shared secret (text, or a file holding it) |
-//! | `AUTH_JWT_PUBLIC_KEY_FILE` | PEM public key: RSA (RS256/384/512, PS*) or EC (ES256/384) |
-//! | `AUTH_JWKS_FILE` | a JWK set (JSON); the token's `kid` picks the key (a set of one needs none) |
-//! | `AUTH_JWT_ISSUER`, `AUTH_JWT_AUDIENCE` | when set, `iss` / `aud` must match |
-//! | `AUTH_JWT_LEEWAY_S` | clock skew allowed on `exp` / `nbf` | `30` |
+//! Who is calling: `Authorization: Bearer <JWT>` verified against a configured key, set up by
+//! the variables of [`SETTINGS`] (the book's settings page is generated from that table).
 //!
 //! Exactly one key source is required in `jwt` mode. A token must carry `exp` and `sub`;
 //! `nbf` is checked when present; the algorithm must be one the key is for (an HMAC token is
@@ -68,6 +60,53 @@ pub struct Claims {
     /// The user.
     pub sub: String,
 }
+
+/// Default `AUTH_JWT_LEEWAY_S`.
+pub const DEFAULT_LEEWAY_S: u64 = 30;
+
+/// The authentication settings (see `common::settings`).
+pub const SETTINGS: &[common::settings::Setting] = &[
+    common::settings::Setting {
+        name: "AUTH_MODE",
+        meaning: "`jwt`: every run route needs a valid bearer token; `header`: the `x-user-id` header is trusted as sent (local experiments only; warns at start-up)",
+        default: || common::settings::literal("jwt"),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_SECRET",
+        meaning: "HS256 shared secret (32 bytes or more); exactly one key source is required in `jwt` mode",
+        default: || "none".to_owned(),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_SECRET_FILE",
+        meaning: "a file holding the HS256 secret",
+        default: || "none".to_owned(),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_PUBLIC_KEY_FILE",
+        meaning: "PEM public key: RSA (RS256/384/512, PS*) or EC (ES256/384)",
+        default: || "none".to_owned(),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWKS_FILE",
+        meaning: "a JWK set (JSON); the token's `kid` picks the key (a set of one needs none)",
+        default: || "none".to_owned(),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_ISSUER",
+        meaning: "when set, a token's `iss` must match",
+        default: || "unset: any issuer".to_owned(),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_AUDIENCE",
+        meaning: "when set, a token's `aud` must match; unset, a token naming an audience is refused",
+        default: || "unset".to_owned(),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_LEEWAY_S",
+        meaning: "clock skew allowed on `exp` / `nbf`, in seconds (at most 3600)",
+        default: || common::settings::literal(DEFAULT_LEEWAY_S),
+    },
+];
 
 /// The most clock skew `AUTH_JWT_LEEWAY_S` may allow.
 pub const MAX_LEEWAY_S: u64 = 3600;
@@ -152,7 +191,7 @@ impl Auth {
             many => bail!("set only one of {VARS}; found {}", many.join(", ")),
         };
         let leeway = match get("AUTH_JWT_LEEWAY_S") {
-            None => 30,
+            None => DEFAULT_LEEWAY_S,
             Some(v) => v
                 .trim()
                 .parse::<u64>()

@@ -1,18 +1,8 @@
-//! `metis-api` settings, read from the environment.
-//!
-//! | variable | meaning | default |
-//! | --- | --- | --- |
-//! | `APP_HOST` | address to bind | `0.0.0.0` |
-//! | `APP_PORT` | port to bind; `0` = ephemeral (the bound address is logged as `listening`) | `8080` |
-//! | `NATS_URL` | NATS server with JetStream; several, comma-separated, for a cluster (the client fails over) | `nats://127.0.0.1:4222` |
-//! | `NATS_REPLICAS` | copies of each stream and bucket (1–5) | 3 on a cluster, else 1 |
-//! | `NATS_PING_INTERVAL_MS` | how often the API pings its NATS server; two unanswered pings and it fails over | `5000` |
-//! | `REAPER_INTERVAL_MS` | how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again) | `2000` |
-//! | `ENGINE_TTL_MS` | how long an engine instance may go without a heartbeat before its runs are failed (keep it several times the engines' `HEARTBEAT_INTERVAL_MS`) | `10000` |
-//!
-//! Authentication (`AUTH_MODE`, `AUTH_JWT_*`, `AUTH_JWKS_FILE`) is described in [`crate::auth`];
-//! NATS credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS_FILE`) in
-//! [`common::nats::NatsAuth`].
+//! `metis-api` settings, read from the environment: the API's own are [`SETTINGS`] (their
+//! defaults are the constants below, which the code applies), the NATS ones
+//! [`common::nats::SETTINGS`], authentication's [`crate::auth::SETTINGS`]. The book's settings
+//! page is generated from these tables. An empty variable counts as unset; a bad value is an
+//! error that names the variable.
 //!
 //! Logging and export (`RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`) are read by the
 //! `telemetry` crate.
@@ -21,6 +11,38 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use common::settings::{Setting, literal, millis};
+
+/// Default `APP_HOST`.
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// Default `APP_PORT`.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default `REAPER_INTERVAL_MS`.
+pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(2000);
+
+/// The API's own settings (see [`common::settings`]).
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "APP_HOST",
+        meaning: "address to bind",
+        default: || literal(DEFAULT_HOST),
+    },
+    Setting {
+        name: "APP_PORT",
+        meaning: "port to bind; `0` = ephemeral (the bound address is logged as `listening`)",
+        default: || literal(DEFAULT_PORT),
+    },
+    Setting {
+        name: "REAPER_INTERVAL_MS",
+        meaning: "how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again); at most half of `ENGINE_TTL_MS`",
+        default: || millis(DEFAULT_REAPER_INTERVAL),
+    },
+    Setting {
+        name: "ENGINE_TTL_MS",
+        meaning: "how long an engine instance may go without a heartbeat before its runs are failed (keep it several times the engines' `HEARTBEAT_INTERVAL_MS`)",
+        default: || millis(common::nats::DEFAULT_ENGINE_TTL),
+    },
+];
 
 /// Settings of one API process.
 #[derive(Debug, Clone)]
@@ -61,14 +83,14 @@ impl Config {
                 .trim()
                 .parse::<u16>()
                 .with_context(|| format!("APP_PORT must be a port number (0-65535), got '{v}'"))?,
-            None => 8080,
+            None => DEFAULT_PORT,
         };
         let reaper_ms = match get("REAPER_INTERVAL_MS") {
             Some(v) => v
                 .trim()
                 .parse::<u64>()
                 .with_context(|| format!("REAPER_INTERVAL_MS must be milliseconds, got '{v}'"))?,
-            None => 2000,
+            None => u64::try_from(DEFAULT_REAPER_INTERVAL.as_millis()).unwrap_or(u64::MAX),
         };
         if reaper_ms == 0 {
             bail!("REAPER_INTERVAL_MS must be at least 1");
@@ -86,7 +108,7 @@ impl Config {
             }
             None => common::nats::DEFAULT_ENGINE_TTL,
         };
-        let nats_url = get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
+        let nats_url = get("NATS_URL").unwrap_or_else(|| common::nats::DEFAULT_URL.to_owned());
         common::nats::server_addrs(&nats_url).map_err(|m| anyhow::anyhow!("NATS_URL: {m}"))?;
         let nats_replicas = common::nats::replicas_setting(get("NATS_REPLICAS").as_deref())
             .map_err(anyhow::Error::msg)?;
@@ -101,7 +123,7 @@ impl Config {
             );
         }
         Ok(Self {
-            host: get("APP_HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
+            host: get("APP_HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned()),
             port,
             nats_url,
             nats_replicas,

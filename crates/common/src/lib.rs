@@ -5,7 +5,8 @@
 //! [`RunRequestMessage`], [`CancelMessage`]), the stored run record ([`RunRecord`]), the
 //! `engine.yaml` format ([`config`]), request validation against an engine's config
 //! ([`validate`]), argv building ([`command`]) and the NATS subject, stream and bucket names
-//! ([`nats`]), the NATS plumbing ([`infra`]) and start-up hardening ([`harden`]).
+//! ([`nats`]), the NATS plumbing ([`infra`]), start-up hardening ([`harden`]) and settings as
+//! data ([`settings`]).
 
 pub mod command;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod harden;
 pub mod infra;
 pub mod model;
 pub mod nats;
+pub mod settings;
 pub mod validate;
 
 pub use config::{ConfigError, EngineConfig, EngineSpec, FullEngineConfig, RunsConfig};

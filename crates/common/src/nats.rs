@@ -266,6 +266,53 @@ impl std::fmt::Debug for NatsAuth {
     }
 }
 
+/// Default `NATS_URL` of both services.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
+/// The NATS settings both services read (see [`crate::settings`]).
+pub const SETTINGS: &[crate::settings::Setting] = &[
+    crate::settings::Setting {
+        name: "NATS_URL",
+        meaning: "the NATS server (with JetStream); several, comma-separated, for a cluster (the client fails over)",
+        default: || crate::settings::literal(DEFAULT_URL),
+    },
+    crate::settings::Setting {
+        name: "NATS_REPLICAS",
+        meaning: "copies of each stream and bucket the service creates (1–5)",
+        default: || "3 on a cluster, else 1".to_owned(),
+    },
+    crate::settings::Setting {
+        name: "NATS_PING_INTERVAL_MS",
+        meaning: "how often the service pings its NATS server; two unanswered pings and it fails over to another",
+        default: || crate::settings::millis(DEFAULT_PING_INTERVAL),
+    },
+    crate::settings::Setting {
+        name: "NATS_USER",
+        meaning: "with `NATS_PASSWORD`: log in to NATS with a user and password (at most one kind of credential may be set)",
+        default: || "none".to_owned(),
+    },
+    crate::settings::Setting {
+        name: "NATS_PASSWORD",
+        meaning: "the password of `NATS_USER`",
+        default: || "none".to_owned(),
+    },
+    crate::settings::Setting {
+        name: "NATS_TOKEN",
+        meaning: "log in to NATS with a token",
+        default: || "none".to_owned(),
+    },
+    crate::settings::Setting {
+        name: "NATS_CREDS_FILE",
+        meaning: "log in to NATS with a `.creds` file (JWT and NKey seed)",
+        default: || "none".to_owned(),
+    },
+    crate::settings::Setting {
+        name: "NATS_NKEY_SEED_FILE",
+        meaning: "log in to NATS with an NKey seed file",
+        default: || "none".to_owned(),
+    },
+];
+
 /// The variables [`NatsAuth`] reads.
 pub const NATS_AUTH_VARS: [&str; 5] = [
     "NATS_USER",

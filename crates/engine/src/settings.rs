@@ -1,18 +1,7 @@
-//! The engine's settings from the environment.
-//!
-//! | variable | meaning | default |
-//! | --- | --- | --- |
-//! | `ENGINE_CONFIG_PATH` | the engine.yaml | `/etc/metis/engine.yaml` |
-//! | `NATS_URL` | the NATS server (with JetStream); several, comma-separated, for a cluster (the client fails over) | `nats://127.0.0.1:4222` |
-//! | `NATS_REPLICAS` | copies of each stream and bucket the engine creates (1–5) | 3 on a cluster, else 1 |
-//! | `NATS_PING_INTERVAL_MS` | how often the engine pings its NATS server; two unanswered pings and it fails over | `5000` |
-//! | `HEALTH_PORT` | port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral | `8081` |
-//! | `SHUTDOWN_GRACE_MS` | how long SIGTERM/SIGINT waits for in-flight runs | `10000` |
-//! | `HEARTBEAT_INTERVAL_MS` | how often the instance refreshes its registration (and checks its runs' records); keep it well under the API's `ENGINE_TTL_MS` | `2000` |
-//! | `MAX_RUN_OUTPUT_BYTES` | output stored per run (stdout and stderr together); past it the rest is dropped and a `[metis] output truncated` line is stored | `67108864` (64 MiB) |
-//!
-//! NATS credentials: `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS_FILE` or
-//! `NATS_NKEY_SEED_FILE` ([`common::nats::NatsAuth`]); workflows never see them.
+//! The engine's settings from the environment: its own are [`SETTINGS`] (their defaults are
+//! the constants below, which the code applies), the NATS ones, credentials included,
+//! [`common::nats::SETTINGS`]; workflows never see any of them. The book's settings page is
+//! generated from these tables.
 //!
 //! Logging and span export read `RUST_LOG`, `LOG_FORMAT` and `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (see the `telemetry` crate). An empty variable counts as unset; a bad value is an error that
@@ -21,12 +10,43 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::settings::{Setting, literal, millis};
+
 use crate::EngineError;
+
+/// The engine's own settings (see [`common::settings`]).
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "ENGINE_CONFIG_PATH",
+        meaning: "the engine.yaml",
+        default: || literal(DEFAULT_CONFIG_PATH),
+    },
+    Setting {
+        name: "HEALTH_PORT",
+        meaning: "port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral (logged as `listening`)",
+        default: || literal(DEFAULT_HEALTH_PORT),
+    },
+    Setting {
+        name: "SHUTDOWN_GRACE_MS",
+        meaning: "how long SIGTERM/SIGINT waits for in-flight runs",
+        default: || millis(DEFAULT_SHUTDOWN_GRACE),
+    },
+    Setting {
+        name: "HEARTBEAT_INTERVAL_MS",
+        meaning: "how often the instance refreshes its registration (and checks its runs' records); keep it well under the API's `ENGINE_TTL_MS`",
+        default: || millis(common::nats::DEFAULT_HEARTBEAT_INTERVAL),
+    },
+    Setting {
+        name: "MAX_RUN_OUTPUT_BYTES",
+        meaning: "output stored per run (stdout and stderr together); past it the rest is dropped and a `[metis] output truncated` line is stored",
+        default: || literal(DEFAULT_MAX_RUN_OUTPUT),
+    },
+];
 
 /// Default `ENGINE_CONFIG_PATH`.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/metis/engine.yaml";
 /// Default `NATS_URL`.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_NATS_URL: &str = common::nats::DEFAULT_URL;
 /// Default `HEALTH_PORT`.
 pub const DEFAULT_HEALTH_PORT: u16 = 8081;
 /// Default `SHUTDOWN_GRACE_MS`.

@@ -1,16 +1,7 @@
 //! Logging and OpenTelemetry span export for every Metis binary.
 //!
-//! [`init_tracing`] is the one entry point: it reads
-//!
-//! | variable | meaning | default |
-//! | --- | --- | --- |
-//! | `RUST_LOG` | `tracing` filter directives; gates logs and exported spans alike | `info` |
-//! | `LOG_FORMAT` | `json` (one object per line) or `text` | `text` |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; unset = no export | unset |
-//! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` compresses every export (read by the exporter) | none |
-//! | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_*` | batch span processor settings, read by the SDK | SDK defaults |
-//!
-//! and installs a global subscriber that logs to stdout and turns spans into OpenTelemetry spans
+//! [`init_tracing`] is the one entry point: it reads the variables of [`SETTINGS`] (the book's
+//! settings page is generated from that table) and installs a global subscriber that logs to stdout and turns spans into OpenTelemetry spans
 //! whose resource carries `service.name`, `service.version` and `service.instance.id`. Span ids
 //! exist even when nothing is exported, so the ids carried in messages and logs always join.
 //! An unreachable or malformed endpoint never crashes or blocks the service: it warns once and
@@ -44,6 +35,39 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use tracing;
+
+/// Default `RUST_LOG`.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// The variables this crate (and the OpenTelemetry SDK under it) reads, for both services
+/// (see `common::settings`).
+pub const SETTINGS: &[common::settings::Setting] = &[
+    common::settings::Setting {
+        name: "RUST_LOG",
+        meaning: "`tracing` filter directives; gates logs and exported spans alike",
+        default: || common::settings::literal(DEFAULT_FILTER),
+    },
+    common::settings::Setting {
+        name: "LOG_FORMAT",
+        meaning: "`json` (one object per line) or `text`",
+        default: || common::settings::literal("text"),
+    },
+    common::settings::Setting {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        meaning: "OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; unreachable or malformed: the service warns once and keeps working, failed exports are counted and reported again at shutdown",
+        default: || "unset: no export".to_owned(),
+    },
+    common::settings::Setting {
+        name: "OTEL_EXPORTER_OTLP_COMPRESSION",
+        meaning: "`gzip` compresses every export (read by the OTLP exporter)",
+        default: || "none".to_owned(),
+    },
+    common::settings::Setting {
+        name: "OTEL_BSP_SCHEDULE_DELAY",
+        meaning: "milliseconds between batch exports; the other `OTEL_BSP_*` variables (queue and batch sizes, export timeout) work too (read by the SDK's batch span processor)",
+        default: || "the SDK's (5000)".to_owned(),
+    },
+];
 
 /// Directives always added to the filter: the exporter's own crates would otherwise log every
 /// failed export; [`WarnOnce`] reports export health instead.
@@ -165,7 +189,10 @@ pub fn build(
     Vec<String>,
 ) {
     let mut warnings = Vec::new();
-    let directives = config.filter.clone().unwrap_or_else(|| "info".to_owned());
+    let directives = config
+        .filter
+        .clone()
+        .unwrap_or_else(|| DEFAULT_FILTER.to_owned());
     let filter = match EnvFilter::builder().parse(format!("{directives},{QUIET}")) {
         Ok(f) => f,
         Err(e) => {

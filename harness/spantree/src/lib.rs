@@ -107,6 +107,8 @@ pub use model::{
     Dropped, Entry, Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value,
 };
 pub use normalize::{Options, Redaction, TreeError};
+/// The OTLP protobuf types the library reads (`opentelemetry-proto`'s `tonic` module).
+pub use opentelemetry_proto::tonic as otlp;
 
 /// The name of the span [`with_missing_parents`] puts where a parent never arrived.
 pub const MISSING_PARENT: &str = "[missing parent]";

@@ -6,6 +6,12 @@ use serde_json::json;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack, wait_for_log};
 
+/// **Why it matters.** Cancellation crosses services twice: the run's own trace ends `CANCELED`,
+/// and the cancel request has its own trace down to the engine's `workflow_cancel`.
+///
+/// **If this changes.** If `workflow_cancel` leaves the cancel's trace, the API no longer
+/// propagates context on the cancel subject. A second cancel must stay a 409: a change there is an
+/// API contract change.
 // ANCHOR: cancel_running
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_running() -> anyhow::Result<()> {
@@ -61,6 +67,11 @@ async fn cancel_running() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cancel_running
 
+/// **Why it matters.** A run cancelled before any engine claimed it must never start: no
+/// `workflow_run`, no `workflow_cancel`, and the record says `CANCELED`.
+///
+/// **If this changes.** Any engine span appearing here means a queued cancel raced with a claim and
+/// lost: the compare-and-set on the run record is broken.
 // ANCHOR: cancel_queued
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_queued() -> anyhow::Result<()> {

@@ -54,6 +54,11 @@ fn snapshot_body(name: &str) -> anyhow::Result<String> {
     Ok(body.trim_end().to_owned())
 }
 
+/// **Why it matters.** Production runs a three-server cluster; the topology must never change what
+/// a trace looks like.
+///
+/// **If this changes.** This tree must equal `run_completes`. A difference means a code path
+/// depends on the NATS topology.
 // ANCHOR: cluster_run_completes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_run_completes() -> anyhow::Result<()> {
@@ -81,6 +86,11 @@ async fn cluster_run_completes() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_run_completes
 
+/// **Why it matters.** Losing the server that leads the runs bucket mid-run is survived: an
+/// election, then every run completes exactly once.
+///
+/// **If this changes.** A second shape in the census is a run that saw the election; a count other
+/// than 11 is a lost or duplicated run.
 // ANCHOR: cluster_leader_lost_mid_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_leader_lost_mid_run() -> anyhow::Result<()> {
@@ -186,6 +196,10 @@ fn workflow_runs_per_run(
     counts
 }
 
+/// **Why it matters.** A rolling restart of every server is routine maintenance; no accepted run
+/// may fail or run twice through it.
+///
+/// **If this changes.** The tree is a probe run afterwards and must equal `run_completes`.
 // ANCHOR: cluster_rolling_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_rolling_restart() -> anyhow::Result<()> {
@@ -284,6 +298,11 @@ async fn cluster_rolling_restart() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_rolling_restart
 
+/// **Why it matters.** Replicated APIs and engines must not step on each other: every run executes
+/// once, and no reaper or reconciler acts on a healthy run.
+///
+/// **If this changes.** A `reap_run` or `redispatch_run` in the census means two replicas'
+/// background tasks raced.
 // ANCHOR: two_apis_two_engines
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apis_two_engines() -> anyhow::Result<()> {
@@ -401,6 +420,10 @@ async fn api_server_lost(scenario: &str, loss: Loss) -> anyhow::Result<()> {
 }
 // ANCHOR_END: api_server_lost
 
+/// **Why it matters.** When the server the API talks to dies, the API fails over and keeps
+/// accepting runs.
+///
+/// **If this changes.** The tree is a probe run afterwards and must equal `run_completes`.
 // ANCHOR: cluster_api_server_lost
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_api_server_lost() -> anyhow::Result<()> {
@@ -408,6 +431,11 @@ async fn cluster_api_server_lost() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_api_server_lost
 
+/// **Why it matters.** A server cut off without closing connections is the hard case: the API must
+/// notice by its pings and fail over.
+///
+/// **If this changes.** The tree is a probe run afterwards and must equal `run_completes`; a
+/// timeout in the scenario rather than a diff means failover got slower.
 // ANCHOR: cluster_partitioned_node
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_partitioned_node() -> anyhow::Result<()> {

@@ -16,6 +16,12 @@ use harness::tree::expect;
 
 use crate::support::{DEADLINE, check_partial_tree_of, check_tree, engine_ids, run_body, stack};
 
+/// **Why it matters.** Telemetry must never take the service down: with the collector gone, runs
+/// still complete, each service warns once, and what was lost is exactly what the order of events
+/// says.
+///
+/// **If this changes.** If the partial trace gains the API's spans, the API's exporter kept spans
+/// across its own exit; if it loses the engine's, export after an outage does not resume.
 // ANCHOR: otlp_collector_down
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_collector_down() -> anyhow::Result<()> {
@@ -115,6 +121,11 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
 }
 // ANCHOR_END: otlp_collector_down
 
+/// **Why it matters.** An overloaded collector answers UNAVAILABLE; the exporters retry, so a short
+/// refusal loses nothing and the tree is the plain run's.
+///
+/// **If this changes.** Any difference from `run_completes` means the retry policy changed: spans
+/// are lost or exported twice.
 // ANCHOR: collector_refuses
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_refuses() -> anyhow::Result<()> {

@@ -5,6 +5,12 @@ use harness::tree::expect;
 
 use crate::support::{check_tree, run_body, stack};
 
+/// **Why it matters.** The API's half of every trace: what a client's `POST /runs` records before
+/// any engine is involved. Every other scenario's tree starts with these three spans.
+///
+/// **If this changes.** A new or missing span here changes every trace of the service. Check that
+/// `create_run` still carries `run_id`, `user_id` and the workflow fields, and that `publish` is
+/// still the producer span whose context the engine continues.
 // ANCHOR: create_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_run() -> anyhow::Result<()> {

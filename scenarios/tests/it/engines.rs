@@ -9,6 +9,11 @@ use harness::tree::expect;
 
 use crate::support::{DEADLINE, check_census, check_tree, engine_ids, run_body, stack};
 
+/// **Why it matters.** Runs submitted while no engine is up are kept, not lost: the stream holds
+/// the message until an engine starts.
+///
+/// **If this changes.** A missing `workflow_run` means the message was lost or never redelivered;
+/// check the consumer's ack policy and the stream's retention before accepting.
 // ANCHOR: engine_restart_with_queued_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_restart_with_queued_run() -> anyhow::Result<()> {
@@ -54,6 +59,11 @@ async fn engine_restart_with_queued_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: engine_restart_with_queued_run
 
+/// **Why it matters.** Engines of one type share one work queue: each run executes once, on
+/// whichever engine takes it, and the traces look the same whichever it was.
+///
+/// **If this changes.** The engines' instances render as `[instance#*]` because which engine ran a
+/// run is scheduling. A trace with two `workflow_run` spans means a run executed twice.
 // ANCHOR: two_engines_share_work
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_share_work() -> anyhow::Result<()> {
@@ -121,6 +131,11 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
 }
 // ANCHOR_END: two_engines_share_work
 
+/// **Why it matters.** Under 200 concurrent runs on two engines nothing is dropped or duplicated:
+/// one trace shape, counted 200 times.
+///
+/// **If this changes.** A second shape in the census is a run that went differently under load; its
+/// tree is shown in full. The count must stay exactly 200.
 // ANCHOR: load_200_runs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_200_runs() -> anyhow::Result<()> {

@@ -63,6 +63,11 @@ async fn run_error(s: &harness::Stack, run: &str) -> anyhow::Result<String> {
     Ok(detail["error"].as_str().unwrap_or_default().to_owned())
 }
 
+/// **Why it matters.** A crashed engine must not strand its runs: the API's reaper ends them
+/// `SYSTEM_ERROR` naming the cause, and the workflow's processes die with the engine.
+///
+/// **If this changes.** A missing `reap_run` means the run would stay RUNNING forever. Check
+/// `ENGINE_TTL_MS` and the reaper before accepting a change to its attributes.
 // ANCHOR: engine_killed_mid_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_killed_mid_run() -> anyhow::Result<()> {
@@ -99,6 +104,11 @@ async fn engine_killed_mid_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: engine_killed_mid_run
 
+/// **Why it matters.** An engine that stalls past its TTL is treated as gone; when it wakes it must
+/// respect the reaper's verdict instead of overwriting it.
+///
+/// **If this changes.** If the WARN event on `workflow_run` disappears, the woken engine no longer
+/// notices the terminal state; if the state changes from the reaper's, the engine overwrote it.
 // ANCHOR: engine_paused_past_ttl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_paused_past_ttl() -> anyhow::Result<()> {
@@ -156,6 +166,11 @@ async fn engine_paused_past_ttl() -> anyhow::Result<()> {
 }
 // ANCHOR_END: engine_paused_past_ttl
 
+/// **Why it matters.** An API that dies mid-burst may lose requests in flight but never a run it
+/// accepted: every 200 ends COMPLETE, nothing stays QUEUED.
+///
+/// **If this changes.** The tree is a probe run after the restart, so it should equal a plain run;
+/// a difference means the restarted API behaves differently from a fresh one.
 // ANCHOR: api_killed_during_burst
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_killed_during_burst() -> anyhow::Result<()> {
@@ -207,6 +222,11 @@ async fn api_killed_during_burst() -> anyhow::Result<()> {
 }
 // ANCHOR_END: api_killed_during_burst
 
+/// **Why it matters.** A client that hangs up right after sending must not cut a run in half: the
+/// work after validation runs in its own task.
+///
+/// **If this changes.** The tree is a probe run afterwards; if it differs from a plain run, the
+/// hang-ups left state behind.
 // ANCHOR: clients_hang_up
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_hang_up() -> anyhow::Result<()> {
@@ -232,6 +252,11 @@ async fn clients_hang_up() -> anyhow::Result<()> {
 }
 // ANCHOR_END: clients_hang_up
 
+/// **Why it matters.** A run stored but never published is found by the reconciler and published
+/// again; the engine's work joins the reconciler's trace.
+///
+/// **If this changes.** If `workflow_run` leaves `redispatch_run`'s trace, the reconciler no longer
+/// injects context; if `redispatch_run` vanishes, lost messages strand runs.
 // ANCHOR: run_message_lost
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_message_lost() -> anyhow::Result<()> {
@@ -275,6 +300,11 @@ async fn run_message_lost() -> anyhow::Result<()> {
 }
 // ANCHOR_END: run_message_lost
 
+/// **Why it matters.** A request that cannot be stored is refused whole with a 413 naming the
+/// limit; large but valid parameters still run, with a bounded command line.
+///
+/// **If this changes.** A changed limit in the 413's `error` is a change of what clients can send;
+/// an engine span for the refused request means a partial record was published.
 // ANCHOR: oversized_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request() -> anyhow::Result<()> {
@@ -364,6 +394,11 @@ async fn log_count(s: &harness::Stack, run: &str) -> anyhow::Result<usize> {
     Ok(s.client.log_lines(run).await?.len())
 }
 
+/// **Why it matters.** NATS restarting under a running workload is survived: streams and records
+/// are kept, both services reconnect, every run completes with every line.
+///
+/// **If this changes.** A `reap_run` here means the reaper blamed an engine for NATS's outage; a
+/// missing run means a message was lost across the restart.
 // ANCHOR: nats_restarted_mid_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_run() -> anyhow::Result<()> {
@@ -425,6 +460,11 @@ async fn nats_restarted_mid_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: nats_restarted_mid_run
 
+/// **Why it matters.** A NATS server that stops answering makes the API report not ready, and
+/// nobody reaps a healthy run for NATS's stall.
+///
+/// **If this changes.** A `reap_run` here means the reaper counted NATS's stall against the
+/// engine's TTL.
 // ANCHOR: nats_frozen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_frozen() -> anyhow::Result<()> {

@@ -6,6 +6,11 @@ use serde_json::json;
 
 use crate::support::{check_tree, run_body, stack};
 
+/// **Why it matters.** Bad input stops early and says why: a malformed body never reaches
+/// `create_run`, a validation failure carries `error` on it, and no engine ever sees the run.
+///
+/// **If this changes.** An engine span here means invalid input was published. A changed `error`
+/// text changes what clients read in the 400 body; keep it naming the field.
 // ANCHOR: invalid_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_request() -> anyhow::Result<()> {

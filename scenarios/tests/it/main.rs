@@ -12,6 +12,7 @@ mod create;
 mod engines;
 mod faults;
 mod invalid;
+mod quickstart;
 mod run;
 mod security;
 mod smoke;

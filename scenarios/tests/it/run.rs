@@ -16,6 +16,13 @@ const PHASES: [&str; 7] = [
     "cleanup",
 ];
 
+/// **Why it matters.** The one-trace-across-two-services promise: the engine's `workflow_run` hangs
+/// under the API's `publish`, with every runtime phase as an event. This is the tree the cluster
+/// scenarios must equal.
+///
+/// **If this changes.** A phase event that moved or vanished is a change of the engine's runtime; a
+/// `workflow_run` that became a root means trace context no longer crosses NATS. Both need a reason
+/// in the commit message.
 // ANCHOR: run_completes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_completes() -> anyhow::Result<()> {
@@ -74,6 +81,13 @@ async fn run_completes() -> anyhow::Result<()> {
 }
 // ANCHOR_END: run_completes
 
+/// **Why it matters.** A workflow that exits non-zero must end `EXECUTOR_ERROR` with the exit
+/// status in the span's status and `error` field, so an operator can find failed runs by span
+/// status alone.
+///
+/// **If this changes.** A lost `!ERROR` status or `error` attribute hides failures from every trace
+/// backend. A changed `state` value is a lifecycle change and belongs with a change of
+/// `State::can_transition`.
 // ANCHOR: run_fails
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_fails() -> anyhow::Result<()> {

@@ -9,6 +9,11 @@ use test_support::metis::{jwt_secret, mint_token_with, now_s};
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
 
+/// **Why it matters.** Authentication is enforced at the HTTP span and never leaks: 401s stop there
+/// with the reason, a run belongs to its token's subject, no span carries a token.
+///
+/// **If this changes.** A token value in any attribute is a security bug. A 401 that reaches
+/// `create_run` means a handler runs before authentication.
 // ANCHOR: authenticated_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_run() -> anyhow::Result<()> {
@@ -94,6 +99,11 @@ async fn authenticated_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: authenticated_run
 
+/// **Why it matters.** A client with its own OpenTelemetry SDK sees Metis inside its trace: the API
+/// continues the incoming `traceparent` down to the engine.
+///
+/// **If this changes.** If the API's `POST /runs` becomes a root, incoming trace context is
+/// ignored; clients lose the link from their request to the run.
 // ANCHOR: client_started_trace
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_started_trace() -> anyhow::Result<()> {

@@ -1,0 +1,163 @@
+//! Every environment variable the services read, from the tables the code declares next to the
+//! code that reads them ([`common::settings`]): meanings as written there, defaults computed
+//! from the constants the code applies. A changed default therefore changes this page.
+//!
+//! Coverage is checked, not hoped for: every variable name the reading code mentions as a
+//! string literal (`"APP_PORT"`, in the files of [`READERS`]; [`NOT_SETTINGS`] are not
+//! variables) must be in a table, and every
+//! table entry must still be mentioned by its reader; either slip is a problem that fails
+//! `check`.
+
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use anyhow::{Context, Result};
+use common::settings::Setting;
+use regex::Regex;
+
+use super::{cell, preamble};
+use crate::Workspace;
+
+/// The files that read settings, and the tables that declare them.
+pub const READERS: &[(&str, &[Setting])] = &[
+    ("crates/common/src/nats.rs", common::nats::SETTINGS),
+    ("crates/telemetry/src/lib.rs", telemetry::SETTINGS),
+    ("crates/api/src/config.rs", api::config::SETTINGS),
+    ("crates/api/src/auth.rs", api::auth::SETTINGS),
+    ("crates/engine/src/settings.rs", engine::settings::SETTINGS),
+];
+
+/// Sections of the page: title, who reads them, tables.
+const SECTIONS: &[(&str, &str, &[&[Setting]])] = &[
+    (
+        "Both services",
+        "`metis-api` and every engine (`common::nats::SETTINGS`, `telemetry::SETTINGS`)",
+        &[common::nats::SETTINGS, telemetry::SETTINGS],
+    ),
+    (
+        "metis-api",
+        "`api::config::SETTINGS`, `api::auth::SETTINGS`",
+        &[api::config::SETTINGS, api::auth::SETTINGS],
+    ),
+    (
+        "metis-engine-generic (every engine)",
+        "`engine::settings::SETTINGS`",
+        &[engine::settings::SETTINGS],
+    ),
+];
+
+/// A string literal that is a whole variable name: capitals, digits, at least one `_`.
+static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)""#).expect("static regex"));
+
+/// Literals of that shape that are not variables: NATS stream names (`METIS_RUNS`, on the
+/// NATS page) and what cargo sets at build time (`CARGO_PKG_VERSION`).
+const NOT_SETTINGS: &[&str] = &["METIS_", "CARGO_"];
+
+/// Names mentioned as literals in `text`, outside comments.
+fn mentioned(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .flat_map(|l| NAME.captures_iter(l).map(|c| c[1].to_owned()))
+        .filter(|n| !NOT_SETTINGS.iter().any(|p| n.starts_with(p)))
+        .collect()
+}
+
+/// Generates `settings.md`.
+pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
+    let mut problems = Vec::new();
+    let mut read_anywhere = BTreeSet::new();
+    let declared_anywhere: BTreeSet<&str> = READERS
+        .iter()
+        .flat_map(|(_, t)| t.iter().map(|s| s.name))
+        .collect();
+    for (file, _) in READERS {
+        let path = ws.root.join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        // The tables are in the same files: only the reading code counts.
+        let code = match text.split_once("pub const SETTINGS") {
+            Some((before, rest)) => {
+                format!(
+                    "{before}{}",
+                    rest.split_once("\n];\n").map_or("", |(_, after)| after)
+                )
+            }
+            None => text.clone(),
+        };
+        for name in mentioned(&code) {
+            if !declared_anywhere.contains(name.as_str()) {
+                problems.push(format!(
+                    "{file} reads `{name}`, which no settings table declares"
+                ));
+            }
+            read_anywhere.insert(name);
+        }
+    }
+    for name in &declared_anywhere {
+        // The OTLP exporter and the SDK read the OTEL_ ones themselves.
+        if !read_anywhere.contains(*name) && !name.starts_with("OTEL_")
+            || *name == "OTEL_EXPORTER_OTLP_ENDPOINT" && !read_anywhere.contains(*name)
+        {
+            problems.push(format!(
+                "`{name}` is declared in a settings table, but no reading code mentions it"
+            ));
+        }
+    }
+
+    let mut md = preamble(
+        "settings",
+        "the settings tables of common::nats, telemetry, api::config, api::auth and engine::settings (defaults computed from the constants the code applies)",
+    );
+    md.push_str(
+        "\nAn empty variable counts as unset; a value that does not parse is an error at start-up that names the variable.\n",
+    );
+    for (title, source, tables) in SECTIONS {
+        md.push_str(&format!(
+            "\n## {title}\n\nFrom {source}.\n\n| variable | meaning | default |\n| --- | --- | --- |\n"
+        ));
+        for s in tables.iter().flat_map(|t| t.iter()) {
+            md.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                s.name,
+                cell(s.meaning),
+                cell(&(s.default)())
+            ));
+        }
+    }
+    Ok((md, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_the_code_reads_is_declared() {
+        let (md, problems) = generate(&Workspace::locate()).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        for name in [
+            "APP_PORT",
+            "ENGINE_TTL_MS",
+            "HEARTBEAT_INTERVAL_MS",
+            "AUTH_MODE",
+            "RUST_LOG",
+        ] {
+            assert!(md.contains(&format!("| `{name}` |")), "{name}");
+        }
+        // Defaults come from the constants the code applies.
+        assert!(
+            md.contains(&format!(
+                "| `APP_PORT` | port to bind; `0` = ephemeral (the bound address is logged as `listening`) | `{}` |",
+                api::config::DEFAULT_PORT
+            )),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn literals_in_code_count_and_comments_do_not() {
+        let found = mentioned("let a = get(\"APP_PORT\");\n// get(\"OLD_NAME\")\nlet b = \"SH\";");
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["APP_PORT"]);
+    }
+}
