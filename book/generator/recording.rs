@@ -21,6 +21,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+
+use crate::timeline::esc;
 use spantree::otlp::common::v1::any_value::Value as V;
 use spantree::otlp::trace::v1::Span as OtlpSpan;
 
@@ -36,23 +38,12 @@ const BAR_H: f64 = 12.0;
 const INDENT: f64 = 10.0;
 const AXIS_H: f64 = 20.0;
 
-const COLOURS: [(&str, &str); 2] = [
-    ("metis-api", "#4e79a7"),
-    ("metis-engine-generic", "#f28e2b"),
-];
 const OTHER: &str = "#59a14f";
 
 /// One span of a recording, with what the drawing needs.
 struct Bar<'a> {
     span: &'a OtlpSpan,
     service: &'a str,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn value(v: Option<&V>) -> String {
@@ -243,7 +234,7 @@ fn waterfall(n: usize, trace: &[Bar<'_>]) -> String {
     for (row, (bar, depth)) in rows.iter().enumerate() {
         let s = bar.span;
         let y = AXIS_H + row as f64 * ROW_H;
-        let colour = COLOURS
+        let colour = crate::timeline::KNOWN
             .iter()
             .find(|(svc, _)| *svc == bar.service)
             .map_or(OTHER, |(_, c)| c);

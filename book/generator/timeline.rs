@@ -35,7 +35,7 @@ const LEGEND_H: f64 = 28.0;
 
 /// Colours of the known services; other services take the next free colour of [`PALETTE`]
 /// in order of first appearance.
-const KNOWN: [(&str, &str); 2] = [
+pub(crate) const KNOWN: [(&str, &str); 2] = [
     ("metis-api", "#4e79a7"),
     ("metis-engine-generic", "#f28e2b"),
 ];
@@ -105,7 +105,8 @@ fn layout(roots: &[Span]) -> (Vec<Row<'_>>, usize) {
     (rows, step.max(1))
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML text and attribute values.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

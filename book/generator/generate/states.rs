@@ -16,6 +16,7 @@ use common::model::State;
 
 use super::preamble;
 use crate::Workspace;
+use crate::timeline::esc;
 
 const BOX_W: f64 = 150.0;
 const BOX_H: f64 = 30.0;
@@ -258,13 +259,6 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
         ));
     }
     Ok((md, problems))
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
