@@ -26,22 +26,27 @@ test: setup lint build unit
     just schemathesis
     just book-check
 
-# build every binary the tests start
+# build every binary of the workspace
 build:
     cargo build --locked --workspace --bins
+
+# build only the binaries the e2e scenarios start (the services and the fake receiver): a cold
+# `just test-e2e` then skips the book's and the CLIs' dependencies (`just bench` times it)
+build-e2e:
+    cargo build --locked -p api -p generic -p otlp-receiver --bins
 
 # unit and integration tests of every crate but the e2e scenarios (cargo-nextest)
 unit: (setup "unit") build
     cargo nextest run --locked --workspace --exclude scenarios --no-fail-fast
 
 # run the end-to-end scenarios (E2E_BACKEND=docker|local|auto, default auto)
-test-e2e: (setup "e2e") build
+test-e2e: (setup "e2e") build-e2e
     cargo test --locked -p scenarios --test it -- --test-threads 4
 
 # the e2e scenarios as CI runs them: snapshots must match, none unreferenced; a tree that
 # differs fails the run and leaves a `.snap.new` beside its snapshot (see `review-html`).
 # (cargo insta takes no --locked; `build --locked` has checked Cargo.lock just before.)
-e2e-check: (setup "e2e") build
+e2e-check: (setup "e2e") build-e2e
     cargo insta test -p scenarios --test it --unreferenced=reject -- --test-threads 4
 
 # the pending snapshot changes a failed run left: target/e2e/review.html (side by side) and

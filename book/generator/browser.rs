@@ -11,20 +11,26 @@
 //!    and every sidebar link names a page that exists; the tracing page's "next chapter" link
 //!    loads the chapter that follows it.
 //! 3. **Span trees.** The tracing page shows every line of the current `run_completes`
-//!    snapshot, and the scenario gallery shows every snapshot.
+//!    snapshot, and each scenario's page (`scenarios/<name>.html`) its snapshot.
 //! 4. **Timelines.** Each of those pages holds the timeline figure with one `span-bar` per
-//!    span of the snapshot.
-//! 5. **Search.** `?search=workflow_run` produces search results.
+//!    span of the snapshot; a scenario page holds the recorded waterfall (with bars) when
+//!    `target/e2e/<name>/spans.json` exists, else the note that there is no recording.
+//! 5. **New reader pages.** The quick start shows every command and state line of the
+//!    `quick_start` transcript and every line of its tree; the troubleshooting page has its
+//!    sections; the run-state diagram on the lifecycle page has one arrow per move
+//!    `State::can_transition` allows; pages carry edit links when the repository is known.
+//! 6. **Search.** `?search=workflow_run` produces search results.
 //! 7. **Snapshot review.** The generated review page shows the example change as one
-//!    changed row (old beside new), with the accept command; the "reviewing" chapter shows the generated
-//!    pull-request comment and links the page.
-//! 6. **No errors.** No page wrote to the console (chromium's `--enable-logging` reports
+//!    changed row (old beside new), with the accept command; the "reviewing" chapter shows the
+//!    generated pull-request comment and links the page.
+//! 8. **No errors.** No page wrote to the console (chromium's `--enable-logging` reports
 //!    console messages without their severity, so any message counts), and the server
 //!    answered no request with an error status (`/favicon.ico`, which browsers ask for on
 //!    their own, aside).
 //!
-//! A screenshot of the tracing page is written to `target/book-check/tracing.png` for a
-//! human to look at. A missing `chromium` is an error that says how to install it.
+//! Screenshots for a human to look at are written to `target/book-check/`: the tracing page,
+//! the quick start, troubleshooting, the `run_completes` scenario page and the lifecycle page.
+//! A missing `chromium` is an error that says how to install it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -107,9 +107,15 @@ pub fn load(ws: &Workspace) -> Result<MDBook> {
             "output.html.edit-url-template",
             format!("https://github.com/{repo}/edit/{branch}/book/src/{{path}}"),
         )?;
-        // Project Pages serve the site under /<repository>/.
-        book.config
-            .set("output.html.site-url", format!("/{name}/"))?;
+        // Project Pages serve the site under /<repository>/ (only when publishing: a local
+        // `serve` is at the root).
+        if std::env::var_os("GITHUB_ACTIONS").is_some() {
+            book.config
+                .set("output.html.site-url", format!("/{name}/"))?;
+        }
+    }
+    if let Ok(site) = std::env::var("METIS_BOOK_SITE_URL") {
+        book.config.set("output.html.site-url", site)?;
     }
     book.with_preprocessor(directives::MetisPreprocessor::new(directives::Sources::of(
         ws,
@@ -240,6 +246,10 @@ const WATCHED: &[&str] = &[
     "scenarios/README.md",
     "fixtures",
     "crates/telemetry/spans.toml",
+    "crates/common/src",
+    "crates/test-support/src",
+    "harness/src",
+    "target/e2e",
 ];
 
 /// The newest modification time under the watched paths, ignoring the generated pages (which
@@ -281,9 +291,12 @@ pub fn serve(ws: &Workspace, port: u16) -> Result<()> {
             WATCHED.join(", ")
         );
         let watch_ws = ws.clone();
-        let watcher = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        // A thread of its own (not the runtime's blocking pool, which would wait for it).
+        std::thread::spawn(move || {
             let mut seen = newest_change(&watch_ws);
-            loop {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let now = newest_change(&watch_ws);
                 if now != seen {
@@ -299,7 +312,7 @@ pub fn serve(ws: &Workspace, port: u16) -> Result<()> {
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
-        watcher.abort();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         srv.stop().await;
         Ok(())
     })

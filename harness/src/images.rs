@@ -291,6 +291,20 @@ pub fn sweep_leftovers() -> Result<usize> {
     Ok(removed)
 }
 
+/// Ids of the containers this process started for `scenario` (a test process may run several
+/// scenarios at once).
+pub fn scenario_containers(scenario: &str) -> Result<Vec<String>> {
+    let out = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label={LABEL_PID}={}", std::process::id()),
+        "--filter",
+        &format!("label={LABEL_OWNER}={scenario}"),
+    ])?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
+
 /// Ids of the containers labelled by this process.
 pub fn own_containers() -> Result<Vec<String>> {
     let out = docker(&[

@@ -142,7 +142,7 @@ impl Stack {
         if keep {
             timeline.note("E2E_KEEP=1: containers and processes are left running");
         }
-        let step = timeline.step("building workspace binaries (cargo; fast when unchanged)");
+        let step = timeline.step("building the service binaries (cargo; fast when unchanged)");
         test_support::bin("metis-api")?;
         step.done();
 

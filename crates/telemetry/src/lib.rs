@@ -64,7 +64,7 @@ pub const SETTINGS: &[common::settings::Setting] = &[
     },
     common::settings::Setting {
         name: "OTEL_BSP_SCHEDULE_DELAY",
-        meaning: "milliseconds between batch exports; the other `OTEL_BSP_*` variables (queue and batch sizes, export timeout) work too (read by the SDK's batch span processor)",
+        meaning: "milliseconds between batch exports; `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` work too (read by the SDK's batch span processor; the export timeout is the exporter's, 5 s)",
         default: || "the SDK's (5000)".to_owned(),
     },
 ];

@@ -72,7 +72,8 @@ pub fn without_cargo_env(program: impl AsRef<std::ffi::OsStr>) -> std::process::
 }
 
 /// Path of a workspace binary (`metis-api`, `metis-engine-generic`, `otlp-receiver`), built
-/// first (once per test process) with `cargo build --workspace --bins` so it is never stale.
+/// first (once per test process) with `cargo build -p api -p generic -p otlp-receiver --bins`
+/// (what `just build-e2e` builds) so it is never stale.
 /// `METIS_SKIP_BUILD=1` skips the build and only checks that the file exists.
 pub fn bin(name: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
@@ -81,14 +82,17 @@ pub fn bin(name: &str) -> Result<PathBuf> {
             return Ok(());
         }
         let status = cargo()
-            .args(["build", "--workspace", "--bins", "--quiet"])
+            .args(["build", "-p", "api", "-p", "generic", "-p", "otlp-receiver"])
+            .args(["--bins", "--quiet"])
             .current_dir(workspace_root())
             .status()
             .map_err(|e| format!("running cargo build: {e}"))?;
         if status.success() {
             Ok(())
         } else {
-            Err(format!("cargo build --workspace --bins failed: {status}"))
+            Err(format!(
+                "cargo build -p api -p generic -p otlp-receiver --bins failed: {status}"
+            ))
         }
     });
     if let Err(e) = built {
@@ -101,10 +105,7 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     };
     let path = target_dir().join(profile).join(name);
     if !path.exists() {
-        bail!(
-            "binary {} not found; run `cargo build --workspace --bins`",
-            path.display()
-        );
+        bail!("binary {} not found; run `just build-e2e`", path.display());
     }
     Ok(path)
 }

@@ -32,9 +32,13 @@
 //!   another one *of the same process* (same resource, so one clock) started is placed before
 //!   it (publish after persist shows as such); among the siblings no remaining one is known to
 //!   precede, the stable key decides. Spans of different processes, and overlapping spans,
-//!   are never ordered by time (clocks differ, and overlap is a race). Traces are sorted by their roots' keys. Only when two siblings (or traces) render
-//!   identically do start time and then raw id break the tie; the rendering is the same either
-//!   way, only numbers shared with other subtrees can depend on it.
+//!   are never ordered by time (clocks differ). Siblings that run concurrently in the code but
+//!   sometimes happen not to overlap would flip between the two orders from run to run: a
+//!   snapshot of such spans is flaky by construction, and `just flake-check` shows it (no
+//!   Metis tree has them; sequential code, the case this is for, never flips). Traces are
+//!   sorted by their roots' keys. Only when two siblings (or traces) render identically and no
+//!   causal order is known do start time and then raw id break the tie; the rendering is the
+//!   same either way, only numbers shared with other subtrees can depend on it.
 //! - Events are kept in time order (stable for equal timestamps); links are sorted by their
 //!   rendering; attributes are sorted by key.
 //!
@@ -612,7 +616,11 @@ impl<'a> Redactor<'a> {
                 .and_then(|kv| kv.value.as_ref()?.value.as_ref())
             {
                 let unordered = options.unordered_instances.iter().any(|s| s == r.service);
-                instances.insert(id.trim().to_ascii_lowercase(), unordered);
+                // One id under several services: unordered if any of them is (arrival order
+                // must not decide).
+                *instances
+                    .entry(id.trim().to_ascii_lowercase())
+                    .or_insert(false) |= unordered;
             }
         }
         Self {
@@ -1037,7 +1045,8 @@ fn map_marks(s: &str, mut f: impl FnMut(usize) -> String) -> String {
 }
 
 /// Applies `f` to every redacted string of `node` (not its children) in render order: name,
-/// status message, attribute values, then each event (message, values) and link (target, values).
+/// status message, attribute values, the entry (resource values, scope), then each event
+/// (message, values) and link (target, values).
 fn map_strings(node: &mut SpanNode, f: &mut impl FnMut(&str) -> String) {
     fn value(v: &mut Value, f: &mut impl FnMut(&str) -> String) {
         match v {
@@ -1050,6 +1059,15 @@ fn map_strings(node: &mut SpanNode, f: &mut impl FnMut(&str) -> String) {
     node.name = f(&node.name);
     node.status.message = f(&node.status.message);
     node.attributes.iter_mut().for_each(|(_, v)| value(v, f));
+    if let Some(entry) = &mut node.entry {
+        entry.resource.iter_mut().for_each(|(_, v)| value(v, f));
+        entry.scope = f(&entry.scope);
+        entry.scope_version = f(&entry.scope_version);
+        entry
+            .scope_attributes
+            .iter_mut()
+            .for_each(|(_, v)| value(v, f));
+    }
     for e in &mut node.events {
         e.message = f(&e.message);
         e.attributes.iter_mut().for_each(|(_, v)| value(v, f));
@@ -1059,15 +1077,6 @@ fn map_strings(node: &mut SpanNode, f: &mut impl FnMut(&str) -> String) {
             *t = f(t);
         }
         l.attributes.iter_mut().for_each(|(_, v)| value(v, f));
-    }
-    if let Some(entry) = &mut node.entry {
-        entry.resource.iter_mut().for_each(|(_, v)| value(v, f));
-        entry.scope = f(&entry.scope);
-        entry.scope_version = f(&entry.scope_version);
-        entry
-            .scope_attributes
-            .iter_mut()
-            .for_each(|(_, v)| value(v, f));
     }
 }
 

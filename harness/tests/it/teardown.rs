@@ -106,7 +106,7 @@ async fn panicking_scenario_on(
             stack.freeze_nats().await.expect("freeze");
         }
         let containers = if backend == Backend::Docker {
-            harness::images::own_containers().expect("docker ps")
+            harness::images::scenario_containers(&name).expect("docker ps")
         } else {
             Vec::new()
         };

@@ -3,7 +3,8 @@
 //! order of events, never by waiting: a run finished during the outage (`lost`) is gone
 //! entirely (each service warned, so its only batch failed, and the API exits before the
 //! collector returns); a run that is still running when the API exits and the collector
-//! returns (`partial`) keeps only the engine's spans, and its snapshot pins that partial trace
+//! returns (`partial`) keeps only the engine's spans (the API's failed to export during the
+//! outage, and its exit flushed what was left before the collector came back), and its snapshot pins that partial trace
 //! with the missing API side drawn as a `[missing parent]`; a run after the outage (`kept`) is
 //! whole.
 //!
@@ -20,8 +21,9 @@ use crate::support::{DEADLINE, check_partial_tree_of, check_tree, engine_ids, ru
 /// still complete, each service warns once, and what was lost is exactly what the order of events
 /// says.
 ///
-/// **If this changes.** If the partial trace gains the API's spans, the API's exporter kept spans
-/// across its own exit; if it loses the engine's, export after an outage does not resume.
+/// **If this changes.** If the partial trace gains the API's spans, a batch that failed during
+/// the outage was delivered after all (retried past the exporter's timeout, or queued again);
+/// if it loses the engine's, export after an outage does not resume.
 // ANCHOR: otlp_collector_down
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_collector_down() -> anyhow::Result<()> {
@@ -49,7 +51,8 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
                     .await?;
 
                 // A run the engine is still running when the API goes away during the outage:
-                // the API's spans of it are lost with the process, the engine's will arrive.
+                // the API's spans of it fail to export (the collector is still down) and its
+                // exit flushes nothing later; the engine's end after the collector is back.
                 let gate = s.dir.join("gate");
                 let mut gated = run_body("gated.sh");
                 gated["workflow_params"] = serde_json::json!({"gate": gate.display().to_string()});
