@@ -49,6 +49,8 @@ const FINALIZE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How often JetStream delivers one run message before giving up on it.
 pub const MAX_DELIVER: i64 = 10;
+/// How long a start-up write may keep failing for a reason that passes (see [`startup_retry`]).
+const STARTUP_RETRY: Duration = Duration::from_secs(10);
 
 /// What every task of one instance shares.
 pub struct Shared {
@@ -145,12 +147,14 @@ pub async fn bootstrap(
         keeper: crate::keeper::Keeper::default(),
         max_run_output: settings.max_run_output,
     });
-    register(&shared, started_at)
-        .await
-        .map_err(|e| EngineError::nats("register the engine instance", e))?;
+    startup_retry("register the engine instance", || {
+        register(&shared, started_at)
+    })
+    .await
+    .map_err(|e| EngineError::nats("register the engine instance", e))?;
     fail_orphaned_runs(&shared).await;
 
-    let consumer = create_consumer(&shared).await?;
+    let consumer = startup_retry("create the run consumer", || create_consumer(&shared)).await?;
     let cancel_sub = client
         .subscribe(nats::cancel_subject(&shared.engine_id))
         .await
@@ -260,6 +264,47 @@ async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
         })
         .await
         .map_err(|e| EngineError::nats(format!("create consumer {name}"), e))
+}
+
+/// Whether a NATS error at start-up is one that passes by itself: a JetStream cluster places a
+/// stream that was just created on its servers asynchronously, so for a moment a write through
+/// another server answers "no stream found" (or times out during an election).
+fn transient(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    [
+        "no stream found",
+        "stream not found",
+        "no responders",
+        "timed out",
+        "timeout",
+    ]
+    .iter()
+    .any(|t| e.contains(t))
+}
+
+/// Runs a start-up `step` again, with a growing pause, while it fails with a [`transient`]
+/// error, for at most [`STARTUP_RETRY`]; any other error, or the last one, is returned.
+async fn startup_retry<T, E, F, Fut>(what: &str, mut step: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + STARTUP_RETRY;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e)
+                if transient(&e.to_string()) && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::warn!(error = %e, "could not {what} yet; trying again (a stream created a moment ago may not be ready on this server)");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn register(
@@ -603,4 +648,36 @@ async fn register_config(
         "register the engine config",
         "it kept changing while this engine registered",
     ))
+}
+
+#[cfg(test)]
+mod startup_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transient_start_up_errors_are_retried_and_others_are_not() {
+        let mut calls = 0;
+        let ok = startup_retry("write", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err("ack error: no stream found for given subject".to_owned())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(ok, Ok(3));
+
+        let mut calls = 0;
+        let refused: Result<(), String> = startup_retry("write", || {
+            calls += 1;
+            async { Err("engine generic 1 collides with the registered engine".to_owned()) }
+        })
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(calls, 1, "a refusal that will not pass is not retried");
+    }
 }
