@@ -300,11 +300,7 @@ pub fn check_site(ws: &Workspace, out: &Path) -> Result<()> {
                 ws.snapshots_dir().join("transcripts/quick_start.snap"),
             )?)?,
             recordings: crate::directives::Sources::of(ws).recordings,
-            transitions: common::model::State::ALL
-                .iter()
-                .flat_map(|a| common::model::State::ALL.iter().map(move |b| (a, b)))
-                .filter(|(a, b)| a.can_transition(**b))
-                .count(),
+            transitions: crate::generate::states::transitions().len(),
             repository: crate::repository(ws),
         };
         let result = site_checks(&chromium, &srv, &expected, &shot).await;
@@ -372,13 +368,7 @@ async fn site_checks(
 
     // Navigation: the sidebar, built by toc.js, links every chapter.
     let s = step("browser: index page and sidebar navigation");
-    let index = chromium.dump_dom(&url("index.html")).await?;
-    console.extend(
-        index
-            .console
-            .iter()
-            .map(|m| ("index.html".to_owned(), m.clone())),
-    );
+    let index = visit(chromium, &url("index.html"), "index.html", &mut console).await?;
     let sidebar: Vec<String> = links_inside(
         &index.dom,
         "<mdbook-sidebar-scrollbox",
@@ -416,13 +406,13 @@ async fn site_checks(
 
     // The tracing page: the current run_completes tree and its timeline.
     let s = step("browser: tracing page shows the run_completes tree and timeline");
-    let tracing = chromium.dump_dom(&url("tracing/index.html")).await?;
-    console.extend(
-        tracing
-            .console
-            .iter()
-            .map(|m| ("tracing/index.html".to_owned(), m.clone())),
-    );
+    let tracing = visit(
+        chromium,
+        &url("tracing/index.html"),
+        "tracing/index.html",
+        &mut console,
+    )
+    .await?;
     for line in run_completes.body.lines().filter(|l| !l.trim().is_empty()) {
         f.check(tracing.dom.contains(&dom_text(line)), || {
             format!("tracing/index.html does not show this line of run_completes.snap: {line}")
@@ -441,8 +431,7 @@ async fn site_checks(
             f.check(&target == path, || {
                 format!("the tracing page's next link goes to {target}, expected {path}")
             });
-            let page = chromium.dump_dom(&url(&target)).await?;
-            console.extend(page.console.iter().map(|m| (target.clone(), m.clone())));
+            let page = visit(chromium, &url(&target), &target, &mut console).await?;
             f.check(
                 page.dom.contains(&format!("<title>{}", dom_text(name))),
                 || format!("{target} does not have the title `{name}`"),
@@ -462,8 +451,7 @@ async fn site_checks(
     let mut recorded = 0;
     for snap in snapshots {
         let page_path = format!("scenarios/{}.html", snap.name);
-        let page = chromium.dump_dom(&url(&page_path)).await?;
-        console.extend(page.console.iter().map(|m| (page_path.clone(), m.clone())));
+        let page = visit(chromium, &url(&page_path), &page_path, &mut console).await?;
         let first = snap.body.lines().nth(1).unwrap_or_default();
         f.check(page.dom.contains(&dom_text(first)), || {
             format!("{page_path} does not show the tree of {}", snap.name)
@@ -488,13 +476,13 @@ async fn site_checks(
 
     // The quick start shows the transcript and the tree the quick_start scenario pinned.
     let s = step("browser: quick start (transcript and tree) and troubleshooting");
-    let quick = chromium.dump_dom(&url("quickstart.html")).await?;
-    console.extend(
-        quick
-            .console
-            .iter()
-            .map(|m| ("quickstart.html".to_owned(), m.clone())),
-    );
+    let quick = visit(
+        chromium,
+        &url("quickstart.html"),
+        "quickstart.html",
+        &mut console,
+    )
+    .await?;
     for line in transcript
         .lines()
         .filter(|l| l.starts_with("$ ") || l.contains("\"state\""))
@@ -510,13 +498,13 @@ async fn site_checks(
             });
         }
     }
-    let trouble = chromium.dump_dom(&url("troubleshooting.html")).await?;
-    console.extend(
-        trouble
-            .console
-            .iter()
-            .map(|m| ("troubleshooting.html".to_owned(), m.clone())),
-    );
+    let trouble = visit(
+        chromium,
+        &url("troubleshooting.html"),
+        "troubleshooting.html",
+        &mut console,
+    )
+    .await?;
     for id in [
         "a-run-stays-queued",
         "the-engines-span-is-in-a-trace-of-its-own",
@@ -532,15 +520,13 @@ async fn site_checks(
 
     // The run-state diagram: one arrow per allowed move.
     let s = step("browser: the run-state diagram");
-    let lifecycle = chromium
-        .dump_dom(&url("architecture/lifecycle.html"))
-        .await?;
-    console.extend(
-        lifecycle
-            .console
-            .iter()
-            .map(|m| ("architecture/lifecycle.html".to_owned(), m.clone())),
-    );
+    let lifecycle = visit(
+        chromium,
+        &url("architecture/lifecycle.html"),
+        "architecture/lifecycle.html",
+        &mut console,
+    )
+    .await?;
     let moves = lifecycle.dom.matches(r#"class="state-move""#).count();
     f.check(lifecycle.dom.contains(r#"class="metis-states""#) && moves == transitions, || {
         format!("architecture/lifecycle.html: the state diagram has {moves} arrows, State::can_transition allows {transitions}")
@@ -578,15 +564,13 @@ async fn site_checks(
 
     // Search.
     let s = step("browser: search for workflow_run");
-    let search = chromium
-        .dump_dom(&url("index.html?search=workflow_run"))
-        .await?;
-    console.extend(
-        search
-            .console
-            .iter()
-            .map(|m| ("index.html?search=…".to_owned(), m.clone())),
-    );
+    let search = visit(
+        chromium,
+        &url("index.html?search=workflow_run"),
+        "index.html?search=…",
+        &mut console,
+    )
+    .await?;
     let results = links_inside(&search.dom, r#"<ul id="mdbook-searchresults""#, "</ul>");
     f.check(!results.is_empty(), || {
         "searching for workflow_run (index.html?search=workflow_run) shows no results".to_owned()
@@ -598,15 +582,13 @@ async fn site_checks(
 
     // The review page of the "reviewing a snapshot change" example, and the chapter linking it.
     let s = step("browser: the snapshot review page (generated/review-demo.html)");
-    let review = chromium
-        .dump_dom(&url("generated/review-demo.html"))
-        .await?;
-    console.extend(
-        review
-            .console
-            .iter()
-            .map(|m| ("generated/review-demo.html".to_owned(), m.clone())),
-    );
+    let review = visit(
+        chromium,
+        &url("generated/review-demo.html"),
+        "generated/review-demo.html",
+        &mut console,
+    )
+    .await?;
     let old_line = run_completes
         .body
         .lines()
@@ -628,13 +610,13 @@ async fn site_checks(
             .contains("cargo insta accept --snapshot scenarios/snapshots/run_completes.snap"),
         || "generated/review-demo.html: the accept command is missing".to_owned(),
     );
-    let chapter = chromium.dump_dom(&url("harness/reviewing.html")).await?;
-    console.extend(
-        chapter
-            .console
-            .iter()
-            .map(|m| ("harness/reviewing.html".to_owned(), m.clone())),
-    );
+    let chapter = visit(
+        chromium,
+        &url("harness/reviewing.html"),
+        "harness/reviewing.html",
+        &mut console,
+    )
+    .await?;
     f.check(
         chapter.dom.contains("changed  trace#1 › metis-api POST /runs › create_run")
             && chapter.dom.contains(r#"href="../generated/review-demo.html""#),
@@ -659,6 +641,18 @@ async fn site_checks(
         f.0.push(format!("console output on {page}: {m}"));
     }
     Ok(f)
+}
+
+/// Loads `url` and files its console output under `label`.
+async fn visit(
+    chromium: &Chromium,
+    url: &str,
+    label: &str,
+    console: &mut Vec<(String, String)>,
+) -> Result<Page> {
+    let page = chromium.dump_dom(url).await?;
+    console.extend(page.console.iter().map(|m| (label.to_owned(), m.clone())));
+    Ok(page)
 }
 
 /// The timeline figure of `snap` is on the page with one bar per span.

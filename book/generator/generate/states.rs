@@ -26,7 +26,7 @@ const ROW: f64 = 62.0;
 const TOP: f64 = 20.0;
 
 /// The allowed moves, in `State::ALL` order.
-fn transitions() -> Vec<(State, State)> {
+pub(crate) fn transitions() -> Vec<(State, State)> {
     State::ALL
         .iter()
         .flat_map(|&a| State::ALL.iter().map(move |&b| (a, b)))
