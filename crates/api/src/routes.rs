@@ -387,6 +387,10 @@ pub struct InstanceInfo {
     pub heartbeat_at: DateTime<Utc>,
     /// Runs in flight on it at its last heartbeat.
     pub runs_in_flight: usize,
+    /// How it isolates each run: `bubblewrap` (namespaces, a uid of its own, limits), or
+    /// `none` when it was started with `METIS_UNSAFE_NO_SANDBOX=1` (development only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 impl From<EngineRegistration> for InstanceInfo {
@@ -398,6 +402,7 @@ impl From<EngineRegistration> for InstanceInfo {
             version: r.version,
             started_at: r.started_at,
             heartbeat_at: r.heartbeat_at,
+            sandbox: r.sandbox,
         }
     }
 }

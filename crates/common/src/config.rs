@@ -238,6 +238,9 @@ pub struct RunsConfig {
     /// environment reaches a workflow.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub env: std::collections::BTreeMap<String, String>,
+    /// How each run is isolated from the host, the engine and other runs.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
 }
 
 fn default_grace() -> u64 {
@@ -250,6 +253,80 @@ impl Default for RunsConfig {
             workdir: WorkdirConfig::default(),
             cancel_grace_period_ms: default_grace(),
             env: std::collections::BTreeMap::new(),
+            sandbox: SandboxConfig::default(),
+        }
+    }
+}
+
+/// `runs.sandbox`: the per-run sandbox (bubblewrap namespaces, a per-run identity, limits).
+/// Every field has a default; the engine's `sandbox` module says how each is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Host paths a workflow sees read-only (besides the allowed workflow roots and its own
+    /// workdir); a path missing on the host is skipped, a symlink is recreated as one.
+    #[serde(default = "default_read_only_paths")]
+    pub read_only_paths: Vec<PathBuf>,
+    /// Whether a workflow shares the host's network; `false` gives it a loopback of its own.
+    #[serde(default = "default_true")]
+    pub network: bool,
+    /// First host uid of the range per-run identities are taken from (an engine running as
+    /// root gives each run its own uid from the range; otherwise the uid inside a user
+    /// namespace).
+    #[serde(default = "default_uid_first")]
+    pub uid_first: u32,
+    /// How many uids the range holds (at least the engine's `maxConcurrentRuns`).
+    #[serde(default = "default_uid_count")]
+    pub uid_count: u32,
+    /// Most processes a run may have at once (`RLIMIT_NPROC` of its uid); 0 = no limit.
+    #[serde(default = "default_pids_max")]
+    pub pids_max: u64,
+    /// Largest address space of each of a run's processes, in bytes (`RLIMIT_AS`); 0 = no
+    /// limit.
+    #[serde(default)]
+    pub memory_max_bytes: u64,
+    /// Keep the workdir of a run that did not end `COMPLETE` (for debugging); by default every
+    /// workdir is removed when its run ends.
+    #[serde(default)]
+    pub keep_workdir_on_failure: bool,
+}
+
+/// Default `runs.sandbox.readOnlyPaths`: the system's programs, libraries and configuration.
+pub const DEFAULT_READ_ONLY_PATHS: [&str; 7] =
+    ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"];
+/// Default `runs.sandbox.uidFirst`.
+pub const DEFAULT_UID_FIRST: u32 = 2_000_000_000;
+/// Default `runs.sandbox.uidCount`.
+pub const DEFAULT_UID_COUNT: u32 = 65_536;
+/// Default `runs.sandbox.pidsMax`.
+pub const DEFAULT_PIDS_MAX: u64 = 1024;
+
+fn default_read_only_paths() -> Vec<PathBuf> {
+    DEFAULT_READ_ONLY_PATHS.iter().map(PathBuf::from).collect()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_uid_first() -> u32 {
+    DEFAULT_UID_FIRST
+}
+fn default_uid_count() -> u32 {
+    DEFAULT_UID_COUNT
+}
+fn default_pids_max() -> u64 {
+    DEFAULT_PIDS_MAX
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            read_only_paths: default_read_only_paths(),
+            network: true,
+            uid_first: DEFAULT_UID_FIRST,
+            uid_count: DEFAULT_UID_COUNT,
+            pids_max: DEFAULT_PIDS_MAX,
+            memory_max_bytes: 0,
+            keep_workdir_on_failure: false,
         }
     }
 }
@@ -464,6 +541,33 @@ impl FullEngineConfig {
         }
         if e.max_concurrent_runs == 0 {
             return err("engine.maxConcurrentRuns", "must be at least 1".into());
+        }
+        let sb = &self.runs.sandbox;
+        if sb.uid_first == 0
+            || u64::from(sb.uid_first) + u64::from(sb.uid_count) > u64::from(u32::MAX)
+        {
+            return err(
+                "runs.sandbox.uidFirst",
+                format!(
+                    "{} (+ uidCount {}) must be a range of uids above 0 (never root) and below 2^32-1",
+                    sb.uid_first, sb.uid_count
+                ),
+            );
+        }
+        if (sb.uid_count as usize) < e.max_concurrent_runs {
+            return err(
+                "runs.sandbox.uidCount",
+                format!(
+                    "{} is less than engine.maxConcurrentRuns ({}): every run in flight needs a uid of its own",
+                    sb.uid_count, e.max_concurrent_runs
+                ),
+            );
+        }
+        if let Some(p) = sb.read_only_paths.iter().find(|p| !p.is_absolute()) {
+            return err(
+                "runs.sandbox.readOnlyPaths",
+                format!("'{}' must be an absolute path", p.display()),
+            );
         }
         crate::command::parse_template(&e.command_template)
             .map_err(|m| ("engine.commandTemplate".to_owned(), m))?;

@@ -17,7 +17,9 @@ pub mod nats;
 pub mod settings;
 pub mod validate;
 
-pub use config::{ConfigError, EngineConfig, EngineSpec, FullEngineConfig, RunsConfig};
+pub use config::{
+    ConfigError, EngineConfig, EngineSpec, FullEngineConfig, RunsConfig, SandboxConfig,
+};
 pub use model::{
     CancelMessage, EngineRegistration, LogLine, LogStream, RunId, RunLog, RunRecord, RunRequest,
     RunRequestMessage, State,

@@ -359,6 +359,10 @@ pub struct EngineRegistration {
     /// The runs in flight on this instance at `heartbeat_at` (claimed, not yet finished).
     #[serde(default)]
     pub runs: Vec<RunId>,
+    /// How the instance isolates runs: `bubblewrap`, or `none` under
+    /// `METIS_UNSAFE_NO_SANDBOX=1` (absent from engines that predate the sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 #[cfg(test)]

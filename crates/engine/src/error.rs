@@ -89,6 +89,9 @@ pub enum EngineError {
     /// Captured output could not be stored in the `METIS_LOGS` stream.
     #[error("publish the run's output lines: {0}")]
     Logs(String),
+    /// This machine cannot provide the per-run sandbox (see [`crate::sandbox`]).
+    #[error("set up the run sandbox: {0}")]
+    Sandbox(String),
 }
 
 impl EngineError {

@@ -27,7 +27,8 @@
 //! [`run`](mod@run) (one run's phases), [`cancel`], [`control`] (in-flight runs and their stop
 //! flags), [`process`] (spawn and process-group signals), [`output`] (line capture and
 //! publishing), [`outcome`] (exit status → state), [`workdir`], [`health`], [`error`],
-//! [`keeper`] (workflow processes die with their engine).
+//! [`keeper`] (workflow processes die with their engine), [`sandbox`] (each run in namespaces
+//! of its own, as an identity of its own, with limits).
 
 pub mod cancel;
 pub mod control;
@@ -39,6 +40,7 @@ pub mod output;
 pub mod process;
 pub mod run;
 pub mod runtime;
+pub mod sandbox;
 pub mod settings;
 #[cfg(test)]
 mod span_tests;

@@ -97,7 +97,8 @@ pub fn signal_group(pgid: i32, signal: Signal) {
 /// SIGTERM to the group now; SIGKILL after `grace` unless the process has exited by then.
 /// Returns at once (the escalation runs in the background).
 pub fn terminate_group(pgid: i32, grace: Duration, control: Arc<RunControl>) {
-    signal_group(pgid, Signal::SIGTERM);
+    // Inside the sandbox: SIGTERM to bwrap itself would end the sandbox with no grace.
+    crate::sandbox::signal_run(pgid, Signal::SIGTERM);
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
         if control.live_group() == Some(pgid) {

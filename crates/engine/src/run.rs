@@ -22,7 +22,7 @@
 //! `updating_db` and `cleanup` always happen. Event messages carry no pids or paths, so the
 //! span is the same for every run of the same kind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -242,6 +242,9 @@ pub fn workflow_run_span(
         state = Empty,
         duration_ms = Empty,
         api_trace_id = Empty,
+        sandbox = Empty,
+        "sandbox.pids_max" = Empty,
+        "sandbox.memory_max_bytes" = Empty,
         error = Empty,
         otel.status_code = Empty,
     );
@@ -284,11 +287,37 @@ impl RunTask {
 
     async fn execute(self) {
         let started = Instant::now();
+        let sandbox = &self.shared.sandbox;
+        self.span.record("sandbox", sandbox.kind().as_str());
+        let (pids_max, memory_max) = sandbox.limits();
+        if pids_max > 0 {
+            self.span.record(
+                "sandbox.pids_max",
+                i64::try_from(pids_max).unwrap_or(i64::MAX),
+            );
+        }
+        if memory_max > 0 {
+            self.span.record(
+                "sandbox.memory_max_bytes",
+                i64::try_from(memory_max).unwrap_or(i64::MAX),
+            );
+        }
+        if sandbox.kind() == crate::sandbox::Kind::None {
+            tracing::warn!("{}", crate::sandbox::UNSAFE_WARNING);
+        }
         let mut log = RunLog {
             name: format!("run-{}", self.id()),
             ..RunLog::default()
         };
-        let produced = self.work(&mut log).await;
+        let runs = &self.shared.config.runs;
+        let workdir: PathBuf = workdir::expand(
+            &runs.workdir.base,
+            &runs.workdir.pattern,
+            &self.rec.run_id,
+            &self.rec.user_id,
+            Utc::now(),
+        );
+        let produced = self.work(&workdir, &mut log).await;
         log.end_time = Some(Utc::now());
 
         let (state, error) = match produced {
@@ -314,6 +343,16 @@ impl RunTask {
 
         phase("cleanup");
         self.shared.registry.remove(&self.id());
+        if !sandbox.keeps_workdir(state) {
+            // What a run leaves behind is nobody's: not a later run's, not the disk's.
+            match tokio::fs::remove_dir_all(&workdir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(parent: None, run_id = %self.id(), path = %workdir.display(), error = %e, "failed to remove the run's workdir")
+                }
+            }
+        }
 
         let span = &self.span;
         span.record("state", state.as_str());
@@ -330,21 +369,14 @@ impl RunTask {
     }
 
     /// The phases up to the process's end. `Err` is the engine's own failure.
-    async fn work(&self, log: &mut RunLog) -> Result<Produced, EngineError> {
+    async fn work(&self, workdir: &Path, log: &mut RunLog) -> Result<Produced, EngineError> {
         let shared = &self.shared;
         let rec = &self.rec;
         let run_id = rec.run_id.to_string();
 
         phase("initializing");
         let runs = &shared.config.runs;
-        let workdir: PathBuf = workdir::expand(
-            &runs.workdir.base,
-            &runs.workdir.pattern,
-            &rec.run_id,
-            &rec.user_id,
-            Utc::now(),
-        );
-        workdir::create(&runs.workdir.base, &workdir).await?;
+        workdir::create(&runs.workdir.base, workdir).await?;
 
         phase("building");
         let validated = common::validate::validate(&rec.request, &shared.config.engine)?;
@@ -365,7 +397,7 @@ impl RunTask {
                 user_id: &rec.user_id,
                 request: &rec.request,
                 spec: &shared.config.engine,
-                workdir: &workdir,
+                workdir,
                 validated: &validated,
             },
             argv,
@@ -383,8 +415,12 @@ impl RunTask {
                 logs: Ok(()),
             });
         }
-        let env = process::workflow_env(&workdir, &runs.env).await?;
-        let (child, pgid) = process::spawn(&argv, &workdir, &env)?;
+        let env = process::workflow_env(workdir, &runs.env).await?;
+        // The run's own uid, held until its process is gone; the workdir becomes its alone.
+        let identity = shared.sandbox.identity(&run_id);
+        shared.sandbox.prepare(&identity, workdir).await?;
+        let sandboxed = shared.sandbox.wrap(&identity, workdir, &argv);
+        let (child, pgid) = process::spawn(&sandboxed, workdir, &env)?;
         shared.keeper.watch(pgid);
         log.start_time = Some(Utc::now());
         let guard = GroupGuard(self.control.clone(), self.shared.clone(), pgid);
@@ -398,8 +434,9 @@ impl RunTask {
         phase("running");
         let publisher =
             LogPublisher::new(shared.infra.js.clone(), &rec.run_id, shared.max_run_output);
-        let (exit, logs) = capture(child, pgid, &self.control, &shared.keeper, publisher).await?;
+        let (exit, logs) = capture(child, pgid, &self.control, shared, publisher).await?;
         drop(guard);
+        drop(identity);
         Ok(Produced {
             exit: Some(exit),
             logs: logs.map(drop).map_err(EngineError::Logs),
@@ -556,9 +593,10 @@ async fn capture(
     mut child: tokio::process::Child,
     pgid: i32,
     control: &RunControl,
-    keeper: &crate::keeper::Keeper,
+    shared: &Shared,
     mut publisher: LogPublisher,
 ) -> Result<(Exit, Result<u64, String>), EngineError> {
+    let keeper = &shared.keeper;
     let (tx, mut rx) = mpsc::channel::<Captured>(256);
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -592,7 +630,7 @@ async fn capture(
                 process::kill_group(pgid);
                 // The group is gone: the keeper must not kill its id, which may be reused.
                 keeper.release(pgid);
-                exit = Some(Exit::from(status));
+                exit = Some(shared.sandbox.exit(status));
                 drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
             },
             () = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
@@ -611,7 +649,7 @@ async fn capture(
             control.exited();
             process::kill_group(pgid);
             keeper.release(pgid);
-            Exit::from(status)
+            shared.sandbox.exit(status)
         }
     };
     Ok((exit, publisher.finish().await))

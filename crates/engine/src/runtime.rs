@@ -70,6 +70,8 @@ pub struct Shared {
     pub keeper: crate::keeper::Keeper,
     /// `MAX_RUN_OUTPUT_BYTES`.
     pub max_run_output: u64,
+    /// Each run's sandbox.
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 /// An engine instance that has started and is ready to consume.
@@ -92,6 +94,8 @@ pub async fn bootstrap(
     settings: Settings,
 ) -> Result<Running, EngineError> {
     let config = FullEngineConfig::load(&settings.config_path)?;
+    // Fail closed, before anything is registered: no sandbox, no engine.
+    let sandbox = crate::sandbox::Sandbox::open(&config, settings.unsafe_no_sandbox).await?;
     let spec = &config.engine;
     let engine_id = spec
         .id
@@ -146,6 +150,7 @@ pub async fn bootstrap(
         cancel_grace,
         keeper: crate::keeper::Keeper::default(),
         max_run_output: settings.max_run_output,
+        sandbox,
     });
     startup_retry("register the engine instance", || {
         register(&shared, started_at)
@@ -318,6 +323,7 @@ async fn register(
         version: spec.version.clone(),
         started_at,
         heartbeat_at: Utc::now(),
+        sandbox: Some(shared.sandbox.kind().as_str().to_owned()),
         runs: shared
             .registry
             .all()

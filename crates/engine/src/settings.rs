@@ -37,6 +37,11 @@ pub const SETTINGS: &[Setting] = &[
         default: || millis(common::nats::DEFAULT_HEARTBEAT_INTERVAL),
     },
     Setting {
+        name: crate::sandbox::UNSAFE_OPT_OUT,
+        meaning: "`1` runs workflows **without a sandbox**, as the engine's own user (development only: the engine warns at start-up and on every run, and `/service-info` shows `sandbox: none`); anything else, or unset, sandboxes every run and refuses to start where the machine cannot",
+        default: || literal("unset (sandboxed)"),
+    },
+    Setting {
         name: "MAX_RUN_OUTPUT_BYTES",
         meaning: "output stored per run (stdout and stderr together); past it the rest is dropped and a `[metis] output truncated` line is stored",
         default: || literal(DEFAULT_MAX_RUN_OUTPUT),
@@ -69,6 +74,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// `MAX_RUN_OUTPUT_BYTES`.
     pub max_run_output: u64,
+    /// `METIS_UNSAFE_NO_SANDBOX=1`: workflows run unsandboxed.
+    pub unsafe_no_sandbox: bool,
     /// NATS credentials.
     pub nats_auth: common::nats::NatsAuth,
     /// `NATS_REPLICAS` (`None`: from the server).
@@ -144,7 +151,22 @@ impl Settings {
             value: var("NATS_PING_INTERVAL_MS").unwrap_or_default(),
             reason,
         })?;
+        let unsafe_no_sandbox = match var(crate::sandbox::UNSAFE_OPT_OUT)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(EngineError::Env {
+                    var: crate::sandbox::UNSAFE_OPT_OUT,
+                    value: other.to_owned(),
+                    reason: "must be 1 (run workflows unsandboxed) or 0/unset".into(),
+                });
+            }
+        };
         Ok(Self {
+            unsafe_no_sandbox,
             nats_auth,
             nats_replicas,
             nats_ping_interval,
@@ -183,6 +205,7 @@ mod tests {
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 heartbeat_interval: common::nats::DEFAULT_HEARTBEAT_INTERVAL,
                 max_run_output: DEFAULT_MAX_RUN_OUTPUT,
+                unsafe_no_sandbox: false,
                 nats_auth: common::nats::NatsAuth::None,
                 nats_replicas: None,
                 nats_ping_interval: common::nats::DEFAULT_PING_INTERVAL,
@@ -218,6 +241,7 @@ mod tests {
             ("NATS_URL", "nats://a b"),
             ("HEARTBEAT_INTERVAL_MS", "0"),
             ("MAX_RUN_OUTPUT_BYTES", "lots"),
+            ("METIS_UNSAFE_NO_SANDBOX", "yes"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err().to_string();
             assert!(
