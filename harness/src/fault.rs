@@ -498,7 +498,25 @@ impl Stack {
     }
 }
 
-pub use test_support::{KillGroupOnDrop, wait_group_gone};
+pub use test_support::{RunProcesses, processes_marked};
+
+/// The processes of `user`'s RUNNING run `run`, by the PID namespace of its sandbox, which
+/// `sleep.sh` and `stubborn.sh` write to `pidns` in their workdir (killed when dropped).
+pub async fn run_processes(stack: &crate::Stack, user: &str, run: &str) -> Result<RunProcesses> {
+    let file = stack.dir.join("runs").join(user).join(run).join("pidns");
+    let text = test_support::wait_for(
+        "the workflow to write its PID namespace",
+        std::time::Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+                .ok_or_else(|| format!("no {} yet", file.display()))
+        },
+    )
+    .await?;
+    RunProcesses::from_namespace(&text)
+}
 
 /// The terminal run states.
 pub const TERMINAL: [&str; 5] = [

@@ -188,6 +188,13 @@ impl Stack {
         Ok(stack)
     }
 
+    /// A path that sandboxed workflows can see (in the scenario's read-only shared folder): a
+    /// scenario creates it to open the gate `gated.sh --gate <path>` waits for.
+    #[must_use]
+    pub fn gate(&self) -> PathBuf {
+        self.dir.join(SHARED_DIR).join("gate")
+    }
+
     /// Starts one more `metis-api` on the same NATS (another replica, on its own port) and
     /// returns a client for it (user `alice`, as [`Stack::client`]).
     pub async fn start_api_replica(&mut self) -> Result<ApiClient> {
@@ -602,8 +609,12 @@ fn span_names(data: &TracesData) -> Vec<String> {
         .collect()
 }
 
+/// The folder below a scenario's directory that sandboxed workflows see (read-only): where a
+/// scenario puts what its workflows wait for ([`Stack::gate`]).
+pub const SHARED_DIR: &str = "shared";
+
 /// Copies `source` (relative to the workspace root) into `dir` with `runs.workdir.base` set
-/// to `dir/runs`.
+/// to `dir/runs`, and `dir/shared` added to `runs.sandbox.readOnlyPaths` (created).
 fn write_engine_config(source: &Path, dir: &Path) -> Result<PathBuf> {
     let source = test_support::workspace_root().join(source);
     let text = std::fs::read_to_string(&source)
@@ -639,6 +650,28 @@ fn write_engine_config(source: &Path, dir: &Path) -> Result<PathBuf> {
         .as_mapping_mut()
         .context("runs.workdir is not a mapping")?
         .insert("base".into(), dir.join("runs").display().to_string().into());
+    // Workflows run sandboxed: the scenario's shared folder is the one host path of the
+    // harness's that they see, read-only, besides the defaults.
+    let shared = dir.join(SHARED_DIR);
+    std::fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    let sandbox = runs
+        .as_mapping_mut()
+        .context("runs is not a mapping")?
+        .entry("sandbox".into())
+        .or_insert_with(|| serde_yaml_ng::Value::Mapping(Default::default()))
+        .as_mapping_mut()
+        .context("runs.sandbox is not a mapping")?;
+    let paths = sandbox
+        .entry("readOnlyPaths".into())
+        .or_insert_with(|| {
+            common::config::DEFAULT_READ_ONLY_PATHS
+                .iter()
+                .map(|p| serde_yaml_ng::Value::from(*p))
+                .collect()
+        })
+        .as_sequence_mut()
+        .context("runs.sandbox.readOnlyPaths is not a list")?;
+    paths.push(shared.display().to_string().into());
     let path = dir.join("engine.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&doc)?)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -371,6 +371,139 @@ pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> Result<()> {
     .await
 }
 
+/// The processes of one sandboxed run, found by the run's PID namespace (`pid:[4026532178]`,
+/// the same seen from inside and outside), which a fixture workflow reports with
+/// `readlink /proc/self/ns/pid`. The engine gives every run a PID namespace of its own, so
+/// every process the workflow started — detached, double-forked, `setsid` — is in it, and
+/// none is left once the run is over. Dropping it SIGKILLs whatever is still in the namespace,
+/// so a failing test leaves nothing behind.
+#[derive(Debug)]
+pub struct RunProcesses {
+    ns: String,
+}
+
+impl RunProcesses {
+    /// From what the workflow printed; refuses the test's own namespace (a run that was not
+    /// sandboxed), whose processes are not the run's.
+    pub fn from_namespace(text: &str) -> Result<Self> {
+        let ns = text.trim();
+        anyhow::ensure!(
+            ns.starts_with("pid:[") && ns.ends_with(']'),
+            "'{ns}' is not a PID namespace (pid:[N])"
+        );
+        let own = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            ns != own,
+            "the run shares this test's PID namespace {own}: it was not sandboxed"
+        );
+        Ok(Self { ns: ns.to_owned() })
+    }
+
+    /// The namespace, `pid:[N]`.
+    #[must_use]
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// Live (not zombie) processes in the namespace now, as `pid command line`.
+    #[must_use]
+    pub fn alive(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let in_ns = std::fs::read_link(entry.path().join("ns/pid"))
+                .is_ok_and(|p| p.to_string_lossy() == self.ns);
+            let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            });
+            if in_ns && !zombie {
+                let cmd = std::fs::read(entry.path().join("cmdline"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .replace('\0', " ")
+                            .trim()
+                            .to_owned()
+                    })
+                    .unwrap_or_default();
+                out.push(format!("{pid} {cmd}"));
+            }
+        }
+        out
+    }
+
+    /// Waits until no live process is left in the namespace.
+    pub async fn wait_gone(&self, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("every process of the run's sandbox {} to be gone", self.ns),
+            timeout,
+            || async {
+                let left = self.alive();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still alive: {left:?}"))
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for RunProcesses {
+    fn drop(&mut self) {
+        for line in self.alive() {
+            if let Some(pid) = line.split(' ').next().and_then(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Live processes on this host whose command line contains `marker` (a hostile fixture puts
+/// one in each process it leaves behind), as `pid command line`.
+#[must_use]
+pub fn processes_marked(marker: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == i32::try_from(std::process::id()).unwrap_or_default() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmd.contains(marker) {
+            out.push(format!("{pid} {}", cmd.trim()));
+        }
+    }
+    out
+}
+
 /// Kills process group `pgid` when dropped, so a test that fails never leaves a workflow
 /// behind (a no-op when the group is gone).
 pub struct KillGroupOnDrop(pub i32);

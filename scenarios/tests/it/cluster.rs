@@ -101,7 +101,7 @@ async fn cluster_leader_lost_mid_run() -> anyhow::Result<()> {
             Box::pin(async move {
                 // Runs held open by a gate: one engine holds 4 at a time, so with one RUNNING
                 // there are 10 more, 3 in flight and 7 QUEUED, when the leader goes.
-                let gate = s.dir.join("gate");
+                let gate = s.gate();
                 let mut body = run_body("gated.sh");
                 body["workflow_params"] = serde_json::json!({"gate": gate.display().to_string()});
                 let first = s.client.create_run(&body).await?;

@@ -53,7 +53,7 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
                 // A run the engine is still running when the API goes away during the outage:
                 // the API's spans of it fail to export (the collector is still down) and its
                 // exit flushes nothing later; the engine's end after the collector is back.
-                let gate = s.dir.join("gate");
+                let gate = s.gate();
                 let mut gated = run_body("gated.sh");
                 gated["workflow_params"] = serde_json::json!({"gate": gate.display().to_string()});
                 let partial = s.client.create_run(&gated).await?;

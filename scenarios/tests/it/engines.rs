@@ -74,7 +74,7 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
             Box::pin(async move {
                 // 8 runs held open by a gate; one engine holds at most 4 at a time, so the other
                 // must take the rest. The gate opens once both own a run.
-                let gate = s.dir.join("gate");
+                let gate = s.gate();
                 let mut body = run_body("gated.sh");
                 body["workflow_params"] = serde_json::json!({"gate": gate.display().to_string()});
                 let mut runs = Vec::new();

@@ -22,7 +22,7 @@
 //! tree of a probe run made after the fault (the system works as before) and check the whole
 //! history of what clients were told; the others pin the fault's own traces.
 
-use harness::fault::{KillGroupOnDrop, wait_group_gone};
+use harness::fault::RunProcesses;
 use harness::tree::expect;
 use serde_json::json;
 
@@ -30,31 +30,18 @@ use crate::support::{
     DEADLINE, check_tree, check_tree_of, engine_ids, run_body, stack, wait_for_log,
 };
 
-/// The pid (= process group) a `sleep.sh` run wrote into its workdir.
-async fn workflow_group(s: &harness::Stack, run: &str) -> anyhow::Result<i32> {
-    let pidfile = s.dir.join("runs").join("alice").join(run).join("pid");
-    test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .ok_or_else(|| format!("no {} yet", pidfile.display()))
-    })
-    .await
-}
-
-/// A `sleep.sh` run that is RUNNING and has printed its first line; the guard kills its
-/// process group if the scenario fails. Also returns the engine ids to redact.
-async fn sleeping_run(
-    s: &harness::Stack,
-) -> anyhow::Result<(String, i32, KillGroupOnDrop, Vec<String>)> {
+/// A `sleep.sh` run that is RUNNING and has printed its first line, and its processes (found
+/// by the PID namespace of its sandbox, which `sleep.sh` writes into its workdir; killed if
+/// the scenario fails). Also returns the engine ids to redact.
+async fn sleeping_run(s: &harness::Stack) -> anyhow::Result<(String, RunProcesses, Vec<String>)> {
     let run = s.client.create_run(&run_body("sleep.sh")).await?;
     s.client
         .wait_for_state(&run, &["RUNNING"], DEADLINE)
         .await?;
     wait_for_log(s, &run, "stdout: started").await?;
-    let group = workflow_group(s, &run).await?;
+    let processes = harness::fault::run_processes(s, "alice", &run).await?;
     let engines = engine_ids(s).await?;
-    Ok((run, group, KillGroupOnDrop(group), engines))
+    Ok((run, processes, engines))
 }
 
 /// The `error` of a run, as `GET /runs/{id}` shows it.
@@ -75,7 +62,7 @@ async fn engine_killed_mid_run() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                let (run, group, _reap, engines) = sleeping_run(s).await?;
+                let (run, processes, engines) = sleeping_run(s).await?;
 
                 s.kill_engine(0).await?;
                 s.client
@@ -87,7 +74,7 @@ async fn engine_killed_mid_run() -> anyhow::Result<()> {
                     "the error names the cause: {error}"
                 );
                 // The engine's group keeper killed the workflow (sh and its sleep) with it.
-                wait_group_gone(group, DEADLINE).await?;
+                processes.wait_gone(DEADLINE).await?;
 
                 let forest = check_tree(s, "engine_killed_mid_run", 2, &engines).await?;
                 expect::span()
@@ -116,7 +103,7 @@ async fn engine_paused_past_ttl() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                let (run, group, _reap, engines) = sleeping_run(s).await?;
+                let (run, processes, engines) = sleeping_run(s).await?;
 
                 s.pause_engine(0).await?;
                 s.client
@@ -131,7 +118,7 @@ async fn engine_paused_past_ttl() -> anyhow::Result<()> {
                             .then_some(())
                     })
                     .await?;
-                wait_group_gone(group, DEADLINE).await?;
+                processes.wait_gone(DEADLINE).await?;
                 let cancel = s
                     .client
                     .post(&format!("/runs/{run}/cancel"), &json!({}))
@@ -406,7 +393,7 @@ async fn nats_restarted_mid_run() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                let gate = s.dir.join("gate");
+                let gate = s.gate();
                 let mut body = run_body("gated.sh");
                 body["workflow_params"] = json!({"gate": gate.display().to_string()});
                 let running = s.client.create_run(&body).await?;
@@ -472,7 +459,7 @@ async fn nats_frozen() -> anyhow::Result<()> {
         .await?
         .run(|s| {
             Box::pin(async move {
-                let gate = s.dir.join("gate");
+                let gate = s.gate();
                 let mut body = run_body("gated.sh");
                 body["workflow_params"] = json!({"gate": gate.display().to_string()});
                 let run = s.client.create_run(&body).await?;

@@ -84,13 +84,9 @@ async fn a_failing_run_is_an_executor_error_with_its_exit_code() -> anyhow::Resu
 async fn cancelling_a_running_run_stops_its_process_group() -> anyhow::Result<()> {
     let mut stack = Stack::start("cancel-running").await?;
     stack.start_engine().await?;
-    let pidfile = stack.dir.path().join("child.pid");
     let script = stack.script(
         "sleep.sh",
-        &format!(
-            "sleep 300 &\necho $! > {}\necho started\nwait",
-            pidfile.display()
-        ),
+        "sleep 300 &\necho \"pidns $(readlink /proc/self/ns/pid)\"\necho started\nwait",
     )?;
     let c = stack.client.clone();
     let run = c.create_run(&body_for(&script)).await?;
@@ -110,15 +106,16 @@ async fn cancelling_a_running_run_stops_its_process_group() -> anyhow::Result<()
         "{}",
         r.body
     );
+    let ns = c
+        .log_lines(&run)
+        .await?
+        .iter()
+        .find_map(|l| l.strip_prefix("stdout: pidns ").map(str::to_owned))
+        .unwrap_or_default();
+    let processes = test_support::RunProcesses::from_namespace(&ns)?;
     c.wait_for_state(&run, &["CANCELED"], DEADLINE).await?;
-    let child: i32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
-    test_support::wait_for("the workflow's child to be gone", DEADLINE, || async {
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), None) {
-            Err(nix::errno::Errno::ESRCH) => Ok(()),
-            other => Err(format!("kill(0) on {child}: {other:?}")),
-        }
-    })
-    .await?;
+    // The workflow's child (the `sleep`) is gone with it.
+    processes.wait_gone(DEADLINE).await?;
     Ok(())
 }
 
@@ -155,8 +152,9 @@ async fn two_engines_share_the_work() -> anyhow::Result<()> {
     let mut stack = Stack::start("two-engines").await?;
     stack.start_engine().await?;
     stack.start_engine().await?;
-    // Runs wait on a gate; one engine holds at most 4, so of 8 the other must take some.
-    let gate = stack.dir.path().join("gate");
+    // Runs wait on a gate; one engine holds at most 4, so of 8 the other must take some. The
+    // gate is in the scripts folder, which sandboxed workflows see (read-only, as a root).
+    let gate = stack.scripts_dir().join("gate");
     let script = stack.script(
         "gated.sh",
         &format!(
@@ -216,10 +214,10 @@ async fn a_run_whose_engine_dies_becomes_a_system_error() -> anyhow::Result<()> 
     stack.start_engine().await?;
     let c = stack.client.clone();
     // Whatever happens, this test leaves no process behind.
-    let (run, group, _reap) = long_run(&stack).await?;
+    let (run, processes) = long_run(&stack).await?;
     stack.engines[0].proc.kill().await?;
     // The engine's group keeper kills the workflow (sh and its sleep) when the engine dies.
-    wait_group_gone(group).await?;
+    processes.wait_gone(DEADLINE).await?;
     // Bounded: ENGINE_TTL_MS is 1500 here and the reaper runs every 200 ms.
     c.wait_for_state(&run, &["SYSTEM_ERROR"], DEADLINE).await?;
     let detail = c.get(&format!("/runs/{run}")).await?.body;
@@ -257,7 +255,7 @@ async fn a_cancel_for_a_run_whose_engine_died_ends_canceled() -> anyhow::Result<
     let mut stack = Stack::start("engine-dies-cancel").await?;
     stack.start_engine().await?;
     let c = stack.client.clone();
-    let (run, group, _reap) = long_run(&stack).await?;
+    let (run, processes) = long_run(&stack).await?;
     // Freeze the engine so the cancel message reaches nobody, then let it die.
     stack.engines[0]
         .proc
@@ -268,7 +266,7 @@ async fn a_cancel_for_a_run_whose_engine_died_ends_canceled() -> anyhow::Result<
     assert_eq!(r.body["state"], "CANCELING", "{}", r.body);
     stack.engines[0].proc.kill().await?;
     c.wait_for_state(&run, &["CANCELED"], DEADLINE).await?;
-    wait_group_gone(group).await?;
+    processes.wait_gone(DEADLINE).await?;
     Ok(())
 }
 
@@ -333,32 +331,32 @@ async fn a_run_its_live_engine_does_not_know_is_failed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A RUNNING run of a script that writes its process group id and sleeps; the guard kills
-/// the group when dropped.
+/// A RUNNING run of a script that prints its PID namespace (its sandbox) and sleeps; the
+/// guard kills whatever is left in the namespace when dropped.
 pub(crate) async fn long_run(
     stack: &Stack,
-) -> anyhow::Result<(String, i32, test_support::KillGroupOnDrop)> {
-    let pidfile = stack.dir.path().join("group.pid");
+) -> anyhow::Result<(String, test_support::RunProcesses)> {
     let script = stack.script(
         "long.sh",
-        &format!("echo $$ > {}\necho started\nsleep 300", pidfile.display()),
+        "echo \"pidns $(readlink /proc/self/ns/pid)\"\necho started\nsleep 300",
     )?;
     let run = stack.client.create_run(&body_for(&script)).await?;
     stack
         .client
         .wait_for_state(&run, &["RUNNING"], DEADLINE)
         .await?;
-    let group = test_support::wait_for("the workflow to write its pid", DEADLINE, || async {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .ok_or_else(|| "no pid file yet".to_owned())
+    let ns = test_support::wait_for("the workflow to print its namespace", DEADLINE, || async {
+        let lines = stack
+            .client
+            .log_lines(&run)
+            .await
+            .map_err(|e| e.to_string())?;
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix("stdout: pidns "))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{lines:?}"))
     })
     .await?;
-    Ok((run, group, test_support::KillGroupOnDrop(group)))
-}
-
-/// Waits until process group `pgid` has no process left.
-async fn wait_group_gone(pgid: i32) -> anyhow::Result<()> {
-    test_support::wait_group_gone(pgid, DEADLINE).await
+    Ok((run, test_support::RunProcesses::from_namespace(&ns)?))
 }

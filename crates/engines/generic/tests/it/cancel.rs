@@ -6,7 +6,7 @@ use common::{CancelMessage, RunId, RunRecord, State};
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::support::{Bed, TIMEOUT, USER, about, wait_group_gone};
+use crate::support::{Bed, TIMEOUT, USER, about, wait_gone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_run_stops_its_process_group() -> Result<()> {
@@ -17,7 +17,7 @@ async fn cancelling_a_running_run_stops_its_process_group() -> Result<()> {
     let id = bed.submit(bed.request("sleep.sh", json!({}))).await?;
     bed.wait_state(id, "RUNNING", |s| s == State::Running)
         .await?;
-    let pgid = bed.pid_of(id).await?;
+    let run = bed.processes_of(id).await?;
 
     bed.cancel(id).await?;
     let rec = bed.wait_terminal(id).await?;
@@ -29,7 +29,7 @@ async fn cancelling_a_running_run_stops_its_process_group() -> Result<()> {
         (None, Some(15)),
         "ended by the SIGTERM"
     );
-    wait_group_gone(pgid).await?;
+    wait_gone(&run).await?;
     let lines: Vec<String> = bed.logs(id).await?.into_iter().map(|l| l.line).collect();
     assert_eq!(lines, ["started"]);
     engine
@@ -63,7 +63,7 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() -> Re
     let id = bed.submit(bed.request("stubborn.sh", json!({}))).await?;
     bed.wait_state(id, "RUNNING", |s| s == State::Running)
         .await?;
-    let pgid = bed.pid_of(id).await?;
+    let run = bed.processes_of(id).await?;
 
     bed.cancel(id).await?;
     let rec = bed.wait_terminal(id).await?;
@@ -73,7 +73,7 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() -> Re
         Some(9),
         "ended by the SIGKILL"
     );
-    wait_group_gone(pgid).await?;
+    wait_gone(&run).await?;
     engine.stop().await?;
     Ok(())
 }

@@ -54,7 +54,10 @@ async fn a_run_completes_with_every_output_line_in_order() -> Result<()> {
         log.start_time.is_some() && log.end_time >= log.start_time,
         "{log:?}"
     );
-    assert!(bed.workdir(&id).is_dir(), "the workdir was created");
+    assert!(
+        !bed.workdir(&id).exists(),
+        "the workdir is removed when the run ends"
+    );
 
     let lines = bed.logs(id).await?;
     let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();

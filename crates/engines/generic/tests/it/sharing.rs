@@ -5,7 +5,7 @@ use anyhow::Result;
 use common::State;
 use serde_json::json;
 
-use crate::support::{Bed, wait_group_gone};
+use crate::support::{Bed, wait_gone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_work_and_shutdown_fails_their_runs() -> Result<()> {
@@ -33,7 +33,10 @@ async fn two_instances_share_the_work_and_shutdown_fails_their_runs() -> Result<
     let mut ids = [a.id.clone(), b.id.clone()];
     ids.sort();
     assert_eq!(owners, ids, "each instance runs one of the two runs");
-    let groups = [bed.pid_of(first).await?, bed.pid_of(second).await?];
+    let runs = [
+        bed.processes_of(first).await?,
+        bed.processes_of(second).await?,
+    ];
 
     for engine in [&mut a, &mut b] {
         let status = engine.stop().await?;
@@ -52,8 +55,8 @@ async fn two_instances_share_the_work_and_shutdown_fails_their_runs() -> Result<
         );
         assert_eq!(rec.run_log.expect("run log").signal, Some(9));
     }
-    for pgid in groups {
-        wait_group_gone(pgid).await?;
+    for run in &runs {
+        wait_gone(run).await?;
     }
     Ok(())
 }

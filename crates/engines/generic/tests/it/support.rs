@@ -295,17 +295,18 @@ impl Bed {
         }
     }
 
-    /// Waits for the run's `workdir/pid` file (written by `sleep.sh` and `stubborn.sh`).
-    pub async fn pid_of(&self, id: RunId) -> Result<i32> {
-        let path = self.workdir(&id).join("pid");
-        wait_for("the script to write its pid", TIMEOUT, || async {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            text.trim()
-                .parse::<i32>()
-                .map_err(|e| format!("pid file {text:?}: {e}"))
+    /// The run's processes, from its `workdir/pidns` file (written by `sleep.sh` and
+    /// `stubborn.sh`); they are killed if the test fails.
+    pub async fn processes_of(&self, id: RunId) -> Result<test_support::RunProcesses> {
+        let path = self.workdir(&id).join("pidns");
+        let text = wait_for("the script to write its PID namespace", TIMEOUT, || async {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+                .ok_or_else(|| format!("no {} yet", path.display()))
         })
-        .await
+        .await?;
+        test_support::RunProcesses::from_namespace(&text)
     }
 }
 
@@ -353,6 +354,6 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// Waits until no live process is left in group `pgid`.
-pub async fn wait_group_gone(pgid: i32) -> Result<()> {
-    test_support::wait_group_gone(pgid, TIMEOUT).await
+pub async fn wait_gone(run: &test_support::RunProcesses) -> Result<()> {
+    run.wait_gone(TIMEOUT).await
 }
