@@ -12,6 +12,7 @@ mod create;
 mod engines;
 mod faults;
 mod invalid;
+mod isolation;
 mod quickstart;
 mod run;
 mod security;
