@@ -187,6 +187,8 @@ struct Model {
     /// struct → field → expression in its `impl Default`.
     impl_defaults: BTreeMap<String, BTreeMap<String, Expr>>,
     consts: BTreeMap<String, Vec<String>>,
+    /// `const NAME: T = <literal>;`
+    scalars: BTreeMap<String, String>,
 }
 
 fn tail(block: &syn::Block) -> Option<&Expr> {
@@ -197,6 +199,26 @@ fn tail(block: &syn::Block) -> Option<&Expr> {
 }
 
 impl Model {
+    /// A literal, a constant of this file (`DEFAULT_X`), or a list constant turned into a
+    /// collection (`DEFAULT_XS.iter().map(..).collect()`), as text.
+    fn value_of(&self, e: &Expr) -> Option<String> {
+        if let Some(v) = literal_value(e) {
+            return Some(v);
+        }
+        match e {
+            Expr::Path(p) => {
+                let name = p.path.segments.last()?.ident.to_string();
+                self.scalars.get(&name).cloned().or_else(|| {
+                    self.consts
+                        .get(&name)
+                        .map(|v| format!("[{}]", v.join(", ")))
+                })
+            }
+            Expr::MethodCall(m) => self.value_of(&m.receiver),
+            _ => None,
+        }
+    }
+
     fn parse(text: &str) -> Result<Self> {
         let file = syn::parse_file(text).context("parsing with syn")?;
         let mut m = Model {
@@ -205,6 +227,7 @@ impl Model {
             fns: BTreeMap::new(),
             impl_defaults: BTreeMap::new(),
             consts: BTreeMap::new(),
+            scalars: BTreeMap::new(),
         };
         for item in file.items {
             match item {
@@ -223,6 +246,8 @@ impl Model {
                     if let Expr::Array(a) = &*c.expr {
                         let values = a.elems.iter().filter_map(literal_value).collect();
                         m.consts.insert(c.ident.to_string(), values);
+                    } else if let Some(v) = literal_value(&c.expr) {
+                        m.scalars.insert(c.ident.to_string(), v);
                     }
                 }
                 Item::Impl(i) => {
@@ -576,8 +601,9 @@ impl Walker<'_> {
                     .fns
                     .get(f)
                     .with_context(|| format!("default function `{f}` not found in {SOURCE}"))?;
-                let v = literal_value(body)
-                    .with_context(|| format!("default function `{f}` does not return a literal"))?;
+                let v = self.m.value_of(body).with_context(|| {
+                    format!("default function `{f}` does not return a literal or a constant")
+                })?;
                 format!("`{v}`")
             }
             Some(None) if ty.optional => "unset".to_owned(),

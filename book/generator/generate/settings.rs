@@ -55,11 +55,12 @@ static NAME: LazyLock<Regex> =
 const NOT_SETTINGS: &[&str] = &["METIS_", "CARGO_"];
 
 /// Names mentioned as literals in `text`, outside comments.
-fn mentioned(text: &str) -> BTreeSet<String> {
+/// A name a settings table declares always counts (`METIS_UNSAFE_NO_SANDBOX`).
+fn mentioned(text: &str, declared: &BTreeSet<&str>) -> BTreeSet<String> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .flat_map(|l| NAME.captures_iter(l).map(|c| c[1].to_owned()))
-        .filter(|n| !NOT_SETTINGS.iter().any(|p| n.starts_with(p)))
+        .filter(|n| declared.contains(n.as_str()) || !NOT_SETTINGS.iter().any(|p| n.starts_with(p)))
         .collect()
 }
 
@@ -85,7 +86,7 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
             }
             None => text.clone(),
         };
-        for name in mentioned(&code) {
+        for name in mentioned(&code, &declared_anywhere) {
             if !declared_anywhere.contains(name.as_str()) {
                 problems.push(format!(
                     "{file} reads `{name}`, which no settings table declares"
@@ -157,7 +158,10 @@ mod tests {
 
     #[test]
     fn literals_in_code_count_and_comments_do_not() {
-        let found = mentioned("let a = get(\"APP_PORT\");\n// get(\"OLD_NAME\")\nlet b = \"SH\";");
+        let found = mentioned(
+            "let a = get(\"APP_PORT\");\n// get(\"OLD_NAME\")\nlet b = \"SH\";",
+            &BTreeSet::new(),
+        );
         assert_eq!(found.into_iter().collect::<Vec<_>>(), ["APP_PORT"]);
     }
 }

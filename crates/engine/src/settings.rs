@@ -37,7 +37,7 @@ pub const SETTINGS: &[Setting] = &[
         default: || millis(common::nats::DEFAULT_HEARTBEAT_INTERVAL),
     },
     Setting {
-        name: crate::sandbox::UNSAFE_OPT_OUT,
+        name: "METIS_UNSAFE_NO_SANDBOX",
         meaning: "`1` runs workflows **without a sandbox**, as the engine's own user (development only: the engine warns at start-up and on every run, and `/service-info` shows `sandbox: none`); anything else, or unset, sandboxes every run and refuses to start where the machine cannot",
         default: || literal("unset (sandboxed)"),
     },
@@ -159,7 +159,7 @@ impl Settings {
             Some("1") => true,
             Some(other) => {
                 return Err(EngineError::Env {
-                    var: crate::sandbox::UNSAFE_OPT_OUT,
+                    var: "METIS_UNSAFE_NO_SANDBOX",
                     value: other.to_owned(),
                     reason: "must be 1 (run workflows unsandboxed) or 0/unset".into(),
                 });
@@ -230,6 +230,22 @@ mod tests {
         assert_eq!(s.shutdown_grace, Duration::from_millis(250));
         assert_eq!(s.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(s.max_run_output, 4096);
+    }
+
+    #[test]
+    fn the_sandbox_opt_out_is_explicit() {
+        assert_eq!(crate::sandbox::UNSAFE_OPT_OUT, "METIS_UNSAFE_NO_SANDBOX");
+        assert!(!settings(&[]).unwrap().unsafe_no_sandbox);
+        assert!(
+            !settings(&[("METIS_UNSAFE_NO_SANDBOX", "0")])
+                .unwrap()
+                .unsafe_no_sandbox
+        );
+        assert!(
+            settings(&[("METIS_UNSAFE_NO_SANDBOX", "1")])
+                .unwrap()
+                .unsafe_no_sandbox
+        );
     }
 
     #[test]
