@@ -73,9 +73,9 @@ images: build
 sweep:
     cargo run -q --locked -p harness --bin e2e -- sweep
 
-# run the whole e2e suite 20 times on each backend; fails on the first flake
-flake-check runs="20": build
-    cargo run -q --locked -p harness --bin e2e -- flake-check --runs {{runs}}
+# run the e2e suite (or the scenarios matching `filter`, e.g. isolation::) `runs` times per backend
+flake-check runs="20" filter="": build
+    cargo run -q --locked -p harness --bin e2e -- flake-check --runs {{runs}} {{ if filter == "" { "" } else { "--filter " + filter } }}
 
 # measure stack start-up per backend and receiver ingest throughput (release builds)
 bench:

@@ -143,7 +143,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,ingest,listing,create,crash,cluster,coldstart"
+        default_value = "startup,ingest,listing,create,crash,sandbox,cluster,coldstart"
     )]
     pub only: Vec<String>,
 }
@@ -168,6 +168,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         for topology in [Topology::Single, Topology::Cluster] {
             crate::bench_runs::create_throughput(args.posts, topology).await?;
         }
+    }
+    if on("sandbox") {
+        crate::bench_runs::sandbox_cost(20).await?;
     }
     if on("cluster") {
         for backend in &args.backends {

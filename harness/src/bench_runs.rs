@@ -15,6 +15,8 @@
 //!    SYSTEM_ERROR, and from an API's SIGKILL (with QUEUED runs it stored but never
 //!    published) to every one of them being dispatched and claimed — with the production
 //!    timings and with the harness's short ones.
+//! 4. **What the sandbox costs a run** ([`sandbox_cost`]): `ok.sh` sandboxed and unsandboxed,
+//!    start-to-first-output and create-to-COMPLETE, side by side.
 
 use std::time::{Duration, Instant};
 
@@ -338,5 +340,67 @@ pub async fn crash_bounds(production: bool) -> Result<()> {
         api.as_secs_f64(),
         restarted.as_secs_f64()
     );
+    Ok(())
+}
+
+/// The median of `v` (sorted in place); 0 when empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// What the per-run sandbox costs, side by side with the same engine unsandboxed
+/// (`METIS_UNSAFE_NO_SANDBOX=1`), `runs` runs of `ok.sh` each after one warm-up, one at a
+/// time: start-to-first-output (the run log's `start_time`, taken as the engine spawns, to the
+/// time the engine read the first output line) and create-to-COMPLETE as a client sees it
+/// (which also holds the per-run uid, the workdir's `chown` and its removal).
+pub async fn sandbox_cost(runs: usize) -> Result<()> {
+    let mut rows = Vec::new();
+    for unsandboxed in [false, true] {
+        let kind = if unsandboxed { "none" } else { "bubblewrap" };
+        let s = Stack::start(
+            &format!("bench-sandbox-{kind}"),
+            StackOptions {
+                backend: Some(Backend::Local),
+                unsandboxed,
+                ..StackOptions::default()
+            },
+        )
+        .await?;
+        let (mut first, mut total) = (Vec::new(), Vec::new());
+        for i in 0..=runs {
+            let t = Instant::now();
+            let run = s.client.create_run(&body("ok.sh")).await?;
+            s.client
+                .wait_for_state(&run, &["COMPLETE"], Duration::from_secs(30))
+                .await?;
+            let elapsed = t.elapsed().as_secs_f64() * 1000.0;
+            let detail = s.client.get(&format!("/runs/{run}")).await?.body;
+            let logs = s.client.get(&format!("/runs/{run}/logs")).await?.body;
+            let time = |v: &serde_json::Value| {
+                v.as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            };
+            let start = time(&detail["run_log"]["start_time"]).context("run_log.start_time")?;
+            let out = time(&logs["lines"][0]["time"]).context("the first log line's time")?;
+            if i > 0 {
+                first.push((out - start).num_microseconds().unwrap_or_default() as f64 / 1000.0);
+                total.push(elapsed);
+            }
+        }
+        rows.push((kind, median(&mut first), median(&mut total)));
+    }
+    println!("sandbox cost, ok.sh, {runs} runs each (local backend), medians:");
+    println!("  sandbox      start→first output   create→COMPLETE");
+    for (kind, first, total) in &rows {
+        println!("  {kind:<12} {first:>14.1} ms {total:>14.1} ms");
+    }
+    if let [(_, a, b), (_, c, d)] = rows.as_slice() {
+        println!(
+            "  ratio        {:>14.2}×    {:>14.2}×",
+            a / c.max(0.001),
+            b / d.max(0.001)
+        );
+    }
     Ok(())
 }

@@ -43,6 +43,9 @@ pub struct StackOptions {
     pub production_timings: bool,
     /// Overrides `E2E_NATS` (one server or a cluster).
     pub nats: Option<crate::topology::Topology>,
+    /// Start the engines with `METIS_UNSAFE_NO_SANDBOX=1` (only the bench, to measure what
+    /// the sandbox costs; no scenario runs workflows unsandboxed).
+    pub unsandboxed: bool,
 }
 
 impl Default for StackOptions {
@@ -53,6 +56,7 @@ impl Default for StackOptions {
             backend: None,
             production_timings: false,
             nats: None,
+            unsandboxed: false,
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct Stack {
     /// report are expected ([`Stack::expect_export_outage`]).
     pub export_outage_expected: bool,
     started_engines: usize,
+    unsandboxed: bool,
 }
 
 /// Metis's span registry (see `spantree::registry`).
@@ -177,6 +182,7 @@ impl Stack {
             keep,
             production_timings: options.production_timings,
             started_engines: 0,
+            unsandboxed: options.unsandboxed,
             export_outage_expected: false,
         };
         for _ in 0..options.engines {
@@ -221,12 +227,16 @@ impl Stack {
         let step = self
             .timeline
             .step(format!("starting metis-engine-generic ({name})"));
+        let mut env = service_env(&self.infra, self.production_timings);
+        if self.unsandboxed {
+            env.push(("METIS_UNSAFE_NO_SANDBOX", "1".to_owned()));
+        }
         let e = start_engine(
             &name,
             &self.engine_config,
             &self.infra.nats_endpoint,
             &self.dir,
-            &service_env(&self.infra, self.production_timings),
+            &env,
         )
         .await?;
         step.done();

@@ -29,6 +29,10 @@ enum Cmd {
         /// Backends to check.
         #[arg(long, value_delimiter = ',', default_value = "local,docker")]
         backends: Vec<String>,
+        /// Only the scenarios whose test name contains this (e.g. `isolation::`); the whole
+        /// suite when absent (then unreferenced snapshots are rejected too).
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Measure stack start-up and receiver ingest throughput.
     Bench(harness::bench::BenchArgs),
@@ -62,7 +66,11 @@ async fn main() -> Result<()> {
             println!("removed {n} leftover container(s)");
             Ok(())
         }
-        Cmd::FlakeCheck { runs, backends } => flake_check(runs, &backends),
+        Cmd::FlakeCheck {
+            runs,
+            backends,
+            filter,
+        } => flake_check(runs, &backends, filter.as_deref()),
         Cmd::Bench(args) => harness::bench::run(args).await,
         Cmd::Schemathesis { backend, args } => schemathesis(&backend, args).await,
     }
@@ -152,26 +160,34 @@ async fn schemathesis(backend: &str, args: Vec<String>) -> Result<()> {
         .await
 }
 
-fn flake_check(runs: u32, backends: &[String]) -> Result<()> {
+fn flake_check(runs: u32, backends: &[String], filter: Option<&str>) -> Result<()> {
     let root = test_support::workspace_root();
+    let mut args = vec![
+        "insta",
+        "test",
+        "-p",
+        "scenarios",
+        "--test",
+        "it",
+        "--check",
+    ];
+    // A subset cannot tell which snapshots are unreferenced.
+    if filter.is_none() {
+        args.push("--unreferenced=reject");
+    }
+    args.extend(["--", "--test-threads", "4"]);
+    args.extend(filter);
+    let what = filter.map_or_else(
+        || "the suite".to_owned(),
+        |f| format!("scenarios matching '{f}'"),
+    );
     for backend in backends {
         let start = Instant::now();
+        let mut times = Vec::new();
         for i in 1..=runs {
             let t = Instant::now();
             let status = test_support::cargo()
-                .args([
-                    "insta",
-                    "test",
-                    "-p",
-                    "scenarios",
-                    "--test",
-                    "it",
-                    "--check",
-                    "--unreferenced=reject",
-                    "--",
-                    "--test-threads",
-                    "4",
-                ])
+                .args(&args)
                 .env("E2E_BACKEND", backend)
                 .env("E2E_QUIET", "1")
                 .current_dir(&root)
@@ -183,13 +199,18 @@ fn flake_check(runs: u32, backends: &[String]) -> Result<()> {
                 );
             }
             eprintln!(
-                "flake-check: {backend} run {i}/{runs} passed in {:.1}s",
+                "flake-check: {backend} run {i}/{runs} of {what} passed in {:.1}s",
                 t.elapsed().as_secs_f64()
             );
+            times.push(t.elapsed().as_secs_f64());
         }
+        times.sort_by(f64::total_cmp);
         println!(
-            "flake-check: {runs}/{runs} runs passed on {backend} in {:.0}s, no snapshot changed",
-            start.elapsed().as_secs_f64()
+            "flake-check: {runs}/{runs} runs of {what} passed on {backend} in {:.0}s (per run: median {:.1}s, min {:.1}s, max {:.1}s), no snapshot changed",
+            start.elapsed().as_secs_f64(),
+            times.get(times.len() / 2).copied().unwrap_or_default(),
+            times.first().copied().unwrap_or_default(),
+            times.last().copied().unwrap_or_default(),
         );
     }
     Ok(())
