@@ -338,7 +338,12 @@ fn reason(e: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
             "malformed token".to_owned()
         }
-        ErrorKind::Json(e) => format!("malformed token: {e}"),
+        // Not serde's message: it quotes the values it could not read, claims included.
+        ErrorKind::Json(e) => format!(
+            "malformed token: its claims are not the expected JSON ({:?} error at column {})",
+            e.classify(),
+            e.column()
+        ),
         other => format!("invalid token ({other:?})"),
     }
 }

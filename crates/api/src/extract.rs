@@ -127,7 +127,22 @@ impl FromRequestParts<crate::AppState> for UserId {
     }
 }
 
-/// The token of `Authorization: Bearer <token>`, or why there is none.
+/// HTTP authentication scheme names (IANA's registry) a refusal may name.
+const KNOWN_SCHEMES: [&str; 10] = [
+    "Basic",
+    "Digest",
+    "Negotiate",
+    "NTLM",
+    "HOBA",
+    "Mutual",
+    "OAuth",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "vapid",
+];
+
+/// The token of `Authorization: Bearer <token>`, or why there is none. No reason quotes what
+/// was sent.
 fn bearer(parts: &Parts) -> Result<&str, String> {
     let mut values = parts
         .headers
@@ -146,10 +161,16 @@ fn bearer(parts: &Parts) -> Result<&str, String> {
         .map_err(|_| "the Authorization header must be visible ASCII".to_owned())?;
     let (scheme, token) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(format!(
-            "the Authorization scheme must be Bearer, got '{}'",
-            scheme.chars().take(20).collect::<String>()
-        ));
+        // The reason lands in the 401 body, the span's `error` and the log: never a piece of
+        // what was sent, which may be a credential (a bare token, `Basic <password>`). Only a
+        // registered scheme name is named.
+        return Err(match KNOWN_SCHEMES
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(scheme))
+        {
+            Some(known) => format!("the Authorization scheme must be Bearer, not {known}"),
+            None => "the Authorization header must be 'Bearer <token>' (what was sent is not shown: it may be a credential)".to_owned(),
+        });
     }
     let token = token.trim();
     if token.is_empty() {
@@ -197,6 +218,46 @@ impl<S: Send + Sync> FromRequestParts<S> for PathRunId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a hostile or careless client sends: none of it may come back in the reason (the
+    /// 401 body, the span's `error`, the log line).
+    #[test]
+    fn a_malformed_authorization_header_is_never_quoted() {
+        let secret = "s3cr3tPa55w0rdXYZ";
+        let shapes = [
+            secret.to_owned(),
+            format!("{secret} {secret}"),
+            format!("Basic {secret}"),
+            format!("Token {secret}"),
+            format!("Bearer{secret}"),
+            format!("bearer: {secret}"),
+            format!("{secret}Bearer {secret}"),
+            format!("Bearer  {secret} extra"),
+            format!("JWT {secret}"),
+            format!("\t{secret}"),
+            format!("Bearer-{secret}"),
+            format!("Digest username=\"{secret}\""),
+        ];
+        for shape in &shapes {
+            let req = axum::http::Request::builder()
+                .header(axum::http::header::AUTHORIZATION, shape.as_str())
+                .body(())
+                .unwrap();
+            let (parts, ()) = req.into_parts();
+            match bearer(&parts) {
+                // A well-formed Bearer header passes its token on to verification.
+                Ok(token) => assert!(
+                    shape.to_lowercase().starts_with("bearer "),
+                    "{shape}: {token}"
+                ),
+                Err(reason) => {
+                    for piece in [secret, "s3cr3t", "XYZ"] {
+                        assert!(!reason.contains(piece), "{shape:?} → {reason}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn user_ids() {

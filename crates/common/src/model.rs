@@ -339,6 +339,11 @@ pub struct LogLine {
     pub stream: LogStream,
     /// The line, without its newline (invalid UTF-8 replaced).
     pub line: String,
+    /// `true` when the line was longer than the engine's 16 KiB piece and goes on in the next
+    /// entry of the same stream (pieces are cut only between characters: joined, they are the
+    /// line); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continues: bool,
     /// When the engine read it.
     pub time: DateTime<Utc>,
 }

@@ -26,6 +26,70 @@ use crate::config::{
 };
 use crate::model::RunRequest;
 
+/// The longest single argument, in bytes: Linux's `MAX_ARG_STRLEN` (32 pages of 4 KiB) less
+/// the terminating NUL. A longer one fails the engine's `execve` ("Argument list too long").
+pub const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
+/// The most bytes all of a run's parameters may take as arguments (each with its NUL), well
+/// under Linux's `ARG_MAX` (a quarter of an 8 MiB stack), which the workflow's environment
+/// shares.
+pub const MAX_ARGS_BYTES: usize = 1024 * 1024;
+/// The most parameters (engine and workflow together) a run may have.
+pub const MAX_PARAMS: usize = 1024;
+
+/// The limits the engine's `execve` would hit, checked before anything is stored: one
+/// argument, all of them together, how many.
+fn check_sizes(
+    req: &RunRequest,
+    workflow_url: &str,
+    engine_args: &[String],
+    workflow_args: &[String],
+) -> Result<(), ValidationError> {
+    let engine = req.workflow_engine_parameters.iter().flatten();
+    let workflow = req.workflow_params.iter().flatten();
+    let params = engine
+        .map(|(k, v)| (PARAMS, k, v))
+        .chain(workflow.map(|(k, v)| ("workflow_params", k, v)));
+    let mut count = 0;
+    for (section, key, value) in params {
+        {
+            count += 1;
+            let n = value_text(value).len().max(key.len() + 2);
+            if n > MAX_ARG_BYTES {
+                return Err(ValidationError::new(
+                    format!("{section}.{key}"),
+                    format!(
+                        "is {n} bytes as a process argument; one argument may be at most {MAX_ARG_BYTES} bytes (the kernel's MAX_ARG_STRLEN)"
+                    ),
+                ));
+            }
+        }
+    }
+    if count > MAX_PARAMS {
+        return Err(ValidationError::new(
+            "workflow_params",
+            format!(
+                "{count} parameters (engine and workflow together); a run may have at most {MAX_PARAMS}"
+            ),
+        ));
+    }
+    let total: usize = engine_args
+        .iter()
+        .chain(workflow_args)
+        .map(|a| a.len() + 1)
+        .sum::<usize>()
+        + workflow_url.len()
+        + 1;
+    if total > MAX_ARGS_BYTES {
+        return Err(ValidationError::new(
+            "workflow_params",
+            format!(
+                "the parameters take {total} bytes as process arguments; all of them together may take at most {MAX_ARGS_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A request field that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -289,6 +353,7 @@ pub fn validate(req: &RunRequest, spec: &EngineSpec) -> Result<ValidatedRun, Val
         workflow_args.push(text);
     }
 
+    check_sizes(req, &workflow_url, &engine_args, &workflow_args)?;
     Ok(ValidatedRun {
         workflow_type: workflow_type.clone(),
         workflow_type_version: workflow_type_version.clone(),
@@ -1052,5 +1117,31 @@ engine:
             "reject",
             Ok(&["--threads", "2", "a\\u0000b"]),
         );
+    }
+
+    /// What the kernel would refuse at `execve` is a 400 naming the field, before anything is
+    /// stored: one argument over `MAX_ARG_STRLEN`, all of them over the total, too many.
+    #[test]
+    fn sizes_the_engine_could_not_execute_are_refused() {
+        let with = |params: Value| {
+            let mut req = request(json!({"sample": "s"}));
+            req.workflow_params = params.as_object().cloned();
+            validate(&req, &spec("reject"))
+        };
+        let big = "x".repeat(200 * 1024);
+        let e = with(json!({"big": big})).unwrap_err();
+        assert_eq!(e.field, "workflow_params.big", "{e}");
+        assert!(e.reason.contains("MAX_ARG_STRLEN"), "{e}");
+        assert!(with(json!({"ok": "x".repeat(MAX_ARG_BYTES)})).is_ok());
+        let many: serde_json::Map<String, Value> = (0..10)
+            .map(|i| (format!("p{i}"), json!("y".repeat(120 * 1024))))
+            .collect();
+        let e = with(Value::Object(many)).unwrap_err();
+        assert!(e.reason.contains("all of them together"), "{e}");
+        let count: serde_json::Map<String, Value> = (0..=MAX_PARAMS)
+            .map(|i| (format!("p{i}"), json!(1)))
+            .collect();
+        let e = with(Value::Object(count)).unwrap_err();
+        assert!(e.reason.contains("at most 1024"), "{e}");
     }
 }

@@ -7,7 +7,9 @@
 //! can be read. A line whose ack fails (NATS restarting, a timeout) is published again with
 //! every line after it, in order, with backoff for about a minute: each carries
 //! `Nats-Msg-Id: <run_id>.<seq>`, so a line that had landed with only its ack lost is not
-//! stored twice. Invalid UTF-8 is replaced; a line longer than [`MAX_LINE`] bytes is split.
+//! stored twice. Invalid UTF-8 is replaced; a line longer than [`MAX_LINE`] bytes is split, only
+//! between two characters (the pieces joined are the line, byte for byte), and every piece but
+//! the last says so (`continues: true`).
 //!
 //! A run stores at most `MAX_RUN_OUTPUT_BYTES` of output (line text, both streams): the line
 //! that would pass the cap is replaced by one stderr line starting with [`TRUNCATED_MARKER`],
@@ -42,6 +44,8 @@ pub struct Captured {
     pub stream: LogStream,
     /// The text, without its line ending.
     pub line: String,
+    /// Whether the line was longer than [`MAX_LINE`] and goes on in the next piece.
+    pub continues: bool,
     /// When it was read.
     pub time: DateTime<Utc>,
 }
@@ -63,16 +67,22 @@ impl LineSplitter {
         }
     }
 
-    /// Feeds bytes; returns the lines they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+    /// Feeds bytes; returns the lines they complete, each with whether it is a piece of a
+    /// longer line that continues.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<(String, bool)> {
         let mut out = Vec::new();
         for &b in bytes {
             if b == b'\n' {
-                out.push(self.take());
+                out.push((self.take(), false));
             } else {
                 self.buf.push(b);
                 if self.buf.len() >= self.max {
-                    out.push(self.take());
+                    // Cut before a character the buffer holds only part of, so no piece ends
+                    // (or the next begins) inside a multi-byte character.
+                    let cut = char_boundary(&self.buf);
+                    let rest = self.buf.split_off(cut);
+                    out.push((self.take(), true));
+                    self.buf = rest;
                 }
             }
         }
@@ -85,12 +95,38 @@ impl LineSplitter {
     }
 
     fn take(&mut self) -> String {
+        // A cut piece keeps a trailing `\r`: only a line's own ending is dropped.
         let mut bytes = std::mem::take(&mut self.buf);
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
         }
         String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+/// Where to cut a full buffer: its length, or the start of a UTF-8 character it ends in the
+/// middle of (never 0: bytes that are no UTF-8 at all are cut where they are).
+fn char_boundary(buf: &[u8]) -> usize {
+    let len = buf.len();
+    // The start of the last character: at most 3 continuation bytes (10xxxxxx) back.
+    let Some(start) = (len.saturating_sub(4)..len)
+        .rev()
+        .find(|&i| buf[i] & 0xC0 != 0x80)
+    else {
+        return len;
+    };
+    let width = match buf[start] {
+        b if b < 0x80 => 1,
+        b if b & 0xE0 == 0xC0 => 2,
+        b if b & 0xF0 == 0xE0 => 3,
+        b if b & 0xF8 == 0xF0 => 4,
+        _ => 1,
+    };
+    if start + width > len && start > 0 {
+        start
+    } else {
+        len
     }
 }
 
@@ -111,11 +147,12 @@ pub async fn read_lines(
                 break;
             }
         };
-        for line in splitter.push(&chunk[..n]) {
+        for (line, continues) in splitter.push(&chunk[..n]) {
             if tx
                 .send(Captured {
                     stream,
                     line,
+                    continues,
                     time: Utc::now(),
                 })
                 .await
@@ -130,6 +167,7 @@ pub async fn read_lines(
             .send(Captured {
                 stream,
                 line,
+                continues: false,
                 time: Utc::now(),
             })
             .await;
@@ -196,6 +234,7 @@ impl LogPublisher {
                     "{TRUNCATED_MARKER}: this run printed more than {} bytes (MAX_RUN_OUTPUT_BYTES); the rest is not stored",
                     self.limit
                 ),
+                continues: false,
                 time: c.time,
             };
             return self.publish(marker).await;
@@ -215,6 +254,7 @@ impl LogPublisher {
             seq,
             stream: c.stream,
             line: c.line,
+            continues: c.continues,
             time: c.time,
         };
         let payload = match serde_json::to_vec(&msg) {
@@ -307,7 +347,11 @@ mod tests {
     #[track_caller]
     fn check(max: usize, chunks: &[&[u8]], expect: &[&str]) {
         let mut s = LineSplitter::new(max);
-        let mut got: Vec<String> = chunks.iter().flat_map(|c| s.push(c)).collect();
+        let mut got: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| s.push(c))
+            .map(|(l, _)| l)
+            .collect();
         got.extend(s.finish());
         assert_eq!(got, expect, "chunks {chunks:?}");
     }
@@ -324,6 +368,29 @@ mod tests {
     fn long_lines_are_split_and_bad_utf8_replaced() {
         check(3, &[b"abcdefg\n"], &["abc", "def", "g"]);
         check(100, &[b"\xff\xfeok\n"], &["\u{fffd}\u{fffd}ok"]);
+    }
+
+    #[test]
+    fn a_long_line_is_split_between_characters_and_joins_back_byte_for_byte() {
+        // 40 KB of 1-, 2-, 3- and 4-byte characters, cut every 16 KiB.
+        let line: String = "aé€😀".repeat(4000);
+        let mut s = LineSplitter::new(MAX_LINE);
+        let mut pieces = s.push(format!("{line}\n").as_bytes());
+        pieces.extend(s.finish().map(|l| (l, false)));
+        assert!(pieces.len() >= 3, "{}", pieces.len());
+        assert!(pieces.iter().all(|(p, _)| !p.contains('\u{fffd}')));
+        assert!(pieces.iter().all(|(p, _)| p.len() <= MAX_LINE));
+        let flags: Vec<bool> = pieces.iter().map(|(_, c)| *c).collect();
+        assert!(flags[..flags.len() - 1].iter().all(|c| *c) && !flags[flags.len() - 1]);
+        let joined: String = pieces.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(joined, line);
+        // Bytes that are no UTF-8 at all still make progress (the line's end is an empty
+        // last piece when the line fills its pieces exactly).
+        check(
+            2,
+            &[b"\x80\x80\x80\x80\n"],
+            &["\u{fffd}\u{fffd}", "\u{fffd}\u{fffd}", ""],
+        );
     }
 
     #[tokio::test]

@@ -147,7 +147,12 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
     };
     ack(&msg, AckKind::Ack).await;
 
-    let span = workflow_run_span(&rec, req.trace_id.as_deref(), msg.headers.as_ref());
+    let span = workflow_run_span(
+        &rec,
+        req.trace_id.as_deref(),
+        msg.headers.as_ref(),
+        shared.sandbox.kind(),
+    );
     let run = RunTask {
         shared: shared.clone(),
         rec,
@@ -232,6 +237,7 @@ pub fn workflow_run_span(
     rec: &RunRecord,
     api_trace_id: Option<&str>,
     headers: Option<&async_nats::HeaderMap>,
+    sandbox: crate::sandbox::Kind,
 ) -> tracing::Span {
     let span = tracing::info_span!(
         "workflow_run",
@@ -242,7 +248,7 @@ pub fn workflow_run_span(
         state = Empty,
         duration_ms = Empty,
         api_trace_id = Empty,
-        sandbox = Empty,
+        sandbox = sandbox.as_str(),
         "sandbox.pids_max" = Empty,
         "sandbox.memory_max_bytes" = Empty,
         error = Empty,
@@ -288,7 +294,6 @@ impl RunTask {
     async fn execute(self) {
         let started = Instant::now();
         let sandbox = &self.shared.sandbox;
-        self.span.record("sandbox", sandbox.kind().as_str());
         let (pids_max, memory_max) = sandbox.limits();
         if pids_max > 0 {
             self.span.record(
@@ -709,12 +714,17 @@ mod tests {
                 "traceparent",
                 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             );
-            let span = workflow_run_span(&rec, Some("b7ad6b7169203331"), Some(&headers));
+            let span = workflow_run_span(
+                &rec,
+                Some("b7ad6b7169203331"),
+                Some(&headers),
+                crate::sandbox::Kind::Bubblewrap,
+            );
             assert_eq!(
                 telemetry::propagation::trace_id(&span).as_deref(),
                 Some("0af7651916cd43dd8448eb211c80319c")
             );
-            let orphan = workflow_run_span(&rec, None, None);
+            let orphan = workflow_run_span(&rec, None, None, crate::sandbox::Kind::Bubblewrap);
             assert_ne!(
                 telemetry::propagation::trace_id(&orphan).as_deref(),
                 Some("0af7651916cd43dd8448eb211c80319c")

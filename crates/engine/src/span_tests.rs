@@ -36,7 +36,12 @@ fn check(registry: &Registry, c: &SpanContext) -> Result<(), String> {
 #[traced_test]
 fn workflow_run_carries_its_fields_and_phase_events() {
     let rec = record();
-    let span = crate::run::workflow_run_span(&rec, Some("00f067aa0ba902b7"), None);
+    let span = crate::run::workflow_run_span(
+        &rec,
+        Some("00f067aa0ba902b7"),
+        None,
+        crate::sandbox::Kind::Bubblewrap,
+    );
     span.in_scope(|| {
         for state in ["initializing", "building", "executing"] {
             crate::run::phase(state);

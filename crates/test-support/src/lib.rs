@@ -380,6 +380,7 @@ pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> Result<()> {
 #[derive(Debug)]
 pub struct RunProcesses {
     ns: String,
+    kill_on_drop: bool,
 }
 
 impl RunProcesses {
@@ -398,7 +399,26 @@ impl RunProcesses {
             ns != own,
             "the run shares this test's PID namespace {own}: it was not sandboxed"
         );
-        Ok(Self { ns: ns.to_owned() })
+        Ok(Self {
+            ns: ns.to_owned(),
+            kill_on_drop: true,
+        })
+    }
+
+    /// The same, without the kill on drop: for a test of whoever else must clean up.
+    #[must_use]
+    pub fn observed_only(mut self) -> Self {
+        self.kill_on_drop = false;
+        self
+    }
+
+    /// The ids of the live processes in the namespace now.
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.alive()
+            .iter()
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect()
     }
 
     /// The namespace, `pid:[N]`.
@@ -463,6 +483,9 @@ impl RunProcesses {
 
 impl Drop for RunProcesses {
     fn drop(&mut self) {
+        if !self.kill_on_drop {
+            return;
+        }
         for line in self.alive() {
             if let Some(pid) = line.split(' ').next().and_then(|p| p.parse::<i32>().ok()) {
                 let _ = nix::sys::signal::kill(

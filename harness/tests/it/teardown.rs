@@ -73,16 +73,26 @@ async fn panicking_scenario_on(
                 "workflow_url": test_support::workspace_root().join("fixtures/workflows/sleep.sh").display().to_string(),
             });
             let run = stack.client.create_run(&body).await.expect("create");
-            let pidfile = stack.dir.join("runs/alice").join(&run).join("pid");
-            let workflow =
-                test_support::wait_for("the workflow's pid", Duration::from_secs(30), || async {
-                    std::fs::read_to_string(&pidfile)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok())
-                        .ok_or_else(|| "no pid yet".to_owned())
-                })
+            // Every process of the run's sandbox (sh, its sleep, bwrap's init), found by its PID
+            // namespace; the harness, not this guard, must end them.
+            let workflow = harness::fault::run_processes(&stack, "alice", &run)
                 .await
-                .expect("the workflow runs");
+                .expect("the workflow runs")
+                .observed_only();
+            let workflow = test_support::wait_for(
+                "the workflow's processes",
+                Duration::from_secs(30),
+                || async {
+                    let pids = workflow.pids();
+                    if pids.len() >= 2 {
+                        Ok(pids)
+                    } else {
+                        Err(format!("{pids:?}"))
+                    }
+                },
+            )
+            .await
+            .expect("the workflow runs");
             let engine = stack.engines[0].proc.pid().expect("engine pid");
             // The workflow may write its pid before the engine has registered its group
             // with the keeper (started on the first registration), so wait for it.
@@ -100,7 +110,7 @@ async fn panicking_scenario_on(
             )
             .await
             .expect("the engine has one group keeper");
-            extra.push(workflow);
+            extra.extend(workflow);
             extra.extend(keeper);
             stack.pause_engine(0).await.expect("pause");
             stack.freeze_nats().await.expect("freeze");

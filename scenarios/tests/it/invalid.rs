@@ -73,3 +73,68 @@ async fn invalid_request() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: invalid_request
+
+/// **Why it matters.** A request the engine could not execute is refused at the door: a
+/// parameter over the kernel's limit for one process argument was accepted and then ended
+/// `SYSTEM_ERROR` "Argument list too long". Now it is a 400 naming the field, and nothing is
+/// stored or published.
+///
+/// **If this changes.** A `workflow_run` here means the oversized run was published again; a 200
+/// means the API's limits no longer match what `execve` accepts.
+// ANCHOR: oversized_argument
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_argument() -> anyhow::Result<()> {
+    stack("oversized_argument", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let mut body = run_body("args.sh");
+                body["workflow_params"] = json!({"blob": "x".repeat(200 * 1024)});
+                let r = s.client.post("/runs", &body).await?;
+                assert_eq!(r.status, 400, "{}", r.body);
+                let msg = r.body["msg"].as_str().unwrap_or_default().to_owned();
+                assert!(
+                    msg.contains("workflow_params.blob") && msg.contains("MAX_ARG_STRLEN"),
+                    "{msg}"
+                );
+                assert_eq!(
+                    s.client.get("/runs").await?.body["runs"],
+                    json!([]),
+                    "nothing was stored"
+                );
+                // The largest argument the kernel takes still runs, byte for byte.
+                let fits = "y".repeat(common_max_arg());
+                body["workflow_params"] = json!({"blob": fits});
+                let run = s.client.create_run(&body).await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], crate::support::DEADLINE)
+                    .await?;
+                let lines = s.client.log_lines(&run).await?;
+                let joined: String = lines
+                    .iter()
+                    .filter_map(|l| l.strip_prefix("stdout: "))
+                    .skip(1)
+                    .collect();
+                assert_eq!(
+                    joined.len(),
+                    common_max_arg(),
+                    "the argument came back whole"
+                );
+
+                let forest = check_tree(s, "oversized_argument", 2, &[]).await?;
+                expect::span()
+                    .named("POST /runs")
+                    .with_attr("http.response.status_code", 400)
+                    .once()
+                    .check(&forest)?;
+                Ok(())
+            })
+        })
+        .await
+}
+// ANCHOR_END: oversized_argument
+
+/// The kernel's limit for one argument (`MAX_ARG_STRLEN` less its NUL), as the API applies it.
+const fn common_max_arg() -> usize {
+    32 * 4096 - 1
+}

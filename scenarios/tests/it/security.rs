@@ -173,3 +173,63 @@ async fn client_started_trace() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: client_started_trace
+
+/// A dozen malformed `Authorization` headers, each carrying `secret`: every one is a 401, and
+/// no response, exported span or process log line holds any piece of what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_authorization_leaks_nothing() -> anyhow::Result<()> {
+    stack("malformed_authorization", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let secret = "pw-9f8e7d6c5b4a3210";
+                let shapes = [
+                    secret.to_owned(),
+                    format!("{secret} {secret}"),
+                    format!("Basic {secret}"),
+                    format!("Token {secret}"),
+                    format!("Bearer{secret}"),
+                    format!("bearer: {secret}"),
+                    format!("{secret}Bearer {secret}"),
+                    format!("Bearer {secret}"),
+                    format!("Bearer {secret}.{secret}.{secret}"),
+                    format!("JWT {secret}"),
+                    format!("Bearer-{secret}"),
+                    format!("Digest username=\"{secret}\""),
+                ];
+                for shape in &shapes {
+                    let client = s.client.with_authorization(shape);
+                    for r in [
+                        client.post("/runs", &run_body("ok.sh")).await?,
+                        client.get("/runs").await?,
+                    ] {
+                        assert_eq!(r.status, 401, "{shape}: {}", r.body);
+                        assert!(
+                            !r.body.to_string().contains("9f8e7d6c"),
+                            "{shape}: the reply quotes it: {}",
+                            r.body
+                        );
+                    }
+                }
+                let data = s.collect_spans(shapes.len() * 2).await?;
+                let spans = serde_json::to_string(&data)?;
+                assert!(
+                    !spans.contains("9f8e7d6c"),
+                    "an exported span holds what was sent"
+                );
+                for entry in std::fs::read_dir(&s.dir)? {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|e| e == "log") {
+                        let text = std::fs::read_to_string(&path)?;
+                        assert!(
+                            !text.contains("9f8e7d6c"),
+                            "{} holds what was sent",
+                            path.display()
+                        );
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+}
