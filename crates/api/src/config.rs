@@ -19,6 +19,12 @@ pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default `REAPER_INTERVAL_MS`.
 pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(2000);
+/// Default `HTTP_HEADER_TIMEOUT_MS`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Default `HTTP_BODY_TIMEOUT_MS`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Default `SHUTDOWN_GRACE_MS`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
 
 /// The API's own settings (see [`common::settings`]).
 pub const SETTINGS: &[Setting] = &[
@@ -36,6 +42,21 @@ pub const SETTINGS: &[Setting] = &[
         name: "REAPER_INTERVAL_MS",
         meaning: "how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again); at most half of `ENGINE_TTL_MS`",
         default: || millis(DEFAULT_REAPER_INTERVAL),
+    },
+    Setting {
+        name: "HTTP_HEADER_TIMEOUT_MS",
+        meaning: "how long a client may take to send a request's head (on a new or a kept-alive connection) before the connection is closed",
+        default: || millis(DEFAULT_HEADER_TIMEOUT),
+    },
+    Setting {
+        name: "HTTP_BODY_TIMEOUT_MS",
+        meaning: "how long a client may take to send a request's body; past it the request is a 408",
+        default: || millis(DEFAULT_BODY_TIMEOUT),
+    },
+    Setting {
+        name: "SHUTDOWN_GRACE_MS",
+        meaning: "after SIGTERM/SIGINT, how long requests in flight may take to finish before the process exits anyway (a stalled client cannot hold it)",
+        default: || millis(DEFAULT_SHUTDOWN_GRACE),
     },
     Setting {
         name: "ENGINE_TTL_MS",
@@ -65,6 +86,12 @@ pub struct Config {
     pub nats_replicas: Option<usize>,
     /// `NATS_PING_INTERVAL_MS`.
     pub nats_ping_interval: Duration,
+    /// `HTTP_HEADER_TIMEOUT_MS`.
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_MS`.
+    pub body_timeout: Duration,
+    /// `SHUTDOWN_GRACE_MS`.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -115,6 +142,20 @@ impl Config {
         let nats_ping_interval =
             common::nats::ping_interval_setting(get("NATS_PING_INTERVAL_MS").as_deref())
                 .map_err(anyhow::Error::msg)?;
+        let positive_ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                    _ => bail!(
+                        "{name} must be a whole number of milliseconds, at least 1, got '{v}'"
+                    ),
+                },
+            }
+        };
+        let header_timeout = positive_ms("HTTP_HEADER_TIMEOUT_MS", DEFAULT_HEADER_TIMEOUT)?;
+        let body_timeout = positive_ms("HTTP_BODY_TIMEOUT_MS", DEFAULT_BODY_TIMEOUT)?;
+        let shutdown_grace = positive_ms("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE)?;
         let reaper_interval = Duration::from_millis(reaper_ms);
         if reaper_interval * 2 > ttl {
             bail!(
@@ -132,6 +173,9 @@ impl Config {
             engine_ttl: ttl,
             auth,
             nats_auth,
+            header_timeout,
+            body_timeout,
+            shutdown_grace,
         })
     }
 }

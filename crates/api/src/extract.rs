@@ -2,7 +2,8 @@
 //!
 //! - [`Json`]: like axum's, but a body that is not valid JSON, misses a field or has a wrong
 //!   type is a 400 naming it; a body over the limit stays 413, a missing
-//!   `Content-Type: application/json` stays 415.
+//!   `Content-Type: application/json` stays 415, a body that does not arrive within
+//!   `HTTP_BODY_TIMEOUT_MS` is a 408.
 //! - [`UserId`]: the caller — the `sub` of a verified bearer token ([`crate::auth`]), or, only
 //!   in `AUTH_MODE=header`, the `x-user-id` header (default `anonymous`); checked so it is
 //!   safe in paths. Any failure is a 401 that says why, before the body is read.
@@ -47,12 +48,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                         StatusCode::PAYLOAD_TOO_LARGE,
                         format!("request body is larger than {BODY_LIMIT} bytes"),
                     ),
+                    // The body deadline (`HTTP_BODY_TIMEOUT_MS`) passed while reading it.
+                    other if is_timeout(other) => (
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body did not arrive within HTTP_BODY_TIMEOUT_MS".to_owned(),
+                    ),
                     other => (other.status(), other.body_text()),
                 };
                 Err(ApiError::new(status, msg))
             }
         }
     }
+}
+
+/// Whether reading the body failed because its deadline passed.
+fn is_timeout(rejection: &axum::extract::rejection::JsonRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The body of `POST /runs`: a [`Json`] value checked strictly — an unknown top-level field

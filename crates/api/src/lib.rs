@@ -8,7 +8,8 @@
 //! Modules: [`auth`] (bearer tokens), [`config`] (environment), [`error`] (the JSON error body), [`extract`] (request
 //! extractors with clear 4xx errors), [`routes`] (handlers and router), [`service`] (the
 //! traced create and cancel operations), [`logs`] (reading captured output), [`reaper`],
-//! [`openapi`], [`http_trace`] (the HTTP server span).
+//! [`openapi`], [`http_trace`] (the HTTP server span), [`server`] (serving with header, body and
+//! shutdown deadlines).
 
 pub mod auth;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod logs;
 pub mod openapi;
 pub mod reaper;
 pub mod routes;
+pub mod server;
 pub mod service;
 #[cfg(test)]
 mod span_tests;
@@ -184,11 +186,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(reaper::run(state.clone(), stop_rx));
+    let deadlines = server::Deadlines {
+        header: config.header_timeout,
+        shutdown_grace: config.shutdown_grace,
+    };
     let app = routes::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    server::serve(listener, app, deadlines, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = reaper.await;
     watcher.abort();

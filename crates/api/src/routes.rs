@@ -32,8 +32,10 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{BODY_LIMIT, PathRunId, RunRequestBody, UserId};
 
-/// The whole router, with the HTTP span layer and the body limit.
+/// The whole router, with the HTTP span layer, the body limit and the body deadline
+/// (`HTTP_BODY_TIMEOUT_MS`).
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.config.body_timeout;
     Router::new()
         .route("/runs", post(create_run).get(list_runs))
         .route("/runs/{run_id}", get(get_run))
@@ -47,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(crate::http_trace::layer())
         .with_state(state)
 }
@@ -80,7 +85,7 @@ pub struct RunStatus {
 
 /// Create a run.
 #[utoipa::path(post, path = "/runs", request_body = RunRequest,
-    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 408, description = "the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn create_run(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,

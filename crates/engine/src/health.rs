@@ -1,4 +1,6 @@
-//! The health endpoints on `0.0.0.0:HEALTH_PORT`.
+//! The health endpoints on `HEALTH_HOST:HEALTH_PORT` (loopback unless configured otherwise: a
+//! probe from another host, such as Kubernetes', needs `HEALTH_HOST=0.0.0.0`). At shutdown a
+//! client still connected after [`STOP_GRACE`] is cut off.
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -23,6 +25,9 @@ use tokio::sync::watch;
 
 use crate::EngineError;
 
+/// How long the health server may take to close its connections at shutdown.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What readiness depends on.
 #[derive(Clone)]
 pub struct Health {
@@ -34,11 +39,17 @@ pub struct Health {
 
 /// Binds the port, logs `listening`, and serves until `stop` turns true.
 pub async fn serve(
+    host: &str,
     port: u16,
     health: Health,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, EngineError> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let ip: std::net::IpAddr = host.parse().map_err(|_| EngineError::Env {
+        var: "HEALTH_HOST",
+        value: host.to_owned(),
+        reason: "is not an IP address".into(),
+    })?;
+    let addr = SocketAddr::from((ip, port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| EngineError::Health {

@@ -168,6 +168,7 @@ pub async fn bootstrap(
     let consuming = Arc::new(AtomicBool::new(false));
     let (health_stop, health_rx) = watch::channel(false);
     let health_task = health::serve(
+        &settings.health_host,
         settings.health_port,
         health::Health {
             client: client.clone(),
@@ -396,7 +397,16 @@ impl Running {
         }
         cancel_task.abort();
         let _ = self.health_stop.send(true);
-        let _ = self.health_task.await;
+        // Health answers are tiny: a client still connected after a moment is stalled, and
+        // must not keep the engine from exiting.
+        let mut health_task = self.health_task;
+        if tokio::time::timeout(crate::health::STOP_GRACE, &mut health_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a health client was still connected at shutdown; closing it");
+            health_task.abort();
+        }
         if let Err(e) = self.client.flush().await {
             tracing::debug!(error = %e, "flushing the NATS connection failed");
         }

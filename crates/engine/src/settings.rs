@@ -22,8 +22,13 @@ pub const SETTINGS: &[Setting] = &[
         default: || literal(DEFAULT_CONFIG_PATH),
     },
     Setting {
+        name: "HEALTH_HOST",
+        meaning: "address `/healthz` and `/readyz` listen on; loopback by default, `0.0.0.0` for probes from other hosts",
+        default: || literal(DEFAULT_HEALTH_HOST),
+    },
+    Setting {
         name: "HEALTH_PORT",
-        meaning: "port of `/healthz` and `/readyz` on 0.0.0.0; `0` = ephemeral (logged as `listening`)",
+        meaning: "port of `/healthz` and `/readyz`; `0` = ephemeral (logged as `listening`)",
         default: || literal(DEFAULT_HEALTH_PORT),
     },
     Setting {
@@ -52,6 +57,8 @@ pub const SETTINGS: &[Setting] = &[
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/metis/engine.yaml";
 /// Default `NATS_URL`.
 pub const DEFAULT_NATS_URL: &str = common::nats::DEFAULT_URL;
+/// Default `HEALTH_HOST`.
+pub const DEFAULT_HEALTH_HOST: &str = "127.0.0.1";
 /// Default `HEALTH_PORT`.
 pub const DEFAULT_HEALTH_PORT: u16 = 8081;
 /// Default `SHUTDOWN_GRACE_MS`.
@@ -66,6 +73,8 @@ pub struct Settings {
     pub config_path: PathBuf,
     /// `NATS_URL`.
     pub nats_url: String,
+    /// `HEALTH_HOST`.
+    pub health_host: String,
     /// `HEALTH_PORT`.
     pub health_port: u16,
     /// `SHUTDOWN_GRACE_MS`.
@@ -165,7 +174,17 @@ impl Settings {
                 });
             }
         };
+        let health_host = var("HEALTH_HOST")
+            .map_or_else(|| DEFAULT_HEALTH_HOST.to_owned(), |h| h.trim().to_owned());
+        if health_host.parse::<std::net::IpAddr>().is_err() {
+            return Err(EngineError::Env {
+                var: "HEALTH_HOST",
+                value: health_host,
+                reason: "is not an IP address".into(),
+            });
+        }
         Ok(Self {
+            health_host,
             unsafe_no_sandbox,
             nats_auth,
             nats_replicas,
@@ -201,6 +220,7 @@ mod tests {
             Settings {
                 config_path: PathBuf::from(DEFAULT_CONFIG_PATH),
                 nats_url: DEFAULT_NATS_URL.into(),
+                health_host: DEFAULT_HEALTH_HOST.into(),
                 health_port: DEFAULT_HEALTH_PORT,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 heartbeat_interval: common::nats::DEFAULT_HEARTBEAT_INTERVAL,
@@ -258,6 +278,7 @@ mod tests {
             ("HEARTBEAT_INTERVAL_MS", "0"),
             ("MAX_RUN_OUTPUT_BYTES", "lots"),
             ("METIS_UNSAFE_NO_SANDBOX", "yes"),
+            ("HEALTH_HOST", "everywhere"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err().to_string();
             assert!(

@@ -13,6 +13,7 @@ mod engines;
 mod faults;
 mod invalid;
 mod isolation;
+mod limits;
 mod quickstart;
 mod run;
 mod security;
