@@ -2,7 +2,9 @@
 //! the variables of [`SETTINGS`] (the book's settings page is generated from that table).
 //!
 //! Exactly one key source is required in `jwt` mode. A token must carry `exp` and `sub`;
-//! `nbf` is checked when present; the algorithm must be one the key is for (an HMAC token is
+//! `nbf` is checked when present, `iat` must not be in the future, and a token may live at
+//! most `AUTH_JWT_MAX_TTL_S` (from `iat`, or from now); a JWK set file is re-read
+//! periodically and on an unknown `kid` ([`JwkSource`]); the algorithm must be one the key is for (an HMAC token is
 //! never checked against a public key). The user is the token's `sub`, which must be a valid
 //! user id ([`crate::extract::check_user_id`]: it names directories and index subjects).
 //!
@@ -40,8 +42,113 @@ impl std::fmt::Debug for Auth {
 enum Keys {
     /// One key and the algorithms it verifies.
     Single(DecodingKey, Vec<Algorithm>, &'static str),
-    /// A JWK set.
-    Set(JwkSet),
+    /// A JWK set, read again from its file (see [`JwkSource`]).
+    Set(std::sync::Arc<JwkSource>),
+}
+
+/// A JWK set file, re-read every `AUTH_JWKS_REFRESH_S` in the background and when a token
+/// names a key id the set does not hold (at most once per [`UNKNOWN_KID_RELOAD_GAP`], so a
+/// flood of made-up ids cannot turn into a flood of reads). A file that no longer reads as a
+/// valid set leaves the last good one in place, with a warning.
+pub struct JwkSource {
+    path: PathBuf,
+    set: std::sync::RwLock<JwkSet>,
+    last_load: std::sync::Mutex<std::time::Instant>,
+    min_gap: std::time::Duration,
+    loads: std::sync::atomic::AtomicU64,
+}
+
+/// The least time between two reloads of the JWK set caused by unknown key ids.
+pub const UNKNOWN_KID_RELOAD_GAP: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl JwkSource {
+    fn open(path: PathBuf) -> anyhow::Result<Self> {
+        let set = load_jwks(&path)?;
+        Ok(Self {
+            path,
+            set: std::sync::RwLock::new(set),
+            last_load: std::sync::Mutex::new(std::time::Instant::now()),
+            min_gap: UNKNOWN_KID_RELOAD_GAP,
+            loads: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// Reads the file again; keeps the current set when it does not read as a valid one.
+    pub fn reload(&self) {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self
+            .last_load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        match load_jwks(&self.path) {
+            Ok(set) => {
+                *self
+                    .set
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "AUTH_JWKS_FILE could not be read again; keeping the keys read before");
+            }
+        }
+    }
+
+    /// [`JwkSource::reload`], unless the last load was less than the gap ago.
+    fn reload_if_due(&self) -> bool {
+        let last = *self
+            .last_load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() < self.min_gap {
+            return false;
+        }
+        self.reload();
+        true
+    }
+
+    fn snapshot(&self) -> JwkSet {
+        self.set
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many times the file was read (for tests).
+    pub fn loads(&self) -> u64 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Reads and checks a JWK set file: public keys only, every one usable.
+fn load_jwks(path: &Path) -> anyhow::Result<JwkSet> {
+    let set: JwkSet = serde_json::from_str(&read(&path.to_path_buf(), "AUTH_JWKS_FILE")?)
+        .with_context(|| format!("AUTH_JWKS_FILE {}: not a JWK set", path.display()))?;
+    if set.keys.is_empty() {
+        bail!("AUTH_JWKS_FILE {}: the set has no keys", path.display());
+    }
+    for k in &set.keys {
+        // A shared secret in a key *set* (often copied from a public jwks_uri) would let
+        // anyone who can read the set sign tokens.
+        if matches!(
+            k.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        ) {
+            bail!(
+                "AUTH_JWKS_FILE {}: key {} is a symmetric (oct) key; a JWK set holds public keys only (use AUTH_JWT_SECRET for HS256)",
+                path.display(),
+                k.common.key_id.as_deref().unwrap_or("(no kid)")
+            );
+        }
+        DecodingKey::from_jwk(k).with_context(|| {
+            format!(
+                "AUTH_JWKS_FILE {}: key {}: unusable",
+                path.display(),
+                k.common.key_id.as_deref().unwrap_or("(no kid)")
+            )
+        })?;
+    }
+    Ok(set)
 }
 
 /// Verifies bearer tokens.
@@ -51,6 +158,8 @@ pub struct JwtVerifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    max_ttl: u64,
+    jwks_refresh: std::time::Duration,
 }
 
 /// The claims Metis reads once a token is verified (`exp`, `nbf`, `iss` and `aud` are checked
@@ -63,6 +172,10 @@ pub struct Claims {
 
 /// Default `AUTH_JWT_LEEWAY_S`.
 pub const DEFAULT_LEEWAY_S: u64 = 30;
+/// Default `AUTH_JWT_MAX_TTL_S`: a day.
+pub const DEFAULT_MAX_TTL_S: u64 = 24 * 3600;
+/// Default `AUTH_JWKS_REFRESH_S`.
+pub const DEFAULT_JWKS_REFRESH_S: u64 = 300;
 
 /// The authentication settings (see `common::settings`).
 pub const SETTINGS: &[common::settings::Setting] = &[
@@ -103,8 +216,18 @@ pub const SETTINGS: &[common::settings::Setting] = &[
     },
     common::settings::Setting {
         name: "AUTH_JWT_LEEWAY_S",
-        meaning: "clock skew allowed on `exp` / `nbf`, in seconds (at most 3600)",
+        meaning: "clock skew allowed on `exp` / `nbf` / `iat`, in seconds (at most 3600)",
         default: || common::settings::literal(DEFAULT_LEEWAY_S),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWT_MAX_TTL_S",
+        meaning: "the longest a token may live: `exp` at most this many seconds after its `iat` (or after now, without `iat`); a longer-lived token is refused, so a leaked one cannot be used for years",
+        default: || common::settings::literal(DEFAULT_MAX_TTL_S),
+    },
+    common::settings::Setting {
+        name: "AUTH_JWKS_REFRESH_S",
+        meaning: "how often `AUTH_JWKS_FILE` is read again (key rotation without a restart); a token naming an unknown `kid` also re-reads it, at most once per 10 s",
+        default: || common::settings::literal(DEFAULT_JWKS_REFRESH_S),
     },
 ];
 
@@ -155,38 +278,9 @@ impl Auth {
                     public_key(read(&path, one)?.as_bytes())
                         .with_context(|| format!("AUTH_JWT_PUBLIC_KEY_FILE {}", path.display()))?
                 }
-                _ => {
-                    let path = file(one).unwrap_or_default();
-                    let set: JwkSet =
-                        serde_json::from_str(&read(&path, one)?).with_context(|| {
-                            format!("AUTH_JWKS_FILE {}: not a JWK set", path.display())
-                        })?;
-                    if set.keys.is_empty() {
-                        bail!("AUTH_JWKS_FILE {}: the set has no keys", path.display());
-                    }
-                    for k in &set.keys {
-                        // A shared secret in a key *set* (often copied from a public jwks_uri)
-                        // would let anyone who can read the set sign tokens.
-                        if matches!(
-                            k.algorithm,
-                            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-                        ) {
-                            bail!(
-                                "AUTH_JWKS_FILE {}: key {} is a symmetric (oct) key; a JWK set holds public keys only (use AUTH_JWT_SECRET for HS256)",
-                                path.display(),
-                                k.common.key_id.as_deref().unwrap_or("(no kid)")
-                            );
-                        }
-                        DecodingKey::from_jwk(k).with_context(|| {
-                            format!(
-                                "AUTH_JWKS_FILE {}: key {}: unusable",
-                                path.display(),
-                                k.common.key_id.as_deref().unwrap_or("(no kid)")
-                            )
-                        })?;
-                    }
-                    Keys::Set(set)
-                }
+                _ => Keys::Set(std::sync::Arc::new(JwkSource::open(
+                    file(one).unwrap_or_default(),
+                )?)),
             },
             many => bail!("set only one of {VARS}; found {}", many.join(", ")),
         };
@@ -203,11 +297,28 @@ impl Auth {
                     )
                 })?,
         };
+        let seconds = |name: &str, default: u64, max: u64| -> anyhow::Result<u64> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=max).contains(s))
+                    .with_context(|| {
+                        format!("{name} must be whole seconds, from 1 to {max}, got '{v}'")
+                    }),
+            }
+        };
+        let max_ttl = seconds("AUTH_JWT_MAX_TTL_S", DEFAULT_MAX_TTL_S, MAX_TOKEN_TTL_S)?;
+        let jwks_refresh = seconds("AUTH_JWKS_REFRESH_S", DEFAULT_JWKS_REFRESH_S, 86_400)?;
         Ok(Self::Jwt(Box::new(JwtVerifier {
             keys,
             issuer: get("AUTH_JWT_ISSUER"),
             audience: get("AUTH_JWT_AUDIENCE"),
             leeway,
+            max_ttl,
+            jwks_refresh: std::time::Duration::from_secs(jwks_refresh),
         })))
     }
 }
@@ -250,10 +361,63 @@ fn public_key(pem: &[u8]) -> anyhow::Result<Keys> {
 }
 
 impl JwtVerifier {
+    /// The JWK set source, when the keys come from `AUTH_JWKS_FILE` (the API refreshes it
+    /// every [`JwtVerifier::jwks_refresh`]).
+    #[must_use]
+    pub fn jwk_source(&self) -> Option<std::sync::Arc<JwkSource>> {
+        match &self.keys {
+            Keys::Set(source) => Some(source.clone()),
+            Keys::Single(..) => None,
+        }
+    }
+
+    /// `AUTH_JWKS_REFRESH_S`.
+    #[must_use]
+    pub const fn jwks_refresh(&self) -> std::time::Duration {
+        self.jwks_refresh
+    }
+
+    /// `iat`, when present, is a time not in the future (beyond the leeway), and the token
+    /// lives at most `AUTH_JWT_MAX_TTL_S` (`exp` was checked to be a number by the decoder).
+    fn check_lifetime(&self, claims: &serde_json::Value) -> Result<(), Unauthenticated> {
+        let bad = |m: String| Err(Unauthenticated(m));
+        let now = jsonwebtoken::get_current_timestamp();
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let issued = match claims.get("iat") {
+            None => now,
+            Some(v) => match v.as_u64() {
+                Some(iat) if iat > now + self.leeway => {
+                    return bad(format!(
+                        "the token claims to be issued in the future (iat is {} s from now)",
+                        iat - now
+                    ));
+                }
+                Some(iat) => iat,
+                None => return bad("the token's 'iat' claim is malformed".to_owned()),
+            },
+        };
+        let lifetime = exp.saturating_sub(issued);
+        if lifetime > self.max_ttl + self.leeway {
+            return bad(format!(
+                "the token lives too long: exp is {lifetime} s after {}, and AUTH_JWT_MAX_TTL_S allows {} s",
+                if claims.get("iat").is_some() {
+                    "iat"
+                } else {
+                    "now"
+                },
+                self.max_ttl
+            ));
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         match &self.keys {
             Keys::Single(_, _, what) => (*what).to_owned(),
-            Keys::Set(set) => format!("JWK set of {} key(s)", set.keys.len()),
+            Keys::Set(source) => format!("JWK set of {} key(s)", source.snapshot().keys.len()),
         }
     }
 
@@ -264,7 +428,15 @@ impl JwtVerifier {
             .map_err(|e| bad(format!("the bearer token is not a JWT ({})", reason(&e))))?;
         let (key, algorithms) = match &self.keys {
             Keys::Single(key, algs, _) => (key.clone(), algs.clone()),
-            Keys::Set(set) => {
+            Keys::Set(source) => {
+                let mut set = source.snapshot();
+                if let Some(kid) = &header.kid
+                    && set.find(kid).is_none()
+                    && source.reload_if_due()
+                {
+                    // A key rotated in since the last read.
+                    set = source.snapshot();
+                }
                 let jwk = match (&header.kid, set.keys.as_slice()) {
                     (Some(kid), _) => set.find(kid).ok_or_else(|| {
                         let shown: String = kid.chars().take(64).collect();
@@ -280,6 +452,7 @@ impl JwtVerifier {
                 };
                 let key = DecodingKey::from_jwk(jwk)
                     .map_err(|e| bad(format!("the token's key is unusable: {}", reason(&e))))?;
+                let jwk = jwk.clone();
                 // The key's own `alg`, when it names one, is the only algorithm it verifies.
                 let algs = match jwk
                     .common
@@ -314,8 +487,10 @@ impl JwtVerifier {
         }
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
             .map_err(|e| bad(reason(&e)))?;
-        let claims: Claims = serde_json::from_value(data.claims)
-            .map_err(|e| bad(format!("the token's claims are not usable: {e}")))?;
+        self.check_lifetime(&data.claims)?;
+        let claims: Claims = serde_json::from_value(data.claims).map_err(|_| {
+            bad("the token's claims are not usable: 'sub' must be a string".to_owned())
+        })?;
         crate::extract::check_user_id(&claims.sub)
             .map_err(|m| bad(format!("the token's sub is not a valid user id: {m}")))?;
         Ok(claims)
@@ -412,6 +587,113 @@ mod tests {
 
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()
+    }
+
+    /// A token that lives for years is worth stealing: refused past `AUTH_JWT_MAX_TTL_S`,
+    /// whether it says when it was issued or not; an `iat` in the future is refused too.
+    #[test]
+    fn lifetimes_are_bounded_and_iat_is_checked() {
+        let v = verifier(&[]);
+        let refused = |claims: serde_json::Value, want: &str| {
+            let err = v.verify(&token(claims.clone(), SECRET)).unwrap_err().0;
+            assert!(err.contains(want), "{claims}: {err} (wanted {want})");
+        };
+        let n = now();
+        refused(
+            serde_json::json!({"sub": "a", "exp": 32_503_680_000_u64, "iat": n}),
+            "AUTH_JWT_MAX_TTL_S",
+        );
+        refused(
+            serde_json::json!({"sub": "a", "exp": n + 2 * 86_400}),
+            "after now",
+        );
+        refused(
+            serde_json::json!({"sub": "a", "exp": n + 7200, "iat": n + 3600}),
+            "issued in the future",
+        );
+        refused(
+            serde_json::json!({"sub": "a", "exp": n + 60, "iat": "yesterday"}),
+            "'iat'",
+        );
+        // Within the bound, and within the clock skew allowed.
+        for ok in [
+            serde_json::json!({"sub": "a", "exp": n + 86_400, "iat": n}),
+            serde_json::json!({"sub": "a", "exp": n + 600, "iat": n + 20}),
+            serde_json::json!({"sub": "a", "exp": n + 600}),
+        ] {
+            assert_eq!(
+                v.verify(&token(ok.clone(), SECRET)).unwrap().sub,
+                "a",
+                "{ok}"
+            );
+        }
+        let longer = verifier(&[("AUTH_JWT_MAX_TTL_S", "259200")]);
+        let t = token(
+            serde_json::json!({"sub": "a", "exp": n + 2 * 86_400}),
+            SECRET,
+        );
+        assert!(longer.verify(&t).is_ok());
+    }
+
+    /// Keys rotate without a restart: a token naming a key id the set does not hold makes the
+    /// verifier read the file again, but a flood of made-up ids reads it at most once per gap.
+    #[test]
+    fn a_rotated_jwk_set_is_picked_up_and_unknown_kids_are_rate_limited() {
+        let fixtures = test_support::workspace_root().join("fixtures/auth");
+        let full: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures.join("jwks.json")).unwrap())
+                .unwrap();
+        let only = |kid: &str| {
+            let keys: Vec<serde_json::Value> = full["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|k| k["kid"] == kid)
+                .cloned()
+                .collect();
+            serde_json::json!({ "keys": keys }).to_string()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, only("test-rsa")).unwrap();
+        let path = file.display().to_string();
+        let get = |k: &str| (k == "AUTH_JWKS_FILE").then(|| path.clone());
+        let Auth::Jwt(v) = Auth::from_lookup(get, Path::new("/")).unwrap() else {
+            panic!("jwt expected")
+        };
+        let source = v.jwk_source().unwrap();
+        let ec = jsonwebtoken::EncodingKey::from_ec_pem(
+            &std::fs::read(fixtures.join("es256.key.pem")).unwrap(),
+        )
+        .unwrap();
+        let sign = |kid: &str| {
+            let mut h = jsonwebtoken::Header::new(Algorithm::ES256);
+            h.kid = Some(kid.to_owned());
+            jsonwebtoken::encode(
+                &h,
+                &serde_json::json!({"sub": "bob", "exp": now() + 600}),
+                &ec,
+            )
+            .unwrap()
+        };
+        // Within the gap of the first read: an unknown kid reads nothing.
+        let err = v.verify(&sign("test-ec")).unwrap_err().0;
+        assert!(err.contains("not known"), "{err}");
+        assert_eq!(source.loads(), 1);
+        // The EC key is rotated in; past the gap, the next unknown kid reads the file again.
+        std::fs::write(&file, only("test-ec")).unwrap();
+        *source.last_load.lock().unwrap() -= UNKNOWN_KID_RELOAD_GAP;
+        assert_eq!(v.verify(&sign("test-ec")).unwrap().sub, "bob");
+        assert_eq!(source.loads(), 2);
+        // Made-up kids right after: refused, no more reads.
+        for i in 0..50 {
+            assert!(v.verify(&sign(&format!("made-up-{i}"))).is_err());
+        }
+        assert_eq!(source.loads(), 2);
+        // A broken file keeps the keys read before.
+        std::fs::write(&file, "{not json").unwrap();
+        source.reload();
+        assert_eq!(v.verify(&sign("test-ec")).unwrap().sub, "bob");
     }
 
     #[test]

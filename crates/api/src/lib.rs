@@ -178,6 +178,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
     };
 
+    // Key rotation without a restart: the JWK set file is read again periodically (and by the
+    // verifier on an unknown kid).
+    let jwks_refresher = match &config.auth {
+        auth::Auth::Jwt(v) => v.jwk_source().map(|source| {
+            let every = v.jwks_refresh();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let s = source.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                }
+            })
+        }),
+        auth::Auth::TrustHeader => None,
+    };
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.host, config.port))?;
@@ -195,6 +212,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = reaper.await;
     watcher.abort();
+    if let Some(task) = jwks_refresher {
+        task.abort();
+    }
     info!("shut down");
     Ok(())
 }

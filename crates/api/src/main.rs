@@ -78,6 +78,13 @@ fn token(user: &str, ttl_s: u64) -> anyhow::Result<String> {
     if secret.len() < 32 {
         bail!("the HS256 secret must be at least 32 bytes");
     }
+    // The API would refuse a token that lives longer than it allows.
+    let max_ttl = var("AUTH_JWT_MAX_TTL_S")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(api::auth::DEFAULT_MAX_TTL_S);
+    if ttl_s > max_ttl {
+        bail!("--ttl-s {ttl_s} is longer than the API accepts (AUTH_JWT_MAX_TTL_S = {max_ttl} s)");
+    }
     api::auth::mint_hs256(
         secret.as_bytes(),
         user,
