@@ -262,7 +262,7 @@ async fn floor_rate(infra: &Infra, posts: usize, request: &RunRequest, work: Wor
                         id,
                         bytes::Bytes::new()
                     ),
-                    publish(nats::active_subject(&id), id, bytes::Bytes::new()),
+                    publish(nats::active_subject("floor", &id), id, bytes::Bytes::new()),
                 );
                 if !(user && active) {
                     return false;

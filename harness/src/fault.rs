@@ -32,7 +32,7 @@ use serde_json::Value;
 use test_support::metis::start_api;
 use tokio::io::AsyncWriteExt;
 
-use crate::stack::{Stack, service_env};
+use crate::stack::Stack;
 
 /// What one client of a [`Stack::burst`] was told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +177,7 @@ impl Stack {
         {
             api.proc.kill().await?;
         }
-        let mut env = service_env(&self.infra, self.production_timings);
+        let mut env = self.api_env();
         env.push(("APP_PORT", port.to_string()));
         let api = start_api(
             &self.infra.nats_endpoint,

@@ -46,6 +46,9 @@ pub struct StackOptions {
     /// Start the engines with `METIS_UNSAFE_NO_SANDBOX=1` (only the bench, to measure what
     /// the sandbox costs; no scenario runs workflows unsandboxed).
     pub unsandboxed: bool,
+    /// More settings for `metis-api` (a scenario's own limits, e.g.
+    /// `MAX_UNFINISHED_RUNS_PER_USER`).
+    pub api_env: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -57,6 +60,7 @@ impl Default for StackOptions {
             production_timings: false,
             nats: None,
             unsandboxed: false,
+            api_env: Vec::new(),
         }
     }
 }
@@ -92,6 +96,7 @@ pub struct Stack {
     pub export_outage_expected: bool,
     started_engines: usize,
     unsandboxed: bool,
+    extra_api_env: Vec<(&'static str, String)>,
 }
 
 /// Metis's span registry (see `spantree::registry`).
@@ -160,12 +165,9 @@ impl Stack {
         let engine_config = write_engine_config(&options.engine_config, &dir)?;
         let receiver = ReceiverClient::new(&infra.receiver.http);
         let step = timeline.step("starting metis-api");
-        let api = start_api(
-            &infra.nats_endpoint,
-            &dir,
-            &service_env(&infra, options.production_timings),
-        )
-        .await?;
+        let mut api_env = service_env(&infra, options.production_timings);
+        api_env.extend(options.api_env.iter().cloned());
+        let api = start_api(&infra.nats_endpoint, &dir, &api_env).await?;
         step.done();
         let client = ApiClient::new(&api.url);
         let mut stack = Self {
@@ -183,6 +185,7 @@ impl Stack {
             production_timings: options.production_timings,
             started_engines: 0,
             unsandboxed: options.unsandboxed,
+            extra_api_env: options.api_env.clone(),
             export_outage_expected: false,
         };
         for _ in 0..options.engines {
@@ -192,6 +195,13 @@ impl Stack {
             .timeline
             .note(format!("stack up: {}", stack.infra.describe()));
         Ok(stack)
+    }
+
+    /// The environment every `metis-api` of this stack starts with.
+    pub(crate) fn api_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = service_env(&self.infra, self.production_timings);
+        env.extend(self.extra_api_env.iter().cloned());
+        env
     }
 
     /// A path that sandboxed workflows can see (in the scenario's read-only shared folder): a
@@ -211,7 +221,7 @@ impl Stack {
         let api = start_api(
             &self.infra.nats_endpoint,
             &self.dir.join(format!("api-{n}")),
-            &service_env(&self.infra, self.production_timings),
+            &self.api_env(),
         )
         .await?;
         step.done();

@@ -23,6 +23,8 @@ pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_millis(2000);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_millis(10_000);
 /// Default `HTTP_BODY_TIMEOUT_MS`.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Default `MAX_UNFINISHED_RUNS_PER_USER`.
+pub const DEFAULT_MAX_UNFINISHED_PER_USER: u64 = 1000;
 /// Default `SHUTDOWN_GRACE_MS`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
 
@@ -42,6 +44,11 @@ pub const SETTINGS: &[Setting] = &[
         name: "REAPER_INTERVAL_MS",
         meaning: "how often the reaper and reconciler look at the runs not yet finished (runs of vanished engines are failed, QUEUED runs without a message are dispatched again); at most half of `ENGINE_TTL_MS`",
         default: || millis(DEFAULT_REAPER_INTERVAL),
+    },
+    Setting {
+        name: "MAX_UNFINISHED_RUNS_PER_USER",
+        meaning: "how many runs one user may have not yet terminal (queued or running); a create past it is a 429 naming the limit and the user's usage, with `Retry-After`",
+        default: || literal(DEFAULT_MAX_UNFINISHED_PER_USER),
     },
     Setting {
         name: "HTTP_HEADER_TIMEOUT_MS",
@@ -92,6 +99,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// `SHUTDOWN_GRACE_MS`.
     pub shutdown_grace: Duration,
+    /// `MAX_UNFINISHED_RUNS_PER_USER`.
+    pub max_unfinished_per_user: u64,
 }
 
 impl Config {
@@ -156,6 +165,15 @@ impl Config {
         let header_timeout = positive_ms("HTTP_HEADER_TIMEOUT_MS", DEFAULT_HEADER_TIMEOUT)?;
         let body_timeout = positive_ms("HTTP_BODY_TIMEOUT_MS", DEFAULT_BODY_TIMEOUT)?;
         let shutdown_grace = positive_ms("SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE)?;
+        let max_unfinished_per_user = match get("MAX_UNFINISHED_RUNS_PER_USER") {
+            None => DEFAULT_MAX_UNFINISHED_PER_USER,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => bail!(
+                    "MAX_UNFINISHED_RUNS_PER_USER must be a whole number, at least 1, got '{v}'"
+                ),
+            },
+        };
         let reaper_interval = Duration::from_millis(reaper_ms);
         if reaper_interval * 2 > ttl {
             bail!(
@@ -176,6 +194,7 @@ impl Config {
             header_timeout,
             body_timeout,
             shutdown_grace,
+            max_unfinished_per_user,
         })
     }
 }

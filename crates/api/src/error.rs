@@ -13,6 +13,20 @@ pub struct ErrorBody {
     pub msg: String,
     /// The HTTP status code, repeated.
     pub status_code: u16,
+    /// On a 429: the limit that was reached, and the caller's usage of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+}
+
+/// A per-user limit and the caller's usage of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Quota {
+    /// The setting that sets it, e.g. `MAX_UNFINISHED_RUNS_PER_USER`.
+    pub limit_name: String,
+    /// Its value.
+    pub limit: u64,
+    /// The caller's usage when the request came.
+    pub usage: u64,
 }
 
 /// An error a handler returns.
@@ -22,6 +36,10 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Message for the client.
     pub msg: String,
+    /// A 429's limit and usage.
+    pub quota: Option<Quota>,
+    /// A 429's `Retry-After`, in seconds.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -30,6 +48,16 @@ impl ApiError {
         Self {
             status,
             msg: msg.into(),
+            quota: None,
+            retry_after_s: None,
+        }
+    }
+    /// 429: `quota` is reached; try again after `retry_after_s` seconds.
+    pub fn too_many(msg: impl Into<String>, quota: Quota, retry_after_s: u64) -> Self {
+        Self {
+            quota: Some(quota),
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, msg)
         }
     }
     /// 400.
@@ -84,8 +112,14 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             msg: self.msg,
             status_code: self.status.as_u16(),
+            quota: self.quota,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         if let Some(value) = challenge.and_then(|c| axum::http::HeaderValue::from_str(&c).ok()) {
             response
                 .headers_mut()

@@ -49,6 +49,38 @@ pub struct AppState {
     /// Runs this process is creating right now (stored, message not yet acked): the
     /// reconciler leaves them alone, however slow a large publish is.
     pub dispatching: Dispatching,
+    /// Serialises one user's quota check with the create that follows it (in this process).
+    pub quota_locks: QuotaLocks,
+}
+
+/// Striped locks, a user hashed to one of [`QuotaLocks::STRIPES`]: a user's creates check the
+/// quota one at a time, so a burst of concurrent creates cannot all pass it (bounded memory,
+/// whatever the number of users; another API replica checks on its own).
+#[derive(Clone)]
+pub struct QuotaLocks(Arc<Vec<tokio::sync::Mutex<()>>>);
+
+impl Default for QuotaLocks {
+    fn default() -> Self {
+        Self(Arc::new(
+            (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        ))
+    }
+}
+
+impl QuotaLocks {
+    /// How many locks users share.
+    pub const STRIPES: usize = 64;
+
+    /// The lock of `user`.
+    pub async fn lock(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        let i = usize::try_from(h.finish() % Self::STRIPES as u64).unwrap_or(0);
+        self.0[i].lock().await
+    }
 }
 
 /// The set behind [`AppState::dispatching`].
@@ -165,6 +197,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         configs: ConfigCache::default(),
         auth: Arc::new(config.auth.clone()),
         dispatching: Dispatching::default(),
+        quota_locks: QuotaLocks::default(),
     };
     let watcher = {
         let (cache, infra) = (state.configs.clone(), state.infra.clone());

@@ -123,7 +123,7 @@ mod tests {
     fn the_contract_names_auth_statuses_and_links() {
         let doc = document();
         let create = &doc["paths"]["/runs"]["post"];
-        for status in ["200", "400", "401", "408", "413", "415", "503"] {
+        for status in ["200", "400", "401", "408", "413", "415", "429", "503"] {
             assert!(
                 create["responses"].get(status).is_some(),
                 "POST /runs {status}"

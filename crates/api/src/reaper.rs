@@ -2,7 +2,7 @@
 //! crashed.
 //!
 //! Every `REAPER_INTERVAL_MS` one pass looks at the runs in the active index
-//! (`metis.active.<run_id>`, see `common::infra`) — never at finished history — and repairs
+//! (`metis.active.<user>.<run_id>`, see `common::infra`) — never at finished history — and repairs
 //! what nobody else will:
 //!
 //! | the record says | and | the pass does | span |

@@ -85,7 +85,7 @@ pub struct RunStatus {
 
 /// Create a run.
 #[utoipa::path(post, path = "/runs", request_body = RunRequest,
-    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 408, description = "the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 408, description = "the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, description = "the caller has MAX_UNFINISHED_RUNS_PER_USER runs not yet terminal; the body's quota names the limit and the usage, Retry-After says when to try again", body = ErrorBody)))]
 pub async fn create_run(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
@@ -429,6 +429,8 @@ pub struct ServiceInfo {
     pub engines: Vec<EngineInfo>,
     /// State → number of runs (all users).
     pub system_state_counts: BTreeMap<String, u64>,
+    /// The per-user limits a create may hit (a 429 past them), by the setting that sets them.
+    pub limits: BTreeMap<String, u64>,
 }
 
 /// Service info.
@@ -506,6 +508,10 @@ pub async fn service_info(
         workflow_engine_versions: versions(engine_versions),
         engines,
         system_state_counts: counts,
+        limits: BTreeMap::from([(
+            "MAX_UNFINISHED_RUNS_PER_USER".to_owned(),
+            state.config.max_unfinished_per_user,
+        )]),
     }))
 }
 

@@ -148,6 +148,9 @@ fn record_error<T>(result: Result<T, ApiError>) -> Result<T, ApiError> {
     result
 }
 
+/// The `Retry-After` of a 429 for the unfinished-runs quota: a hint, runs take their time.
+pub const QUOTA_RETRY_AFTER_S: u64 = 10;
+
 async fn create_run_inner(
     state: &AppState,
     user_id: String,
@@ -167,9 +170,43 @@ async fn create_run_inner(
     let mut record = RunRecord::queued(run_id, user_id.clone(), req.clone());
     record.subject = Some(subject.clone());
     check_size(state, &record)?;
+    // The quota check and the index entry it counts are one step for this user.
+    let quota_guard = state.quota_locks.lock(&user_id).await;
+    let limit = state.config.max_unfinished_per_user;
+    let mut unfinished = state.infra.unfinished_runs_of(&user_id).await?;
+    if unfinished.len() as u64 >= limit {
+        // Before refusing (and only then), leave out runs that ended a moment ago and are not
+        // unindexed yet: at most `limit` reads.
+        let mut still = Vec::new();
+        for id in unfinished {
+            match state.infra.get_run(&id).await? {
+                Some((r, _)) if r.state.is_terminal() => {
+                    let _ = state.infra.finished(&id, r.state).await;
+                }
+                // Being created (its index entry comes first), or not yet cleaned up.
+                None | Some(_) => still.push(id),
+            }
+        }
+        unfinished = still;
+    }
+    let unfinished = unfinished.len() as u64;
+    if unfinished >= limit {
+        return Err(ApiError::too_many(
+            format!(
+                "user {user_id} has {unfinished} unfinished runs, the most MAX_UNFINISHED_RUNS_PER_USER allows ({limit}); wait for some to finish or cancel some"
+            ),
+            crate::error::Quota {
+                limit_name: "MAX_UNFINISHED_RUNS_PER_USER".to_owned(),
+                limit,
+                usage: unfinished,
+            },
+            QUOTA_RETRY_AFTER_S,
+        ));
+    }
     Span::current().record("run_id", field::display(run_id));
     let _dispatching = state.dispatching.start(run_id);
     state.infra.create_run(&record).await?;
+    drop(quota_guard);
 
     if let Err(e) = dispatch(state, &record, &prefix, &run_id.to_string()).await {
         // The run is stored and indexed: it is accepted. Its message may even have landed

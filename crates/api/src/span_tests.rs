@@ -51,6 +51,7 @@ async fn app(test: &str) -> (test_support::NatsServer, AppState) {
         config: Arc::new(config),
         configs: ConfigCache::default(),
         dispatching: Dispatching::default(),
+        quota_locks: crate::QuotaLocks::default(),
     };
     (nats, state)
 }

@@ -9,7 +9,7 @@
 //! was lost is recognised by reading the entry back.
 //!
 //! **Indexes** (see [`crate::nats`]): [`Infra::create_run`] writes `metis.user_runs.<user>.<id>`
-//! and `metis.active.<id>` *before* the record, so every record has its index entries. A write
+//! and `metis.active.<user>.<id>` *before* the record, so every record has its index entries. A write
 //! that makes a run terminal counts it on `metis.finished.<STATE>` (de-duplicated by run id)
 //! and purges its active entry ([`Infra::finished`]); when that fails, the API's reconciler
 //! finds the terminal record behind an active entry and finishes the job. Listing one user's
@@ -422,7 +422,7 @@ impl Infra {
                 .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
             let active = self
                 .js
-                .publish_with_headers(active_subject(&id), headers, Bytes::new())
+                .publish_with_headers(active_subject(&rec.user_id, &id), headers, Bytes::new())
                 .await
                 .map_err(|e| InfraError::new(format!("indexing run {id}"), e))?;
             user.await
@@ -531,7 +531,7 @@ impl Infra {
     pub async fn forget_active(&self, id: &RunId) -> Result<(), InfraError> {
         self.active
             .purge()
-            .filter(active_subject(id))
+            .filter(active_run_filter(id))
             .await
             .map_err(|e| InfraError::new(format!("unindexing run {id}"), e))?;
         Ok(())
@@ -540,6 +540,18 @@ impl Infra {
     /// The runs in the active index: not yet terminal (or terminal and not yet unindexed).
     pub async fn active_runs(&self) -> Result<Vec<RunId>, InfraError> {
         let subjects = self.subjects(&self.active, ACTIVE_SUBJECTS).await?;
+        Ok(subjects
+            .keys()
+            .filter_map(|s| s.rsplit('.').next()?.parse().ok())
+            .collect())
+    }
+
+    /// The runs of `user_id` in the active index (one stream-info call, whatever else is
+    /// stored): not terminal yet, or terminal a moment ago and not yet unindexed.
+    pub async fn unfinished_runs_of(&self, user_id: &str) -> Result<Vec<RunId>, InfraError> {
+        let subjects = self
+            .subjects(&self.active, &user_active_filter(user_id))
+            .await?;
         Ok(subjects
             .keys()
             .filter_map(|s| s.rsplit('.').next()?.parse().ok())

@@ -8,7 +8,7 @@
 //! | `metis_engine_configs` | KV bucket | the `engine` section of each engine.yaml, by `<name>/<version>` |
 //! | `metis_engines` | KV bucket with TTL | [`crate::EngineRegistration`] by instance id, kept by heartbeats |
 //! | `METIS_LOGS` / `metis.logs.<run_id>` | stream | [`crate::LogLine`], one message per output line |
-//! | `METIS_ACTIVE` / `metis.active.<run_id>` | stream, one message per subject | index of the non-terminal runs; purged when a run ends |
+//! | `METIS_ACTIVE` / `metis.active.<user>.<run_id>` | stream, one message per subject | index of the non-terminal runs, by user (a user's unfinished runs are counted without reading a record); purged when a run ends |
 //! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]) |
 //! | `METIS_FINISHED` / `metis.finished.<STATE>` | stream | one message per run that reached terminal state `<STATE>` (counts) |
 //!
@@ -122,10 +122,22 @@ pub fn run_id_of_subject(subject: &str) -> Option<crate::RunId> {
     subject.rsplit('.').next()?.parse().ok()
 }
 
-/// `metis.active.<run_id>`.
+/// `metis.active.<user>.<run_id>`.
 #[must_use]
-pub fn active_subject(run_id: &crate::RunId) -> String {
-    format!("metis.active.{run_id}")
+pub fn active_subject(user_id: &str, run_id: &crate::RunId) -> String {
+    format!("metis.active.{}.{run_id}", user_token(user_id))
+}
+
+/// `metis.active.*.<run_id>`: the run's active entry, whoever's it is.
+#[must_use]
+pub fn active_run_filter(run_id: &crate::RunId) -> String {
+    format!("metis.active.*.{run_id}")
+}
+
+/// `metis.active.<user>.*`: one user's unfinished runs.
+#[must_use]
+pub fn user_active_filter(user_id: &str) -> String {
+    format!("metis.active.{}.*", user_token(user_id))
 }
 
 /// `metis.user_runs.<user>.<run_id>`.
