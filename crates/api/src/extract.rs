@@ -242,20 +242,7 @@ mod tests {
     #[test]
     fn a_malformed_authorization_header_is_never_quoted() {
         let secret = "s3cr3tPa55w0rdXYZ";
-        let shapes = [
-            secret.to_owned(),
-            format!("{secret} {secret}"),
-            format!("Basic {secret}"),
-            format!("Token {secret}"),
-            format!("Bearer{secret}"),
-            format!("bearer: {secret}"),
-            format!("{secret}Bearer {secret}"),
-            format!("Bearer  {secret} extra"),
-            format!("JWT {secret}"),
-            format!("\t{secret}"),
-            format!("Bearer-{secret}"),
-            format!("Digest username=\"{secret}\""),
-        ];
+        let shapes = test_support::metis::malformed_authorizations(secret);
         for shape in &shapes {
             let req = axum::http::Request::builder()
                 .header(axum::http::header::AUTHORIZATION, shape.as_str())

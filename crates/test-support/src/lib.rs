@@ -324,51 +324,13 @@ impl Drop for Proc {
     }
 }
 
-/// Processes of process group `pgid` that are alive (not zombies), from `/proc`.
-#[must_use]
-pub fn live_group_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp ...
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[2].parse::<i32>().ok() == Some(pgid) && fields[0] != "Z" {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Waits until no live process is left in group `pgid`.
-pub async fn wait_group_gone(pgid: i32, timeout: Duration) -> Result<()> {
-    wait_for(
-        &format!("process group {pgid} to be gone"),
-        timeout,
-        || async {
-            let left = live_group_members(pgid);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("live members {left:?}"))
-            }
-        },
-    )
-    .await
+/// Every process on this host: its id and its `/proc/<pid>` folder.
+fn processes() -> impl Iterator<Item = (i32, PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<i32>().ok()?, e.path())))
 }
 
 /// The processes of one sandboxed run, found by the run's PID namespace (`pid:[4026532178]`,
@@ -430,26 +392,16 @@ impl RunProcesses {
     /// Live (not zombie) processes in the namespace now, as `pid command line`.
     #[must_use]
     pub fn alive(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let in_ns = std::fs::read_link(entry.path().join("ns/pid"))
+        for (pid, dir) in processes() {
+            let in_ns = std::fs::read_link(dir.join("ns/pid"))
                 .is_ok_and(|p| p.to_string_lossy() == self.ns);
-            let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+            let zombie = std::fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
                 s.rsplit_once(')')
                     .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
             });
             if in_ns && !zombie {
-                let cmd = std::fs::read(entry.path().join("cmdline"))
+                let cmd = std::fs::read(dir.join("cmdline"))
                     .map(|b| {
                         String::from_utf8_lossy(&b)
                             .replace('\0', " ")
@@ -501,43 +453,16 @@ impl Drop for RunProcesses {
 /// one in each process it leaves behind), as `pid command line`.
 #[must_use]
 pub fn processes_marked(marker: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == i32::try_from(std::process::id()).unwrap_or_default() {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmd.contains(marker) {
-            out.push(format!("{pid} {}", cmd.trim()));
-        }
-    }
-    out
-}
-
-/// Kills process group `pgid` when dropped, so a test that fails never leaves a workflow
-/// behind (a no-op when the group is gone).
-pub struct KillGroupOnDrop(pub i32);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    let me = i32::try_from(std::process::id()).unwrap_or_default();
+    processes()
+        .filter(|(pid, _)| *pid != me)
+        .filter_map(|(pid, dir)| {
+            let raw = std::fs::read(dir.join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(marker)
+                .then(|| format!("{pid} {}", cmd.trim()))
+        })
+        .collect()
 }
 
 /// The last `n` lines, joined.

@@ -34,6 +34,27 @@ pub fn mint_token(user: &str) -> String {
     )
 }
 
+/// A dozen malformed `Authorization` header values, each carrying `secret` (a bare token, the
+/// wrong scheme, a missing space, stray punctuation, a well-formed `Bearer` with a non-JWT):
+/// what a hostile or careless client sends. No reply, span or log line may quote any of it.
+#[must_use]
+pub fn malformed_authorizations(secret: &str) -> Vec<String> {
+    vec![
+        secret.to_owned(),
+        format!("{secret} {secret}"),
+        format!("Basic {secret}"),
+        format!("Token {secret}"),
+        format!("Bearer{secret}"),
+        format!("bearer: {secret}"),
+        format!("{secret}Bearer {secret}"),
+        format!("Bearer {secret}"),
+        format!("Bearer {secret}.{secret}.{secret}"),
+        format!("JWT {secret}"),
+        format!("Bearer-{secret}"),
+        format!("Digest username=\"{secret}\""),
+    ]
+}
+
 /// A token for `user` with `claims` (added to `sub`), signed with `secret`: expired, foreign
 /// or otherwise hostile tokens for tests.
 #[must_use]

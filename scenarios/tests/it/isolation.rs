@@ -46,6 +46,21 @@ async fn processes_of(s: &harness::Stack, run: &str) -> anyhow::Result<RunProces
     RunProcesses::from_namespace(&ns)
 }
 
+/// A RUNNING `hostile.sh --daemon MARKER --wait` run whose escapees have started, and its
+/// processes.
+async fn running_daemons(s: &harness::Stack, mark: &str) -> anyhow::Result<(String, RunProcesses)> {
+    let run = s
+        .client
+        .create_run(&hostile(json!({"daemon": mark, "wait": true})))
+        .await?;
+    s.client
+        .wait_for_state(&run, &["RUNNING"], DEADLINE)
+        .await?;
+    wait_for_log(s, &run, "stdout: waiting").await?;
+    let processes = processes_of(s, &run).await?;
+    Ok((run, processes))
+}
+
 /// Waits until no process on the host carries `marker` and none is left in the sandbox.
 async fn nothing_survives(run: &RunProcesses, marker: &str) -> anyhow::Result<()> {
     test_support::wait_for(
@@ -120,15 +135,7 @@ async fn daemon_after_cancel() -> anyhow::Result<()> {
         .run(|s| {
             Box::pin(async move {
                 let mark = marker("cancel");
-                let run = s
-                    .client
-                    .create_run(&hostile(json!({"daemon": mark, "wait": true})))
-                    .await?;
-                s.client
-                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
-                    .await?;
-                wait_for_log(s, &run, "stdout: waiting").await?;
-                let processes = processes_of(s, &run).await?;
+                let (run, processes) = running_daemons(s, &mark).await?;
                 // The escapees' own names end `-setsid`, `-doublefork`, `-nohup`.
                 assert_eq!(
                     processes_marked(&format!("{mark}-")).len(),
@@ -168,15 +175,7 @@ async fn daemon_after_engine_kill() -> anyhow::Result<()> {
         .run(|s| {
             Box::pin(async move {
                 let mark = marker("engine-kill");
-                let run = s
-                    .client
-                    .create_run(&hostile(json!({"daemon": mark, "wait": true})))
-                    .await?;
-                s.client
-                    .wait_for_state(&run, &["RUNNING"], DEADLINE)
-                    .await?;
-                wait_for_log(s, &run, "stdout: waiting").await?;
-                let processes = processes_of(s, &run).await?;
+                let (run, processes) = running_daemons(s, &mark).await?;
                 let engines = engine_ids(s).await?;
                 s.kill_engine(0).await?;
                 nothing_survives(&processes, &mark).await?;

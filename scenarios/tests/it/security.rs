@@ -183,20 +183,7 @@ async fn malformed_authorization_leaks_nothing() -> anyhow::Result<()> {
         .run(|s| {
             Box::pin(async move {
                 let secret = "pw-9f8e7d6c5b4a3210";
-                let shapes = [
-                    secret.to_owned(),
-                    format!("{secret} {secret}"),
-                    format!("Basic {secret}"),
-                    format!("Token {secret}"),
-                    format!("Bearer{secret}"),
-                    format!("bearer: {secret}"),
-                    format!("{secret}Bearer {secret}"),
-                    format!("Bearer {secret}"),
-                    format!("Bearer {secret}.{secret}.{secret}"),
-                    format!("JWT {secret}"),
-                    format!("Bearer-{secret}"),
-                    format!("Digest username=\"{secret}\""),
-                ];
+                let shapes = test_support::metis::malformed_authorizations(secret);
                 for shape in &shapes {
                     let client = s.client.with_authorization(shape);
                     for r in [
