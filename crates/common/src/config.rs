@@ -289,6 +289,10 @@ pub struct SandboxConfig {
     /// workdir is removed when its run ends.
     #[serde(default)]
     pub keep_workdir_on_failure: bool,
+    /// Size of the run's private `/tmp` (and `/dev/shm`), each a memory-backed tmpfs, in
+    /// bytes.
+    #[serde(default = "default_tmp_max_bytes")]
+    pub tmp_max_bytes: u64,
 }
 
 /// Default `runs.sandbox.readOnlyPaths`: the system's programs, libraries and configuration.
@@ -300,6 +304,12 @@ pub const DEFAULT_UID_FIRST: u32 = 2_000_000_000;
 pub const DEFAULT_UID_COUNT: u32 = 65_536;
 /// Default `runs.sandbox.pidsMax`.
 pub const DEFAULT_PIDS_MAX: u64 = 1024;
+/// Default `runs.sandbox.tmpMaxBytes`: 1 GiB.
+pub const DEFAULT_TMP_MAX_BYTES: u64 = 1_073_741_824;
+
+fn default_tmp_max_bytes() -> u64 {
+    DEFAULT_TMP_MAX_BYTES
+}
 
 fn default_read_only_paths() -> Vec<PathBuf> {
     DEFAULT_READ_ONLY_PATHS.iter().map(PathBuf::from).collect()
@@ -327,6 +337,7 @@ impl Default for SandboxConfig {
             pids_max: DEFAULT_PIDS_MAX,
             memory_max_bytes: 0,
             keep_workdir_on_failure: false,
+            tmp_max_bytes: DEFAULT_TMP_MAX_BYTES,
         }
     }
 }
@@ -617,6 +628,31 @@ impl FullEngineConfig {
         if self.runs.workdir.pattern.split('/').any(|c| c == "..") {
             return err("runs.workdir.pattern", "must not contain '..'".into());
         }
+        // Each run's workdir is its own: its uid owns it, it is removed when the run ends.
+        if !self.runs.workdir.pattern.contains("{run_id}") {
+            return err(
+                "runs.workdir.pattern",
+                format!(
+                    "'{}' must contain {{run_id}}: two runs must never share a workdir",
+                    self.runs.workdir.pattern
+                ),
+            );
+        }
+        for p in &self.runs.sandbox.read_only_paths {
+            let private = [Path::new("/proc"), Path::new("/dev")];
+            if p == Path::new("/")
+                || p == Path::new("/tmp")
+                || private.iter().any(|d| p.starts_with(d))
+            {
+                return err(
+                    "runs.sandbox.readOnlyPaths",
+                    format!(
+                        "'{}' would replace the sandbox's own /, /proc, /dev or /tmp (and show the host's)",
+                        p.display()
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -802,6 +838,11 @@ runs:
             &GOOD.replace("{user_id}/{run_id}", "{user}/{run_id}"),
             "runs.workdir.pattern",
             "user",
+        );
+        check_err(
+            &GOOD.replace("{user_id}/{run_id}", "{user_id}"),
+            "runs.workdir.pattern",
+            "{run_id}",
         );
         check_err(
             &GOOD.replace("name: generic", "name: a.b"),

@@ -335,6 +335,17 @@ pub const NATS_AUTH_VARS: [&str; 5] = [
 ];
 
 impl NatsAuth {
+    /// The files holding a secret (`NATS_CREDS_FILE`, `NATS_NKEY_SEED_FILE`), with the
+    /// variable that names each: nothing a workflow may read.
+    #[must_use]
+    pub fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        match self {
+            Self::CredsFile(p) => vec![("NATS_CREDS_FILE", p.clone())],
+            Self::NkeySeedFile(p) => vec![("NATS_NKEY_SEED_FILE", p.clone())],
+            _ => Vec::new(),
+        }
+    }
+
     /// Reads the variables through `get` (empty counts as unset); the error names them.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let get = |k: &str| get(k).filter(|v| !v.is_empty());

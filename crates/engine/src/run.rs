@@ -15,7 +15,7 @@
 //! | `executing` | spawn the process (unless a stop came first), CAS INITIALIZING → RUNNING | SYSTEM_ERROR |
 //! | `running` | capture stdout/stderr into `METIS_LOGS`, wait for the exit | SYSTEM_ERROR |
 //! | `parsing` | exit status and stop requests → final state | — |
-//! | `updating_db` | final CAS with the run log, after every output line was acked | logged |
+//! | `updating_db` | remove the workdir (unless `runs.sandbox.keepWorkdirOnFailure` keeps a failed one), then the final CAS with the run log, after every output line was acked | logged |
 //! | `cleanup` | drop the in-flight bookkeeping | — |
 //!
 //! A run that fails (or is cancelled) before it has a process skips `running` and `parsing`;
@@ -344,12 +344,9 @@ impl RunTask {
         };
 
         phase("updating_db");
-        let (state, error) = self.finish(state, error, log).await;
-
-        phase("cleanup");
-        self.shared.registry.remove(&self.id());
         if !sandbox.keeps_workdir(state) {
-            // What a run leaves behind is nobody's: not a later run's, not the disk's.
+            // What a run leaves behind is nobody's: not a later run's, not the disk's. Removed
+            // before the result is written, so a run a client sees ended has no workdir.
             match tokio::fs::remove_dir_all(&workdir).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -358,6 +355,10 @@ impl RunTask {
                 }
             }
         }
+        let (state, error) = self.finish(state, error, log).await;
+
+        phase("cleanup");
+        self.shared.registry.remove(&self.id());
 
         let span = &self.span;
         span.record("state", state.as_str());

@@ -95,7 +95,12 @@ pub async fn bootstrap(
 ) -> Result<Running, EngineError> {
     let config = FullEngineConfig::load(&settings.config_path)?;
     // Fail closed, before anything is registered: no sandbox, no engine.
-    let sandbox = crate::sandbox::Sandbox::open(&config, settings.unsafe_no_sandbox).await?;
+    let sandbox = crate::sandbox::Sandbox::open(
+        &config,
+        settings.unsafe_no_sandbox,
+        &settings.nats_auth.secret_files(),
+    )
+    .await?;
     let spec = &config.engine;
     let engine_id = spec
         .id

@@ -151,9 +151,15 @@ pub fn command_line(
     }
     let text = |p: &Path| p.to_string_lossy().into_owned();
     // First the private file systems, so a bind below `/tmp` is not hidden by its tmpfs.
+    // A private /tmp and /dev/shm everyone in the sandbox may write (sticky, like the host's),
+    // each of bounded size (memory-backed).
+    let tmp_size = cfg.tmp_max_bytes.to_string();
     push(
         &mut a,
-        &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
+        &[
+            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", &tmp_size, "--tmpfs",
+            "/tmp", "--perms", "1777", "--size", &tmp_size, "--tmpfs", "/dev/shm",
+        ],
     );
     // What is already there inside: read-only binds (their subpaths need no --dir).
     let mut mounted: Vec<PathBuf> = Vec::new();
@@ -203,9 +209,24 @@ pub fn command_line(
         text(workdir),
     ]);
     if tools.setpriv.is_some() {
+        // As real root bwrap would keep every capability it has. Only what is needed until
+        // setpriv has dropped to the run's uid is left: entering the run's 0700 workdir
+        // (DAC_READ_SEARCH), changing uid and gid, emptying the bounding set (SETPCAP); setpriv
+        // drops those too, and the probe checks that nothing is left.
         push(
             &mut a,
-            &["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"],
+            &[
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "CAP_DAC_READ_SEARCH",
+                "--cap-add",
+                "CAP_SETUID",
+                "--cap-add",
+                "CAP_SETGID",
+                "--cap-add",
+                "CAP_SETPCAP",
+            ],
         );
     }
     let mut out = vec![text(&tools.bwrap)];
@@ -293,6 +314,7 @@ impl Sandbox {
     pub async fn open(
         config: &common::FullEngineConfig,
         unsafe_opt_out: bool,
+        secrets: &[(&'static str, PathBuf)],
     ) -> Result<Self, EngineError> {
         let roots = config
             .engine
@@ -333,21 +355,83 @@ impl Sandbox {
             roots,
             in_use: Arc::default(),
         };
+        sandbox.check_exposure(&config.runs.workdir.base, secrets)?;
         sandbox.probe(&config.runs.workdir.base).await?;
         Ok(sandbox)
     }
 
-    /// Runs `sh -c 'exit 0'` in a sandbox of a scratch workdir under `base`.
+    /// Refuses a layout in which a workflow would see what is not its own: the workdir base
+    /// (every run's workdir) or a secret file under a path bound into every sandbox, readable
+    /// by the run's identity (as root: a world-readable file; in a user namespace, where the
+    /// host sees the engine's uid: any).
+    fn check_exposure(
+        &self,
+        base: &Path,
+        secrets: &[(&'static str, PathBuf)],
+    ) -> Result<(), EngineError> {
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let bound: Vec<PathBuf> = self
+            .cfg
+            .read_only_paths
+            .iter()
+            .chain(&self.roots)
+            .map(|p| real(p))
+            .collect();
+        let under = |p: &Path| bound.iter().find(|b| p.starts_with(b)).cloned();
+        let base = real(base);
+        if let Some(b) = under(&base) {
+            return Err(EngineError::Sandbox(format!(
+                "the workdir base {} lies under {}, which every workflow sees: move runs.workdir.base out of runs.sandbox.readOnlyPaths and engine.allowedWorkflowRoots",
+                base.display(),
+                b.display()
+            )));
+        }
+        let as_root = self.tools.as_ref().is_some_and(|t| t.setpriv.is_some());
+        for (var, file) in secrets {
+            let file = real(file);
+            let Some(b) = under(&file) else { continue };
+            let world_readable = {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+            };
+            if !as_root || world_readable {
+                return Err(EngineError::Sandbox(format!(
+                    "{var} {} lies under {}, which every workflow sees, and a workflow could read it{}: keep it outside runs.sandbox.readOnlyPaths and engine.allowedWorkflowRoots",
+                    file.display(),
+                    b.display(),
+                    if as_root {
+                        " (it is world-readable)"
+                    } else {
+                        " (workflows run as the engine's uid)"
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a probe in a sandbox of a scratch workdir under `base`: it must run as the uid it
+    /// was given, with no capability left (effective, permitted or bounding).
     async fn probe(&self, base: &Path) -> Result<(), EngineError> {
         let dir = base.join(format!(".sandbox-probe-{}", std::process::id()));
         crate::workdir::create(base, &dir).await?;
         let identity = self.identity("probe");
         let result = async {
             self.prepare(&identity, &dir).await?;
+            let check = r#"test "$(id -u)" = "$1" || { echo "runs as uid $(id -u), not $1" >&2; exit 1; }
+if grep -Eq '^Cap(Eff|Prm|Bnd):[[:space:]]*0*[1-9a-f]' /proc/self/status; then
+  grep '^Cap' /proc/self/status >&2; echo 'capabilities are left' >&2; exit 1
+fi"#;
             let argv = self.wrap(
                 &identity,
                 &dir,
-                &["/bin/sh".to_owned(), "-c".to_owned(), "exit 0".to_owned()],
+                &[
+                    "/bin/sh".to_owned(),
+                    "-c".to_owned(),
+                    check.to_owned(),
+                    "sh".to_owned(),
+                    identity.uid().to_string(),
+                ],
             );
             let child = tokio::process::Command::new(&argv[0])
                 .args(&argv[1..])
@@ -445,7 +529,9 @@ impl Sandbox {
         }
     }
 
-    /// Hands the run's workdir (and everything in it) to its uid, so nobody else reads it.
+    /// Hands the run's workdir and its `tmp` (both made by the engine just before) to its uid,
+    /// so nobody else reads them. Nothing below is followed: a link a workflow left there
+    /// cannot turn the engine's `chown` onto a host file.
     pub async fn prepare(&self, identity: &Identity, workdir: &Path) -> Result<(), EngineError> {
         let Some(tools) = &self.tools else {
             return Ok(());
@@ -455,14 +541,20 @@ impl Sandbox {
         }
         let uid = identity.uid;
         let dir = workdir.to_path_buf();
-        tokio::task::spawn_blocking(move || chown_tree(&dir, uid))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|source| EngineError::Workdir {
-                path: workdir.to_owned(),
-                source,
-            })
+        tokio::task::spawn_blocking(move || {
+            std::os::unix::fs::lchown(&dir, Some(uid), Some(uid))?;
+            match std::os::unix::fs::lchown(dir.join("tmp"), Some(uid), Some(uid)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|source| EngineError::Workdir {
+            path: workdir.to_owned(),
+            source,
+        })
     }
 
     /// The argv that runs `argv` for the run holding `identity` in `workdir`.
@@ -511,17 +603,6 @@ fn uids_with_processes() -> BTreeSet<u32> {
         .filter_map(|pid| std::fs::metadata(format!("/proc/{pid}")).ok())
         .map(|m| m.uid())
         .collect()
-}
-
-/// `chown -R uid:uid dir`, symlinks not followed.
-fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
-    if std::fs::symlink_metadata(dir)?.is_dir() {
-        for entry in std::fs::read_dir(dir)? {
-            chown_tree(&entry?.path(), uid)?;
-        }
-    }
-    Ok(())
 }
 
 /// Every process id on the host.
@@ -627,14 +708,16 @@ mod tests {
         assert_eq!(
             line(true, &cfg),
             "/usr/bin/bwrap --die-with-parent --new-session --unshare-pid --unshare-ipc \
-             --unshare-uts --unshare-cgroup-try --proc /proc --dev /dev --tmpfs /tmp \
+             --unshare-uts --unshare-cgroup-try --proc /proc --dev /dev \
+             --perms 1777 --size 1073741824 --tmpfs /tmp --perms 1777 --size 1073741824 --tmpfs /dev/shm \
              --ro-bind /usr /usr --symlink usr/bin /bin \
              --symlink usr/lib /lib --ro-bind /etc /etc \
              --perms 0755 --dir /srv --ro-bind /srv/workflows /srv/workflows \
              --perms 0755 --dir /var --perms 0755 --dir /var/metis --perms 0755 --dir /var/metis/runs \
              --perms 0755 --dir /var/metis/runs/alice \
              --bind /var/metis/runs/alice/r1 /var/metis/runs/alice/r1 --chdir /var/metis/runs/alice/r1 \
-             --cap-add CAP_SETUID --cap-add CAP_SETGID -- \
+             --cap-drop ALL --cap-add CAP_DAC_READ_SEARCH --cap-add CAP_SETUID --cap-add CAP_SETGID \
+             --cap-add CAP_SETPCAP -- \
              /usr/bin/setpriv --reuid=2000000042 --regid=2000000042 --clear-groups --inh-caps=-all \
              --bounding-set=-all --no-new-privs -- /usr/bin/prlimit --nproc=1024 -- \
              sh /srv/workflows/ok.sh a b"
@@ -732,6 +815,7 @@ echo "visible $(ls /proc | grep -c '^[0-9]')"
 cat /proc/1/environ >/dev/null 2>&1 && echo 'init environ readable'
 cat "$SECRET" 2>/dev/null && echo 'secret readable'
 echo "home $(pwd)"
+echo x > /tmp/t && echo x > /dev/shm/t && echo "tmp writable"
 echo done
 "#,
         )
@@ -746,7 +830,7 @@ echo done
         .unwrap();
         config.engine.allowed_workflow_roots = vec![roots.display().to_string()];
         config.runs.workdir.base.clone_from(&base);
-        let sandbox = Sandbox::open(&config, false).await.unwrap();
+        let sandbox = Sandbox::open(&config, false, &[]).await.unwrap();
         assert_eq!(sandbox.kind(), Kind::Bubblewrap);
         let workdir = base.join("alice").join("r1");
         crate::workdir::create(&base, &workdir).await.unwrap();
@@ -784,6 +868,7 @@ echo done
         assert!(visible <= 10, "{text}");
         assert!(!text.contains("readable"), "{text}");
         assert_eq!(field("home "), workdir.display().to_string(), "{text}");
+        assert!(text.contains("tmp writable"), "{text}");
         let ns = field("pidns ");
         assert_ne!(
             Some(ns.clone()),
@@ -809,6 +894,52 @@ echo done
         )
         .await
         .unwrap();
+    }
+
+    /// A layout that would show a workflow every workdir or a secret is refused at start-up,
+    /// naming what and where.
+    #[test]
+    fn the_engine_refuses_to_expose_workdirs_or_secrets() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir_all(shared.join("runs")).unwrap();
+        let creds = shared.join("nats.creds");
+        std::fs::write(&creds, "secret").unwrap();
+        let sandbox = |root: bool| Sandbox {
+            tools: Some(tools(root)),
+            cfg: SandboxConfig {
+                read_only_paths: vec![shared.clone()],
+                ..SandboxConfig::default()
+            },
+            roots: Vec::new(),
+            in_use: Arc::default(),
+        };
+        let err = sandbox(true)
+            .check_exposure(&shared.join("runs"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workdir base"), "{err}");
+        let elsewhere = tmp.path().join("elsewhere");
+        let secrets = [("NATS_CREDS_FILE", creds.clone())];
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // As root, a file only root reads is safe from the run's uid; in a user namespace the
+        // workflow is the engine's uid to the host, so it is not.
+        assert!(sandbox(true).check_exposure(&elsewhere, &secrets).is_ok());
+        let err = sandbox(false)
+            .check_exposure(&elsewhere, &secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("NATS_CREDS_FILE") && err.contains("engine's uid"),
+            "{err}"
+        );
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = sandbox(true)
+            .check_exposure(&elsewhere, &secrets)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("world-readable"), "{err}");
     }
 
     #[test]
