@@ -136,13 +136,20 @@ async fn daemon_after_cancel() -> anyhow::Result<()> {
             Box::pin(async move {
                 let mark = marker("cancel");
                 let (run, processes) = running_daemons(s, &mark).await?;
-                // The escapees' own names end `-setsid`, `-doublefork`, `-nohup`.
-                assert_eq!(
-                    processes_marked(&format!("{mark}-")).len(),
-                    3,
-                    "the three escapees run before the cancel: {:?}",
-                    processes.alive()
-                );
+                // The escapees' own names end `-setsid`, `-doublefork`, `-nohup` (the double
+                // fork's short-lived middle process may carry the name a moment too).
+                test_support::wait_for("the three escapees to run", DEADLINE, || async {
+                    let seen = processes_marked(&format!("{mark}-"));
+                    let all = ["-setsid", "-doublefork", "-nohup"]
+                        .iter()
+                        .all(|k| seen.iter().any(|p| p.ends_with(&format!("{mark}{k}"))));
+                    if all {
+                        Ok(())
+                    } else {
+                        Err(format!("{seen:?}"))
+                    }
+                })
+                .await?;
                 let r = s
                     .client
                     .post(&format!("/runs/{run}/cancel"), &json!({}))

@@ -34,9 +34,15 @@ async fn stalled_clients_do_not_hold_shutdown() -> anyhow::Result<()> {
                 let api = s.client.base.clone();
                 let health = s.engines[0].url.clone();
                 let _half_head = stall(&api, b"POST /runs HTTP/1.1\r\nHost: metis\r\n").await?;
+                // Authenticated, so the handler is reading the body when SIGTERM comes (a
+                // request without a token is answered 401 before its body is read).
+                let authorization = s.client.authorization().unwrap_or_default().to_owned();
                 let _half_body = stall(
                     &api,
-                    b"POST /runs HTTP/1.1\r\nHost: metis\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"workflow",
+                    format!(
+                        "POST /runs HTTP/1.1\r\nHost: metis\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"workflow"
+                    )
+                    .as_bytes(),
                 )
                 .await?;
                 let _health = stall(&health, b"GET /healthz HTTP/1.1\r\nHost: m").await?;
@@ -44,8 +50,9 @@ async fn stalled_clients_do_not_hold_shutdown() -> anyhow::Result<()> {
                 assert_eq!(s.client.get("/healthz").await?.status, 200);
 
                 // SIGTERM: each exits 0 while the stalled clients stay connected. Without the
-                // deadlines the API waited for the half-sent requests for ever (the body
-                // deadline, 30 s, is past this bound; the grace, 10 s, is not).
+                // deadlines the API waited for the half-sent requests for ever. The half-sent
+                // body is still being read when the grace (10 s) ends (its deadline is 30 s),
+                // so the API must cut it short, and says so.
                 for (what, proc) in [
                     ("metis-api", &mut s.api.as_mut().expect("api").proc),
                     ("the engine", &mut s.engines[0].proc),
