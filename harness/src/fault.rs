@@ -504,18 +504,7 @@ pub use test_support::{RunProcesses, processes_marked};
 /// `sleep.sh` and `stubborn.sh` write to `pidns` in their workdir (killed when dropped).
 pub async fn run_processes(stack: &crate::Stack, user: &str, run: &str) -> Result<RunProcesses> {
     let file = stack.dir.join("runs").join(user).join(run).join("pidns");
-    let text = test_support::wait_for(
-        "the workflow to write its PID namespace",
-        std::time::Duration::from_secs(30),
-        || async {
-            std::fs::read_to_string(&file)
-                .ok()
-                .filter(|t| t.ends_with('\n'))
-                .ok_or_else(|| format!("no {} yet", file.display()))
-        },
-    )
-    .await?;
-    RunProcesses::from_namespace(&text)
+    RunProcesses::from_file(&file, std::time::Duration::from_secs(30)).await
 }
 
 /// The terminal run states.

@@ -367,6 +367,23 @@ impl RunProcesses {
         })
     }
 
+    /// Waits until the workflow has written its namespace (a whole line) to `file` — `sleep.sh`
+    /// and `stubborn.sh` write `pidns` in their workdir — and reads it.
+    pub async fn from_file(file: &Path, timeout: Duration) -> Result<Self> {
+        let text = wait_for(
+            "the workflow to write its PID namespace",
+            timeout,
+            || async {
+                std::fs::read_to_string(file)
+                    .ok()
+                    .filter(|t| t.ends_with('\n'))
+                    .ok_or_else(|| format!("no {} yet", file.display()))
+            },
+        )
+        .await?;
+        Self::from_namespace(&text)
+    }
+
     /// The same, without the kill on drop: for a test of whoever else must clean up.
     #[must_use]
     pub fn observed_only(mut self) -> Self {

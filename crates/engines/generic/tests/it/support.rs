@@ -298,15 +298,7 @@ impl Bed {
     /// The run's processes, from its `workdir/pidns` file (written by `sleep.sh` and
     /// `stubborn.sh`); they are killed if the test fails.
     pub async fn processes_of(&self, id: RunId) -> Result<test_support::RunProcesses> {
-        let path = self.workdir(&id).join("pidns");
-        let text = wait_for("the script to write its PID namespace", TIMEOUT, || async {
-            std::fs::read_to_string(&path)
-                .ok()
-                .filter(|t| t.ends_with('\n'))
-                .ok_or_else(|| format!("no {} yet", path.display()))
-        })
-        .await?;
-        test_support::RunProcesses::from_namespace(&text)
+        test_support::RunProcesses::from_file(&self.workdir(&id).join("pidns"), TIMEOUT).await
     }
 }
 
