@@ -276,7 +276,12 @@ async fn floor_rate(infra: &Infra, posts: usize, request: &RunRequest, work: Wor
             {
                 return false;
             }
-            publish(format!("metis.runs.floor.1.SH.1.{id}"), id, bytes.into()).await
+            let subject = nats::run_message_subject(
+                &nats::run_subject("floor", "1", "SH", "1"),
+                "floor",
+                &id,
+            );
+            publish(subject, id, bytes.into()).await
         })
         .buffer_unordered(CONCURRENCY)
         .collect()

@@ -49,6 +49,9 @@ pub struct StackOptions {
     /// More settings for `metis-api` (a scenario's own limits, e.g.
     /// `MAX_UNFINISHED_RUNS_PER_USER`).
     pub api_env: Vec<(&'static str, String)>,
+    /// Overrides the engine.yaml's `engine.maxConcurrentRuns` (a scenario that needs runs to
+    /// wait for a slot, e.g. `fairness`).
+    pub max_concurrent_runs: Option<usize>,
 }
 
 impl Default for StackOptions {
@@ -61,6 +64,7 @@ impl Default for StackOptions {
             nats: None,
             unsandboxed: false,
             api_env: Vec::new(),
+            max_concurrent_runs: None,
         }
     }
 }
@@ -162,7 +166,8 @@ impl Stack {
         };
         timeline.note(format!("NATS topology: {topology}"));
         let infra = Infra::start(backend, topology, scenario, &dir, &timeline).await?;
-        let engine_config = write_engine_config(&options.engine_config, &dir)?;
+        let engine_config =
+            write_engine_config(&options.engine_config, &dir, options.max_concurrent_runs)?;
         let receiver = ReceiverClient::new(&infra.receiver.http);
         let step = timeline.step("starting metis-api");
         let mut api_env = service_env(&infra, options.production_timings);
@@ -635,7 +640,11 @@ pub const SHARED_DIR: &str = "shared";
 
 /// Copies `source` (relative to the workspace root) into `dir` with `runs.workdir.base` set
 /// to `dir/runs`, and `dir/shared` added to `runs.sandbox.readOnlyPaths` (created).
-fn write_engine_config(source: &Path, dir: &Path) -> Result<PathBuf> {
+fn write_engine_config(
+    source: &Path,
+    dir: &Path,
+    max_concurrent_runs: Option<usize>,
+) -> Result<PathBuf> {
     let source = test_support::workspace_root().join(source);
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("reading {}", source.display()))?;
@@ -655,6 +664,12 @@ fn write_engine_config(source: &Path, dir: &Path) -> Result<PathBuf> {
                 *root = path.display().to_string().into();
             }
         }
+    }
+    if let Some(slots) = max_concurrent_runs {
+        doc.get_mut("engine")
+            .and_then(serde_yaml_ng::Value::as_mapping_mut)
+            .context("the engine config has no `engine` mapping")?
+            .insert("maxConcurrentRuns".into(), slots.into());
     }
     let runs = doc
         .as_mapping_mut()

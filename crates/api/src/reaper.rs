@@ -336,8 +336,9 @@ async fn redispatch(state: &AppState, rec: &RunRecord) {
         let prefix = rec
             .subject
             .as_deref()
-            .and_then(|s| s.rsplit_once('.'))
-            .map_or_else(String::new, |(p, _)| p.to_owned());
+            .and_then(common::nats::run_prefix_of_subject)
+            .unwrap_or_default()
+            .to_owned();
         // A fresh de-duplication id: the first one may still be in the window.
         let msg_id = format!("{}/redispatch/{}", rec.run_id, uuid::Uuid::now_v7());
         match crate::service::dispatch(state, rec, &prefix, &msg_id).await {

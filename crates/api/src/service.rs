@@ -166,7 +166,7 @@ async fn create_run_inner(
         &validated.workflow_type,
         &validated.workflow_type_version,
     );
-    let subject = run_message_subject(&prefix, &run_id);
+    let subject = run_message_subject(&prefix, &user_id, &run_id);
     let mut record = RunRecord::queued(run_id, user_id.clone(), req.clone());
     record.subject = Some(subject.clone());
     check_size(state, &record)?;
@@ -248,7 +248,7 @@ pub async fn dispatch(
     let subject = rec
         .subject
         .clone()
-        .unwrap_or_else(|| run_message_subject(prefix, &rec.run_id));
+        .unwrap_or_else(|| run_message_subject(prefix, &rec.user_id, &rec.run_id));
     let message = RunRequestMessage {
         run_id: rec.run_id,
         request: rec.request.clone(),

@@ -2,7 +2,7 @@
 //!
 //! | name | kind | content |
 //! | --- | --- | --- |
-//! | `METIS_RUNS` / `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<run_id>` | work-queue stream | [`crate::RunRequestMessage`] + `traceparent` and `Nats-Msg-Id` (= run id) headers |
+//! | `METIS_RUNS` / `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<user>.<run_id>` | work-queue stream | [`crate::RunRequestMessage`] + `traceparent` and `Nats-Msg-Id` (= run id) headers; one durable consumer per engine and user ([`user_consumer_name`]) claims them fairly |
 //! | `metis.cancel.<engine_id>` | core subject | [`crate::CancelMessage`] + `traceparent` header |
 //! | `metis_runs` | KV bucket | [`crate::RunRecord`] by run id; every change is a compare-and-set |
 //! | `metis_engine_configs` | KV bucket | the `engine` section of each engine.yaml, by `<name>/<version>` |
@@ -110,10 +110,58 @@ pub fn run_subject(
     )
 }
 
-/// `<run_subject>.<run_id>`: where the message of one run is published.
+/// `metis.runs.<engine>.<engine_version>.>`: every run message of one engine name and version.
 #[must_use]
-pub fn run_message_subject(prefix: &str, run_id: &crate::RunId) -> String {
-    format!("{prefix}.{run_id}")
+pub fn engine_runs_filter(engine: &str, engine_version: &str) -> String {
+    format!("metis.runs.{}.{}.>", token(engine), token(engine_version))
+}
+
+/// `<run_subject>.<user>.<run_id>`: where the message of one run is published (`<user>` =
+/// [`user_token`]), so each user's queued runs are a subject filter of their own and an engine
+/// can claim them round-robin (see `engine::queues`).
+#[must_use]
+pub fn run_message_subject(prefix: &str, user_id: &str, run_id: &crate::RunId) -> String {
+    format!("{prefix}.{}.{run_id}", user_token(user_id))
+}
+
+/// Which queue a run message is in (see [`run_queue_of_subject`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunQueue<'a> {
+    /// One user's (their [`user_token`]).
+    User(&'a str),
+    /// The layout of earlier versions, without the user (`….<type_version>.<run_id>` or
+    /// `….<type_version>`), claimed through the engine's shared consumer.
+    Shared,
+}
+
+/// Whose queue a run message's subject is in: the user token of
+/// `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<user>.<run_id>`, or the shared
+/// queue of the layout of earlier versions. `None` for a subject of neither shape.
+#[must_use]
+pub fn run_queue_of_subject(subject: &str) -> Option<RunQueue<'_>> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    match tokens.as_slice() {
+        ["metis", "runs", _, _, _, _, user, _] => Some(RunQueue::User(user)),
+        ["metis", "runs", _, _, _, _, _] | ["metis", "runs", _, _, _, _] => Some(RunQueue::Shared),
+        _ => None,
+    }
+}
+
+/// The subject prefix (`metis.runs.<engine>.<engine_version>.<type>.<type_version>`, the
+/// producer span's name) of a run message's subject, in either layout.
+#[must_use]
+pub fn run_prefix_of_subject(subject: &str) -> Option<&str> {
+    let tokens = match run_queue_of_subject(subject) {
+        Some(RunQueue::User(_)) => 2,
+        Some(RunQueue::Shared) if subject.split('.').count() == 7 => 1,
+        Some(RunQueue::Shared) => 0,
+        None => return None,
+    };
+    let mut end = subject.len();
+    for _ in 0..tokens {
+        end = subject[..end].rfind('.')?;
+    }
+    Some(&subject[..end])
 }
 
 /// The run id in a run message's subject (its last token), when there is one.
@@ -182,6 +230,17 @@ pub fn consumer_name(engine: &str, engine_version: &str) -> String {
     format!("engine_{}_{}", token(engine), token(engine_version))
 }
 
+/// The durable consumer through which every instance of one engine name and version claims
+/// one user's runs (`<user>` = [`user_token`], hashed: a user id may be longer than a consumer
+/// name may be, and a name must not be one user's to choose for another).
+#[must_use]
+pub fn user_consumer_name(engine: &str, engine_version: &str, user_token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(user_token.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}_u_{hex}", consumer_name(engine, engine_version))
+}
+
 /// `metis.cancel.<engine_id>`.
 #[must_use]
 pub fn cancel_subject(engine_id: &str) -> String {
@@ -214,10 +273,39 @@ mod tests {
         assert_eq!(consumer_name("generic", "2.1"), "engine_generic_2_1");
         assert_eq!(engine_config_key("generic", "1.0"), "generic/1_0");
         let id = crate::RunId::new();
-        let subject = run_message_subject(&run_subject("generic", "1", "SH", "1"), &id);
-        assert_eq!(subject, format!("metis.runs.generic.1.SH.1.{id}"));
+        let subject = run_message_subject(&run_subject("generic", "1", "SH", "1"), "a.b", &id);
+        assert_eq!(subject, format!("metis.runs.generic.1.SH.1.a=2Eb.{id}"));
         assert_eq!(run_id_of_subject(&subject), Some(id));
         assert_eq!(run_id_of_subject("metis.runs.generic.1.SH.1"), None);
+        assert_eq!(
+            run_queue_of_subject(&subject),
+            Some(RunQueue::User("a=2Eb"))
+        );
+        let legacy = format!("metis.runs.generic.1.SH.1.{id}");
+        assert_eq!(run_queue_of_subject(&legacy), Some(RunQueue::Shared));
+        assert_eq!(
+            run_prefix_of_subject(&subject),
+            Some("metis.runs.generic.1.SH.1")
+        );
+        assert_eq!(
+            run_prefix_of_subject(&legacy),
+            Some("metis.runs.generic.1.SH.1")
+        );
+        let oldest = "metis.runs.generic.1.SH.1";
+        assert_eq!(run_prefix_of_subject(oldest), Some(oldest));
+        assert_eq!(run_prefix_of_subject("metis.cancel.x"), None);
+        assert_eq!(run_queue_of_subject("metis.cancel.x"), None);
+        assert_eq!(
+            engine_runs_filter("generic", "1.0"),
+            "metis.runs.generic.1_0.>"
+        );
+        // Consumer names: one per user, never the user's spelling, always a valid name.
+        let a = user_consumer_name("generic", "1", &user_token("alice"));
+        let b = user_consumer_name("generic", "1", &user_token("bob"));
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("engine_generic_1_u_") && a.len() == "engine_generic_1_u_".len() + 32
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! `/healthz` and `/readyz` ([`health`]).
 //!
 //! Modules: [`settings`] (environment), [`runtime`] (start-up, consuming, shutdown),
+//! [`queues`] (fair claiming: one queue per user, served round-robin),
 //! [`run`](mod@run) (one run's phases), [`cancel`], [`control`] (in-flight runs and their stop
 //! flags), [`process`] (spawn and process-group signals), [`output`] (line capture and
 //! publishing), [`outcome`] (exit status → state), [`workdir`], [`health`], [`error`],
@@ -38,6 +39,7 @@ pub mod keeper;
 pub mod outcome;
 pub mod output;
 pub mod process;
+pub mod queues;
 pub mod run;
 pub mod runtime;
 pub mod sandbox;

@@ -4,18 +4,20 @@
 //! stores the engine's config in `metis_engine_configs` (persistent, so the API accepts runs
 //! while no instance runs), registers the instance in `metis_engines` (TTL, refreshed every
 //! [`common::nats::HEARTBEAT_INTERVAL`]), creates the durable pull consumer shared by every
-//! instance of this engine name and version, subscribes to its cancel subject and starts the
+//! instance of this engine name and version (for messages of earlier versions) and opens the
+//! per-user queues ([`crate::queues`]), subscribes to its cancel subject and starts the
 //! health server. [`Running::run_until`] consumes runs until the shutdown future resolves.
 //!
-//! **Consuming.** A message is fetched only when a `maxConcurrentRuns` permit is free, one at
-//! a time with a short expiry, so an idle instance never holds messages another instance
-//! could run. Each message is handled in its own task ([`crate::run::handle_message`]).
+//! **Consuming.** A message is claimed only when a `maxConcurrentRuns` permit is free, one at
+//! a time with a no-wait fetch from the user whose turn it is ([`crate::queues`]), so an idle
+//! instance never holds messages another instance could run and one user's backlog never
+//! holds back another user. Each message is handled in its own task ([`crate::run::handle_message`]).
 //!
-//! **Delivery.** Each run's message is on its own subject (`….<run_id>`), delivered at most
+//! **Delivery.** Each run's message is on its own subject (`….<user>.<run_id>`), delivered at most
 //! [`MAX_DELIVER`] times; a message that cannot be handled that often is left to the API's
 //! reconciler, which fails or re-dispatches its run.
 //!
-//! **Shutdown.** Stop fetching (a message delivered to the last pull request goes back to the
+//! **Shutdown.** Stop claiming (a message claimed as the engine stops goes back to the
 //! stream), wait up to `SHUTDOWN_GRACE_MS` for the runs in flight, then SIGKILL the process
 //! groups that remain and record those runs SYSTEM_ERROR, delete the registration, return.
 
@@ -25,22 +27,21 @@ use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use chrono::Utc;
 use common::infra::{Decision, Infra};
 use common::nats;
 use common::{EngineRegistration, FullEngineConfig, State};
-use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::control::{Registry, StopAction};
 use crate::outcome::StopReason;
+use crate::queues::{Claim, ConsumerSettings, Queues};
 use crate::settings::Settings;
 use crate::{Engine, EngineError, cancel, health, process, run};
 
-/// How long one pull request waits for a message.
-const FETCH_EXPIRY: Duration = Duration::from_secs(1);
 /// How long JetStream waits for the ack of a delivered run message before redelivering it.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// After the grace period and SIGKILL, how long runs get to record their result.
@@ -78,7 +79,7 @@ pub struct Shared {
 pub struct Running {
     shared: Arc<Shared>,
     client: async_nats::Client,
-    consumer: PullConsumer,
+    queues: Queues,
     cancel_sub: Option<async_nats::Subscriber>,
     consuming: Arc<AtomicBool>,
     health_task: tokio::task::JoinHandle<()>,
@@ -164,7 +165,23 @@ pub async fn bootstrap(
     .map_err(|e| EngineError::nats("register the engine instance", e))?;
     fail_orphaned_runs(&shared).await;
 
-    let consumer = startup_retry("create the run consumer", || create_consumer(&shared)).await?;
+    let (stream, legacy) =
+        startup_retry("create the run consumer", || create_consumer(&shared)).await?;
+    let spec = &shared.config.engine;
+    let queues = Queues::open(
+        &client,
+        stream,
+        &spec.name,
+        &spec.version,
+        run_prefixes(&shared),
+        legacy,
+        ConsumerSettings {
+            ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
+        },
+    )
+    .await
+    .map_err(|e| EngineError::nats("subscribe to new runs", e))?;
     let cancel_sub = client
         .subscribe(nats::cancel_subject(&shared.engine_id))
         .await
@@ -188,7 +205,7 @@ pub async fn bootstrap(
     Ok(Running {
         shared,
         client,
-        consumer,
+        queues,
         cancel_sub: Some(cancel_sub),
         consuming,
         health_task,
@@ -242,28 +259,39 @@ async fn fail_orphaned_runs(shared: &Shared) {
     }
 }
 
-async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
+/// The engine's subject prefixes, one per workflow type and type version.
+fn run_prefixes(shared: &Shared) -> Vec<String> {
+    let spec = &shared.config.engine;
+    let mut prefixes = Vec::new();
+    for t in &spec.workflow_types {
+        for v in &spec.workflow_type_versions {
+            prefixes.push(nats::run_subject(&spec.name, &spec.version, t, v));
+        }
+    }
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+}
+
+/// The run stream and the consumer shared by every instance, for messages in the layout of
+/// earlier versions (without the user token); the per-user consumers are [`Queues`]'.
+async fn create_consumer(shared: &Shared) -> Result<(Stream, PullConsumer), EngineError> {
     let spec = &shared.config.engine;
     let name = nats::consumer_name(&spec.name, &spec.version);
     let mut subjects = Vec::new();
-    for t in &spec.workflow_types {
-        for v in &spec.workflow_type_versions {
-            let prefix = nats::run_subject(&spec.name, &spec.version, t, v);
-            // `prefix.*` is where runs are published; `prefix` itself is where an API of an
-            // earlier version published them (rolling upgrades).
-            subjects.push(format!("{prefix}.*"));
-            subjects.push(prefix);
-        }
+    for prefix in run_prefixes(shared) {
+        // `prefix.<run_id>` and `prefix` itself are where APIs of earlier versions published
+        // runs (rolling upgrades); `prefix.<user>.<run_id>` is claimed per user.
+        subjects.push(format!("{prefix}.*"));
+        subjects.push(prefix);
     }
-    subjects.sort();
-    subjects.dedup();
     let stream = shared
         .infra
         .js
         .get_stream(nats::RUNS_STREAM)
         .await
         .map_err(|e| EngineError::nats(format!("open stream {}", nats::RUNS_STREAM), e))?;
-    stream
+    let consumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("runs for engine {} {}", spec.name, spec.version)),
@@ -274,7 +302,8 @@ async fn create_consumer(shared: &Shared) -> Result<PullConsumer, EngineError> {
             ..Default::default()
         })
         .await
-        .map_err(|e| EngineError::nats(format!("create consumer {name}"), e))
+        .map_err(|e| EngineError::nats(format!("create consumer {name}"), e))?;
+    Ok((stream, consumer))
 }
 
 /// Whether a NATS error at start-up is one that passes by itself: a JetStream cluster places a
@@ -363,6 +392,7 @@ impl Running {
         let shared = self.shared.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
 
+        let queues = self.queues;
         let cancel_task = match self.cancel_sub.take() {
             Some(sub) => tokio::spawn(cancel::listen(shared.clone(), sub)),
             None => tokio::spawn(async {}),
@@ -378,7 +408,7 @@ impl Running {
         ));
         let consume_task = tokio::spawn(consume(
             shared.clone(),
-            self.consumer.clone(),
+            queues,
             self.consuming.clone(),
             stop_rx,
             self.shutdown_grace,
@@ -462,7 +492,7 @@ async fn heartbeat(
 
 async fn consume(
     shared: Arc<Shared>,
-    consumer: PullConsumer,
+    mut queues: Queues,
     consuming: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
@@ -481,77 +511,55 @@ async fn consume(
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        if *stop.borrow() {
-            break;
-        }
-        let mut batch = match consumer
-            .batch()
-            .max_messages(1)
-            .expires(FETCH_EXPIRY)
-            .messages()
-            .await
-        {
-            Ok(b) => {
-                consuming.store(true, Ordering::SeqCst);
-                if std::mem::take(&mut failing) {
-                    tracing::info!("fetching runs again");
-                }
-                b
-            }
-            Err(e) => {
-                consuming.store(false, Ordering::SeqCst);
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %e, "fetching runs failed; retrying (logged once)");
-                }
-                drop(permit);
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_DELAY) => continue 'fetch,
-                    _ = stop.wait_for(|s| *s) => break 'fetch,
-                }
-            }
-        };
-        let item = tokio::select! {
-            item = batch.next() => Some(item),
-            _ = stop.wait_for(|s| *s) => None,
-        };
-        match item {
-            Some(Some(Ok(msg))) => {
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    run::handle_message(shared, msg).await;
-                    drop(permit);
-                });
-            }
-            Some(Some(Err(e))) => {
-                tracing::warn!(error = %e, "fetching runs returned an error; retrying");
-                drop(permit);
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_DELAY) => {}
-                    _ = stop.wait_for(|s| *s) => break 'fetch,
-                }
-            }
-            Some(None) => {}
-            None => {
-                // The pull request may still deliver; give such a message straight back.
-                let drain = tokio::time::timeout(FETCH_EXPIRY + Duration::from_secs(1), async {
-                    while let Some(item) = batch.next().await {
-                        if let Ok(msg) = item {
-                            // On its last delivery, give it up rather than strand it: the
-                            // API's reconciler re-dispatches a QUEUED run without a message.
-                            let last = msg.info().is_ok_and(|i| i.delivered >= MAX_DELIVER);
-                            let kind = if last {
-                                AckKind::Term
-                            } else {
-                                AckKind::Nak(None)
-                            };
-                            let _ = msg.ack_with(kind).await;
-                        }
-                    }
-                });
-                let _ = drain.await;
+        // With a slot free: claim from the queue whose turn it is, or wait for a run.
+        let msg = loop {
+            if *stop.borrow() {
                 break 'fetch;
             }
+            match queues.claim().await {
+                Ok(claim) => {
+                    consuming.store(true, Ordering::SeqCst);
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("fetching runs again");
+                    }
+                    match claim {
+                        Claim::Message(msg) => break msg,
+                        Claim::Empty => tokio::select! {
+                            () = queues.changed() => {}
+                            _ = stop.wait_for(|s| *s) => break 'fetch,
+                        },
+                    }
+                }
+                Err(e) => {
+                    consuming.store(false, Ordering::SeqCst);
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "fetching runs failed; retrying (logged once)");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY_DELAY) => {}
+                        _ = stop.wait_for(|s| *s) => break 'fetch,
+                    }
+                }
+            }
+        };
+        if *stop.borrow() {
+            // Claimed as the engine stops: give it straight back. On its last delivery, give
+            // it up rather than strand it: the API's reconciler re-dispatches a QUEUED run
+            // without a message.
+            let last = msg.info().is_ok_and(|i| i.delivered >= MAX_DELIVER);
+            let kind = if last {
+                AckKind::Term
+            } else {
+                AckKind::Nak(None)
+            };
+            let _ = msg.ack_with(kind).await;
+            break;
         }
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            run::handle_message(shared, *msg).await;
+            drop(permit);
+        });
     }
     consuming.store(false, Ordering::SeqCst);
     drain_runs(&shared, tasks, grace).await;

@@ -11,7 +11,9 @@ use harness::topology::Topology;
 use harness::tree::expect;
 use harness::{Stack, StackOptions};
 
-use crate::support::{DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body};
+use crate::support::{
+    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body, snapshot_body,
+};
 
 async fn cluster_stack(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
     cluster_stack_with(scenario, engines, false).await
@@ -39,19 +41,6 @@ async fn cluster_stack_with(
         },
     )
     .await
-}
-
-/// The body of a committed snapshot (what follows its `---` header).
-fn snapshot_body(name: &str) -> anyhow::Result<String> {
-    let path = test_support::workspace_root()
-        .join("scenarios/snapshots")
-        .join(format!("{name}.snap"));
-    let text = std::fs::read_to_string(&path)?;
-    let body = text
-        .splitn(3, "---\n")
-        .nth(2)
-        .ok_or_else(|| anyhow::anyhow!("{} has no snapshot header", path.display()))?;
-    Ok(body.trim_end().to_owned())
 }
 
 /// **Why it matters.** Production runs a three-server cluster; the topology must never change what

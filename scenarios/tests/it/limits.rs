@@ -5,6 +5,9 @@
 //!
 //! Quotas: past `MAX_UNFINISHED_RUNS_PER_USER`, a user's create is a 429 naming the limit and
 //! the usage; other users are not held back.
+//!
+//! Fairness: one user's backlog does not delay another user's run by more than one run's
+//! slot (`fairness`, and `cluster_fairness` on a three-server cluster).
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use tokio::net::TcpStream;
 use harness::tree::expect;
 use serde_json::json;
 
-use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
+use crate::support::{DEADLINE, check_tree, engine_ids, run_body, snapshot_body, stack};
 
 /// Opens a connection to `url` (`http://host:port`) and sends `bytes`, then keeps it open.
 async fn stall(url: &str, bytes: &[u8]) -> anyhow::Result<TcpStream> {
@@ -151,3 +154,135 @@ async fn quota_unfinished_runs() -> anyhow::Result<()> {
     .await
 }
 // ANCHOR_END: quota_unfinished_runs
+
+/// Alice fills the engine's one slot and queues two more runs behind it; then bob queues one.
+/// When the slot frees, it is bob's turn, not the next of alice's. Returns the run ids in the
+/// order their processes started.
+async fn fairness_order(s: &mut harness::Stack) -> anyhow::Result<Vec<String>> {
+    let gate = s.gate();
+    let mut gated = run_body("gated.sh");
+    gated["workflow_params"] = json!({"gate": gate.display().to_string()});
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        alice.push(s.client.create_run(&gated).await?);
+    }
+    s.client
+        .wait_for_state(&alice[0], &["RUNNING"], DEADLINE)
+        .await?;
+    let bob = s.client.as_user(Some("bob"));
+    let theirs = bob.create_run(&run_body("ok.sh")).await?;
+    assert_eq!(
+        bob.state(&theirs).await?,
+        "QUEUED",
+        "the one slot is alice's"
+    );
+    std::fs::write(&gate, "open")?;
+    let mut started = Vec::new();
+    for (client, run) in alice
+        .iter()
+        .map(|r| (&s.client, r))
+        .chain([(&bob, &theirs)])
+    {
+        client.wait_for_state(run, &["COMPLETE"], DEADLINE).await?;
+        let r = client.get(&format!("/runs/{run}")).await?;
+        let at = r.body["run_log"]["start_time"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .ok_or_else(|| anyhow::anyhow!("run {run} has no start time: {}", r.body))?;
+        started.push((at, run.clone()));
+    }
+    started.sort();
+    let order: Vec<String> = started.into_iter().map(|(_, run)| run).collect();
+    // FIFO would start alice's second run next; the round-robin starts bob's.
+    let expected = [
+        alice[0].clone(),
+        theirs.clone(),
+        alice[1].clone(),
+        alice[2].clone(),
+    ];
+    let name = |run: &String| {
+        if *run == theirs {
+            "bob".to_owned()
+        } else {
+            format!(
+                "alice#{}",
+                alice.iter().position(|a| a == run).unwrap_or(9) + 1
+            )
+        }
+    };
+    assert_eq!(
+        order.iter().map(name).collect::<Vec<_>>(),
+        expected.iter().map(name).collect::<Vec<_>>(),
+        "the order the runs started in"
+    );
+    Ok(order)
+}
+
+/// **Why it matters.** One user's backlog cannot starve another user: each user's runs queue on
+/// a subject of their own, and an engine with a free slot serves the users round-robin, so
+/// bob's one run waits for one slot of alice's, not for her whole backlog.
+///
+/// **If this changes.** `alice#2` before `bob` means dispatch is first come, first served
+/// again (one consumer for everyone); a missing `workflow_run` means a per-user queue was not
+/// claimed at all.
+// ANCHOR: fairness
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fairness() -> anyhow::Result<()> {
+    harness::Stack::start(
+        "fairness",
+        harness::StackOptions {
+            max_concurrent_runs: Some(1),
+            ..harness::StackOptions::default()
+        },
+    )
+    .await?
+    .run(|s| {
+        Box::pin(async move {
+            fairness_order(s).await?;
+            let engines = engine_ids(s).await?;
+            let forest = check_tree(s, "fairness", 4, &engines).await?;
+            expect::span()
+                .named("workflow_run")
+                .times(4)
+                .check(&forest)?;
+            Ok(())
+        })
+    })
+    .await
+}
+// ANCHOR_END: fairness
+
+/// **Why it matters.** Production runs a three-server cluster: the per-user consumers are
+/// replicated like the rest, and the round-robin holds there too.
+///
+/// **If this changes.** The order is the single server's; the tree must equal `fairness`'s,
+/// so a difference means a code path depends on the NATS topology.
+// ANCHOR: cluster_fairness
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_fairness() -> anyhow::Result<()> {
+    harness::Stack::start(
+        "cluster_fairness",
+        harness::StackOptions {
+            max_concurrent_runs: Some(1),
+            nats: Some(harness::topology::Topology::Cluster),
+            ..harness::StackOptions::default()
+        },
+    )
+    .await?
+    .run(|s| {
+        Box::pin(async move {
+            assert_eq!(s.infra.nats_servers(), ["n1", "n2", "n3"]);
+            fairness_order(s).await?;
+            let engines = engine_ids(s).await?;
+            let forest = check_tree(s, "cluster_fairness", 4, &engines).await?;
+            assert_eq!(
+                forest.render().trim_end(),
+                snapshot_body("fairness")?,
+                "the cluster's tree differs from the single server's fairness"
+            );
+            Ok(())
+        })
+    })
+    .await
+}
+// ANCHOR_END: cluster_fairness

@@ -194,3 +194,16 @@ pub async fn wait_for_log(stack: &Stack, run: &str, line: &str) -> anyhow::Resul
     )
     .await
 }
+
+/// The body of a committed snapshot (what follows its `---` header).
+pub fn snapshot_body(name: &str) -> anyhow::Result<String> {
+    let path = test_support::workspace_root()
+        .join("scenarios/snapshots")
+        .join(format!("{name}.snap"));
+    let text = std::fs::read_to_string(&path)?;
+    let body = text
+        .splitn(3, "---\n")
+        .nth(2)
+        .ok_or_else(|| anyhow::anyhow!("{} has no snapshot header", path.display()))?;
+    Ok(body.trim_end().to_owned())
+}

@@ -283,6 +283,7 @@ async fn a_stored_run_whose_message_was_never_published_is_dispatched() -> anyho
     let mut rec = common::RunRecord::queued(id, "alice".into(), request);
     rec.subject = Some(common::nats::run_message_subject(
         &common::nats::run_subject("generic", "1", "SH", "1"),
+        "alice",
         &id,
     ));
     infra.create_run(&rec).await?;

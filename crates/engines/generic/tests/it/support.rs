@@ -174,7 +174,8 @@ impl Bed {
         Ok(id)
     }
 
-    /// Publishes a run message (with a `traceparent` header) and waits for JetStream's ack.
+    /// Publishes a run message (with a `traceparent` header) on its user's subject, as the API
+    /// does, and waits for JetStream's ack.
     pub async fn publish(&self, id: RunId, request: RunRequest) -> Result<()> {
         let msg = RunRequestMessage {
             run_id: id,
@@ -182,8 +183,11 @@ impl Bed {
             user_id: USER.into(),
             trace_id: Some("b7ad6b7169203331".into()),
         };
-        self.publish_on(&id.to_string(), serde_json::to_vec(&msg)?)
-            .await
+        self.publish_on(
+            &format!("{}.{id}", common::nats::user_token(USER)),
+            serde_json::to_vec(&msg)?,
+        )
+        .await
     }
 
     /// Publishes any payload on the generic engine's run subjects (last token `malformed`).
@@ -191,7 +195,8 @@ impl Bed {
         self.publish_on("malformed", payload).await
     }
 
-    /// Publishes any payload on `metis.runs.generic.1.SH.1.<last>`.
+    /// Publishes any payload on `metis.runs.generic.1.SH.1.<last>` (a `<last>` of one token is
+    /// the layout of earlier API versions, without the user: the engine's shared consumer).
     pub async fn publish_on(&self, last: &str, payload: Vec<u8>) -> Result<()> {
         let mut headers = HeaderMap::new();
         headers.insert(nats::TRACEPARENT, TRACEPARENT);
