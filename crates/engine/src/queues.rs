@@ -8,6 +8,10 @@
 //! [`Queues::claim`] asks the users' consumers in least-recently-served order for one message
 //! each until one has one: a user with a backlog of a hundred runs gets the next slot only
 //! if no other user is waiting, so another user's run waits at most for one slot to free up.
+//! A user's last turn is remembered after their queue empties (up to [`REMEMBERED`] users),
+//! so leaving and coming back does not jump the line; a queue whose fetch fails (a consumer
+//! removed, a lost reply: each fetch is bounded by [`FETCH_TIMEOUT`]) goes to the back and
+//! the other users are still served.
 //!
 //! **Why consumers per user.** JetStream has no priority or fair-share delivery within one
 //! consumer: a single consumer delivers in stream order, which is first come, first served.
@@ -46,6 +50,10 @@ use common::nats;
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a user's consumer lives without a fetch before JetStream removes it.
 pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(15 * 60);
+/// How long one no-wait fetch may take before it counts as failed.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many users' last turns are remembered (beyond those with queued runs).
+pub const REMEMBERED: usize = 100_000;
 
 /// One queue: a user's token, or `None` for messages in the layout of earlier versions.
 type Key = Option<String>;
@@ -74,6 +82,8 @@ pub struct Queues {
     /// The subject prefixes this engine runs (`metis.runs.<e>.<v>.<type>.<type_version>`).
     prefixes: Vec<String>,
     settings: ConsumerSettings,
+    /// The shared consumer's config (to create it again if it is removed).
+    legacy: pull::Config,
     consumers: HashMap<Key, PullConsumer>,
     /// Queues that may hold a message.
     pending: HashSet<Key>,
@@ -110,7 +120,7 @@ impl Queues {
         engine: &str,
         version: &str,
         prefixes: Vec<String>,
-        legacy: PullConsumer,
+        legacy: (PullConsumer, pull::Config),
         settings: ConsumerSettings,
     ) -> Result<Self, async_nats::SubscribeError> {
         let mut sub = client
@@ -135,6 +145,7 @@ impl Queues {
                 }
             })
         };
+        let (legacy, legacy_config) = legacy;
         let mut consumers = HashMap::new();
         consumers.insert(None, legacy);
         Ok(Self {
@@ -143,6 +154,7 @@ impl Queues {
             version: version.to_owned(),
             prefixes,
             settings,
+            legacy: legacy_config,
             consumers,
             pending: HashSet::new(),
             served: HashMap::new(),
@@ -154,43 +166,82 @@ impl Queues {
         })
     }
 
-    /// Claims one message, from the least recently served queue that has one.
+    /// Claims one message, from the least recently served queue that has one. A queue whose
+    /// fetch fails goes to the back of the rotation (and its consumer is created again next
+    /// time), and the others are still asked: `Err` only when every queue asked failed.
     pub async fn claim(&mut self) -> Result<Claim, String> {
         if Instant::now() >= self.next_resync {
             self.resync().await?;
         }
         self.take_discovered();
-        loop {
-            let Some(key) = self.next_pending() else {
-                return Ok(Claim::Empty);
-            };
-            let consumer = self.consumer(&key).await?;
-            let fetched = async {
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(1)
-                    .messages()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                batch.next().await.transpose().map_err(|e| e.to_string())
-            }
-            .await;
-            match fetched {
+        let mut order: Vec<Key> = self.pending.iter().cloned().collect();
+        order.sort_by_key(|k| (self.served.get(k).copied().unwrap_or(0), k.clone()));
+        let mut failures = Vec::new();
+        let asked = order.len();
+        for key in order {
+            match self.fetch_one(&key).await {
                 Ok(Some(msg)) => {
-                    self.clock += 1;
-                    self.served.insert(key, self.clock);
+                    self.serve(key);
                     return Ok(Claim::Message(Box::new(msg)));
                 }
                 Ok(None) => {
                     self.pending.remove(&key);
                 }
                 Err(e) => {
-                    // A consumer that expired or was removed is created again next time.
-                    if key.is_some() {
-                        self.consumers.remove(&key);
-                    }
-                    return Err(format!("fetch from {}: {e}", self.describe(&key)));
+                    self.consumers.remove(&key);
+                    self.serve(key);
+                    failures.push(e);
                 }
+            }
+        }
+        if !failures.is_empty() && failures.len() == asked {
+            return Err(failures.join("; "));
+        }
+        for e in failures {
+            tracing::warn!(error = %e, "fetching one user's runs failed; the others were served");
+        }
+        Ok(Claim::Empty)
+    }
+
+    /// One message of `key`'s queue, if it has one; bounded by [`FETCH_TIMEOUT`] (a reply
+    /// lost to a reconnect or a leader change must not stop claiming).
+    async fn fetch_one(&mut self, key: &Key) -> Result<Option<Message>, String> {
+        let consumer = self.consumer(key).await?;
+        let fetch = async {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            batch.next().await.transpose().map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(FETCH_TIMEOUT, fetch).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(format!("fetch from {}: {e}", self.describe(key))),
+            Err(_) => Err(format!(
+                "fetch from {}: no answer within {FETCH_TIMEOUT:?}",
+                self.describe(key)
+            )),
+        }
+    }
+
+    /// Moves `key` to the back of the rotation.
+    fn serve(&mut self, key: Key) {
+        self.clock += 1;
+        self.served.insert(key, self.clock);
+        if self.served.len() > REMEMBERED {
+            // Forget the longest-served half of the users with nothing queued: memory stays
+            // bounded, and a forgotten user was last served before everyone remembered.
+            let mut idle: Vec<(u64, Key)> = self
+                .served
+                .iter()
+                .filter(|(k, _)| !self.pending.contains(*k))
+                .map(|(k, at)| (*at, k.clone()))
+                .collect();
+            idle.sort();
+            for (_, k) in idle.into_iter().take(REMEMBERED / 2) {
+                self.served.remove(&k);
             }
         }
     }
@@ -201,15 +252,6 @@ impl Queues {
             () = self.wake.notified() => {}
             () = tokio::time::sleep_until(self.next_resync) => {}
         }
-    }
-
-    /// The queues that may hold a message, least recently served first (ties: by name, the
-    /// earlier-layout queue first), so the order is the same on every instance.
-    fn next_pending(&self) -> Option<Key> {
-        self.pending
-            .iter()
-            .min_by_key(|k| (self.served.get(*k).copied().unwrap_or(0), (*k).clone()))
-            .cloned()
     }
 
     fn take_discovered(&mut self) {
@@ -244,12 +286,9 @@ impl Queues {
             }
         }
         self.pending.extend(keys);
-        // Forget the users with nothing queued, so the bookkeeping is as large as the set of
-        // users with queued runs (a user who queues again is new: next in turn).
+        // Keep consumers only for queues with queued runs (they are created again on demand).
         let pending = &self.pending;
-        self.served.retain(|k, _| pending.contains(k));
-        self.consumers
-            .retain(|k, _| k.is_none() || pending.contains(k));
+        self.consumers.retain(|k, _| pending.contains(k));
         Ok(())
     }
 
@@ -258,7 +297,15 @@ impl Queues {
             return Ok(c.clone());
         }
         let Some(user) = key else {
-            return Err("the shared consumer is gone".to_owned());
+            let config = self.legacy.clone();
+            let name = config.durable_name.clone().unwrap_or_default();
+            let consumer = self
+                .stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| format!("create consumer {name}: {e}"))?;
+            self.consumers.insert(None, consumer.clone());
+            return Ok(consumer);
         };
         let name = nats::user_consumer_name(&self.engine, &self.version, user);
         let consumer = self

@@ -275,7 +275,9 @@ fn run_prefixes(shared: &Shared) -> Vec<String> {
 
 /// The run stream and the consumer shared by every instance, for messages in the layout of
 /// earlier versions (without the user token); the per-user consumers are [`Queues`]'.
-async fn create_consumer(shared: &Shared) -> Result<(Stream, PullConsumer), EngineError> {
+async fn create_consumer(
+    shared: &Shared,
+) -> Result<(Stream, (PullConsumer, pull::Config)), EngineError> {
     let spec = &shared.config.engine;
     let name = nats::consumer_name(&spec.name, &spec.version);
     let mut subjects = Vec::new();
@@ -291,19 +293,20 @@ async fn create_consumer(shared: &Shared) -> Result<(Stream, PullConsumer), Engi
         .get_stream(nats::RUNS_STREAM)
         .await
         .map_err(|e| EngineError::nats(format!("open stream {}", nats::RUNS_STREAM), e))?;
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("runs for engine {} {}", spec.name, spec.version)),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_deliver: MAX_DELIVER,
+        filter_subjects: subjects,
+        ..Default::default()
+    };
     let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("runs for engine {} {}", spec.name, spec.version)),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
-            max_deliver: MAX_DELIVER,
-            filter_subjects: subjects,
-            ..Default::default()
-        })
+        .create_consumer(config.clone())
         .await
         .map_err(|e| EngineError::nats(format!("create consumer {name}"), e))?;
-    Ok((stream, consumer))
+    Ok((stream, (consumer, config)))
 }
 
 /// Whether a NATS error at start-up is one that passes by itself: a JetStream cluster places a
@@ -516,7 +519,11 @@ async fn consume(
             if *stop.borrow() {
                 break 'fetch;
             }
-            match queues.claim().await {
+            let claimed = tokio::select! {
+                c = queues.claim() => c,
+                _ = stop.wait_for(|s| *s) => break 'fetch,
+            };
+            match claimed {
                 Ok(claim) => {
                     consuming.store(true, Ordering::SeqCst);
                     if std::mem::take(&mut failing) {
