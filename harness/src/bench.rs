@@ -8,8 +8,9 @@
 //!    queryable, (b) the `fake-opentelemetry-collector` crate's server (drained concurrently),
 //!    and (c) a tonic `TraceService` that only decodes and counts — the practical limit — side
 //!    by side in one run; then (a) and (c) again with every export gzip-compressed.
-//! 3. **The service** ([`crate::bench_runs`]): `GET /runs` against history, `POST /runs`
-//!    throughput against its floor, and how long crashes take to be repaired.
+//! 3. **The service** ([`crate::bench_runs`]): `GET /runs` against history, O(page) reads (a
+//!    log page of one stream, a state-filtered listing, `/service-info`) at 0 and 100k,
+//!    `POST /runs` throughput against its floor, and how long crashes take to be repaired.
 //! 4. **The contributor's loop**: a cold `just test-e2e` in a fresh clone, the edit-one-file
 //!    loop and an unchanged rerun ([`cold_start`]).
 
@@ -143,7 +144,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,ingest,listing,create,crash,sandbox,cluster,coldstart"
+        default_value = "startup,ingest,listing,reads,create,crash,sandbox,cluster,coldstart"
     )]
     pub only: Vec<String>,
 }
@@ -163,6 +164,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if on("listing") {
         crate::bench_runs::listing_against_history().await?;
+    }
+    if on("reads") {
+        crate::bench_runs::reads_against_volume().await?;
     }
     if on("create") {
         for topology in [Topology::Single, Topology::Cluster] {

@@ -17,6 +17,8 @@
 //!    timings and with the harness's short ones.
 //! 4. **What the sandbox costs a run** ([`sandbox_cost`]): `ok.sh` sandboxed and unsandboxed,
 //!    start-to-first-output and create-to-COMPLETE, side by side.
+//! 5. **O(page) reads** ([`reads_against_volume`]): a one-stream log page, a state-filtered
+//!    listing and `/service-info`, each at 0 and at 100 000 lines or runs.
 
 use std::time::{Duration, Instant};
 
@@ -405,6 +407,171 @@ pub async fn sandbox_cost(runs: usize) -> Result<()> {
             "  ratio        {:>14.2}×    {:>14.2}×",
             a / c.max(0.001),
             b / d.max(0.001)
+        );
+    }
+    Ok(())
+}
+
+/// Publishes `n` messages `payload(i)` on `subject(i)` into JetStream, 256 in flight.
+async fn publish_many(
+    infra: &Infra,
+    n: usize,
+    subject: impl Fn(usize) -> String,
+    payload: impl Fn(usize) -> Vec<u8>,
+) -> Result<()> {
+    let results: Vec<Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (js, subject, payload) = (infra.js.clone(), subject(i), payload(i));
+            async move {
+                js.publish(subject, payload.into()).await?.await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Measurement 5: the reads the limits issue asks to be O(page), each at 0 and at 100 000
+/// lines or runs, side by side (aim: at most 1.5× from 0 to 100k):
+/// - one stderr line (`?stream=stderr&page_size=1`) of a run with that many stdout lines;
+/// - one failed run (`?state=EXECUTOR_ERROR&page_size=1`) of a user with that many completed;
+/// - `GET /service-info` with that many unfinished runs (QUEUED records, indexed, their run
+///   messages waiting for an engine that is not running).
+///
+/// Seeded directly in NATS the way the service stores them.
+pub async fn reads_against_volume() -> Result<()> {
+    const N: usize = 100_000;
+    let s = stack("bench-reads", 0, true).await?;
+    let infra = Infra::ensure(s.infra.nats_endpoint.connect().await?)
+        .await
+        .context("opening the stack's streams")?;
+    let user = s.client.as_user(Some("bench-reads"));
+    let request: RunRequest = serde_json::from_value(body("ok.sh"))?;
+    let line = |stream: common::LogStream, seq: u64, text: String| {
+        serde_json::to_vec(&common::LogLine {
+            seq,
+            stream,
+            line: text,
+            continues: false,
+            time: chrono::Utc::now(),
+        })
+        .unwrap_or_default()
+    };
+    // For each volume: a run with `n` stdout lines then one stderr line, and a user with `n`
+    // completed runs and one failed one.
+    let mut rows = Vec::new();
+    for n in [0, N] {
+        let t = Instant::now();
+        let run = RunId::new();
+        let mut rec = RunRecord::queued(run, "bench-reads".to_owned(), request.clone());
+        rec.state = State::Complete;
+        infra.create_run(&rec).await?;
+        publish_many(
+            &infra,
+            n,
+            |_| nats::logs_subject(&run, common::LogStream::Stdout),
+            |i| line(common::LogStream::Stdout, i as u64, format!("line {i}")),
+        )
+        .await?;
+        infra
+            .js
+            .publish(
+                nats::logs_subject(&run, common::LogStream::Stderr),
+                line(common::LogStream::Stderr, n as u64, "the error".to_owned()).into(),
+            )
+            .await?
+            .await?;
+        let owner = format!("bench-state-{n}");
+        let ids: Vec<RunId> = (0..n).map(|_| RunId::new()).collect();
+        publish_many(
+            &infra,
+            n,
+            |i| nats::user_run_subject(&owner, &ids[i]),
+            |_| Vec::new(),
+        )
+        .await?;
+        publish_many(
+            &infra,
+            n,
+            |i| nats::user_finished_subject(&owner, &ids[i], State::Complete),
+            |_| Vec::new(),
+        )
+        .await?;
+        let failed = RunId::new();
+        let mut rec = RunRecord::queued(failed, owner.clone(), request.clone());
+        rec.state = State::ExecutorError;
+        infra.create_run(&rec).await?;
+        infra
+            .finished(&failed, &owner, State::ExecutorError)
+            .await?;
+        s.timeline.note(format!(
+            "seeded {n} log lines and {n} runs in {:.1}s",
+            t.elapsed().as_secs_f64()
+        ));
+        let logs = median_ms(
+            &user,
+            &format!("/runs/{run}/logs?stream=stderr&page_size=1"),
+            20,
+        )
+        .await?;
+        let listing = median_ms(
+            &s.client.as_user(Some(&owner)),
+            "/runs?state=EXECUTOR_ERROR&page_size=1",
+            20,
+        )
+        .await?;
+        rows.push((n, logs, listing));
+    }
+    // Unfinished runs for `/service-info`: 0, then 100k.
+    let info0 = median_ms(&s.client, "/service-info", 20).await?;
+    let t = Instant::now();
+    let queued: Vec<RunId> = (0..N).map(|_| RunId::new()).collect();
+    let prefix = nats::run_subject("floor", "1", "SH", "1");
+    let results: Vec<Result<()>> = futures::stream::iter(queued.iter().copied())
+        .map(|id| {
+            let (infra, request, prefix) = (infra.clone(), request.clone(), prefix.clone());
+            async move {
+                let mut rec = RunRecord::queued(id, "bench-queued".to_owned(), request);
+                let subject = nats::run_message_subject(&prefix, "bench-queued", &id);
+                rec.subject = Some(subject.clone());
+                infra.create_run(&rec).await?;
+                infra
+                    .js
+                    .publish(subject, bytes::Bytes::new())
+                    .await?
+                    .await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    s.timeline.note(format!(
+        "seeded {N} queued runs in {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
+    let info_n = median_ms(&s.client, "/service-info", 20).await?;
+
+    println!("O(page) reads (local backend, release build; median of 20 requests, ms):");
+    println!(
+        "  volume  | one stderr line after N stdout lines | one failed run among N completed | GET /service-info with N unfinished runs"
+    );
+    let info = [info0, info_n];
+    for (k, (n, logs, listing)) in rows.iter().enumerate() {
+        println!(
+            "  {n:>7} | {logs:>36.2} | {listing:>32.2} | {:>40.2}",
+            info[k]
+        );
+    }
+    if let [(_, l0, s0), (_, ln, sn)] = rows.as_slice() {
+        println!(
+            "  ratio 100k/0: log page {:.2}, state listing {:.2}, service-info {:.2} (aim: at most 1.5)",
+            ln / l0,
+            sn / s0,
+            info_n / info0
         );
     }
     Ok(())

@@ -8,7 +8,7 @@
 //! Modules: [`auth`] (bearer tokens), [`config`] (environment), [`error`] (the JSON error body), [`extract`] (request
 //! extractors with clear 4xx errors), [`routes`] (handlers and router), [`service`] (the
 //! traced create and cancel operations), [`logs`] (reading captured output), [`reaper`],
-//! [`openapi`], [`http_trace`] (the HTTP server span), [`server`] (serving with header, body and
+//! [`openapi`], [`request_schema`] (the engines' rules in the OpenAPI document), [`http_trace`] (the HTTP server span), [`server`] (serving with header, body and
 //! shutdown deadlines).
 
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod http_trace;
 pub mod logs;
 pub mod openapi;
 pub mod reaper;
+pub mod request_schema;
 pub mod routes;
 pub mod server;
 pub mod service;
@@ -51,6 +52,33 @@ pub struct AppState {
     pub dispatching: Dispatching,
     /// Serialises one user's quota check with the create that follows it (in this process).
     pub quota_locks: QuotaLocks,
+    /// Unfinished runs by state, as the reaper's last pass counted them.
+    pub active_counts: ActiveCounts,
+}
+
+/// Unfinished runs by state, as the reaper's last pass counted them (it reads every
+/// unfinished record anyway): `/service-info` answers from here, so a request costs the same
+/// however many runs there are; the counts are at most `REAPER_INTERVAL_MS` old.
+#[derive(Clone, Default)]
+pub struct ActiveCounts(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl ActiveCounts {
+    /// The counts of the last pass (empty before the first).
+    #[must_use]
+    pub fn get(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the counts.
+    pub fn set(&self, counts: std::collections::BTreeMap<String, u64>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+    }
 }
 
 /// Striped locks, a user hashed to one of [`QuotaLocks::STRIPES`]: a user's creates check the
@@ -198,6 +226,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth: Arc::new(config.auth.clone()),
         dispatching: Dispatching::default(),
         quota_locks: QuotaLocks::default(),
+        active_counts: ActiveCounts::default(),
     };
     let watcher = {
         let (cache, infra) = (state.configs.clone(), state.infra.clone());

@@ -1,8 +1,14 @@
 //! Reading a run's captured output back from the `METIS_LOGS` stream.
 //!
-//! Lines are stored one message each on `metis.logs.<run_id>`, in the order the engine read
-//! them. A page is read from the stream's leader ("next message on this subject at or after
-//! sequence N"), so a page token is simply the next stream sequence to read.
+//! Lines are stored one message each on `metis.logs.<run_id>.<stdout|stderr>`, in the order
+//! the engine read them. A page is read from the stream's leader ("next message on this
+//! subject, or these subjects, at or after sequence N"), so a page token is simply the next
+//! stream sequence to read, and a page costs one read per line it returns: a page of one
+//! stream is read by its subject, never by skipping the other stream's lines.
+//!
+//! Engines of earlier versions published all of a run's lines on `metis.logs.<run_id>`; a
+//! run with no line in the new layout is read from there (filtering by stream line by line,
+//! as those versions did).
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use common::{LogLine, LogStream, RunId};
@@ -29,7 +35,28 @@ pub async fn read(
         .get_stream_no_info(common::nats::LOGS_STREAM)
         .await
         .map_err(ApiError::unavailable)?;
-    let subject = common::nats::logs_subject(run_id);
+    let subject = match only {
+        Some(s) => common::nats::logs_subject(run_id, s),
+        None => common::nats::logs_filter(run_id),
+    };
+    let page = read_subject(&stream, run_id, &subject, start, page_size, None).await?;
+    if !page.lines.is_empty() || page.next.is_some() {
+        return Ok(page);
+    }
+    let legacy = common::nats::legacy_logs_subject(run_id);
+    read_subject(&stream, run_id, &legacy, start, page_size, only).await
+}
+
+/// Reads up to `page_size` lines of `subject` (a subject or a filter) from stream sequence
+/// `start`, keeping only the lines of `only` when given.
+async fn read_subject(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    run_id: &RunId,
+    subject: &str,
+    start: u64,
+    page_size: usize,
+    only: Option<LogStream>,
+) -> Result<Page, ApiError> {
     let mut lines = Vec::new();
     let mut seq = start.max(1);
     loop {
@@ -46,7 +73,7 @@ pub async fn read(
             match stream
                 .raw_message_builder()
                 .sequence(seq)
-                .next_by_subject(subject.clone())
+                .next_by_subject(subject.to_owned())
                 .send()
                 .await
             {

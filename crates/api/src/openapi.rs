@@ -6,6 +6,9 @@
 //! - a 503 on every route that reads NATS (storage unavailable);
 //! - `RunRequest` is closed (`additionalProperties: false`: an unknown field is a 400), and a
 //!   `workflow_params` key must be a parameter name (it becomes `--<key>`);
+//! - the rules of the registered engines ([`crate::request_schema`]): engine names and
+//!   versions, workflow types, URL schemes and roots, denied and declared parameters, the
+//!   argument size limits — so a request the document allows is one the API accepts;
 //! - OpenAPI links from the created run to its detail, status, logs and cancel, so a client
 //!   (or schemathesis' stateful phase) can follow create → get → cancel.
 //!
@@ -48,11 +51,39 @@ struct ApiDoc;
 /// The pattern a `workflow_params` key must match (see `common::validate`).
 pub const PARAM_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]*$";
 
-/// The document.
+/// The document, without the rules of any engine.
 #[must_use]
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     contract(&mut doc);
+    doc
+}
+
+/// The document with the rules of the registered engines in `RunRequest`
+/// ([`crate::request_schema`]): what `/openapi.json` serves.
+#[must_use]
+pub fn document_for(specs: &[common::config::EngineSpec]) -> Value {
+    let mut doc = document();
+    let rules = crate::request_schema::rules(specs);
+    let request = &mut doc["components"]["schemas"]["RunRequest"];
+    // The engine's pattern for `workflow_url` replaces the generic one.
+    if let Some(url) = request["properties"]["workflow_url"].as_object_mut() {
+        url.remove("pattern");
+    }
+    if let Some(props) = rules.get("properties").and_then(Value::as_object) {
+        for (name, schema) in props {
+            let target = &mut request["properties"][name];
+            if let (Some(target), Some(schema)) = (target.as_object_mut(), schema.as_object()) {
+                for (k, v) in schema {
+                    target.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    } else if let Some(any) = rules.get("anyOf") {
+        request["anyOf"] = any.clone();
+    } else if let Some(note) = rules.get("description").and_then(Value::as_str) {
+        request["description"] = json!(note);
+    }
     doc
 }
 

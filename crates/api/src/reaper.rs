@@ -169,8 +169,9 @@ async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra
     let mut unlisted = HashMap::new();
     let mut engines: HashMap<String, Liveness> = HashMap::new();
     let mut looked_up = HashSet::new();
+    let mut counts = std::collections::BTreeMap::new();
     for id in ids {
-        if let Err(e) = look_at(
+        match look_at(
             state,
             memory,
             &id,
@@ -179,9 +180,14 @@ async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra
         )
         .await
         {
-            debug!(run_id = %id, error = %e, "reaper: could not look at a run; next pass");
+            Ok(Some(s)) if !s.is_terminal() => *counts.entry(s.to_string()).or_default() += 1,
+            Ok(_) => {}
+            Err(e) => {
+                debug!(run_id = %id, error = %e, "reaper: could not look at a run; next pass");
+            }
         }
     }
+    state.active_counts.set(counts);
     memory.engines.retain(|id, _| looked_up.contains(id));
     memory.undispatched = undispatched;
     memory.missing = missing;
@@ -189,20 +195,23 @@ async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra
     Ok(())
 }
 
+/// Run → (record revision, last heartbeat revision seen, newer heartbeats without it).
+type Unlisted = HashMap<RunId, (u64, u64, u32)>;
 type Next<'a> = (
     &'a mut HashSet<RunId>,
     &'a mut HashSet<RunId>,
-    &'a mut HashMap<RunId, (u64, u64, u32)>,
+    &'a mut Unlisted,
 );
 type Engines<'a> = (&'a mut HashMap<String, Liveness>, &'a mut HashSet<String>);
 
+/// Reads one run's record and repairs what needs it; returns the state the record had.
 async fn look_at(
     state: &AppState,
     memory: &mut Memory,
     id: &RunId,
     (undispatched, missing, unlisted): Next<'_>,
-    (engines, looked_up): Engines<'_>,
-) -> Result<(), String> {
+    engines: Engines<'_>,
+) -> Result<Option<State>, String> {
     let Some((rec, revision)) = state.infra.get_run(id).await.map_err(|e| e.to_string())? else {
         if memory.missing.contains(id) && older_than(id, MISSING_RECORD_AGE) {
             state
@@ -213,12 +222,33 @@ async fn look_at(
         } else {
             missing.insert(*id);
         }
-        return Ok(());
+        return Ok(None);
     };
+    let seen = rec.state;
+    repair(
+        state,
+        memory,
+        id,
+        (&rec, revision),
+        (undispatched, unlisted),
+        engines,
+    )
+    .await?;
+    Ok(Some(seen))
+}
+
+async fn repair(
+    state: &AppState,
+    memory: &mut Memory,
+    id: &RunId,
+    (rec, revision): (&RunRecord, u64),
+    (undispatched, unlisted): (&mut HashSet<RunId>, &mut Unlisted),
+    (engines, looked_up): Engines<'_>,
+) -> Result<(), String> {
     match rec.state {
         s if s.is_terminal() => state
             .infra
-            .finished(id, s)
+            .finished(id, &rec.user_id, s)
             .await
             .map_err(|e| e.to_string())?,
         State::Queued => {
@@ -238,7 +268,7 @@ async fn look_at(
                 return Ok(());
             }
             if memory.undispatched.contains(id) {
-                redispatch(state, &rec).await;
+                redispatch(state, rec).await;
             } else {
                 undispatched.insert(*id);
             }
@@ -271,7 +301,7 @@ async fn look_at(
             };
             if let Some(reason) = reason {
                 unlisted.remove(id);
-                reap(state, &rec, reason).await.map_err(|e| e.to_string())?;
+                reap(state, rec, reason).await.map_err(|e| e.to_string())?;
             }
         }
         _ => {}

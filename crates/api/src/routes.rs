@@ -174,8 +174,22 @@ pub async fn list_runs(
             })
         })
         .transpose()?;
-    // The user's index alone, newest first: other users' history costs nothing here.
-    let ids = state.infra.user_runs(&user).await?;
+    // The user's index alone, newest first: other users' history costs nothing here. A
+    // state filter reads an index of its own, so a page reads the records it returns and at
+    // most the user's unfinished runs (which the quota bounds): those, because a run that
+    // has just ended is indexed under its final state a moment after its record says so.
+    let ids = match filter {
+        None => state.infra.user_runs(&user).await?,
+        Some(s) => {
+            let mut ids = state.infra.unfinished_runs_of(&user).await?;
+            if s.is_terminal() {
+                ids.extend(state.infra.user_runs_in(&user, s).await?);
+            }
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.dedup();
+            ids
+        }
+    };
     let mut runs: Vec<RunRecord> = Vec::new();
     let mut next_page_token = None;
     for id in ids.into_iter().filter(|id| after.is_none_or(|a| *id < a)) {
@@ -427,7 +441,8 @@ pub struct ServiceInfo {
     pub workflow_engine_versions: BTreeMap<String, Versions>,
     /// Registered engines.
     pub engines: Vec<EngineInfo>,
-    /// State → number of runs (all users).
+    /// State → number of runs (all users). Unfinished runs are counted by the reaper's last
+    /// pass, so these are at most `REAPER_INTERVAL_MS` old.
     pub system_state_counts: BTreeMap<String, u64>,
     /// The per-user limits a create may hit (a 429 past them), by the setting that sets them.
     pub limits: BTreeMap<String, u64>,
@@ -491,15 +506,10 @@ pub async fn service_info(
             })
             .collect()
     };
-    // Finished runs are counted as they finish; the others are read from the active index.
+    // Finished runs are counted as they finish (one stream-info call); the unfinished ones
+    // as the reaper's last pass counted them: no request reads a run record here.
     let mut counts = state.infra.finished_counts().await?;
-    for id in state.infra.active_runs().await? {
-        if let Some((r, _)) = state.infra.get_run(&id).await?
-            && !r.state.is_terminal()
-        {
-            *counts.entry(r.state.to_string()).or_default() += 1;
-        }
-    }
+    counts.extend(state.active_counts.get());
     Ok(AxJson(ServiceInfo {
         name: "Metis".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -564,7 +574,11 @@ pub async fn readyz(
     Ok(AxJson(serde_json::json!({"status": "ok"})))
 }
 
-/// The OpenAPI document.
-pub async fn openapi() -> impl IntoResponse {
-    AxJson(crate::openapi::document())
+/// The OpenAPI document, with the rules of the engines registered now (without them while
+/// NATS cannot be read: the document itself stays available).
+pub async fn openapi(AxState(state): AxState<AppState>) -> impl IntoResponse {
+    match crate::service::registered_engines(&state).await {
+        Ok(specs) => AxJson(crate::openapi::document_for(&specs)),
+        Err(_) => AxJson(crate::openapi::document()),
+    }
 }

@@ -181,7 +181,7 @@ async fn create_run_inner(
         for id in unfinished {
             match state.infra.get_run(&id).await? {
                 Some((r, _)) if r.state.is_terminal() => {
-                    let _ = state.infra.finished(&id, r.state).await;
+                    let _ = state.infra.finished(&id, &r.user_id, r.state).await;
                 }
                 // Being created (its index entry comes first), or not yet cleaned up.
                 None | Some(_) => still.push(id),

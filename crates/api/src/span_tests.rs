@@ -52,6 +52,7 @@ async fn app(test: &str) -> (test_support::NatsServer, AppState) {
         configs: ConfigCache::default(),
         dispatching: Dispatching::default(),
         quota_locks: crate::QuotaLocks::default(),
+        active_counts: crate::ActiveCounts::default(),
     };
     (nats, state)
 }

@@ -501,7 +501,7 @@ impl Infra {
                     };
                     if written && !before.is_terminal() && rec.state.is_terminal() {
                         // Best effort: the reconciler repeats it for a terminal run still indexed.
-                        let _ = self.finished(&rec.run_id, rec.state).await;
+                        let _ = self.finished(&rec.run_id, &rec.user_id, rec.state).await;
                     }
                     return Ok(t);
                 }
@@ -513,9 +513,21 @@ impl Infra {
         ))
     }
 
-    /// Counts a run that reached terminal `state` (once per run id within the stream's
-    /// de-duplication window) and removes it from the active index.
-    pub async fn finished(&self, id: &RunId, state: State) -> Result<(), InfraError> {
+    /// Indexes a run that reached terminal `state` under its user and state, counts it (once
+    /// per run id within the stream's de-duplication window) and removes it from the active
+    /// index (last: a run still in the active index is finished again by the reconciler).
+    pub async fn finished(
+        &self,
+        id: &RunId,
+        user_id: &str,
+        state: State,
+    ) -> Result<(), InfraError> {
+        self.js
+            .publish(user_finished_subject(user_id, id, state), Bytes::new())
+            .await
+            .map_err(|e| InfraError::new(format!("indexing run {id} as {state}"), e))?
+            .await
+            .map_err(|e| InfraError::new(format!("indexing run {id} as {state}"), e))?;
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID, id.to_string().as_str());
         self.js
@@ -556,6 +568,25 @@ impl Infra {
             .keys()
             .filter_map(|s| s.rsplit('.').next()?.parse().ok())
             .collect())
+    }
+
+    /// The runs of `user_id` that ended in terminal `state`, newest first (one stream-info
+    /// call over that user's runs in that state; runs that finished before this index existed
+    /// are not in it).
+    pub async fn user_runs_in(
+        &self,
+        user_id: &str,
+        state: State,
+    ) -> Result<Vec<RunId>, InfraError> {
+        let subjects = self
+            .subjects(&self.user_runs, &user_finished_filter(user_id, state))
+            .await?;
+        let mut ids: Vec<RunId> = subjects
+            .keys()
+            .filter_map(|s| s.rsplit('.').nth(1)?.parse().ok())
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
     }
 
     /// Every run of `user_id`, newest first.

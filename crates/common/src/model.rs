@@ -317,6 +317,17 @@ pub enum LogStream {
     Stderr,
 }
 
+impl LogStream {
+    /// `stdout` or `stderr`, as in the API and in the log subjects.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
 impl FromStr for LogStream {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -330,7 +341,7 @@ impl FromStr for LogStream {
     }
 }
 
-/// One captured output line, published on `metis.logs.<run_id>`.
+/// One captured output line, published on `metis.logs.<run_id>.<stream>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LogLine {
     /// Position in the run's combined output, from 0.

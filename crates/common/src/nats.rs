@@ -7,9 +7,9 @@
 //! | `metis_runs` | KV bucket | [`crate::RunRecord`] by run id; every change is a compare-and-set |
 //! | `metis_engine_configs` | KV bucket | the `engine` section of each engine.yaml, by `<name>/<version>` |
 //! | `metis_engines` | KV bucket with TTL | [`crate::EngineRegistration`] by instance id, kept by heartbeats |
-//! | `METIS_LOGS` / `metis.logs.<run_id>` | stream | [`crate::LogLine`], one message per output line |
+//! | `METIS_LOGS` / `metis.logs.<run_id>.<stdout\|stderr>` | stream | [`crate::LogLine`], one message per output line (earlier versions: `metis.logs.<run_id>`) |
 //! | `METIS_ACTIVE` / `metis.active.<user>.<run_id>` | stream, one message per subject | index of the non-terminal runs, by user (a user's unfinished runs are counted without reading a record); purged when a run ends |
-//! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]) |
+//! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` and `….<run_id>.<STATE>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]), and of the terminal state each reached |
 //! | `METIS_FINISHED` / `metis.finished.<STATE>` | stream | one message per run that reached terminal state `<STATE>` (counts) |
 //!
 //! The run id is the last token of a run message's subject, so whether a QUEUED run still has a
@@ -200,6 +200,19 @@ pub fn user_runs_filter(user_id: &str) -> String {
     format!("metis.user_runs.{}.*", user_token(user_id))
 }
 
+/// `metis.user_runs.<user>.<run_id>.<STATE>`: the run reached terminal `<STATE>` (written when
+/// it does), so one user's runs in one terminal state are a subject filter.
+#[must_use]
+pub fn user_finished_subject(user_id: &str, run_id: &crate::RunId, state: crate::State) -> String {
+    format!("metis.user_runs.{}.{run_id}.{state}", user_token(user_id))
+}
+
+/// `metis.user_runs.<user>.*.<STATE>`: one user's runs that ended in `<STATE>`.
+#[must_use]
+pub fn user_finished_filter(user_id: &str, state: crate::State) -> String {
+    format!("metis.user_runs.{}.*.{state}", user_token(user_id))
+}
+
 /// `metis.finished.<STATE>`.
 #[must_use]
 pub fn finished_subject(state: crate::State) -> String {
@@ -247,9 +260,23 @@ pub fn cancel_subject(engine_id: &str) -> String {
     format!("metis.cancel.{}", token(engine_id))
 }
 
-/// `metis.logs.<run_id>`.
+/// `metis.logs.<run_id>.<stream>` (`stdout` or `stderr`): where one run's lines of one output
+/// stream are published, so a page of one stream is read by subject, never by skipping the
+/// other's lines.
 #[must_use]
-pub fn logs_subject(run_id: &crate::RunId) -> String {
+pub fn logs_subject(run_id: &crate::RunId, stream: crate::LogStream) -> String {
+    format!("metis.logs.{run_id}.{}", stream.as_str())
+}
+
+/// `metis.logs.<run_id>.*`: every line of one run, both streams, in the order captured.
+#[must_use]
+pub fn logs_filter(run_id: &crate::RunId) -> String {
+    format!("metis.logs.{run_id}.*")
+}
+
+/// `metis.logs.<run_id>`: where engines of earlier versions published all of a run's lines.
+#[must_use]
+pub fn legacy_logs_subject(run_id: &crate::RunId) -> String {
     format!("metis.logs.{run_id}")
 }
 

@@ -572,6 +572,11 @@ fn checked(p: &ParamSpec, v: &Value) -> Result<Checked, String> {
         ParamType::Int => {
             let n = match v {
                 Value::Number(n) if n.is_i64() => n.as_i64(),
+                // JSON has one number type: `3.0` is the integer 3 (as JSON Schema reads it).
+                Value::Number(n) => n
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64),
                 Value::String(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
             };
@@ -787,6 +792,17 @@ engine:
                 "0.5",
                 "s1",
             ]),
+        );
+        // `4.0` is the integer 4, as JSON Schema reads it; `4.5` is not an integer.
+        check(
+            json!({"sample": "s1", "t": 4.0}),
+            "reject",
+            Ok(&["--threads", "4", "s1"]),
+        );
+        check(
+            json!({"sample": "s1", "t": 4.5}),
+            "reject",
+            Err(("workflow_engine_parameters.t", "expected an integer")),
         );
         check(
             json!({"sample": "s1", "verbose": "false"}),

@@ -1,6 +1,7 @@
 //! Capturing the workflow's output: stdout and stderr are read line by line, concurrently,
 //! numbered with one combined `seq` from 0 in the order read, and published as
-//! [`LogLine`] JSON on `metis.logs.<run_id>` (the `METIS_LOGS` stream).
+//! [`LogLine`] JSON on `metis.logs.<run_id>.<stdout|stderr>` (the `METIS_LOGS` stream), so a
+//! page of one stream is read by subject.
 //!
 //! Publishes are pipelined and their acks awaited in order; [`LogPublisher::finish`] returns
 //! only when every line is stored, so a run is marked terminal only after all of its output
@@ -176,6 +177,7 @@ pub async fn read_lines(
 
 /// A line published and not yet acknowledged.
 struct Pending {
+    stream: LogStream,
     seq: u64,
     payload: bytes::Bytes,
     ack: Option<PublishAckFuture>,
@@ -187,7 +189,7 @@ const RESEND_ATTEMPTS: u32 = 30;
 /// Numbers captured lines and stores them in JetStream, in order.
 pub struct LogPublisher {
     js: jetstream::Context,
-    subject: String,
+    run: RunId,
     run_id: String,
     next_seq: u64,
     pending: VecDeque<Pending>,
@@ -198,13 +200,13 @@ pub struct LogPublisher {
 }
 
 impl LogPublisher {
-    /// A publisher for the run's `metis.logs.<run_id>` subject that stores at most `limit`
+    /// A publisher for the run's `metis.logs.<run_id>.<stream>` subjects that stores at most `limit`
     /// bytes of output.
     #[must_use]
     pub fn new(js: jetstream::Context, run_id: &RunId, limit: u64) -> Self {
         Self {
             js,
-            subject: common::nats::logs_subject(run_id),
+            run: *run_id,
             run_id: run_id.to_string(),
             next_seq: 0,
             pending: VecDeque::new(),
@@ -250,9 +252,10 @@ impl LogPublisher {
         if self.error.is_some() {
             return;
         }
+        let stream = c.stream;
         let msg = LogLine {
             seq,
-            stream: c.stream,
+            stream,
             line: c.line,
             continues: c.continues,
             time: c.time,
@@ -264,8 +267,13 @@ impl LogPublisher {
                 return;
             }
         };
-        let ack = self.send(seq, payload.clone()).await.ok();
-        self.pending.push_back(Pending { seq, payload, ack });
+        let ack = self.send(seq, stream, payload.clone()).await.ok();
+        self.pending.push_back(Pending {
+            stream,
+            seq,
+            payload,
+            ack,
+        });
         if ack_missing(&self.pending) {
             // Keep the order: settle everything before this line goes out again.
             while !self.pending.is_empty() && self.error.is_none() {
@@ -276,14 +284,23 @@ impl LogPublisher {
         }
     }
 
-    async fn send(&self, seq: u64, payload: bytes::Bytes) -> Result<PublishAckFuture, String> {
+    async fn send(
+        &self,
+        seq: u64,
+        stream: LogStream,
+        payload: bytes::Bytes,
+    ) -> Result<PublishAckFuture, String> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             common::nats::MSG_ID,
             format!("{}.{seq}", self.run_id).as_str(),
         );
         self.js
-            .publish_with_headers(self.subject.clone(), headers, payload)
+            .publish_with_headers(
+                common::nats::logs_subject(&self.run, stream),
+                headers,
+                payload,
+            )
             .await
             .map_err(|e| e.to_string())
     }
@@ -298,12 +315,12 @@ impl LogPublisher {
         };
         if let Err(first) = landed {
             // Publish this line and every later one again, in order, each until it lands.
-            let mut todo = vec![(oldest.seq, oldest.payload)];
-            todo.extend(self.pending.drain(..).map(|p| (p.seq, p.payload)));
+            let mut todo = vec![(oldest.seq, oldest.stream, oldest.payload)];
+            todo.extend(self.pending.drain(..).map(|p| (p.seq, p.stream, p.payload)));
             // Outside the run's span: whether a retry happens depends on timing.
             tracing::warn!(parent: None, run_id = %self.run_id, seq = oldest.seq, error = %first, lines = todo.len(), "storing output failed; publishing again");
-            for (seq, payload) in todo {
-                if let Err(e) = self.resend(seq, payload).await {
+            for (seq, stream, payload) in todo {
+                if let Err(e) = self.resend(seq, stream, payload).await {
                     self.error = Some(format!("line {seq}: {e}"));
                     return;
                 }
@@ -311,11 +328,16 @@ impl LogPublisher {
         }
     }
 
-    async fn resend(&self, seq: u64, payload: bytes::Bytes) -> Result<(), String> {
+    async fn resend(
+        &self,
+        seq: u64,
+        stream: LogStream,
+        payload: bytes::Bytes,
+    ) -> Result<(), String> {
         let mut delay = std::time::Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..RESEND_ATTEMPTS {
-            match self.send(seq, payload.clone()).await {
+            match self.send(seq, stream, payload.clone()).await {
                 Ok(ack) => match ack.await {
                     Ok(_) => return Ok(()),
                     Err(e) => last = e.to_string(),

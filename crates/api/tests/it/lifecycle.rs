@@ -361,3 +361,132 @@ pub(crate) async fn long_run(
     .await?;
     Ok((run, test_support::RunProcesses::from_namespace(&ns)?))
 }
+
+/// A rolling upgrade: a run an API of an earlier version queued on
+/// `metis.runs.<…>.<type_version>.<run_id>` (no user token) is still claimed and run, and the
+/// lines an engine of an earlier version stored on `metis.logs.<run_id>` are still read, also
+/// one stream at a time.
+#[tokio::test]
+async fn an_earlier_versions_run_message_and_log_lines_are_still_read() -> anyhow::Result<()> {
+    let mut stack = Stack::start("earlier_layout").await?;
+    stack.start_engine().await?;
+    let script = stack.script("ok.sh", "echo hello")?;
+    let infra = stack.infra().await?;
+    let request: common::RunRequest = serde_json::from_value(body_for(&script))?;
+    let c = stack.client.clone();
+
+    let id = common::RunId::new();
+    let subject = format!(
+        "{}.{id}",
+        common::nats::run_subject("generic", "1", "SH", "1")
+    );
+    let mut rec = common::RunRecord::queued(id, "alice".into(), request.clone());
+    rec.subject = Some(subject.clone());
+    infra.create_run(&rec).await?;
+    let message = common::RunRequestMessage {
+        run_id: id,
+        request: request.clone(),
+        user_id: "alice".into(),
+        trace_id: None,
+    };
+    infra
+        .js
+        .publish(subject, serde_json::to_vec(&message)?.into())
+        .await?
+        .await?;
+    c.wait_for_state(&id.to_string(), &["COMPLETE"], DEADLINE)
+        .await?;
+    assert_eq!(c.log_lines(&id.to_string()).await?, ["stdout: hello"]);
+
+    // A finished run whose lines are in the earlier layout.
+    let old = common::RunId::new();
+    let mut rec = common::RunRecord::queued(old, "alice".into(), request);
+    rec.state = common::State::Complete;
+    infra.create_run(&rec).await?;
+    for (seq, stream, line) in [
+        (0, common::LogStream::Stdout, "out one"),
+        (1, common::LogStream::Stderr, "err one"),
+        (2, common::LogStream::Stdout, "out two"),
+    ] {
+        let line = common::LogLine {
+            seq,
+            stream,
+            line: line.to_owned(),
+            continues: false,
+            time: chrono::Utc::now(),
+        };
+        infra
+            .js
+            .publish(
+                common::nats::legacy_logs_subject(&old),
+                serde_json::to_vec(&line)?.into(),
+            )
+            .await?
+            .await?;
+    }
+    assert_eq!(
+        c.log_lines(&old.to_string()).await?,
+        ["stdout: out one", "stderr: err one", "stdout: out two"]
+    );
+    let only_err = c
+        .get(&format!("/runs/{old}/logs?stream=stderr"))
+        .await?
+        .body;
+    assert_eq!(only_err["lines"][0]["line"], "err one", "{only_err}");
+    assert_eq!(only_err["lines"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+/// `GET /runs?state=<terminal state>` lists the user's runs that ended in it from an index of
+/// their own (newest first, paged), never another user's.
+#[tokio::test]
+async fn listing_by_terminal_state_reads_its_own_index() -> anyhow::Result<()> {
+    let mut stack = Stack::start("listing_by_state").await?;
+    stack.start_engine().await?;
+    let ok = stack.script("ok.sh", "echo ok")?;
+    let fail = stack.script("fail.sh", "exit 3")?;
+    let alice = stack.client.clone();
+    let bob = alice.as_user(Some("bob"));
+    let mut complete = Vec::new();
+    for _ in 0..3 {
+        complete.push(alice.create_run(&body_for(&ok)).await?);
+    }
+    let failed = alice.create_run(&body_for(&fail)).await?;
+    let theirs = bob.create_run(&body_for(&ok)).await?;
+    for run in &complete {
+        alice.wait_for_state(run, &["COMPLETE"], DEADLINE).await?;
+    }
+    alice
+        .wait_for_state(&failed, &["EXECUTOR_ERROR"], DEADLINE)
+        .await?;
+    bob.wait_for_state(&theirs, &["COMPLETE"], DEADLINE).await?;
+
+    let ids = |body: &serde_json::Value| -> Vec<String> {
+        body["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["run_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let page = alice.get("/runs?state=COMPLETE&page_size=2").await?.body;
+    assert_eq!(
+        ids(&page),
+        [complete[2].clone(), complete[1].clone()],
+        "{page}"
+    );
+    let token = page["next_page_token"].as_str().expect("a next page");
+    let rest = alice
+        .get(&format!(
+            "/runs?state=COMPLETE&page_size=2&page_token={token}"
+        ))
+        .await?
+        .body;
+    assert_eq!(ids(&rest), [complete[0].clone()], "{rest}");
+    assert!(rest.get("next_page_token").is_none(), "{rest}");
+    let errors = alice.get("/runs?state=EXECUTOR_ERROR").await?.body;
+    assert_eq!(ids(&errors), [failed], "{errors}");
+    assert_eq!(ids(&bob.get("/runs?state=COMPLETE").await?.body), [theirs]);
+    assert!(ids(&alice.get("/runs?state=CANCELED").await?.body).is_empty());
+    Ok(())
+}

@@ -113,6 +113,30 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
 
     let filtered = alice.get("/runs?state=complete").await?;
     assert_eq!(filtered.body["runs"], json!([]));
+    // An unfinished state is read from the user's unfinished runs, newest first, paged.
+    let queued = alice.get("/runs?state=QUEUED&page_size=2").await?;
+    let got: Vec<&str> = queued.body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "{}", queued.body);
+    let token = queued.body["next_page_token"]
+        .as_str()
+        .expect("a next page");
+    let rest = alice
+        .get(&format!(
+            "/runs?state=QUEUED&page_size=2&page_token={token}"
+        ))
+        .await?;
+    assert_eq!(
+        rest.body["runs"][0]["run_id"],
+        ids[0].as_str(),
+        "{}",
+        rest.body
+    );
+    assert_eq!(rest.body["runs"].as_array().map(Vec::len), Some(1));
 
     for path in [
         format!("/runs/{}", ids[0]),
@@ -134,13 +158,23 @@ async fn listing_paging_isolation_and_service_info() -> anyhow::Result<()> {
     assert_eq!(bob.get(&format!("/runs/{theirs}")).await?.status, 404);
     assert_eq!(bob.get("/runs").await?.body["runs"], json!([]));
 
-    let info = alice.get("/service-info").await?;
-    assert_eq!(
-        info.body["system_state_counts"],
-        json!({"QUEUED": 4}),
-        "{}",
-        info.body
-    );
+    // Unfinished runs are counted by the reaper's passes (every 200 ms here), not per request.
+    let info = test_support::wait_for(
+        "/service-info to count the four queued runs",
+        std::time::Duration::from_secs(10),
+        || async {
+            let info = alice
+                .get("/service-info")
+                .await
+                .map_err(|e| e.to_string())?;
+            if info.body["system_state_counts"] == json!({"QUEUED": 4}) {
+                Ok(info)
+            } else {
+                Err(info.body["system_state_counts"].to_string())
+            }
+        },
+    )
+    .await?;
     assert_eq!(
         info.body["workflow_type_versions"]["SH"]["versions"],
         json!(["1"])

@@ -281,7 +281,7 @@ impl Bed {
         let stream = self.infra.js.get_stream(nats::LOGS_STREAM).await?;
         let consumer = stream
             .create_consumer(pull::Config {
-                filter_subject: nats::logs_subject(&id),
+                filter_subject: nats::logs_filter(&id),
                 ack_policy: AckPolicy::None,
                 ..Default::default()
             })
