@@ -25,6 +25,12 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// Default `MAX_UNFINISHED_RUNS_PER_USER`.
 pub const DEFAULT_MAX_UNFINISHED_PER_USER: u64 = 1000;
+/// Default `MAX_STORED_RUNS_PER_USER`.
+pub const DEFAULT_MAX_STORED_RUNS_PER_USER: u64 = 100_000;
+/// Default `MAX_LOG_BYTES_PER_USER` (10 GiB).
+pub const DEFAULT_MAX_LOG_BYTES_PER_USER: u64 = 10 * 1024 * 1024 * 1024;
+/// Default `RETENTION_MAX_AGE_S` (30 days).
+pub const DEFAULT_RETENTION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default `SHUTDOWN_GRACE_MS`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
 
@@ -49,6 +55,21 @@ pub const SETTINGS: &[Setting] = &[
         name: "MAX_UNFINISHED_RUNS_PER_USER",
         meaning: "how many runs one user may have not yet terminal (queued or running); a create past it is a 429 naming the limit and the user's usage, with `Retry-After`",
         default: || literal(DEFAULT_MAX_UNFINISHED_PER_USER),
+    },
+    Setting {
+        name: "MAX_STORED_RUNS_PER_USER",
+        meaning: "how many runs (any state) one user may have stored; a create past it is a 429 naming the limit and the usage (runs leave with `RETENTION_MAX_AGE_S`)",
+        default: || literal(DEFAULT_MAX_STORED_RUNS_PER_USER),
+    },
+    Setting {
+        name: "MAX_LOG_BYTES_PER_USER",
+        meaning: "how many bytes of output lines one user may have stored; a create past it is a 429 naming the limit and the usage, and a run stores at most what is left of it (then a `[metis] output truncated` line)",
+        default: || literal(DEFAULT_MAX_LOG_BYTES_PER_USER),
+    },
+    Setting {
+        name: "RETENTION_MAX_AGE_S",
+        meaning: "how long a finished run is kept, its record and its output lines together (counted from its creation); older ones are deleted by the API's periodic pass",
+        default: || literal(DEFAULT_RETENTION_MAX_AGE.as_secs()),
     },
     Setting {
         name: "HTTP_HEADER_TIMEOUT_MS",
@@ -101,6 +122,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `MAX_UNFINISHED_RUNS_PER_USER`.
     pub max_unfinished_per_user: u64,
+    /// `MAX_STORED_RUNS_PER_USER`.
+    pub max_stored_runs_per_user: u64,
+    /// `MAX_LOG_BYTES_PER_USER`.
+    pub max_log_bytes_per_user: u64,
+    /// `RETENTION_MAX_AGE_S`.
+    pub retention_max_age: Duration,
 }
 
 impl Config {
@@ -174,6 +201,23 @@ impl Config {
                 ),
             },
         };
+        let whole = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => bail!("{name} must be a whole number, at least 1, got '{v}'"),
+                },
+            }
+        };
+        let max_stored_runs_per_user =
+            whole("MAX_STORED_RUNS_PER_USER", DEFAULT_MAX_STORED_RUNS_PER_USER)?;
+        let max_log_bytes_per_user =
+            whole("MAX_LOG_BYTES_PER_USER", DEFAULT_MAX_LOG_BYTES_PER_USER)?;
+        let retention_max_age = Duration::from_secs(whole(
+            "RETENTION_MAX_AGE_S",
+            DEFAULT_RETENTION_MAX_AGE.as_secs(),
+        )?);
         let reaper_interval = Duration::from_millis(reaper_ms);
         if reaper_interval * 2 > ttl {
             bail!(
@@ -195,6 +239,9 @@ impl Config {
             body_timeout,
             shutdown_grace,
             max_unfinished_per_user,
+            max_stored_runs_per_user,
+            max_log_bytes_per_user,
+            retention_max_age,
         })
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Modules: [`auth`] (bearer tokens), [`config`] (environment), [`error`] (the JSON error body), [`extract`] (request
 //! extractors with clear 4xx errors), [`routes`] (handlers and router), [`service`] (the
-//! traced create and cancel operations), [`logs`] (reading captured output), [`reaper`],
+//! traced create and cancel operations), [`logs`] (reading captured output), [`reaper`], [`retention`] (finished runs leave by age, records and output together),
 //! [`openapi`], [`request_schema`] (the engines' rules in the OpenAPI document), [`http_trace`] (the HTTP server span), [`server`] (serving with header, body and
 //! shutdown deadlines).
 
@@ -20,6 +20,7 @@ pub mod logs;
 pub mod openapi;
 pub mod reaper;
 pub mod request_schema;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -48,6 +48,9 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                     Ok(()) => last_ok = Some(Instant::now()),
                     Err(e) => debug!(error = %e, "reaper pass failed; retrying next interval"),
                 }
+                if let Err(e) = crate::retention::sweep(&state).await {
+                    debug!(error = %e, "retention sweep failed; retrying next interval");
+                }
             }
             _ = stop.changed() => return,
         }
@@ -140,18 +143,6 @@ async fn liveness(
     Ok(Liveness::Alive(Box::new(reg), entry.revision))
 }
 
-/// Whether a run id was minted longer than `age` ago (run ids are UUIDv7).
-fn older_than(id: &RunId, age: Duration) -> bool {
-    let Some(ts) = id.0.get_timestamp() else {
-        return true;
-    };
-    let (secs, nanos) = ts.to_unix();
-    let minted = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
-    std::time::SystemTime::now()
-        .duration_since(minted)
-        .is_ok_and(|d| d > age)
-}
-
 /// One pass. `Err` only when the active index cannot be listed (NATS unreachable); a problem
 /// with one run is logged and the pass goes on with the next.
 async fn pass(state: &AppState, memory: &mut Memory) -> Result<(), common::infra::InfraError> {
@@ -213,7 +204,7 @@ async fn look_at(
     engines: Engines<'_>,
 ) -> Result<Option<State>, String> {
     let Some((rec, revision)) = state.infra.get_run(id).await.map_err(|e| e.to_string())? else {
-        if memory.missing.contains(id) && older_than(id, MISSING_RECORD_AGE) {
+        if memory.missing.contains(id) && crate::retention::older_than(id, MISSING_RECORD_AGE) {
             state
                 .infra
                 .forget_active(id)

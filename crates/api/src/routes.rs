@@ -85,7 +85,7 @@ pub struct RunStatus {
 
 /// Create a run.
 #[utoipa::path(post, path = "/runs", request_body = RunRequest,
-    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 408, description = "the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, description = "the caller has MAX_UNFINISHED_RUNS_PER_USER runs not yet terminal; the body's quota names the limit and the usage, Retry-After says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = RunIdResponse), (status = 400, body = ErrorBody), (status = 408, description = "the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, description = "the caller is at a per-user limit: MAX_UNFINISHED_RUNS_PER_USER runs not yet terminal (with Retry-After), MAX_STORED_RUNS_PER_USER runs stored or MAX_LOG_BYTES_PER_USER bytes of output stored; the body's quota names the limit and the usage", body = ErrorBody)))]
 pub async fn create_run(
     AxState(state): AxState<AppState>,
     UserId(user): UserId,
@@ -328,6 +328,11 @@ pub struct LogsResponse {
     /// Pass as `page_token` for the next page; absent when nothing more is stored yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
+    /// When part or all of the run's output is not here, why: a cap it reached while
+    /// running (`MAX_RUN_OUTPUT_BYTES`, `MAX_LOG_BYTES_PER_USER`, a full log store), or
+    /// lines its record counts that are no longer stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// Get a run's captured output.
@@ -357,11 +362,21 @@ pub async fn get_logs(
                 ))
             })?,
     };
-    load(&state, &user, id).await?;
+    let rec = load(&state, &user, id).await?;
     let page = crate::logs::read(&state.infra.js, &id, start, size, only).await?;
+    let run_log = rec.run_log.unwrap_or_default();
+    let stored = run_log.output_lines.unwrap_or(0);
+    let notice = if start == 1 && only.is_none() && page.lines.is_empty() && stored > 0 {
+        Some(format!(
+            "this run stored {stored} output lines, which are no longer in the log store"
+        ))
+    } else {
+        run_log.output_note
+    };
     Ok(AxJson(LogsResponse {
         lines: page.lines,
         next_page_token: page.next.map(|n| n.to_string()),
+        notice,
     }))
 }
 
@@ -444,15 +459,47 @@ pub struct ServiceInfo {
     /// State → number of runs (all users). Unfinished runs are counted by the reaper's last
     /// pass, so these are at most `REAPER_INTERVAL_MS` old.
     pub system_state_counts: BTreeMap<String, u64>,
-    /// The per-user limits a create may hit (a 429 past them), by the setting that sets them.
+    /// The per-user limits a create may hit (a 429 past them), by the setting that sets them,
+    /// and how long finished runs are kept (`RETENTION_MAX_AGE_S`).
     pub limits: BTreeMap<String, u64>,
+    /// The caller's usage of each per-user limit, when the request carries the caller's
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<BTreeMap<String, u64>>,
 }
 
-/// Service info.
+/// Service info; with the caller's credentials, also the caller's usage of each limit.
 #[utoipa::path(get, path = "/service-info", responses((status = 200, body = ServiceInfo)))]
 pub async fn service_info(
     AxState(state): AxState<AppState>,
+    mut parts: axum::http::request::Parts,
 ) -> Result<AxJson<ServiceInfo>, ApiError> {
+    // Public: without credentials (or with bad ones) the limits alone.
+    let identified = parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+        || parts.headers.contains_key(crate::extract::USER_HEADER);
+    let caller = if identified {
+        <UserId as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        .ok()
+    } else {
+        None
+    };
+    let usage = match caller {
+        Some(UserId(user)) => {
+            let stored = state.infra.usage_of(&user).await?;
+            let unfinished = state.infra.unfinished_runs_of(&user).await?.len() as u64;
+            Some(BTreeMap::from([
+                ("MAX_UNFINISHED_RUNS_PER_USER".to_owned(), unfinished),
+                ("MAX_STORED_RUNS_PER_USER".to_owned(), stored.stored_runs),
+                ("MAX_LOG_BYTES_PER_USER".to_owned(), stored.log_bytes),
+            ]))
+        }
+        None => None,
+    };
     let specs = crate::service::registered_engines(&state).await?;
     let mut instances: Vec<EngineRegistration> = Vec::new();
     for key in state
@@ -518,10 +565,25 @@ pub async fn service_info(
         workflow_engine_versions: versions(engine_versions),
         engines,
         system_state_counts: counts,
-        limits: BTreeMap::from([(
-            "MAX_UNFINISHED_RUNS_PER_USER".to_owned(),
-            state.config.max_unfinished_per_user,
-        )]),
+        limits: BTreeMap::from([
+            (
+                "MAX_UNFINISHED_RUNS_PER_USER".to_owned(),
+                state.config.max_unfinished_per_user,
+            ),
+            (
+                "MAX_STORED_RUNS_PER_USER".to_owned(),
+                state.config.max_stored_runs_per_user,
+            ),
+            (
+                "MAX_LOG_BYTES_PER_USER".to_owned(),
+                state.config.max_log_bytes_per_user,
+            ),
+            (
+                "RETENTION_MAX_AGE_S".to_owned(),
+                state.config.retention_max_age.as_secs(),
+            ),
+        ]),
+        usage,
     }))
 }
 

@@ -203,9 +203,47 @@ async fn create_run_inner(
             QUOTA_RETRY_AFTER_S,
         ));
     }
+    // What the user stores: runs and output bytes (one counter read).
+    let usage = state.infra.usage_of(&user_id).await?;
+    for (name, limit, used, what) in [
+        (
+            "MAX_STORED_RUNS_PER_USER",
+            state.config.max_stored_runs_per_user,
+            usage.stored_runs,
+            "runs stored",
+        ),
+        (
+            "MAX_LOG_BYTES_PER_USER",
+            state.config.max_log_bytes_per_user,
+            usage.log_bytes,
+            "bytes of output stored",
+        ),
+    ] {
+        if used >= limit {
+            // Waiting does not free this (deleting old runs does): no `Retry-After`.
+            return Err(ApiError {
+                retry_after_s: None,
+                ..ApiError::too_many(
+                    format!(
+                        "user {user_id} has {used} {what}, the most {name} allows ({limit}); runs older than RETENTION_MAX_AGE_S ({} s) are deleted",
+                        state.config.retention_max_age.as_secs()
+                    ),
+                    crate::error::Quota {
+                        limit_name: name.to_owned(),
+                        limit,
+                        usage: used,
+                    },
+                    QUOTA_RETRY_AFTER_S,
+                )
+            });
+        }
+    }
     Span::current().record("run_id", field::display(run_id));
     let _dispatching = state.dispatching.start(run_id);
     state.infra.create_run(&record).await?;
+    if let Err(e) = state.infra.add_usage(&user_id, 1, 0).await {
+        warn!(run_id = %run_id, error = %e, "counting the stored run failed; the user's count is one short");
+    }
     drop(quota_guard);
 
     if let Err(e) = dispatch(state, &record, &prefix, &run_id.to_string()).await {
@@ -249,11 +287,23 @@ pub async fn dispatch(
         .subject
         .clone()
         .unwrap_or_else(|| run_message_subject(prefix, &rec.user_id, &rec.run_id));
+    // The run may store what is left of its user's output quota (read now: a re-dispatch
+    // gets what is left then).
+    let max_output_bytes = match state.infra.usage_of(&rec.user_id).await {
+        Ok(u) => Some(
+            state
+                .config
+                .max_log_bytes_per_user
+                .saturating_sub(u.log_bytes),
+        ),
+        Err(_) => None,
+    };
     let message = RunRequestMessage {
         run_id: rec.run_id,
         request: rec.request.clone(),
         user_id: rec.user_id.clone(),
         trace_id: telemetry::propagation::span_id(&Span::current()),
+        max_output_bytes,
     };
     let payload = Bytes::from(serde_json::to_vec(&message).expect("messages serialise"));
     let span = producer_span(prefix);

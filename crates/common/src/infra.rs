@@ -37,12 +37,23 @@ pub const RECORD_RESERVE: usize = 32 * 1024;
 pub const CMD_LIMIT: usize = 16 * 1024;
 /// The most bytes of an `error` text stored in a record.
 pub const ERROR_LIMIT: usize = 4 * 1024;
-/// `METIS_LOGS`: the most bytes kept over all runs (oldest lines are discarded first).
+/// `METIS_LOGS`: the most bytes kept over all runs; past it new lines are refused (a run's
+/// record then says its output was not all stored), never another run's evicted.
 pub const LOGS_MAX_BYTES: i64 = 8 * 1024 * 1024 * 1024;
 /// `METIS_LOGS`: the largest message (one output line is at most 16 KiB, plus its JSON).
 pub const LOGS_MAX_MSG_SIZE: i32 = 64 * 1024;
-/// `METIS_LOGS`: how long lines are kept.
-pub const LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What one user stores, as the quotas count it (`metis_usage`, by user token). Each change
+/// is a compare-and-set: the API counts a run when it stores it, an engine the output bytes
+/// it stored when the run ends, the retention sweep both when it deletes a run. A process
+/// killed between a write and its count leaves the count off by that one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Runs stored (every state).
+    pub stored_runs: u64,
+    /// Bytes of output lines stored.
+    pub log_bytes: u64,
+}
 
 /// A failure talking to JetStream, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +99,8 @@ pub struct Infra {
     pub engine_configs: kv::Store,
     /// `metis_engines`.
     pub engines: kv::Store,
+    /// `metis_usage`.
+    pub usage: kv::Store,
     /// `METIS_RUNS`.
     pub runs_stream: stream::Stream,
     /// `METIS_ACTIVE`.
@@ -276,10 +289,11 @@ impl Infra {
         })
         .await?;
         make(stream::Config {
-            max_age: LOGS_MAX_AGE,
+            // No age limit and no eviction: lines leave with their run (the API's retention
+            // pass); a full stream refuses new lines instead of dropping anyone's old ones.
             max_bytes: LOGS_MAX_BYTES,
             max_message_size: LOGS_MAX_MSG_SIZE,
-            discard: stream::DiscardPolicy::Old,
+            discard: stream::DiscardPolicy::New,
             allow_direct: true,
             ..stream_config(
                 LOGS_STREAM,
@@ -344,12 +358,14 @@ impl Infra {
         let runs = kv(bucket(RUNS_BUCKET, 1, Duration::ZERO)).await?;
         let engine_configs = kv(bucket(ENGINE_CONFIGS_BUCKET, 1, Duration::ZERO)).await?;
         let engines = kv(bucket(ENGINES_BUCKET, 1, ENGINES_BUCKET_MAX_AGE)).await?;
+        let usage = kv(bucket(USAGE_BUCKET, 1, Duration::ZERO)).await?;
         Ok(Self {
             client,
             js,
             runs,
             engine_configs,
             engines,
+            usage,
             runs_stream,
             active,
             user_runs,
@@ -621,6 +637,129 @@ impl Infra {
             .into_iter()
             .filter_map(|(s, n)| Some((s.rsplit('.').next()?.to_owned(), n)))
             .collect())
+    }
+
+    /// Deletes a run for good: its record (a compare-and-set purge against `revision`, so
+    /// of several deleters one wins), then its output lines and its index entries. `Ok(false)`
+    /// when the record changed or was deleted meanwhile (nothing else is touched then).
+    pub async fn delete_run(
+        &self,
+        id: &RunId,
+        user_id: &str,
+        revision: Option<u64>,
+    ) -> Result<bool, InfraError> {
+        if let Err(e) = self
+            .runs
+            .purge_expect_revision(id.to_string(), revision)
+            .await
+        {
+            let text = e.to_string().to_ascii_lowercase();
+            if text.contains("wrong last sequence") {
+                return Ok(false);
+            }
+            return Err(InfraError::new(format!("deleting run {id}"), e));
+        }
+        // The purge leaves a marker; the run leaves no trace in the bucket.
+        let purge = |stream: &stream::Stream, filter: String| {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .purge()
+                    .filter(filter.clone())
+                    .await
+                    .map(drop)
+                    .map_err(|e| InfraError::new(format!("purging {filter}"), e))
+            }
+        };
+        purge(&self.runs.stream, format!("{}{id}", self.runs.prefix)).await?;
+        let logs = self
+            .js
+            .get_stream(LOGS_STREAM)
+            .await
+            .map_err(|e| InfraError::new(format!("opening stream {LOGS_STREAM}"), e))?;
+        purge(&logs, logs_filter(id)).await?;
+        purge(&logs, legacy_logs_subject(id)).await?;
+        self.delete_index_of(id, &user_token(user_id)).await?;
+        Ok(true)
+    }
+
+    /// Removes a run's entries from the user index (`<user>` as its token).
+    pub async fn delete_index_of(&self, id: &RunId, user: &str) -> Result<(), InfraError> {
+        for filter in [
+            format!("metis.user_runs.{user}.{id}"),
+            format!("metis.user_runs.{user}.{id}.*"),
+        ] {
+            self.user_runs
+                .purge()
+                .filter(filter.clone())
+                .await
+                .map_err(|e| InfraError::new(format!("purging {filter}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// What `user_id` stores (zero when nothing was counted yet).
+    pub async fn usage_of(&self, user_id: &str) -> Result<Usage, InfraError> {
+        Ok(self.usage_entry(user_id).await?.0)
+    }
+
+    async fn usage_entry(&self, user_id: &str) -> Result<(Usage, u64), InfraError> {
+        let key = user_token(user_id);
+        let entry = self
+            .usage
+            .entry(&key)
+            .await
+            .map_err(|e| InfraError::new(format!("reading the usage of {key}"), e))?;
+        Ok(match entry {
+            Some(e) if e.operation == kv::Operation::Put => (
+                serde_json::from_slice(&e.value).unwrap_or_default(),
+                e.revision,
+            ),
+            Some(e) => (Usage::default(), e.revision),
+            None => (Usage::default(), 0),
+        })
+    }
+
+    /// Adds `runs` and `bytes` (either may be negative) to `user_id`'s usage, with
+    /// compare-and-set (never below zero).
+    pub async fn add_usage(&self, user_id: &str, runs: i64, bytes: i64) -> Result<(), InfraError> {
+        let key = user_token(user_id);
+        for _ in 0..64 {
+            let (mut usage, revision) = self.usage_entry(user_id).await?;
+            usage.stored_runs = usage.stored_runs.saturating_add_signed(runs);
+            usage.log_bytes = usage.log_bytes.saturating_add_signed(bytes);
+            let body = Bytes::from(serde_json::to_vec(&usage).expect("usage serialises"));
+            let written = if revision == 0 {
+                self.usage.create(&key, body).await.map(drop).map_err(|e| {
+                    (
+                        e.kind() == kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
+                })
+            } else {
+                self.usage
+                    .update(&key, body, revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    })
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err((true, _)) => {}
+                Err((false, e)) => {
+                    return Err(InfraError::new(format!("counting the usage of {key}"), e));
+                }
+            }
+        }
+        Err(InfraError::new(
+            format!("counting the usage of {key}"),
+            "too many concurrent writers",
+        ))
     }
 
     /// Whether a run message for `subject` waits in `METIS_RUNS` (delivered or not, it stays

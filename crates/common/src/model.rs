@@ -227,6 +227,10 @@ pub struct RunRequestMessage {
     /// OpenTelemetry span id (16 hex digits) of the API's `create_run` span.
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// The most output bytes this run may store: what is left of its user's
+    /// `MAX_LOG_BYTES_PER_USER` when it was created (absent: only the engine's own cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// What the API publishes on `metis.cancel.<engine_id>`. Unknown fields are ignored.
@@ -255,6 +259,15 @@ pub struct RunLog {
     /// The signal that ended the process, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// How many output lines were stored (once the run ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lines: Option<u64>,
+    /// How many bytes of output were stored (once the run ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
+    /// Why part of the output was not stored (a cap it reached), when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_note: Option<String>,
 }
 
 /// One run as stored in the `metis_runs` bucket (key = run id).

@@ -5,6 +5,7 @@
 //! | `METIS_RUNS` / `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<user>.<run_id>` | work-queue stream | [`crate::RunRequestMessage`] + `traceparent` and `Nats-Msg-Id` (= run id) headers; one durable consumer per engine and user ([`user_consumer_name`]) claims them fairly |
 //! | `metis.cancel.<engine_id>` | core subject | [`crate::CancelMessage`] + `traceparent` header |
 //! | `metis_runs` | KV bucket | [`crate::RunRecord`] by run id; every change is a compare-and-set |
+//! | `metis_usage` | KV bucket | [`crate::infra::Usage`] by [`user_token`]: the runs and output bytes each user stores |
 //! | `metis_engine_configs` | KV bucket | the `engine` section of each engine.yaml, by `<name>/<version>` |
 //! | `metis_engines` | KV bucket with TTL | [`crate::EngineRegistration`] by instance id, kept by heartbeats |
 //! | `METIS_LOGS` / `metis.logs.<run_id>.<stdout\|stderr>` | stream | [`crate::LogLine`], one message per output line (earlier versions: `metis.logs.<run_id>`) |
@@ -36,6 +37,8 @@ pub const RUNS_BUCKET: &str = "metis_runs";
 pub const ENGINE_CONFIGS_BUCKET: &str = "metis_engine_configs";
 /// Live engine instances.
 pub const ENGINES_BUCKET: &str = "metis_engines";
+/// What each user stores (runs, output bytes), by [`user_token`]: the quotas' counters.
+pub const USAGE_BUCKET: &str = "metis_usage";
 /// How long the `metis_engines` bucket keeps a registration nobody refreshes. Liveness is
 /// decided by the age of the last heartbeat against the API's `ENGINE_TTL_MS`; this only
 /// garbage-collects registrations of instances that are long gone.
@@ -193,6 +196,9 @@ pub fn user_active_filter(user_id: &str) -> String {
 pub fn user_run_subject(user_id: &str, run_id: &crate::RunId) -> String {
     format!("metis.user_runs.{}.{run_id}", user_token(user_id))
 }
+
+/// `metis.user_runs.*.*`: the creation entries of every user's runs (not the state entries).
+pub const USER_RUNS_CREATED: &str = "metis.user_runs.*.*";
 
 /// `metis.user_runs.<user>.*`: every run of one user.
 #[must_use]

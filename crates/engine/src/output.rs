@@ -12,9 +12,12 @@
 //! between two characters (the pieces joined are the line, byte for byte), and every piece but
 //! the last says so (`continues: true`).
 //!
-//! A run stores at most `MAX_RUN_OUTPUT_BYTES` of output (line text, both streams): the line
-//! that would pass the cap is replaced by one stderr line starting with [`TRUNCATED_MARKER`],
-//! and the rest is read (so the process never blocks on a full pipe) but not stored.
+//! A run stores at most `MAX_RUN_OUTPUT_BYTES` of output (line text, both streams), or what is
+//! left of its user's `MAX_LOG_BYTES_PER_USER` when that is less: the line that would pass the
+//! cap is stored as far as it fits (cut between characters), then one stderr line starting
+//! with [`TRUNCATED_MARKER`] names the cap, and the rest is read (so the process never blocks
+//! on a full pipe) but not stored. A full log store (`METIS_LOGS` refuses new lines rather
+//! than evict anyone's) ends the run's stored output the same way, without the marker.
 
 use std::collections::VecDeque;
 
@@ -183,6 +186,13 @@ struct Pending {
     ack: Option<PublishAckFuture>,
 }
 
+/// Whether a publish failed because the log stream is at its size limit (it discards new
+/// messages, never other runs' lines).
+fn storage_full(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("maximum bytes exceeded") || e.contains("maximum messages exceeded")
+}
+
 /// How often a line is published again before the run's output counts as lost.
 const RESEND_ATTEMPTS: u32 = 30;
 
@@ -195,15 +205,35 @@ pub struct LogPublisher {
     pending: VecDeque<Pending>,
     error: Option<String>,
     limit: u64,
+    /// The setting `limit` comes from (named in the marker line).
+    limit_name: &'static str,
     stored_bytes: u64,
     dropped: bool,
+    /// Why part of the output was not stored.
+    note: Option<String>,
+}
+
+/// What a run's output came to, once it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputSummary {
+    /// Lines stored (the marker line included).
+    pub lines: u64,
+    /// Bytes of output stored (of the lines' text).
+    pub bytes: u64,
+    /// Why part of the output was not stored, when it was not.
+    pub note: Option<String>,
 }
 
 impl LogPublisher {
     /// A publisher for the run's `metis.logs.<run_id>.<stream>` subjects that stores at most `limit`
-    /// bytes of output.
+    /// bytes of output (`limit_name`: the setting the limit comes from).
     #[must_use]
-    pub fn new(js: jetstream::Context, run_id: &RunId, limit: u64) -> Self {
+    pub fn new(
+        js: jetstream::Context,
+        run_id: &RunId,
+        limit: u64,
+        limit_name: &'static str,
+    ) -> Self {
         Self {
             js,
             run: *run_id,
@@ -212,8 +242,10 @@ impl LogPublisher {
             pending: VecDeque::new(),
             error: None,
             limit,
+            limit_name,
             stored_bytes: 0,
             dropped: false,
+            note: None,
         }
     }
 
@@ -225,17 +257,35 @@ impl LogPublisher {
         }
         let len = c.line.len() as u64;
         if self.stored_bytes + len > self.limit {
+            // Fill the cap exactly: the part of this line that fits (cut between characters),
+            // then the marker.
+            let room = usize::try_from(self.limit - self.stored_bytes).unwrap_or(usize::MAX);
+            let cut = c.line.floor_char_boundary(room);
+            if cut > 0 {
+                self.stored_bytes += cut as u64;
+                let part = Captured {
+                    stream: c.stream,
+                    line: c.line[..cut].to_owned(),
+                    continues: false,
+                    time: c.time,
+                };
+                self.publish(part).await;
+            }
             self.dropped = true;
             tracing::warn!(
-                limit = self.limit,
+                // i64, so OTLP carries an int (u64 is exported as a string).
+                limit = i64::try_from(self.limit).unwrap_or(i64::MAX),
+                limit_name = self.limit_name,
                 "run output passed the cap; the rest is not stored"
             );
+            let why = format!(
+                "this run printed more than {} bytes ({}); the rest is not stored",
+                self.limit, self.limit_name
+            );
+            self.note = Some(why.clone());
             let marker = Captured {
                 stream: LogStream::Stderr,
-                line: format!(
-                    "{TRUNCATED_MARKER}: this run printed more than {} bytes (MAX_RUN_OUTPUT_BYTES); the rest is not stored",
-                    self.limit
-                ),
+                line: format!("{TRUNCATED_MARKER}: {why}"),
                 continues: false,
                 time: c.time,
             };
@@ -313,6 +363,21 @@ impl LogPublisher {
             Some(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
             None => Err("the publish failed".to_owned()),
         };
+        if let Err(first) = &landed
+            && storage_full(first)
+        {
+            // The log store refuses new lines rather than evicting anyone's (DiscardNew):
+            // this run's output stops here, and its record says so.
+            tracing::warn!(parent: None, run_id = %self.run_id, error = %first, "the log store is full; the rest of the run's output is not stored");
+            self.dropped = true;
+            self.pending.clear();
+            self.note = Some(format!(
+                "the log store ({}) is full; output from line {} on is not stored",
+                common::nats::LOGS_STREAM,
+                oldest.seq
+            ));
+            return;
+        }
         if let Err(first) = landed {
             // Publish this line and every later one again, in order, each until it lands.
             let mut todo = vec![(oldest.seq, oldest.stream, oldest.payload)];
@@ -350,13 +415,17 @@ impl LogPublisher {
         Err(last)
     }
 
-    /// Waits for every ack. `Ok(lines)` when all were stored, else the first failure.
-    pub async fn finish(mut self) -> Result<u64, String> {
+    /// Waits for every ack. The summary when all were stored, else the first failure.
+    pub async fn finish(mut self) -> Result<OutputSummary, String> {
         while !self.pending.is_empty() {
             self.await_oldest().await;
         }
         match self.error {
-            None => Ok(self.next_seq),
+            None => Ok(OutputSummary {
+                lines: self.next_seq,
+                bytes: self.stored_bytes,
+                note: self.note,
+            }),
             Some(e) => Err(e),
         }
     }

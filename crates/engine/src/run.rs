@@ -158,6 +158,7 @@ pub async fn handle_message(shared: Arc<Shared>, msg: jetstream::Message) {
         rec,
         control,
         span: span.clone(),
+        max_output: req.max_output_bytes,
     };
     run.execute().instrument(span).await;
 }
@@ -284,6 +285,8 @@ struct RunTask {
     rec: RunRecord,
     control: Arc<RunControl>,
     span: tracing::Span,
+    /// What is left of the user's output quota (the message's `max_output_bytes`).
+    max_output: Option<u64>,
 }
 
 impl RunTask {
@@ -353,6 +356,20 @@ impl RunTask {
                 Err(e) => {
                     tracing::warn!(parent: None, run_id = %self.id(), path = %workdir.display(), error = %e, "failed to remove the run's workdir")
                 }
+            }
+        }
+        // The user's quota counts what this run stored, before the result is visible: a
+        // client that sees the run ended sees its usage too (best effort, like every count).
+        let stored_bytes = log.output_bytes.unwrap_or(0);
+        if stored_bytes > 0 {
+            let bytes = i64::try_from(stored_bytes).unwrap_or(i64::MAX);
+            if let Err(e) = self
+                .shared
+                .infra
+                .add_usage(&self.rec.user_id, 0, bytes)
+                .await
+            {
+                tracing::warn!(parent: None, run_id = %self.id(), error = %e, "counting the run's output in its user's usage failed");
             }
         }
         let (state, error) = self.finish(state, error, log).await;
@@ -438,9 +455,18 @@ impl RunTask {
         }
 
         phase("running");
-        let publisher =
-            LogPublisher::new(shared.infra.js.clone(), &rec.run_id, shared.max_run_output);
+        // The engine's cap, or what is left of the user's (the API's MAX_LOG_BYTES_PER_USER).
+        let (limit, limit_name) = match self.max_output {
+            Some(left) if left < shared.max_run_output => (left, "MAX_LOG_BYTES_PER_USER"),
+            _ => (shared.max_run_output, "MAX_RUN_OUTPUT_BYTES"),
+        };
+        let publisher = LogPublisher::new(shared.infra.js.clone(), &rec.run_id, limit, limit_name);
         let (exit, logs) = capture(child, pgid, &self.control, shared, publisher).await?;
+        if let Ok(summary) = &logs {
+            log.output_lines = Some(summary.lines);
+            log.output_bytes = Some(summary.bytes);
+            log.output_note.clone_from(&summary.note);
+        }
         drop(guard);
         drop(identity);
         Ok(Produced {
@@ -601,7 +627,7 @@ async fn capture(
     control: &RunControl,
     shared: &Shared,
     mut publisher: LogPublisher,
-) -> Result<(Exit, Result<u64, String>), EngineError> {
+) -> Result<(Exit, Result<crate::output::OutputSummary, String>), EngineError> {
     let keeper = &shared.keeper;
     let (tx, mut rx) = mpsc::channel::<Captured>(256);
     let mut readers = Vec::new();

@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use harness::tree::expect;
 use serde_json::json;
 
-use crate::support::{DEADLINE, check_tree, engine_ids, run_body, snapshot_body, stack};
+use crate::support::{
+    DEADLINE, check_tree, check_tree_of, engine_ids, run_body, snapshot_body, stack,
+};
 
 /// Opens a connection to `url` (`http://host:port`) and sends `bytes`, then keeps it open.
 async fn stall(url: &str, bytes: &[u8]) -> anyhow::Result<TcpStream> {
@@ -286,3 +288,201 @@ async fn cluster_fairness() -> anyhow::Result<()> {
     .await
 }
 // ANCHOR_END: cluster_fairness
+
+/// **Why it matters.** What a user stores is bounded too: past `MAX_STORED_RUNS_PER_USER` runs
+/// or `MAX_LOG_BYTES_PER_USER` bytes of output, a create is a 429 naming the limit and the
+/// usage, and a run stores at most what is left of its user's output quota, then says where it
+/// stopped, in its log and in the log response's `notice`. Nobody else's lines are evicted.
+///
+/// **If this changes.** A third `workflow_run` for alice means the stored-runs quota let it
+/// through; bob's log without the `[metis] output truncated` line means his output was not
+/// capped by his quota; a 429 for carol means one user's usage counted another's.
+// ANCHOR: quota_stored_runs_and_log_bytes
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_stored_runs_and_log_bytes() -> anyhow::Result<()> {
+    harness::Stack::start(
+        "quota_stored_runs_and_log_bytes",
+        harness::StackOptions {
+            api_env: vec![
+                ("MAX_STORED_RUNS_PER_USER", "2".to_owned()),
+                ("MAX_LOG_BYTES_PER_USER", "300".to_owned()),
+            ],
+            ..harness::StackOptions::default()
+        },
+    )
+    .await?
+    .run(|s| {
+        Box::pin(async move {
+            // Alice: two runs stored (finished or not), the third is refused.
+            for _ in 0..2 {
+                let run = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+            }
+            let r = s.client.post("/runs", &run_body("ok.sh")).await?;
+            assert_eq!(r.status, 429, "{}", r.body);
+            assert_eq!(
+                r.body["quota"]["limit_name"], "MAX_STORED_RUNS_PER_USER",
+                "{}",
+                r.body
+            );
+            assert_eq!((&r.body["quota"]["limit"], &r.body["quota"]["usage"]), (&json!(2), &json!(2)));
+            assert!(
+                r.headers.get("retry-after").is_none(),
+                "waiting does not free a stored run: no Retry-After"
+            );
+
+            // Bob: one run printing about 400 bytes stores 300 at most, and says so.
+            let bob = s.client.as_user(Some("bob"));
+            let mut loud = run_body("args.sh");
+            loud["workflow_params"] = json!({
+                "a": "x".repeat(100), "b": "y".repeat(100), "c": "z".repeat(100), "d": "w".repeat(100)
+            });
+            let run = bob.create_run(&loud).await?;
+            bob.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
+            let logs = bob.get(&format!("/runs/{run}/logs")).await?.body;
+            let lines: Vec<&str> = logs["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["line"].as_str())
+                .collect();
+            // The cap is filled exactly: the line that passes it is stored as far as it fits.
+            let stored: usize = lines[..lines.len() - 1].iter().map(|l| l.len()).sum();
+            assert_eq!(stored, 300, "{lines:?}");
+            let last = lines.last().copied().unwrap_or_default();
+            assert!(
+                last.starts_with("[metis] output truncated") && last.contains("MAX_LOG_BYTES_PER_USER"),
+                "{last}"
+            );
+            assert!(
+                logs["notice"].as_str().is_some_and(|n| n.contains("MAX_LOG_BYTES_PER_USER")),
+                "the log response says why output is missing: {logs}"
+            );
+            let r = bob.post("/runs", &run_body("ok.sh")).await?;
+            assert_eq!(r.status, 429, "{}", r.body);
+            assert_eq!(r.body["quota"]["limit_name"], "MAX_LOG_BYTES_PER_USER", "{}", r.body);
+            let info = bob.get("/service-info").await?.body;
+            assert_eq!(info["limits"]["MAX_LOG_BYTES_PER_USER"], 300, "{info}");
+            assert_eq!(info["usage"]["MAX_STORED_RUNS_PER_USER"], 1, "{info}");
+            assert_eq!(info["usage"]["MAX_LOG_BYTES_PER_USER"], json!(stored), "{info}");
+
+            // Carol is held back by nobody's usage but her own.
+            let carol = s.client.as_user(Some("carol"));
+            let theirs = carol.create_run(&run_body("ok.sh")).await?;
+            carol.wait_for_state(&theirs, &["COMPLETE"], DEADLINE).await?;
+
+            let engines = engine_ids(s).await?;
+            let forest = check_tree(s, "quota_stored_runs_and_log_bytes", 6, &engines).await?;
+            expect::span()
+                .named("POST /runs")
+                .with_attr("http.response.status_code", 429)
+                .times(2)
+                .check(&forest)?;
+            expect::span()
+                .named("workflow_run")
+                .times(4)
+                .check(&forest)?;
+            Ok(())
+        })
+    })
+    .await
+}
+// ANCHOR_END: quota_stored_runs_and_log_bytes
+
+/// **Why it matters.** Records and output lines share one retention policy: a finished run
+/// older than `RETENTION_MAX_AGE_S` leaves with its lines, and gives its user's usage back; a
+/// run not yet finished stays, whatever its age.
+///
+/// **If this changes.** Alice's run still readable after the deadline means the sweep does not
+/// run; bob's run gone while gated means retention deleted an unfinished run.
+// ANCHOR: retention_keeps_records_and_logs_together
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_records_and_logs_together() -> anyhow::Result<()> {
+    harness::Stack::start(
+        "retention_keeps_records_and_logs_together",
+        harness::StackOptions {
+            api_env: vec![("RETENTION_MAX_AGE_S", "3".to_owned())],
+            ..harness::StackOptions::default()
+        },
+    )
+    .await?
+    .run(|s| {
+        Box::pin(async move {
+            let bob = s.client.as_user(Some("bob"));
+            let gate = s.gate();
+            let mut gated = run_body("gated.sh");
+            gated["workflow_params"] = json!({"gate": gate.display().to_string()});
+            let waiting = bob.create_run(&gated).await?;
+            bob.wait_for_state(&waiting, &["RUNNING"], DEADLINE).await?;
+            let run = s.client.create_run(&run_body("ok.sh")).await?;
+            s.client
+                .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                .await?;
+            assert!(!s.client.log_lines(&run).await?.is_empty());
+            // Past the age, the finished run goes: record, lines and usage together.
+            test_support::wait_for(
+                "alice's finished run to be deleted by retention",
+                DEADLINE,
+                || async {
+                    let detail = s
+                        .client
+                        .get(&format!("/runs/{run}"))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let logs = s
+                        .client
+                        .get(&format!("/runs/{run}/logs"))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if detail.status == 404 && logs.status == 404 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "GET /runs/{run}: {}, logs: {}",
+                            detail.status, logs.status
+                        ))
+                    }
+                },
+            )
+            .await?;
+            let info = s.client.get("/service-info").await?.body;
+            assert_eq!(info["usage"]["MAX_STORED_RUNS_PER_USER"], 0, "{info}");
+            assert_eq!(info["usage"]["MAX_LOG_BYTES_PER_USER"], 0, "{info}");
+            assert_eq!(s.client.get("/runs").await?.body["runs"], json!([]));
+            // Bob's run is older still, but not finished: it stays, and finishes.
+            assert_eq!(bob.state(&waiting).await?, "RUNNING");
+            std::fs::write(&gate, "open")?;
+            // Once finished it is past the age too: COMPLETE, then gone.
+            test_support::wait_for("bob's run to finish", DEADLINE, || async {
+                let r = bob
+                    .get(&format!("/runs/{waiting}/status"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match (r.status, r.body["state"].as_str()) {
+                    (200, Some("COMPLETE")) | (404, _) => Ok(()),
+                    (status, state) => Err(format!("{status} {state:?}")),
+                }
+            })
+            .await?;
+
+            let engines = engine_ids(s).await?;
+            let forest = check_tree_of(
+                s,
+                "retention_keeps_records_and_logs_together",
+                2,
+                &engines,
+                Some(&[run.as_str(), waiting.as_str()]),
+            )
+            .await?;
+            expect::span()
+                .named("workflow_run")
+                .times(2)
+                .check(&forest)?;
+            Ok(())
+        })
+    })
+    .await
+}
+// ANCHOR_END: retention_keeps_records_and_logs_together

@@ -388,6 +388,7 @@ async fn an_earlier_versions_run_message_and_log_lines_are_still_read() -> anyho
         request: request.clone(),
         user_id: "alice".into(),
         trace_id: None,
+        max_output_bytes: None,
     };
     infra
         .js

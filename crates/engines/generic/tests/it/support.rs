@@ -182,6 +182,7 @@ impl Bed {
             request,
             user_id: USER.into(),
             trace_id: Some("b7ad6b7169203331".into()),
+            max_output_bytes: None,
         };
         self.publish_on(
             &format!("{}.{id}", common::nats::user_token(USER)),
