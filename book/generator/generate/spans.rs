@@ -67,7 +67,7 @@ pub fn generate(registry: &Registry, snapshots: &[Snapshot]) -> Result<(String, 
                     let row = &mut seen[i];
                     row.names.insert(s.name.clone());
                     for (k, v) in &s.attrs {
-                        if spec.attribute(k).is_none() && registry.common(k).is_none() {
+                        if registry.declared(spec, k).is_none() {
                             problems.push(format!(
                                 "snapshot {}: span `{}` carries `{k}`, which the span registry does not declare for it",
                                 snap.name, s.name
@@ -297,6 +297,40 @@ meaning = "One run."
             all.contains("span `delete_run` (metis-api, internal) is not declared"),
             "{all}"
         );
+    }
+
+    /// The e2e lint (and `spantree check`) and the book's span reference apply one rule: on
+    /// one dump, they flag the same undeclared attributes — a semantic-convention one too —
+    /// and pass the same declared ones.
+    #[test]
+    fn the_lint_and_the_book_agree_on_every_attribute() {
+        let dump = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"metis-api"}}]},"scopeSpans":[{"scope":{"name":"metis-api"},"spans":[
+            {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"POST /runs","kind":2,"startTimeUnixNano":"1000","endTimeUnixNano":"5000","status":{},
+             "attributes":[{"key":"http.route","value":{"stringValue":"/runs"}},{"key":"server.address","value":{"stringValue":"metis"}},{"key":"mood","value":{"stringValue":"odd"}}]},
+            {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"00f067aa0ba902b7","parentSpanId":"b7ad6b7169203331","name":"create_run","kind":1,"startTimeUnixNano":"2000","endTimeUnixNano":"4000","status":{},
+             "attributes":[{"key":"run_id","value":{"stringValue":"r1"}},{"key":"target","value":{"stringValue":"api"}}]}
+        ]}]}]}"#;
+        let data = spantree::dump::parse("dump", dump).unwrap();
+        let registry = registry();
+        let lint: BTreeSet<String> = spantree::lint::lint(&data, Some(&registry))
+            .iter()
+            .filter_map(|f| f.problem.split('`').nth(1).map(str::to_owned))
+            .collect();
+        let forest = spantree::SpanForest::from_otlp(&data, &spantree::Options::new()).unwrap();
+        let (_, problems) = generate(&registry, &[snap("dump", &forest.render())]).unwrap();
+        let book: BTreeSet<String> = problems
+            .iter()
+            .filter_map(|p| {
+                p.split("carries `")
+                    .nth(1)?
+                    .split('`')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect();
+        let expected: BTreeSet<String> = ["mood", "server.address"].map(str::to_owned).into();
+        assert_eq!(lint, expected, "the lint's findings");
+        assert_eq!(book, expected, "the book's problems: {problems:?}");
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(30_000);
 pub const DEFAULT_MAX_UNFINISHED_PER_USER: u64 = 1000;
 /// Default `MAX_STORED_RUNS_PER_USER`.
 pub const DEFAULT_MAX_STORED_RUNS_PER_USER: u64 = 100_000;
-/// Default `MAX_LOG_BYTES_PER_USER` (10 GiB).
-pub const DEFAULT_MAX_LOG_BYTES_PER_USER: u64 = 10 * 1024 * 1024 * 1024;
+/// Default `MAX_LOG_BYTES_PER_USER` (2 GiB: a quarter of the whole log store).
+pub const DEFAULT_MAX_LOG_BYTES_PER_USER: u64 = 2 * 1024 * 1024 * 1024;
 /// Default `RETENTION_MAX_AGE_S` (30 days).
 pub const DEFAULT_RETENTION_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default `SHUTDOWN_GRACE_MS`.

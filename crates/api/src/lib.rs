@@ -164,6 +164,20 @@ impl ConfigCache {
             .cloned()
     }
 
+    /// Every config the watch has seen, by engine name and version.
+    #[must_use]
+    pub fn all(&self) -> Vec<common::EngineSpec> {
+        let mut specs: Vec<common::EngineSpec> = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        specs.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        specs
+    }
+
     /// Follows the bucket until the watch ends (re-created by the caller).
     async fn follow(&self, infra: &Infra) -> Result<(), String> {
         use futures::StreamExt;

@@ -38,6 +38,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut memory = Memory::default();
     let mut last_ok: Option<Instant> = None;
+    let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -48,8 +49,14 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                     Ok(()) => last_ok = Some(Instant::now()),
                     Err(e) => debug!(error = %e, "reaper pass failed; retrying next interval"),
                 }
-                if let Err(e) = crate::retention::sweep(&state).await {
-                    debug!(error = %e, "retention sweep failed; retrying next interval");
+                // In a task of its own (one at a time): a long sweep never delays a pass.
+                if sweep.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    let state = state.clone();
+                    sweep = Some(tokio::spawn(async move {
+                        if let Err(e) = crate::retention::sweep(&state).await {
+                            debug!(error = %e, "retention sweep failed; retrying next interval");
+                        }
+                    }));
                 }
             }
             _ = stop.changed() => return,

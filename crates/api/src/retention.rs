@@ -5,8 +5,11 @@
 //! the reaper's pass and reads `METIS_USER_RUNS` from its start: that index is in creation
 //! order and a deleted run's entries are purged, so a sweep reads the expired runs (plus the
 //! old ones not yet finished, which stay) and stops at the first run younger than the
-//! cutoff — never the whole history. Each deletion is a compare-and-set purge of the record:
-//! of several API replicas sweeping side by side, one deletes a run and gives back its usage.
+//! cutoff — never the whole history. A run is deleted once it is older than the age both by
+//! its creation and by its end. Each deletion is a compare-and-set purge of the record: of
+//! several API replicas sweeping side by side, one deletes a run and gives back its usage;
+//! what the deletion's tidying leaves (lines, index entries) is removed by a later pass. The
+//! sweep runs in a task of its own, so a long one never delays the reaper.
 
 use std::time::Duration;
 
@@ -66,8 +69,25 @@ pub async fn sweep(state: &AppState) -> Result<usize, InfraError> {
             // Creation order: every later entry is younger.
             break;
         }
-        match infra.get_run(&id).await? {
-            Some((rec, revision)) if rec.state.is_terminal() => {
+        let found = match infra.get_run(&id).await {
+            Ok(found) => found,
+            Err(e) => {
+                // One unreadable record must not stop retention for everyone.
+                warn!(run_id = %id, error = %e, "retention: could not read a run; next pass");
+                continue;
+            }
+        };
+        let user = msg.subject.split('.').nth(2).unwrap_or_default().to_owned();
+        match found {
+            // Old enough by its creation and by its end (a run that ran for long is kept for
+            // the whole age after it ended).
+            Some((rec, revision))
+                if rec.state.is_terminal()
+                    && chrono::Utc::now()
+                        .signed_duration_since(rec.updated_at)
+                        .to_std()
+                        .is_ok_and(|d| d > age) =>
+            {
                 let bytes = rec
                     .run_log
                     .as_ref()
@@ -88,13 +108,13 @@ pub async fn sweep(state: &AppState) -> Result<usize, InfraError> {
                     }
                 }
             }
-            // Not finished: it stays, whatever its age.
+            // Not finished, or finished a moment ago: it stays.
             Some(_) => {}
             None => {
-                // An index entry without a record (its create died half-way): tidy it away.
-                let user = msg.subject.split('.').nth(2).unwrap_or_default().to_owned();
-                if let Err(e) = infra.delete_index_of(&id, &user).await {
-                    warn!(run_id = %id, error = %e, "removing an expired index entry failed; next pass");
+                // An index entry without a record (its create died half-way, or a deletion's
+                // tidying failed): remove its lines and entries.
+                if let Err(e) = infra.delete_leftovers(&id, &user).await {
+                    warn!(run_id = %id, error = %e, "removing an expired run's leftovers failed; next pass");
                 }
             }
         }

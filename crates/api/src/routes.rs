@@ -639,6 +639,12 @@ pub async fn readyz(
 /// The OpenAPI document, with the rules of the engines registered now (without them while
 /// NATS cannot be read: the document itself stays available).
 pub async fn openapi(AxState(state): AxState<AppState>) -> impl IntoResponse {
+    // From the watched configs (no NATS read per request); the bucket itself only before
+    // the watch has seen any.
+    let cached = state.configs.all();
+    if !cached.is_empty() {
+        return AxJson(crate::openapi::document_for(&cached));
+    }
     match crate::service::registered_engines(&state).await {
         Ok(specs) => AxJson(crate::openapi::document_for(&specs)),
         Err(_) => AxJson(crate::openapi::document()),

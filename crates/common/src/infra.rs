@@ -599,7 +599,7 @@ impl Infra {
             .await?;
         let mut ids: Vec<RunId> = subjects
             .keys()
-            .filter_map(|s| s.rsplit('.').nth(1)?.parse().ok())
+            .filter_map(|s| s.rsplit('.').next()?.parse().ok())
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         Ok(ids)
@@ -659,35 +659,41 @@ impl Infra {
             }
             return Err(InfraError::new(format!("deleting run {id}"), e));
         }
-        // The purge leaves a marker; the run leaves no trace in the bucket.
-        let purge = |stream: &stream::Stream, filter: String| {
-            let stream = stream.clone();
-            async move {
-                stream
-                    .purge()
-                    .filter(filter.clone())
-                    .await
-                    .map(drop)
-                    .map_err(|e| InfraError::new(format!("purging {filter}"), e))
-            }
-        };
-        purge(&self.runs.stream, format!("{}{id}", self.runs.prefix)).await?;
+        // The record is gone: the run is deleted. What follows is tidying (the purge's
+        // marker, the lines, the index entries); what fails of it is left to the next pass,
+        // which finds an index entry without a record ([`Infra::delete_leftovers`]).
+        let marker = format!("{}{id}", self.runs.prefix);
+        if let Err(e) = self.runs.stream.purge().filter(marker).await {
+            tracing::warn!(run_id = %id, error = %e, "removing a deleted run's purge marker failed");
+        }
+        if let Err(e) = self.delete_leftovers(id, &user_token(user_id)).await {
+            tracing::warn!(run_id = %id, error = %e, "removing a deleted run's lines and index entries failed; the next pass does");
+        }
+        Ok(true)
+    }
+
+    /// Removes what is left of a run whose record is gone: its output lines, then its index
+    /// entries (`<user>` as its token; last, so a failure is found again by the next pass).
+    pub async fn delete_leftovers(&self, id: &RunId, user: &str) -> Result<(), InfraError> {
         let logs = self
             .js
             .get_stream(LOGS_STREAM)
             .await
             .map_err(|e| InfraError::new(format!("opening stream {LOGS_STREAM}"), e))?;
-        purge(&logs, logs_filter(id)).await?;
-        purge(&logs, legacy_logs_subject(id)).await?;
-        self.delete_index_of(id, &user_token(user_id)).await?;
-        Ok(true)
+        for filter in [logs_filter(id), legacy_logs_subject(id)] {
+            logs.purge()
+                .filter(filter.clone())
+                .await
+                .map_err(|e| InfraError::new(format!("purging {filter}"), e))?;
+        }
+        self.delete_index_of(id, user).await
     }
 
     /// Removes a run's entries from the user index (`<user>` as its token).
     pub async fn delete_index_of(&self, id: &RunId, user: &str) -> Result<(), InfraError> {
         for filter in [
             format!("metis.user_runs.{user}.{id}"),
-            format!("metis.user_runs.{user}.{id}.*"),
+            format!("metis.user_runs.{user}.*.{id}"),
         ] {
             self.user_runs
                 .purge()

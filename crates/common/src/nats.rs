@@ -10,7 +10,7 @@
 //! | `metis_engines` | KV bucket with TTL | [`crate::EngineRegistration`] by instance id, kept by heartbeats |
 //! | `METIS_LOGS` / `metis.logs.<run_id>.<stdout\|stderr>` | stream | [`crate::LogLine`], one message per output line (earlier versions: `metis.logs.<run_id>`) |
 //! | `METIS_ACTIVE` / `metis.active.<user>.<run_id>` | stream, one message per subject | index of the non-terminal runs, by user (a user's unfinished runs are counted without reading a record); purged when a run ends |
-//! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` and `….<run_id>.<STATE>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]), and of the terminal state each reached |
+//! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` and `metis.user_runs.<user>.<STATE>.<run_id>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]), and of the terminal state each reached |
 //! | `METIS_FINISHED` / `metis.finished.<STATE>` | stream | one message per run that reached terminal state `<STATE>` (counts) |
 //!
 //! The run id is the last token of a run message's subject, so whether a QUEUED run still has a
@@ -206,17 +206,18 @@ pub fn user_runs_filter(user_id: &str) -> String {
     format!("metis.user_runs.{}.*", user_token(user_id))
 }
 
-/// `metis.user_runs.<user>.<run_id>.<STATE>`: the run reached terminal `<STATE>` (written when
-/// it does), so one user's runs in one terminal state are a subject filter.
+/// `metis.user_runs.<user>.<STATE>.<run_id>`: the run reached terminal `<STATE>` (written when
+/// it does), so one user's runs in one terminal state are a subject prefix of their own (the
+/// server finds them without walking the user's other runs).
 #[must_use]
 pub fn user_finished_subject(user_id: &str, run_id: &crate::RunId, state: crate::State) -> String {
-    format!("metis.user_runs.{}.{run_id}.{state}", user_token(user_id))
+    format!("metis.user_runs.{}.{state}.{run_id}", user_token(user_id))
 }
 
-/// `metis.user_runs.<user>.*.<STATE>`: one user's runs that ended in `<STATE>`.
+/// `metis.user_runs.<user>.<STATE>.*`: one user's runs that ended in `<STATE>`.
 #[must_use]
 pub fn user_finished_filter(user_id: &str, state: crate::State) -> String {
-    format!("metis.user_runs.{}.*.{state}", user_token(user_id))
+    format!("metis.user_runs.{}.{state}.*", user_token(user_id))
 }
 
 /// `metis.finished.<STATE>`.

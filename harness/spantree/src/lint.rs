@@ -5,8 +5,10 @@
 //! undeclared spans and missing required attributes are findings.
 //!
 //! It reads the raw OTLP data, before redaction: a placeholder would hide the type.
-//! Without a registry only the convention checks apply (deprecated names, wrong types), so
-//! `spantree check` is useful on anyone's dump.
+//! With a registry, a semantic-convention attribute must be declared too (`semconv = true`):
+//! the lint and the book apply one rule, [`Registry::declared`]. Without a registry only the
+//! convention checks apply (deprecated names, wrong types), so `spantree check` is useful on
+//! anyone's dump.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -102,9 +104,11 @@ pub fn lint(data: &TracesData, registry: Option<&Registry>) -> Vec<Finding> {
                 let key = kv.key.as_str();
                 let actual = kv.value.as_ref().and_then(AttrType::of);
                 let actual_name = actual.map_or("an untyped value", AttrType::name);
-                let declared = spec
-                    .and_then(|s| s.attribute(key))
-                    .or_else(|| registry.and_then(|r| r.common(key)));
+                let declared = match (registry, spec) {
+                    (Some(r), Some(s)) => r.declared(s, key),
+                    (Some(r), None) => r.common(key),
+                    (None, _) => None,
+                };
                 let conv = semconv::lookup(key);
                 let (expected, whose) = match (declared, conv) {
                     // Declared wins: a registry may keep a name the conventions later took.
@@ -115,6 +119,12 @@ pub fn lint(data: &TracesData, registry: Option<&Registry>) -> Vec<Finding> {
                                 "attribute `{key}` is a deprecated semantic-convention attribute ({note})"
                             ));
                             continue;
+                        }
+                        if registry.is_some() && spec.is_some() {
+                            // One rule with the book: the registry declares what a span carries.
+                            add(format!(
+                                "attribute `{key}` is a semantic-convention attribute the registry does not declare for this span (add it with `semconv = true`)"
+                            ));
                         }
                         (c.ty, "the semantic convention gives")
                     }
@@ -180,6 +190,7 @@ meaning = "HTTP server span"
 attributes = [
   { name = "http.request.method", semconv = true, requirement = "required" },
   { name = "http.response.status_code", semconv = true },
+  { name = "url.path", semconv = true },
 ]
 
 [[span]]
@@ -211,6 +222,24 @@ attributes = [{ name = "run_id", type = "string", requirement = "required", mean
         assert_eq!(lint(&d, Some(&registry())), vec![]);
     }
 
+    /// A semantic-convention attribute is declared like any other: the rule the book applies.
+    #[test]
+    fn an_undeclared_convention_attribute_is_a_finding_with_a_registry_only() {
+        let d = otlp(&[span("metis-api", "create_run", 2)
+            .trace(1)
+            .attr("run_id", "r")
+            .attr("server.address", "metis")]);
+        let found = lint(&d, Some(&registry()));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].problem.contains(
+                "`server.address` is a semantic-convention attribute the registry does not declare"
+            ),
+            "{found:?}"
+        );
+        assert_eq!(lint(&d, None), vec![]);
+    }
+
     #[test]
     fn every_kind_of_finding_is_reported_once_with_a_count() {
         let d = otlp(&[
@@ -239,7 +268,7 @@ attributes = [{ name = "run_id", type = "string", requirement = "required", mean
         for want in [
             "metis-api `POST /runs`: attribute `http.method` is a deprecated semantic-convention attribute (Replaced by `http.request.method`.)",
             "metis-api `POST /runs`: attribute `http.response.status_code` is string, but the registry declares int",
-            "metis-api `POST /runs`: attribute `url.path` is int, but the semantic convention gives string",
+            "metis-api `POST /runs`: attribute `url.path` is int, but the registry declares string",
             "metis-api `POST /runs`: required attribute `http.request.method` is missing",
             "metis-api `create_run`: attribute `run_id` is int, but the registry declares string",
             "metis-api `create_run`: attribute `mood` (string) is neither declared in the registry nor a semantic-convention attribute (2 spans)",

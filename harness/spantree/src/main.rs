@@ -7,8 +7,10 @@
 //! spantree diff OLD NEW     # dumps or rendered trees (snapshots); exit 1 when they differ
 //! spantree review DIR [--markdown F] [--html F] [--code D] [--artefacts D] [--link URL]
 //!                           # pending .snap.new files: PR comment and side-by-side page
-//! spantree check FILE [--registry F]   # the tree invariants and the semantic-convention
-//!                                     # lint; exit 1 with the findings
+//! spantree check FILE [--registry F | --no-registry]
+//!                           # the tree invariants and the lint against the semantic
+//!                           # conventions and the span registry (found from the current
+//!                           # folder when not given); exit 1 with the findings
 //! ```
 //!
 //! Exit codes: 0 fine, 1 a difference or a finding, 2 a usage or input error.
@@ -22,7 +24,9 @@ use spantree::{Options, SpanForest};
 #[derive(Parser)]
 #[command(
     name = "spantree",
-    about = "Normalised span trees from OTLP/JSON trace dumps"
+    version,
+    about = "Normalised span trees from OTLP/JSON trace dumps",
+    after_help = "Exit codes: 0 fine; 1 a difference (diff), snapshots to review (review) or a finding (check); 2 a usage or input error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,18 +88,23 @@ enum Command {
     },
     /// Check the tree invariants (no open, orphan, duplicate or malformed spans; references
     /// that resolve) and lint every span against the OpenTelemetry semantic conventions
-    /// (deprecated names, wrong value types) and, with `--registry`, against a span registry
-    /// (undeclared spans and attributes, wrong types, missing required attributes); print the
-    /// findings.
+    /// (deprecated names, wrong value types) and against a span registry (`--registry`, or
+    /// the one found from the current folder: undeclared spans and attributes, wrong types,
+    /// missing required attributes); print the findings.
     Check {
         /// The dump.
         file: String,
         /// Fail unless the dump holds exactly this many traces.
         #[arg(long)]
         expect_traces: Option<usize>,
-        /// A span registry (TOML; Metis's is `crates/telemetry/spans.toml`).
+        /// A span registry (TOML). Default: the nearest `spans.toml` or
+        /// `crates/telemetry/spans.toml` in the current folder or one above it (inside the
+        /// Metis repository: its registry).
         #[arg(long)]
         registry: Option<String>,
+        /// Lint against the semantic conventions only, even where a registry is found.
+        #[arg(long, conflicts_with = "registry")]
+        no_registry: bool,
     },
 }
 
@@ -243,9 +252,21 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             file,
             expect_traces,
             registry,
+            no_registry,
         } => {
-            let registry = registry
-                .map(|r| spantree::registry::Registry::load(std::path::Path::new(&r)))
+            let found = if no_registry {
+                None
+            } else {
+                registry.map(std::path::PathBuf::from).or_else(|| {
+                    let here = std::env::current_dir().ok()?;
+                    spantree::registry::Registry::find_from(&here)
+                })
+            };
+            if let Some(path) = &found {
+                eprintln!("spantree: span registry {}", path.display());
+            }
+            let registry = found
+                .map(|r| spantree::registry::Registry::load(&r))
                 .transpose()
                 .map_err(|e| Usage(e.to_string()))?;
             let data = spantree::dump::parse(source_name(&file), &read(&file)?)

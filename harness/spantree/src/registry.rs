@@ -298,6 +298,26 @@ impl Registry {
         self.common.iter().find(|a| a.name == key)
     }
 
+    /// The one rule every check applies (the e2e lint, `spantree check`, the book): an
+    /// attribute of a span is declared for that span, or common. A semantic-convention
+    /// attribute is no exception — the registry declares it with `semconv = true`, which
+    /// takes the convention's type and meaning.
+    #[must_use]
+    pub fn declared<'a>(&'a self, spec: &'a SpanSpec, key: &str) -> Option<&'a AttributeSpec> {
+        spec.attribute(key).or_else(|| self.common(key))
+    }
+
+    /// The registry `spantree check` uses when given none: the nearest `spans.toml`, or
+    /// `crates/telemetry/spans.toml` (Metis's), in `dir` or a folder above it.
+    #[must_use]
+    pub fn find_from(dir: &Path) -> Option<std::path::PathBuf> {
+        dir.ancestors().find_map(|d| {
+            [d.join("spans.toml"), d.join("crates/telemetry/spans.toml")]
+                .into_iter()
+                .find(|p| p.is_file())
+        })
+    }
+
     /// Checks the field names of one span as `tracing` sees it (for in-process tests, where
     /// no types are known): the span is declared, every field is declared for it (or common),
     /// every required attribute is there. `otel.*` fields are tracing-opentelemetry directives

@@ -135,8 +135,9 @@ fn render_check_and_diff_dumps_of_another_service() {
     let both = text(&spantree(&["render", "--expect-traces", "2", &lines]).stdout);
     assert!(both.contains("trace#2"), "{both}");
 
-    // check: the invariants hold; a dump missing its root has an orphan.
-    let out = spantree(&["check", &three]);
+    // check: the invariants hold; a dump missing its root has an orphan. (`--no-registry`:
+    // inside this repository `check` would find Metis's registry.)
+    let out = spantree(&["check", "--no-registry", &three]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert_eq!(
         text(&out.stdout),
@@ -151,7 +152,8 @@ fn render_check_and_diff_dumps_of_another_service() {
             &format!(
                 "[[span]]\nname = \"GET *\"\nservice = \"checkout-service\"\nkind = \"server\"\nmeaning = \"A request.\"\n\
                  attributes = [{{ name = \"http.request.method\", semconv = true, requirement = \"required\" }}{items}]\n\n\
-                 [[span]]\nname = \"SELECT *\"\nservice = \"checkout-service\"\nkind = \"client\"\nmeaning = \"A query.\"\n"
+                 [[span]]\nname = \"SELECT *\"\nservice = \"checkout-service\"\nkind = \"client\"\nmeaning = \"A query.\"\n\
+                 attributes = [{{ name = \"db.system.name\", semconv = true }}]\n"
             ),
         )
     };
@@ -172,6 +174,26 @@ fn render_check_and_diff_dumps_of_another_service() {
     let right = registry(", { name = \"items\", type = \"int\", meaning = \"n\" }");
     let out = spantree(&["check", &three, "--registry", &right]);
     assert!(out.status.success(), "{}", text(&out.stdout));
+    // Without --registry, the nearest spans.toml above the current folder is the registry.
+    let nested = dir.path().join("project/sub");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::copy(&right, dir.path().join("project/spans.toml")).unwrap();
+    let found = Command::new(env!("CARGO_BIN_EXE_spantree"))
+        .args(["check", &three])
+        .current_dir(&nested)
+        .output()
+        .expect("run spantree");
+    assert!(found.status.success(), "{}", text(&found.stdout));
+    assert!(
+        text(&found.stderr).contains("project/spans.toml")
+            && text(&found.stdout).contains("the registry and the semantic conventions"),
+        "{} {}",
+        text(&found.stderr),
+        text(&found.stdout)
+    );
+    // --version, and the exit codes in --help.
+    assert!(text(&spantree(&["--version"]).stdout).starts_with("spantree "));
+    assert!(text(&spantree(&["--help"]).stdout).contains("Exit codes: 0"));
     let out = spantree(&["check", &three, "--registry", "/nonexistent.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let mut data: serde_json::Value =
