@@ -594,22 +594,17 @@ impl Infra {
         user_id: &str,
         state: State,
     ) -> Result<Vec<RunId>, InfraError> {
-        let subjects = self
-            .subjects(&self.user_runs, &user_finished_filter(user_id, state))
-            .await?;
-        let mut ids: Vec<RunId> = subjects
-            .keys()
-            .filter_map(|s| s.rsplit('.').next()?.parse().ok())
-            .collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(ids)
+        self.user_index(&user_finished_filter(user_id, state)).await
     }
 
     /// Every run of `user_id`, newest first.
     pub async fn user_runs(&self, user_id: &str) -> Result<Vec<RunId>, InfraError> {
-        let subjects = self
-            .subjects(&self.user_runs, &user_runs_filter(user_id))
-            .await?;
+        self.user_index(&user_runs_filter(user_id)).await
+    }
+
+    /// The run ids (the last token) of the user-index subjects matching `filter`, newest first.
+    async fn user_index(&self, filter: &str) -> Result<Vec<RunId>, InfraError> {
+        let subjects = self.subjects(&self.user_runs, filter).await?;
         let mut ids: Vec<RunId> = subjects
             .keys()
             .filter_map(|s| s.rsplit('.').next()?.parse().ok())
