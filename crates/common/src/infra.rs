@@ -706,11 +706,14 @@ impl Infra {
 
     async fn usage_entry(&self, user_id: &str) -> Result<(Usage, u64), InfraError> {
         let key = user_token(user_id);
-        let entry = self
-            .usage
-            .entry(&key)
-            .await
-            .map_err(|e| InfraError::new(format!("reading the usage of {key}"), e))?;
+        // Like every read: a leader change or a lost server is waited out, not a 503.
+        let entry = read_during_failover("reading the usage", || async {
+            self.usage
+                .entry(&key)
+                .await
+                .map_err(|e| InfraError::new(format!("reading the usage of {key}"), e))
+        })
+        .await?;
         Ok(match entry {
             Some(e) if e.operation == kv::Operation::Put => (
                 serde_json::from_slice(&e.value).unwrap_or_default(),
@@ -722,7 +725,7 @@ impl Infra {
     }
 
     /// Adds `runs` and `bytes` (either may be negative) to `user_id`'s usage, with
-    /// compare-and-set (never below zero).
+    /// compare-and-set (never below zero), waiting out a failover.
     pub async fn add_usage(&self, user_id: &str, runs: i64, bytes: i64) -> Result<(), InfraError> {
         let key = user_token(user_id);
         for _ in 0..64 {
@@ -730,31 +733,42 @@ impl Infra {
             usage.stored_runs = usage.stored_runs.saturating_add_signed(runs);
             usage.log_bytes = usage.log_bytes.saturating_add_signed(bytes);
             let body = Bytes::from(serde_json::to_vec(&usage).expect("usage serialises"));
-            let written = if revision == 0 {
-                self.usage.create(&key, body).await.map(drop).map_err(|e| {
-                    (
-                        e.kind() == kv::CreateErrorKind::AlreadyExists,
-                        e.to_string(),
-                    )
-                })
-            } else {
-                self.usage
-                    .update(&key, body, revision)
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    })
-            };
-            match written {
-                Ok(()) => return Ok(()),
-                Err((true, _)) => {}
-                Err((false, e)) => {
-                    return Err(InfraError::new(format!("counting the usage of {key}"), e));
+            // `true`: written; `false`: someone else wrote first (read again).
+            let written = read_during_failover("counting the usage", || {
+                let body = body.clone();
+                let key = key.clone();
+                async move {
+                    let result = if revision == 0 {
+                        self.usage.create(&key, body).await.map(drop).map_err(|e| {
+                            (
+                                e.kind() == kv::CreateErrorKind::AlreadyExists,
+                                e.to_string(),
+                            )
+                        })
+                    } else {
+                        self.usage
+                            .update(&key, body, revision)
+                            .await
+                            .map(drop)
+                            .map_err(|e| {
+                                (
+                                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                                    e.to_string(),
+                                )
+                            })
+                    };
+                    match result {
+                        Ok(()) => Ok(true),
+                        Err((true, _)) => Ok(false),
+                        Err((false, e)) => {
+                            Err(InfraError::new(format!("counting the usage of {key}"), e))
+                        }
+                    }
                 }
+            })
+            .await?;
+            if written {
+                return Ok(());
             }
         }
         Err(InfraError::new(
