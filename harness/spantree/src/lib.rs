@@ -16,7 +16,7 @@
 //! - `model`: the tree types ([`SpanForest`], [`Trace`], [`SpanNode`], [`Value`], ...).
 //! - `normalize`: [`SpanForest::from_otlp`] — the invariants ([`TreeError`]) and **the one
 //!   redaction policy** of the suite, documented rule by rule at the top of
-//!   `harness/spantree/src/normalize.rs`; scenarios add literal replacements through
+//!   `harness/spantree/src/normalize/mod.rs`; scenarios add literal replacements through
 //!   [`Options::redact`].
 //! - `render`: [`SpanForest::render`], the format below.
 //! - [`expect`]: `tracing-mock`-style expectations for what a snapshot says poorly.

@@ -2,7 +2,7 @@
 //! renderer and the expectation API read.
 //!
 //! Everything in here is already redacted and renumbered (see the policy in
-//! `normalize.rs`): strings hold placeholders such as `[run#1]`, aliases such as `span#3`,
+//! `normalize/mod.rs`): strings hold placeholders such as `[run#1]`, aliases such as `span#3`,
 //! references such as `→create_run`. Nothing here carries a raw id, a timestamp or an
 //! arrival order, so two forests built from the same structure compare equal.
 
