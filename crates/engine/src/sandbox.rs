@@ -810,7 +810,7 @@ mod tests {
             &script,
             r#"echo "uid $(id -u)"
 echo "pidns $(readlink /proc/self/ns/pid)"
-setsid sh -c 'sleep 300' metis-sandbox-test-daemon &
+setsid sh -c 'sleep 300; :' metis-sandbox-test-daemon &
 echo "visible $(ls /proc | grep -c '^[0-9]')"
 cat /proc/1/environ >/dev/null 2>&1 && echo 'init environ readable'
 cat "$SECRET" 2>/dev/null && echo 'secret readable'
@@ -874,21 +874,17 @@ echo done
             Some(ns.clone()),
             pid_namespace(i32::try_from(std::process::id()).unwrap())
         );
-        // The daemon died with the run: no process is left in its namespace.
+        // The daemon died with the run. (Found by its mark, not by the namespace's number,
+        // which the kernel may already have given to another test's sandbox.)
         test_support::wait_for(
-            "the sandbox's processes to be gone",
+            "the sandbox's daemon to be gone",
             Duration::from_secs(10),
-            || {
-                let ns = ns.clone();
-                async move {
-                    let left: Vec<i32> = procs()
-                        .filter(|&p| pid_namespace(p).as_deref() == Some(ns.as_str()))
-                        .collect();
-                    if left.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!("{left:?} still in {ns}"))
-                    }
+            || async {
+                let left = test_support::processes_marked("metis-sandbox-test-daemon");
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still alive: {left:?}"))
                 }
             },
         )

@@ -339,10 +339,47 @@ fn processes() -> impl Iterator<Item = (i32, PathBuf)> {
 /// every process the workflow started — detached, double-forked, `setsid` — is in it, and
 /// none is left once the run is over. Dropping it SIGKILLs whatever is still in the namespace,
 /// so a failing test leaves nothing behind.
+///
+/// A namespace's number is reused as soon as the namespace is gone (the kernel hands out the
+/// lowest free one), so the number alone could name another test's run a moment later. The
+/// namespace is therefore anchored to its init (pid 1 inside, identified by host pid and start
+/// time), found when this is made: while the init lives the number is this run's, and once
+/// it is gone the kernel has killed every process of the namespace, so nothing counts as
+/// alive — and nothing of someone else's is ever killed.
 #[derive(Debug)]
 pub struct RunProcesses {
     ns: String,
+    /// The namespace's init as (host pid, start time); `None` when it was already gone.
+    init: Option<(i32, u64)>,
     kill_on_drop: bool,
+}
+
+/// The start time of `/proc/<pid>` (field 22 of `stat`, clock ticks since boot).
+fn start_time(dir: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `/proc/<pid>` is pid 1 of the namespace it is in (the last `NSpid` entry).
+fn is_namespace_init(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|ids| ids.split_whitespace().last())
+            == Some("1")
+    })
+}
+
+/// Whether `/proc/<pid>` is in the PID namespace `ns` and not a zombie.
+fn live_in(dir: &Path, ns: &str) -> bool {
+    let in_ns = std::fs::read_link(dir.join("ns/pid")).is_ok_and(|p| p.to_string_lossy() == ns);
+    in_ns
+        && !std::fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
 }
 
 impl RunProcesses {
@@ -361,9 +398,21 @@ impl RunProcesses {
             ns != own,
             "the run shares this test's PID namespace {own}: it was not sandboxed"
         );
+        let init = processes()
+            .find(|(_, dir)| live_in(dir, ns) && is_namespace_init(dir))
+            .and_then(|(pid, dir)| Some((pid, start_time(&dir)?)));
         Ok(Self {
             ns: ns.to_owned(),
+            init,
             kill_on_drop: true,
+        })
+    }
+
+    /// Whether the namespace's init found at the start is still the same live process.
+    fn init_alive(&self) -> bool {
+        self.init.is_some_and(|(pid, started)| {
+            let dir = PathBuf::from(format!("/proc/{pid}"));
+            live_in(&dir, &self.ns) && start_time(&dir) == Some(started)
         })
     }
 
@@ -406,18 +455,16 @@ impl RunProcesses {
         &self.ns
     }
 
-    /// Live (not zombie) processes in the namespace now, as `pid command line`.
+    /// Live (not zombie) processes in the namespace now, as `pid command line`; none once the
+    /// namespace's init is gone (the kernel has then killed them all).
     #[must_use]
     pub fn alive(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if !self.init_alive() {
+            return out;
+        }
         for (pid, dir) in processes() {
-            let in_ns = std::fs::read_link(dir.join("ns/pid"))
-                .is_ok_and(|p| p.to_string_lossy() == self.ns);
-            let zombie = std::fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            });
-            if in_ns && !zombie {
+            if live_in(&dir, &self.ns) {
                 let cmd = std::fs::read(dir.join("cmdline"))
                     .map(|b| {
                         String::from_utf8_lossy(&b)
