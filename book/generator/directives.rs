@@ -152,7 +152,9 @@ fn expand_one(kind: &str, arg: &str, sources: &Sources) -> Result<String> {
                 .with_context(|| format!("expected `OLD NEW` snapshot names, got `{arg}`"))?;
             let old = Snapshot::load(&sources.snapshots, old.trim())?;
             let new = Snapshot::load(&sources.snapshots, new.trim())?;
-            let changes = spantree::diff::diff(&old.body, &new.body);
+            let changes = spantree::diff::diff(&old.body, &new.body).with_context(|| {
+                format!("comparing the snapshots {} and {}", old.name, new.name)
+            })?;
             let text: String = changes.iter().map(|c| format!("{c}\n")).collect();
             Ok(code_block("text", &text))
         }

@@ -3,10 +3,10 @@
 //! A snapshot is an insta header (`---` … `---`) followed by the tree the harness rendered
 //! (format documented in `harness/spantree/src/lib.rs`). [`Snapshot::load`] strips the header and
 //! keeps the body byte for byte — that is what the book shows — and [`parse_tree`] reads the
-//! body back into a small model ([`Trace`], [`Span`], [`Event`]) for the generators that need
-//! structure: the span table and the timelines. The parser is strict: a line it cannot place
-//! is an error naming the snapshot and the line, so a format change in the harness fails the
-//! book instead of silently drawing nonsense.
+//! body with spantree's own parser ([`spantree::parse`], the one owner of the format) into a
+//! small view ([`Trace`], [`Span`], [`Event`]) for the generators that need structure: the
+//! span table and the timelines. A line the parser cannot place is an error naming the
+//! snapshot and the line, so a format change fails the book instead of drawing nonsense.
 
 use std::path::{Path, PathBuf};
 
@@ -39,22 +39,14 @@ pub struct Span {
     pub service: String,
     /// Span name, e.g. `create_run` or `POST /runs`.
     pub name: String,
-    /// `span#N` when the line carries an alias.
-    pub alias: Option<String>,
     /// `server`, `client`, `producer`, `consumer`; `None` for internal spans.
     pub kind: Option<String>,
     /// `OK`, `!ERROR` or `!ERROR "message"`; `None` when unset.
     pub status: Option<String>,
     /// `key=value` pairs in rendered order (values as rendered, quotes included).
     pub attrs: Vec<(String, String)>,
-    /// The `resource …` line where the service enters the trace, as rendered after `resource `.
-    pub resource: Option<String>,
-    /// The `scope …` line there, as rendered after `scope `.
-    pub scope: Option<String>,
     /// Events, in rendered (time) order.
     pub events: Vec<Event>,
-    /// Link lines, as rendered after `link `.
-    pub links: Vec<String>,
     /// Child spans, in rendered order.
     pub children: Vec<Span>,
 }
@@ -163,308 +155,46 @@ pub fn strip_header(text: &str) -> Result<String> {
     bail!("the insta header is not closed by a second `---`")
 }
 
-/// A parsed line: its depth and what it is.
-enum Line {
-    Span(Span),
-    Resource(String),
-    Scope(String),
-    Event(Event),
-    Link(String),
-}
-
-/// Parses a rendered forest (the snapshot body) into traces.
+/// Parses a rendered forest or census (the snapshot body) with spantree's own parser
+/// ([`spantree::parse`], the one owner of the format) and takes the view the book's
+/// generators draw from. A line the parser cannot place is an error naming it.
 pub fn parse_tree(body: &str) -> Result<Vec<Trace>> {
-    let mut traces: Vec<Trace> = Vec::new();
-    // Path of open spans: (depth, span). Closed into their parent when a shallower line comes.
-    let mut stack: Vec<(usize, Span)> = Vec::new();
-    // A census (`harness::tree::shape_census`) puts `shape#N ×COUNT` above each trace.
-    let mut shape: Option<String> = None;
-    for (no, raw) in body.lines().enumerate() {
-        let at = || format!("line {}: `{raw}`", no + 1);
-        if raw.trim().is_empty() {
-            continue;
-        }
-        if raw.starts_with("shape#") {
-            close_all(&mut stack, &mut traces)?;
-            shape = Some(raw.to_owned());
-            continue;
-        }
-        if raw.starts_with("trace#") && !raw.contains(' ') {
-            close_all(&mut stack, &mut traces)?;
-            traces.push(Trace {
-                header: match shape.take() {
-                    Some(label) => format!("{label} {raw}"),
-                    None => raw.to_owned(),
-                },
-                roots: Vec::new(),
-            });
-            continue;
-        }
-        ensure!(
-            !traces.is_empty(),
-            "{}: a span before any `trace#N` header",
-            at()
-        );
-        let (depth, rest) = split_prefix(raw).with_context(at)?;
-        // Pop spans that are not ancestors of this line.
-        while stack.last().is_some_and(|(d, _)| *d >= depth) {
-            close_one(&mut stack, &mut traces)?;
-        }
-        ensure!(
-            depth == 0 || stack.last().is_some_and(|(d, _)| *d + 1 == depth),
-            "{}: indented {depth} levels but its parent is not a span one level up",
-            at()
-        );
-        let parent_service = stack.last().map(|(_, s)| s.service.as_str());
-        match parse_line(rest, parent_service).with_context(at)? {
-            Line::Span(span) => stack.push((depth, span)),
-            Line::Resource(text) | Line::Scope(text) => {
-                let is_resource = rest.starts_with("resource ");
-                let (_, parent) = stack
-                    .last_mut()
-                    .with_context(|| format!("{}: a resource or scope outside a span", at()))?;
-                ensure!(
-                    parent.events.is_empty()
-                        && parent.links.is_empty()
-                        && parent.children.is_empty()
-                        && parent.scope.is_none()
-                        && !(is_resource && parent.resource.is_some()),
-                    "{}: a resource or scope line after events, links, child spans or a scope",
-                    at()
-                );
-                if is_resource {
-                    parent.resource = Some(text);
-                } else {
-                    parent.scope = Some(text);
-                }
-            }
-            Line::Event(e) => {
-                let (_, parent) = stack
-                    .last_mut()
-                    .with_context(|| format!("{}: an event outside a span", at()))?;
-                ensure!(
-                    parent.children.is_empty() && parent.links.is_empty(),
-                    "{}: an event after links or child spans",
-                    at()
-                );
-                parent.events.push(e);
-            }
-            Line::Link(l) => {
-                let (_, parent) = stack
-                    .last_mut()
-                    .with_context(|| format!("{}: a link outside a span", at()))?;
-                ensure!(
-                    parent.children.is_empty(),
-                    "{}: a link after child spans",
-                    at()
-                );
-                parent.links.push(l);
-            }
-        }
-    }
-    close_all(&mut stack, &mut traces)?;
-    Ok(traces)
+    let parsed = spantree::parse(body).context("the tree does not parse")?;
+    Ok(parsed
+        .traces()
+        .into_iter()
+        .map(|(header, trace)| Trace {
+            header,
+            roots: trace.roots().iter().map(view).collect(),
+        })
+        .collect())
 }
 
-fn close_one(stack: &mut Vec<(usize, Span)>, traces: &mut [Trace]) -> Result<()> {
-    let (_, span) = stack.pop().context("internal: empty stack")?;
-    match stack.last_mut() {
-        Some((_, parent)) => parent.children.push(span),
-        None => traces
-            .last_mut()
-            .context("a span before any trace header")?
-            .roots
-            .push(span),
-    }
-    Ok(())
-}
-
-fn close_all(stack: &mut Vec<(usize, Span)>, traces: &mut [Trace]) -> Result<()> {
-    while !stack.is_empty() {
-        close_one(stack, traces)?;
-    }
-    Ok(())
-}
-
-/// Splits the tree-drawing prefix (`│  `, `   `, `├─ `, `└─ `, three columns per level) off a
-/// line; returns the depth and the rest.
-fn split_prefix(line: &str) -> Result<(usize, &str)> {
-    let mut depth = 0;
-    let mut rest = line;
-    loop {
-        if let Some(r) = rest
-            .strip_prefix("├─ ")
-            .or_else(|| rest.strip_prefix("└─ "))
-        {
-            return Ok((depth + 1, r));
-        }
-        if let Some(r) = rest
-            .strip_prefix("│  ")
-            .or_else(|| rest.strip_prefix("   "))
-        {
-            depth += 1;
-            rest = r;
-            continue;
-        }
-        ensure!(
-            depth == 0,
-            "continuation columns without a `├─ `/`└─ ` connector"
-        );
-        return Ok((0, rest));
-    }
-}
-
-fn parse_line(rest: &str, parent_service: Option<&str>) -> Result<Line> {
-    if let Some(ev) = rest.strip_prefix("event")
-        && (ev.is_empty() || ev.starts_with(' '))
-    {
-        return Ok(Line::Event(parse_event(ev.trim_start())?));
-    }
-    if let Some(link) = rest.strip_prefix("link ") {
-        return Ok(Line::Link(link.to_owned()));
-    }
-    if let Some(resource) = rest.strip_prefix("resource ") {
-        return Ok(Line::Resource(resource.to_owned()));
-    }
-    if let Some(scope) = rest.strip_prefix("scope ") {
-        return Ok(Line::Scope(scope.to_owned()));
-    }
-    let span = parse_span(rest, parent_service)?;
-    Ok(Line::Span(span))
-}
-
-fn parse_event(text: &str) -> Result<Event> {
-    let mut tokens = split_unquoted(text, " ")?.into_iter().peekable();
-    let level = tokens
-        .next_if(|t| matches!(t.as_str(), "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR"))
-        .map(|t| t.to_owned());
-    let message = tokens.next_if(|t| !is_attr(t)).map(|t| unquote(&t));
-    let attrs = tokens.map(|t| split_attr(&t)).collect::<Result<_>>()?;
-    Ok(Event {
-        level,
-        message,
-        attrs,
-    })
-}
-
-fn parse_span(text: &str, parent_service: Option<&str>) -> Result<Span> {
-    let cols = split_unquoted(text, "  ")?;
-    let mut cols = cols.into_iter().peekable();
-    let first = cols.next().context("an empty span line")?;
-    let (service, name) = match parent_service {
-        // A root always names its service.
-        None => (
-            first,
-            cols.next().context("a root span line without a name")?,
-        ),
-        // Deeper, the service is shown only where it changes; it is one token followed by a
-        // name column (not an alias, kind, status or the attribute column).
-        Some(parent) => match cols.peek() {
-            Some(next) if !first.contains(' ') && is_name_column(next) => {
-                let name = cols.next().context("internal")?;
-                (first, name)
-            }
-            _ => (parent.to_owned(), first),
-        },
+/// The book's view of one parsed span.
+fn view(node: &spantree::SpanNode) -> Span {
+    let text = |attrs: &[(String, spantree::Value)]| -> Vec<(String, String)> {
+        attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
     };
-    let mut span = Span {
-        service,
-        name,
-        alias: None,
-        kind: None,
-        status: None,
-        attrs: Vec::new(),
-        resource: None,
-        scope: None,
-        events: Vec::new(),
-        links: Vec::new(),
-        children: Vec::new(),
-    };
-    for col in cols {
-        if let Some(alias) = col.strip_prefix('(').and_then(|c| c.strip_suffix(')')) {
-            span.alias = Some(alias.to_owned());
-        } else if let Some(kind) = col.strip_prefix('[').and_then(|c| c.strip_suffix(']')) {
-            span.kind = Some(kind.to_owned());
-        } else if col == "OK" || col.starts_with("!ERROR") {
-            span.status = Some(col);
-        } else {
-            for token in split_unquoted(&col, " ")? {
-                span.attrs.push(split_attr(&token)?);
-            }
-        }
+    Span {
+        service: node.service().to_owned(),
+        name: node.name().to_owned(),
+        kind: (node.kind() != spantree::SpanKind::Internal).then(|| node.kind().to_string()),
+        status: node.status().render(),
+        attrs: text(node.attributes()),
+        events: node
+            .events()
+            .iter()
+            .map(|e| Event {
+                level: e.level.clone(),
+                message: (!e.message.is_empty()).then(|| e.message.clone()),
+                attrs: text(&e.attributes),
+            })
+            .collect(),
+        children: node.children().iter().map(view).collect(),
     }
-    Ok(span)
-}
-
-/// Whether a column can be a span name (so the column before it was a service).
-fn is_name_column(col: &str) -> bool {
-    !(col.starts_with("(span#")
-        || (col.starts_with('[') && col.ends_with(']') && !col.contains(' '))
-        || col == "OK"
-        || col.starts_with("!ERROR")
-        || col.split(' ').next().is_some_and(is_attr))
-}
-
-/// `key=value` (the key unquoted, before the first `=`).
-fn is_attr(token: &str) -> bool {
-    !token.starts_with('"') && token.contains('=')
-}
-
-fn split_attr(token: &str) -> Result<(String, String)> {
-    let (k, v) = token
-        .split_once('=')
-        .with_context(|| format!("expected key=value, got `{token}`"))?;
-    Ok((k.to_owned(), v.to_owned()))
-}
-
-/// Removes the quotes and `\"`, `\\`, `\n` escapes of a quoted string; bare strings stay.
-pub fn unquote(s: &str) -> String {
-    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
-        return s.to_owned();
-    };
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Splits on `sep` outside double-quoted strings (which may contain escaped quotes).
-fn split_unquoted(text: &str, sep: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_quote = false;
-    let mut rest = text;
-    while !rest.is_empty() {
-        if !in_quote && rest.starts_with(sep) {
-            out.push(std::mem::take(&mut cur));
-            rest = &rest[sep.len()..];
-            continue;
-        }
-        let c = rest.chars().next().context("internal")?;
-        rest = &rest[c.len_utf8()..];
-        cur.push(c);
-        if c == '\\' && in_quote {
-            if let Some(n) = rest.chars().next() {
-                cur.push(n);
-                rest = &rest[n.len_utf8()..];
-            }
-        } else if c == '"' {
-            in_quote = !in_quote;
-        }
-    }
-    ensure!(!in_quote, "unterminated quote in `{text}`");
-    out.push(cur);
-    Ok(out.into_iter().filter(|c| !c.is_empty()).collect())
 }
 
 #[cfg(test)]
@@ -572,6 +302,7 @@ metis-api  POST /runs/{run_id}/cancel  [server]  url.path=/runs/[run#1]/cancel
     fn a_line_out_of_place_is_an_error_naming_it() {
         let err = parse_tree("trace#1\nmetis-api  a\n      └─ b\n").unwrap_err();
         assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+        assert!(format!("{err:#}").contains("└─ b"), "{err:#}");
     }
 
     #[test]

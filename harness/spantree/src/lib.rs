@@ -19,6 +19,8 @@
 //!   `harness/spantree/src/normalize/mod.rs`; scenarios add literal replacements through
 //!   [`Options::redact`].
 //! - `render`: [`SpanForest::render`], the format below.
+//! - [`parse`]: the format read back into the model ([`Rendered`]); `render(parse(s)) == s`
+//!   for every committed snapshot. The book, `diff` and `review` read trees through it.
 //! - [`expect`]: `tracing-mock`-style expectations for what a snapshot says poorly.
 //!
 //! # Rendered format
@@ -92,6 +94,7 @@ pub mod expect;
 pub mod lint;
 mod model;
 mod normalize;
+pub mod parse;
 pub mod registry;
 mod render;
 pub mod review;
@@ -109,6 +112,7 @@ pub use model::{
 pub use normalize::{Options, Redaction, TreeError};
 /// The OTLP protobuf types the library reads (`opentelemetry-proto`'s `tonic` module).
 pub use opentelemetry_proto::tonic as otlp;
+pub use parse::{ParseError, Rendered, Shape, parse};
 
 /// The name of the span [`with_missing_parents`] puts where a parent never arrived.
 pub const MISSING_PARENT: &str = "[missing parent]";
@@ -255,22 +259,20 @@ pub fn shape_census(
     values: &[&str],
     options: &Options,
 ) -> Result<String, TreeError> {
-    let mut shapes: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut shapes: std::collections::BTreeMap<String, Shape> = std::collections::BTreeMap::new();
     for value in values {
         let own = only_traces_with(data, key, &[value]);
         let forest = SpanForest::from_otlp(&own, options)?;
-        *shapes.entry(forest.render()).or_default() += 1;
+        shapes
+            .entry(forest.render())
+            .or_insert(Shape { count: 0, forest })
+            .count += 1;
     }
-    let mut sorted: Vec<(String, usize)> = shapes.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let mut out = String::new();
-    for (i, (tree, count)) in sorted.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&format!("shape#{} ×{count}\n{tree}", i + 1));
-    }
-    Ok(out)
+    let mut sorted: Vec<(String, Shape)> = shapes.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
+    Ok(parse::render_census(
+        &sorted.into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+    ))
 }
 
 /// Keeps only the traces that contain a span whose string attribute `key` has one of `values`

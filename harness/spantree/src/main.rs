@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! spantree render FILE [--redact-config F] [--shape] [--expect-traces N] [--draw-orphans]
-//! spantree diff OLD NEW     # dumps or rendered trees (snapshots); exit 1 when they differ
+//! spantree diff OLD NEW [--redact-config F] [--keep-read-only]
+//!                           # dumps or rendered trees (snapshots); exit 1 when they differ
 //! spantree review DIR [--markdown F] [--html F] [--code D] [--artefacts D] [--link URL]
 //!                           # pending .snap.new files: PR comment and side-by-side page
 //! spantree check FILE [--registry F | --no-registry]
@@ -54,13 +55,21 @@ enum Command {
         #[arg(long)]
         draw_orphans: bool,
     },
-    /// Tree-aware diff: spans added, removed, moved or changed, each with its path from the
-    /// root. Each side is a dump or an already rendered tree (a snapshot file works).
+    /// Tree-aware diff: traces paired by their root spans and content (not position), then
+    /// spans added, removed, moved or changed, each with its path from the root. Each side is
+    /// a dump or an already rendered tree (a snapshot file works).
     Diff {
         /// The old side.
         old: String,
         /// The new side.
         new: String,
+        /// Redactions for a dump side (as for `render`), e.g. the scenario's folder.
+        #[arg(long)]
+        redact_config: Option<String>,
+        /// Keep the successful read-only requests of a dump side (polling `GET`s); by
+        /// default they are dropped, as the e2e snapshots drop them.
+        #[arg(long)]
+        keep_read_only: bool,
     },
     /// The snapshots to review in an insta snapshot folder (`.snap.new` beside `.snap`):
     /// writes the pull-request comment (Markdown: a tree-aware diff per change) and the HTML
@@ -159,14 +168,18 @@ fn forest(path: &str, options: &Options) -> Result<Result<SpanForest, String>, U
     Ok(SpanForest::from_otlp(&data, options).map_err(|e| e.to_string()))
 }
 
-/// A side of a diff: a dump is rendered, anything else is taken as rendered text (an insta
-/// snapshot's `---` header is skipped).
-fn rendered(path: &str) -> Result<String, Usage> {
+/// A side of a diff: a dump is rendered (without its successful read-only requests unless
+/// `keep_read_only`), anything else is taken as rendered text (an insta snapshot's `---`
+/// header is skipped).
+fn rendered(path: &str, options: &Options, keep_read_only: bool) -> Result<String, Usage> {
     let text = read(path)?;
     if text.trim_start().starts_with('{') {
-        let data =
+        let mut data =
             spantree::dump::parse(source_name(path), &text).map_err(|e| Usage(e.to_string()))?;
-        return SpanForest::from_otlp(&data, &Options::new())
+        if !keep_read_only {
+            data = spantree::without_read_only_requests(&data);
+        }
+        return SpanForest::from_otlp(&data, options)
             .map(|f| f.render())
             .map_err(|e| {
                 Usage(format!(
@@ -191,8 +204,18 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             options.draw_orphans = draw_orphans;
             render(&file, &options, shape)
         }
-        Command::Diff { old, new } => {
-            let changes = spantree::diff::diff(&rendered(&old)?, &rendered(&new)?);
+        Command::Diff {
+            old,
+            new,
+            redact_config,
+            keep_read_only,
+        } => {
+            let options = options(redact_config.as_deref(), None)?;
+            let changes = spantree::diff::diff(
+                &rendered(&old, &options, keep_read_only)?,
+                &rendered(&new, &options, keep_read_only)?,
+            )
+            .map_err(|e| Usage(format!("the trees cannot be compared: {e}")))?;
             for c in &changes {
                 println!("{c}");
             }

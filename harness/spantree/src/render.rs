@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::model::{Entry, Event, Link, SpanForest, SpanKind, SpanNode, StatusCode, Value};
+use super::model::{Entry, Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Value};
 
 impl SpanForest {
     /// The whole forest as text: `trace#N` headers, one line per span, event and link, traces
@@ -27,6 +27,20 @@ impl SpanForest {
 impl fmt::Display for SpanForest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render())
+    }
+}
+
+impl Status {
+    /// The status column as a span line shows it: `OK`, `!ERROR`, `!ERROR "message"`;
+    /// `None` when unset.
+    #[must_use]
+    pub fn render(&self) -> Option<String> {
+        match self.code {
+            StatusCode::Unset => None,
+            StatusCode::Ok => Some("OK".to_owned()),
+            StatusCode::Error if self.message.is_empty() => Some("!ERROR".to_owned()),
+            StatusCode::Error => Some(format!("!ERROR {}", quote(&self.message))),
+        }
     }
 }
 
@@ -100,12 +114,7 @@ pub(crate) fn span_line_rest(node: &SpanNode) -> String {
     if node.kind != SpanKind::Internal {
         parts.push(format!("[{}]", node.kind));
     }
-    match node.status.code {
-        StatusCode::Unset => {}
-        StatusCode::Ok => parts.push("OK".to_owned()),
-        StatusCode::Error if node.status.message.is_empty() => parts.push("!ERROR".to_owned()),
-        StatusCode::Error => parts.push(format!("!ERROR {}", quote(&node.status.message))),
-    }
+    parts.extend(node.status.render());
     if !node.dropped.is_zero() {
         let d = node.dropped;
         let counts: Vec<String> = [

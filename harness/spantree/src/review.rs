@@ -183,11 +183,7 @@ pub fn markdown(pending: &[Pending], artefacts: Option<&str>) -> String {
         }
         out.push_str("\n\n");
         let body = match (&p.old, &p.new) {
-            (Some(old), Some(new)) => diff::diff(old, new)
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
+            (Some(old), Some(new)) => diff::diff_text(old, new),
             (None, Some(new)) => new.trim_end().to_owned(),
             // The committed tree is in the repository; the comment stays short.
             (Some(_), None) => format!(
@@ -377,14 +373,10 @@ pub fn html(pending: &[Pending]) -> String {
         }
         out.push_str("</table>\n");
         if p.old.is_some() && p.new.is_some() {
-            let changes: Vec<String> = diff::diff(old, new)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
             let _ = writeln!(
                 out,
                 "<h3>Tree-aware diff</h3>\n<pre class=\"diff\">{}</pre>",
-                escape(&changes.join("\n"))
+                escape(&diff::diff_text(old, new))
             );
         }
         out.push_str("</section>\n");
