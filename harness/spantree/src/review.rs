@@ -156,8 +156,99 @@ fn commands(p: &Pending) -> (String, String) {
     }
 }
 
-/// The pull-request comment: a summary line, then per snapshot its kind, code location, the
-/// tree-aware diff (a new tree in full) and the commands. `artefacts` links the run's files.
+/// The "If this changes." paragraph of the scenario's doc comment, found from its code
+/// location (`file:line` of `fn name(`): what a reviewer must check when the tree changes.
+#[must_use]
+pub fn if_this_changes(code: &str) -> Option<String> {
+    let (file, line) = code.rsplit_once(':')?;
+    let line: usize = line.parse().ok()?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let lines: Vec<&str> = text.lines().take(line.saturating_sub(1)).collect();
+    // The doc comment above the fn, past its attributes and `// ANCHOR` markers.
+    let mut doc = Vec::new();
+    for l in lines.iter().rev() {
+        let l = l.trim();
+        if let Some(d) = l.strip_prefix("///") {
+            doc.push(d.trim());
+        } else if l.starts_with("#[") || l.starts_with("//") {
+            if !doc.is_empty() {
+                break;
+            }
+        } else {
+            break;
+        }
+    }
+    doc.reverse();
+    let start = doc
+        .iter()
+        .position(|l| l.starts_with("**If this changes.**"))?;
+    let paragraph: Vec<&str> = doc[start..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .copied()
+        .collect();
+    Some(paragraph.join(" "))
+}
+
+/// What a changed line changed, independent of where it is: the words only the old line has
+/// and the words only the new one has, with a value that stayed (a renamed key) written `…`.
+/// Two lines with the same signature changed the same way.
+fn signature(old: &str, new: &str) -> String {
+    let words = |s: &str| -> Vec<String> { s.split(' ').map(str::to_owned).collect() };
+    let (old_words, new_words) = (words(old), words(new));
+    let gone: Vec<&String> = old_words
+        .iter()
+        .filter(|w| !new_words.contains(w))
+        .collect();
+    let came: Vec<&String> = new_words
+        .iter()
+        .filter(|w| !old_words.contains(w))
+        .collect();
+    let value = |w: &str| w.split_once('=').map(|(_, v)| v.to_owned());
+    let key = |w: &str| {
+        w.split_once('=')
+            .map_or(w.to_owned(), |(k, _)| format!("{k}=…"))
+    };
+    let mut parts = Vec::new();
+    let mut used = vec![false; came.len()];
+    for g in &gone {
+        let renamed = came
+            .iter()
+            .enumerate()
+            .find(|(i, c)| !used[*i] && value(g).is_some() && value(g) == value(c));
+        match renamed {
+            Some((i, c)) => {
+                used[i] = true;
+                parts.push(format!("{} → {}", key(g), key(c)));
+            }
+            None => parts.push(format!("- {g}")),
+        }
+    }
+    for (i, c) in came.iter().enumerate() {
+        if !used[i] {
+            parts.push(format!("+ {c}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The grouping key of a change across snapshots: its signature for a line changed in place,
+/// its kind and line for the rest.
+fn group_key(change: &diff::Change) -> String {
+    match change {
+        diff::Change::Changed { old, new, .. } => signature(old, new),
+        diff::Change::Added { line, .. } => format!("added: {line}"),
+        diff::Change::Removed { line, .. } => format!("removed: {line}"),
+        diff::Change::Moved { line, .. } => format!("moved: {line}"),
+    }
+}
+
+/// The pull-request comment. It starts with a summary: counts, then one table row per
+/// snapshot (what happened, how many changes of each kind), then the changes common to
+/// several snapshots, each shown once with where it occurs (a cross-cutting rename is one
+/// entry, not one per snapshot). Then per snapshot: its code location, the "If this
+/// changes." paragraph of its scenario, the changes not already shown as common (a new tree
+/// in full), and the commands. `artefacts` links the run's files.
 #[must_use]
 pub fn markdown(pending: &[Pending], artefacts: Option<&str>) -> String {
     let mut out = String::from("## Span-tree snapshots\n\n");
@@ -176,29 +267,130 @@ pub fn markdown(pending: &[Pending], artefacts: Option<&str>) -> String {
             " The `.snap.new` files, the side-by-side page (`review.html`) and each scenario's artefacts: {a}"
         ))
     );
-    for p in pending {
+    let diffs: Vec<Result<Vec<diff::Change>, String>> = pending
+        .iter()
+        .map(|p| match (&p.old, &p.new) {
+            (Some(old), Some(new)) => diff::diff(old, new).map_err(|e| e.to_string()),
+            _ => Ok(Vec::new()),
+        })
+        .collect();
+    // Changes common to two snapshots or more, in order of first appearance.
+    let mut groups: Vec<(String, Vec<usize>, usize)> = Vec::new();
+    for (i, d) in diffs.iter().enumerate() {
+        for c in d.iter().flatten() {
+            let key = group_key(c);
+            match groups.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, snaps, n)) => {
+                    *n += 1;
+                    if !snaps.contains(&i) {
+                        snaps.push(i);
+                    }
+                }
+                None => groups.push((key, vec![i], 1)),
+            }
+        }
+    }
+    groups.retain(|(_, snaps, _)| snaps.len() > 1);
+    let common = |c: &diff::Change| {
+        let key = group_key(c);
+        groups.iter().position(|(k, _, _)| *k == key)
+    };
+
+    out.push_str("| snapshot | what | changed | added | removed | moved | common |\n");
+    out.push_str("| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
+    for (p, d) in pending.iter().zip(&diffs) {
+        let changes = d.as_deref().unwrap_or_default();
+        let n = |f: fn(&diff::Change) -> bool| changes.iter().filter(|c| f(c)).count();
+        let mut shared: Vec<usize> = changes.iter().filter_map(common).collect();
+        shared.sort_unstable();
+        shared.dedup();
+        let shared: Vec<String> = shared.iter().map(|g| format!("C{}", g + 1)).collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} | {} |",
+            p.name,
+            p.kind.label(),
+            n(|c| matches!(c, diff::Change::Changed { .. })),
+            n(|c| matches!(c, diff::Change::Added { .. })),
+            n(|c| matches!(c, diff::Change::Removed { .. })),
+            n(|c| matches!(c, diff::Change::Moved { .. })),
+            shared.join(" ")
+        );
+    }
+    out.push('\n');
+
+    if !groups.is_empty() {
+        out.push_str("### Common changes\n\nEach is shown once, with its first occurrence.\n\n");
+        for (g, (key, snaps, n)) in groups.iter().enumerate() {
+            let names: Vec<String> = snaps
+                .iter()
+                .map(|&i| format!("`{}`", pending[i].name))
+                .collect();
+            let _ = writeln!(
+                out,
+                "**C{}** · {n} line(s) in {} snapshots ({}): `{}`\n",
+                g + 1,
+                snaps.len(),
+                names.join(", "),
+                key.replace('`', "'")
+            );
+            let first = diffs[snaps[0]]
+                .iter()
+                .flatten()
+                .find(|c| group_key(c) == *key)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            fenced(&mut out, &first);
+        }
+    }
+
+    for (p, d) in pending.iter().zip(&diffs) {
         let _ = write!(out, "### `{}` — {}", p.name, p.kind.label());
         if let Some(code) = &p.code {
             let _ = write!(out, " (`{code}`)");
         }
         out.push_str("\n\n");
-        let body = match (&p.old, &p.new) {
-            (Some(old), Some(new)) => diff::diff_text(old, new),
-            (None, Some(new)) => new.trim_end().to_owned(),
+        if let Some(note) = p.code.as_deref().and_then(if_this_changes) {
+            let _ = writeln!(out, "> {note}\n");
+        }
+        let body = match (&p.old, &p.new, d) {
+            (Some(_), Some(_), Err(e)) => format!("the trees cannot be compared: {e}"),
+            (Some(_), Some(_), Ok(changes)) => {
+                let own: Vec<String> = changes
+                    .iter()
+                    .filter(|c| common(c).is_none())
+                    .map(ToString::to_string)
+                    .collect();
+                let shared = changes.len() - own.len();
+                let mut body = own.join("\n");
+                if shared > 0 {
+                    if !body.is_empty() {
+                        body.push('\n');
+                    }
+                    let _ = write!(body, "(and {shared} common change(s), listed above)");
+                }
+                body
+            }
+            (None, Some(new), _) => new.trim_end().to_owned(),
             // The committed tree is in the repository; the comment stays short.
-            (Some(_), None) => format!(
+            (Some(_), None, _) => format!(
                 "no scenario of this run wrote {} (removed, renamed, or its scenario did not run)",
                 p.path.display()
             ),
-            (None, None) => String::new(),
+            (None, None, _) => String::new(),
         };
-        let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-        let fence = "`".repeat((longest + 1).max(3));
-        let _ = writeln!(out, "{fence}text\n{body}\n{fence}\n");
+        fenced(&mut out, &body);
         let (accept, reject) = commands(p);
         let _ = writeln!(out, "Accept: `{accept}` · reject: `{reject}`\n");
     }
     out
+}
+
+/// `body` in a `text` code fence longer than any backtick run inside it.
+fn fenced(out: &mut String, body: &str) {
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    let _ = writeln!(out, "{fence}text\n{body}\n{fence}\n");
 }
 
 /// One row of a side-by-side view: the old line (if any), the new line (if any), whether it
@@ -483,6 +675,60 @@ mod tests {
                 (Some("y"), None)
             ]
         );
+    }
+
+    /// A cross-cutting rename (one attribute, every snapshot) is one common change shown
+    /// once, each snapshot's section quotes its scenario's "If this changes." paragraph, and
+    /// the comment stays a fraction of what a diff per snapshot would be.
+    #[test]
+    fn a_cross_cutting_rename_is_one_common_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let code = d.join("code");
+        std::fs::create_dir(&code).unwrap();
+        let mut src = String::new();
+        let names: Vec<String> = (0..12).map(|i| format!("scenario_{i}")).collect();
+        for name in &names {
+            let tree = format!(
+                "trace#1\nmetis-api  POST /runs  [server]  http.route=/runs\n└─ create_run  run_id=[run#1] user_id=alice case={name}\n   └─ persist  user_id=alice\n"
+            );
+            std::fs::write(d.join(format!("{name}.snap")), snap(&tree)).unwrap();
+            std::fs::write(
+                d.join(format!("{name}.snap.new")),
+                snap(&tree.replace("user_id=", "enduser.id=")),
+            )
+            .unwrap();
+            src.push_str(&format!(
+                "/// **Why it matters.** {name}.\n///\n/// **If this changes.** Check {name}\n/// twice.\n#[tokio::test]\nasync fn {name}() {{}}\n\n"
+            ));
+        }
+        // One snapshot also changes on its own.
+        let own = d.join("scenario_3.snap.new");
+        let text = std::fs::read_to_string(&own).unwrap();
+        std::fs::write(
+            &own,
+            text.replace("http.route=/runs", "http.route=/v2/runs"),
+        )
+        .unwrap();
+        std::fs::write(code.join("s.rs"), src).unwrap();
+        let p = pending(d, None, Some(&code)).unwrap();
+        let md = markdown(&p, None);
+        assert_eq!(md.matches("**C1**").count(), 1, "{md}");
+        assert!(md.contains("24 line(s) in 12 snapshots"), "{md}");
+        assert!(md.contains("`user_id=… → enduser.id=…`"), "{md}");
+        assert!(!md.contains("**C2**"), "{md}");
+        assert!(
+            md.contains("> **If this changes.** Check scenario_7 twice."),
+            "{md}"
+        );
+        assert!(
+            md.contains("http.route=/v2/runs"),
+            "the change of its own: {md}"
+        );
+        assert_eq!(md.matches("+ create_run").count(), 1, "{md}");
+        // The renamed lines are shown once (C1's example), not 24 times.
+        assert_eq!(md.matches("+ persist").count(), 0, "{md}");
+        assert!(md.matches("enduser.id=alice").count() <= 2, "{md}");
     }
 
     #[test]
