@@ -26,7 +26,9 @@ fn demo(ws: &Workspace) -> Result<Pending> {
         );
     }
     let new = old.replacen(FROM, TO, 1);
-    let code = review::locate(&ws.scenario_code_dir(), SCENARIO).map(|c| {
+    let located = review::locate(&ws.scenario_code_dir(), SCENARIO);
+    let if_changed = located.as_deref().and_then(review::if_this_changes);
+    let code = located.map(|c| {
         c.strip_prefix(&format!("{}/", ws.root.display()))
             .unwrap_or(&c)
             .to_owned()
@@ -38,6 +40,7 @@ fn demo(ws: &Workspace) -> Result<Pending> {
         new: Some(new),
         path: rel.into(),
         code,
+        if_changed,
     })
 }
 

@@ -45,6 +45,8 @@ pub struct Pending {
     pub path: PathBuf,
     /// Where the scenario's code is (`file:line` of `fn <name>(`), when a code folder was given.
     pub code: Option<String>,
+    /// The "If this changes." paragraph of the scenario's doc comment, when found there.
+    pub if_changed: Option<String>,
 }
 
 /// The body of an insta snapshot file (after its `---` header), or the text as it is.
@@ -91,6 +93,7 @@ pub fn pending(
                 new: Some(read(path)?),
                 path: snap,
                 code: None,
+                if_changed: None,
             });
         } else if let (Some(name), Some(produced)) = (file.strip_suffix(".snap"), produced)
             && !produced.iter().any(|p| p == name)
@@ -103,12 +106,14 @@ pub fn pending(
                 new: None,
                 path: path.clone(),
                 code: None,
+                if_changed: None,
             });
         }
     }
     if let Some(code) = code {
         for p in &mut out {
             p.code = locate(code, &p.name);
+            p.if_changed = p.code.as_deref().and_then(if_this_changes);
         }
     }
     Ok(out)
@@ -350,7 +355,7 @@ pub fn markdown(pending: &[Pending], artefacts: Option<&str>) -> String {
             let _ = write!(out, " (`{code}`)");
         }
         out.push_str("\n\n");
-        if let Some(note) = p.code.as_deref().and_then(if_this_changes) {
+        if let Some(note) = &p.if_changed {
             let _ = writeln!(out, "> {note}\n");
         }
         let body = match (&p.old, &p.new, d) {
