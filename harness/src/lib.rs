@@ -26,5 +26,13 @@ pub mod topology;
 pub use otlp_receiver as otlp;
 /// Span trees (the `spantree` crate, which also ships the `spantree` CLI).
 pub use spantree as tree;
+
+/// The Metis suite's span-tree policy: spantree's options plus what only Metis knows — a
+/// `run_id` (or `*_run_id`) attribute names a run, so its UUID reads `[run#N]` everywhere.
+/// spantree itself knows nothing of runs; every tree the suite draws starts from this.
+#[must_use]
+pub fn tree_options() -> spantree::Options {
+    spantree::Options::new().id_family("run_id", "run")
+}
 pub use stack::{Stack, StackOptions};
 pub use test_support::metis::ApiClient;

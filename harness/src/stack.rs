@@ -431,7 +431,7 @@ impl Stack {
     /// `[missing parent]`, no trace-count check, none of the scenario's own redactions —
     /// headed by the error, so the artefacts show the partial trees and not nothing.
     fn write_best_effort_tree(&self, data: &TracesData, error: &crate::tree::TreeError) {
-        let options = crate::tree::Options::new()
+        let options = crate::tree_options()
             .draw_orphans()
             .redact(self.dir.display().to_string(), "[e2e-dir]");
         let text = match crate::tree::SpanForest::from_otlp(data, &options) {

@@ -14,6 +14,10 @@
 //!                           # folder when not given); exit 1 with the findings
 //! ```
 //!
+//! Every command takes `--id-family KEY=NAME` (repeatable): UUIDs that are values of
+//! attribute KEY read `[NAME#N]` (Metis dumps: `--id-family run_id=run`); without it every
+//! UUID is a `[uuid#N]` — spantree knows no service's ids.
+//!
 //! Exit codes: 0 fine, 1 a difference or a finding, 2 a usage or input error.
 
 use std::io::Read as _;
@@ -32,6 +36,11 @@ use spantree::{Options, SpanForest};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Number the UUIDs that are values of attribute KEY (or `*_KEY`) as a family of their
+    /// own, `[NAME#N]`, wherever they occur; repeatable. spantree knows no service's ids: for
+    /// Metis dumps pass `--id-family run_id=run` to get the `[run#N]` of the snapshots.
+    #[arg(long, global = true, value_name = "KEY=NAME")]
+    id_family: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -135,8 +144,23 @@ fn source_name(path: &str) -> &str {
     if path == "-" { "stdin" } else { path }
 }
 
-fn options(redact_config: Option<&str>, expect_traces: Option<usize>) -> Result<Options, Usage> {
+fn options(
+    families: &[String],
+    redact_config: Option<&str>,
+    expect_traces: Option<usize>,
+) -> Result<Options, Usage> {
     let mut options = Options::new();
+    for family in families {
+        let (key, name) = family
+            .split_once('=')
+            .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+            .ok_or_else(|| {
+                Usage(format!(
+                    "--id-family expects KEY=NAME (e.g. run_id=run), got {family:?}"
+                ))
+            })?;
+        options = options.id_family(key, name);
+    }
     if let Some(n) = expect_traces {
         options = options.expect_traces(n);
     }
@@ -192,6 +216,7 @@ fn rendered(path: &str, options: &Options, keep_read_only: bool) -> Result<Strin
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Usage> {
+    let families = cli.id_family;
     match cli.command {
         Command::Render {
             file,
@@ -200,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             expect_traces,
             draw_orphans,
         } => {
-            let mut options = options(redact_config.as_deref(), expect_traces)?;
+            let mut options = options(&families, redact_config.as_deref(), expect_traces)?;
             options.draw_orphans = draw_orphans;
             render(&file, &options, shape)
         }
@@ -210,7 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             redact_config,
             keep_read_only,
         } => {
-            let options = options(redact_config.as_deref(), None)?;
+            let options = options(&families, redact_config.as_deref(), None)?;
             let changes = spantree::diff::diff(
                 &rendered(&old, &options, keep_read_only)?,
                 &rendered(&new, &options, keep_read_only)?,
@@ -295,7 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             let data = spantree::dump::parse(source_name(&file), &read(&file)?)
                 .map_err(|e| Usage(e.to_string()))?;
             let mut failed = false;
-            match SpanForest::from_otlp(&data, &options(None, expect_traces)?) {
+            match SpanForest::from_otlp(&data, &options(&families, None, expect_traces)?) {
                 Ok(f) => println!(
                     "ok: {} trace(s), {} span(s); the invariants hold",
                     f.traces().len(),

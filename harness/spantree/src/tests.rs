@@ -6,6 +6,11 @@ use super::testkit::*;
 use super::{Options, SpanForest, TreeError};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
+/// The fixtures are Metis-shaped: the Metis harness's id family, `run_id` → `[run#N]`.
+fn metis() -> Options {
+    Options::new().id_family("run_id", "run")
+}
+
 fn forest(spans: &[S], options: &Options) -> Result<SpanForest, TreeError> {
     SpanForest::from_otlp(&otlp(spans), options)
 }
@@ -13,7 +18,7 @@ fn forest(spans: &[S], options: &Options) -> Result<SpanForest, TreeError> {
 /// Renders `spans` (and every shuffle of them) and compares with `expected`.
 #[track_caller]
 fn check(spans: &[S], expected: &str) {
-    check_with(spans, &Options::new(), expected);
+    check_with(spans, &metis(), expected);
 }
 
 #[track_caller]
@@ -68,7 +73,7 @@ fn describe(service: &str, name: &str, id: u64) -> String {
 fn run_crosses_services_and_drops_sdk_noise() {
     check_with(
         &run_trace(1, 10, RUN_A, "alice", "COMPLETE"),
-        &Options::new().expect_traces(1),
+        &metis().expect_traces(1),
         r#"
 trace#1
 metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
@@ -203,7 +208,7 @@ fn overlapping_siblings_sort_by_content_whatever_their_start_times() {
                 )
             }))
             .collect();
-        forest(&spans, &Options::new()).unwrap().render()
+        forest(&spans, &metis()).unwrap().render()
     };
     let first = render([1, 2, 3]);
     assert!(
@@ -219,13 +224,9 @@ fn overlapping_siblings_sort_by_content_whatever_their_start_times() {
 fn child_arriving_before_its_parent() {
     let mut spans = run_trace(1, 10, RUN_A, "alice", "COMPLETE");
     spans.reverse();
-    let in_order = forest(
-        &run_trace(1, 10, RUN_A, "alice", "COMPLETE"),
-        &Options::new(),
-    )
-    .unwrap();
+    let in_order = forest(&run_trace(1, 10, RUN_A, "alice", "COMPLETE"), &metis()).unwrap();
     assert_eq!(
-        forest(&spans, &Options::new()).unwrap().render(),
+        forest(&spans, &metis()).unwrap().render(),
         in_order.render()
     );
     check(
@@ -252,9 +253,7 @@ fn traces_are_sorted_and_ids_numbered_by_first_appearance() {
     spans.extend(cancel_trace(3, 30, RUN_A, ENGINE_ID));
     check_with(
         &spans,
-        &Options::new()
-            .expect_traces(3)
-            .redact(ENGINE_ID, "[engine#1]"),
+        &metis().expect_traces(3).redact(ENGINE_ID, "[engine#1]"),
         r#"
 trace#1
 metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
@@ -338,6 +337,39 @@ metis-api  POST /runs/[run#1]/cancel  [server]  instance=[uuid#1]
     );
 }
 
+/// The crate knows nothing of runs: without an id family every UUID is a `[uuid#N]`, and a
+/// family passed in (here another service's `order_id`) is numbered on its own.
+#[test]
+fn id_families_are_passed_in_and_numbered_on_their_own() {
+    let order = "7d444840-9dc0-11d1-b245-5ffdce74fad2";
+    let spans = [span(API, &format!("GET /orders/{order}"), 1)
+        .kind(SERVER)
+        .attr("order_id", order)
+        .attr("run_id", RUN_B)];
+    check_with(
+        &spans,
+        &Options::new(),
+        r#"
+trace#1
+metis-api  GET /orders/[uuid#1]  [server]  order_id=[uuid#1] run_id=[uuid#2]
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+└─ scope metis-api
+"#,
+    );
+    check_with(
+        &spans,
+        &Options::new()
+            .id_family("order_id", "order")
+            .id_family("run_id", "run"),
+        r#"
+trace#1
+metis-api  GET /orders/[order#1]  [server]  order_id=[order#1] run_id=[run#1]
+├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+└─ scope metis-api
+"#,
+    );
+}
+
 #[test]
 fn redaction_policy() {
     let workdir = "/tmp/.tmpAbC123";
@@ -379,7 +411,7 @@ fn redaction_policy() {
                 vec![],
             )
             .status(2, "spawning /bin/false failed")],
-        &Options::new()
+        &metis()
             .redact(workdir, "[workdir]")
             .redact(ENGINE_ID, "[engine#1]"),
         r#"
@@ -484,7 +516,7 @@ fn unresolved_api_trace_id_fails() {
     .join(", ");
     check_err(
         &spans,
-        &Options::new(),
+        &metis(),
         &format!(
             "unresolved id reference(s):\n  - {}: api_trace_id={} names no span of its trace {}; that trace holds: {holds}",
             describe(ENGINE, "workflow_run", 13),
@@ -502,7 +534,7 @@ fn unresolved_api_trace_id_fails() {
         .attr("api_trace_id", span_hex(21));
     check_err(
         &spans,
-        &Options::new(),
+        &metis(),
         &format!(
             "unresolved id reference(s):\n  - {}: api_trace_id={} names no span of its trace {} (it is {} of trace {}); that trace holds: {holds}",
             describe(ENGINE, "workflow_run", 13),
@@ -520,11 +552,11 @@ fn orphan_span_fails_naming_the_missing_parent() {
         .into_iter()
         .filter(|s| s.name() != "publish metis.runs.generic.1.SH.1")
         .collect();
-    let err = forest(&spans, &Options::new()).unwrap_err();
+    let err = forest(&spans, &metis()).unwrap_err();
     assert!(err.is_incomplete());
     check_err(
         &spans,
-        &Options::new(),
+        &metis(),
         &format!(
             "1 orphan span(s): the parent never arrived:\n  - {} has parent span {}, which never arrived; trace {} holds: {}, {}, {}",
             describe(ENGINE, "workflow_run", 13),
@@ -544,11 +576,11 @@ fn orphans_drawn_under_a_missing_parent() {
         .into_iter()
         .filter(|s| s.name() == "workflow_run")
         .collect();
-    let err = forest(&spans, &Options::new()).unwrap_err();
+    let err = forest(&spans, &metis()).unwrap_err();
     assert!(matches!(err, TreeError::OrphanSpans(_)), "{err}");
     check_with(
         &spans,
-        &Options::new().draw_orphans(),
+        &metis().draw_orphans(),
         r#"
 trace#1
 [unknown]  [missing parent]
@@ -567,10 +599,8 @@ trace#1
     // A whole trace is unchanged by the option.
     let whole = run_trace(1, 10, RUN_A, "alice", "COMPLETE");
     assert_eq!(
-        forest(&whole, &Options::new().draw_orphans())
-            .unwrap()
-            .render(),
-        forest(&whole, &Options::new()).unwrap().render()
+        forest(&whole, &metis().draw_orphans()).unwrap().render(),
+        forest(&whole, &metis()).unwrap().render()
     );
 }
 
@@ -580,11 +610,11 @@ fn open_span_fails() {
         span(API, "POST /runs", 1).kind(SERVER),
         span(API, "create_run", 2).parent(1).open(),
     ];
-    let err = forest(&spans, &Options::new()).unwrap_err();
+    let err = forest(&spans, &metis()).unwrap_err();
     assert!(err.is_incomplete());
     check_err(
         &spans,
-        &Options::new(),
+        &metis(),
         &format!(
             "1 span(s) left open (no end time, or an end before the start):\n  - {} in trace {}: start 1700000000002000000 ns, end 0 ns",
             describe(API, "create_run", 2),
@@ -599,7 +629,7 @@ fn wrong_trace_count_fails_listing_the_traces() {
         span(API, "GET /healthz", 1).kind(SERVER),
         span(API, "POST /runs", 2).trace(2).kind(SERVER),
     ];
-    let err = forest(&spans, &Options::new().expect_traces(3)).unwrap_err();
+    let err = forest(&spans, &metis().expect_traces(3)).unwrap_err();
     assert!(err.is_incomplete(), "too few traces may still arrive");
     let (a, b) = if trace_hex(1) < trace_hex(2) {
         (1, 2)
@@ -612,11 +642,11 @@ fn wrong_trace_count_fails_listing_the_traces() {
     };
     check_err(
         &spans,
-        &Options::new().expect_traces(1),
+        &metis().expect_traces(1),
         &format!("expected 1 trace(s), received 2:{}{}", line(a), line(b)),
     );
     assert!(
-        !forest(&spans, &Options::new().expect_traces(1))
+        !forest(&spans, &metis().expect_traces(1))
             .unwrap_err()
             .is_incomplete()
     );
@@ -627,7 +657,7 @@ fn duplicate_span_ids_fail() {
     let spans = [span(API, "POST /runs", 1), span(API, "POST /runs", 1)];
     check_err(
         &spans,
-        &Options::new(),
+        &metis(),
         &format!(
             "duplicate span id(s) (was a batch exported twice?):\n  - span {} arrived 2 times: metis-api \"POST /runs\" in trace {t}; metis-api \"POST /runs\" in trace {t}",
             span_hex(1),
@@ -640,7 +670,7 @@ fn duplicate_span_ids_fail() {
 fn expectations_pass() {
     let mut spans = run_trace(1, 10, RUN_A, "alice", "COMPLETE");
     spans.extend(run_trace(2, 20, RUN_B, "bob", "EXECUTOR_ERROR"));
-    let f = forest(&spans, &Options::new().expect_traces(2)).unwrap();
+    let f = forest(&spans, &metis().expect_traces(2)).unwrap();
     let checks = [
         expect::span()
             .named("workflow_run")
@@ -686,7 +716,7 @@ fn expectations_pass() {
 #[test]
 fn expectation_failures_explain_themselves() {
     let spans = run_trace(1, 10, RUN_A, "alice", "EXECUTOR_ERROR");
-    let f = forest(&spans, &Options::new()).unwrap();
+    let f = forest(&spans, &metis()).unwrap();
     let tree = f.render();
     let fail = |e: super::ExpectedSpan| e.check(&f).unwrap_err().to_string();
 
@@ -735,7 +765,7 @@ fn parent_cycle_fails_instead_of_dropping_spans() {
     let spans = [span(API, "a", 1).parent(2), span(API, "b", 2).parent(1)];
     check_err(
         &spans,
-        &Options::new(),
+        &metis(),
         &format!(
             "malformed span(s) in the otlp data:\n  - {} in trace {t}: its parent {} is part of a parent cycle\n  - {} in trace {t}: its parent {} is part of a parent cycle",
             describe(API, "a", 1),
@@ -750,7 +780,7 @@ fn parent_cycle_fails_instead_of_dropping_spans() {
 #[test]
 fn batching_into_resources_does_not_matter() {
     let spans = run_trace(1, 10, RUN_A, "alice", "COMPLETE");
-    let one_per_span = forest(&spans, &Options::new()).unwrap();
+    let one_per_span = forest(&spans, &metis()).unwrap();
     // One ResourceSpans per service, all its spans in one scope, services in reverse order.
     let mut batched = otlp(&spans);
     let mut merged: Vec<ResourceSpans> = Vec::new();
@@ -765,7 +795,7 @@ fn batching_into_resources_does_not_matter() {
     assert_eq!(merged.len(), 2);
     batched.resource_spans = merged;
     assert_eq!(
-        SpanForest::from_otlp(&batched, &Options::new()).unwrap(),
+        SpanForest::from_otlp(&batched, &metis()).unwrap(),
         one_per_span
     );
 }
@@ -826,7 +856,7 @@ metis-api  publish  [producer]
 fn interchangeable_instances_are_not_numbered() {
     check_with(
         &instances_and_scopes(),
-        &Options::new().unordered_instances(ENGINE),
+        &metis().unordered_instances(ENGINE),
         r#"
 trace#1
 metis-api  publish  [producer]
@@ -870,9 +900,7 @@ fn module_docs_show_real_output() {
     spans.extend(cancel_trace(2, 20, RUN_A, ENGINE_ID));
     check_with(
         &spans,
-        &Options::new()
-            .expect_traces(2)
-            .redact(ENGINE_ID, "[engine#1]"),
+        &metis().expect_traces(2).redact(ENGINE_ID, "[engine#1]"),
         &documented,
     );
 }
@@ -900,13 +928,8 @@ fn a_census_counts_identical_shapes_and_shows_the_odd_one() {
     let mut spans = run(1, ids[0], "COMPLETE");
     spans.extend(run(2, ids[1], "EXECUTOR_ERROR"));
     spans.extend(run(3, ids[2], "COMPLETE"));
-    let census = super::shape_census(
-        &otlp(&spans),
-        "run_id",
-        &ids,
-        &Options::new().expect_traces(1),
-    )
-    .unwrap();
+    let census =
+        super::shape_census(&otlp(&spans), "run_id", &ids, &metis().expect_traces(1)).unwrap();
     let headers: Vec<&str> = census.lines().filter(|l| l.starts_with("shape#")).collect();
     assert_eq!(headers, ["shape#1 ×2", "shape#2 ×1"], "{census}");
     assert!(census.contains("state=EXECUTOR_ERROR"), "{census}");

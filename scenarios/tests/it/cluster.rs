@@ -142,7 +142,7 @@ async fn cluster_leader_lost_mid_run() -> anyhow::Result<()> {
                         "run_id",
                         &runs.iter().map(String::as_str).collect::<Vec<_>>(),
                     ),
-                    &harness::tree::Options::new().redact(s.dir.display().to_string(), "[e2e-dir]"),
+                    &harness::tree_options().redact(s.dir.display().to_string(), "[e2e-dir]"),
                 )?;
                 expect::span()
                     .named("workflow_run")

@@ -163,7 +163,7 @@ async fn load_200_runs() -> anyhow::Result<()> {
                 // Exactly one workflow_run per run, over everything the engines exported.
                 let forest = harness::tree::SpanForest::from_otlp(
                     &harness::tree::without_read_only_requests(&data),
-                    &harness::tree::Options::new().expect_traces(RUNS),
+                    &harness::tree_options().expect_traces(RUNS),
                 )?;
                 expect::span()
                     .named("workflow_run")

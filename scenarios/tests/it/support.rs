@@ -101,7 +101,7 @@ async fn check_tree_with(
     draw_orphans: bool,
 ) -> anyhow::Result<harness::tree::SpanForest> {
     let data = stack.collect_spans(1).await?;
-    let mut options = harness::tree::Options::new()
+    let mut options = harness::tree_options()
         .expect_traces(expected_traces)
         .redact(stack.dir.display().to_string(), "[e2e-dir]");
     for (i, id) in engine_ids.iter().enumerate() {
@@ -157,7 +157,7 @@ pub async fn check_census(
     engine_ids: &[String],
 ) -> anyhow::Result<harness::otlp::TracesData> {
     let data = stack.collect_spans(1).await?;
-    let mut options = harness::tree::Options::new()
+    let mut options = harness::tree_options()
         .expect_traces(1)
         .redact(stack.dir.display().to_string(), "[e2e-dir]");
     for (i, id) in engine_ids.iter().enumerate() {

@@ -211,7 +211,7 @@ pub(super) fn number(
         span_alias,
         trace_alias,
         name_counts,
-        runs: HashMap::new(),
+        families: HashMap::new(),
         uuids: HashMap::new(),
         instances: HashMap::new(),
         show_alias: HashSet::new(),
@@ -258,7 +258,8 @@ pub(super) struct Numbering<'a> {
     pub(super) trace_alias: HashMap<String, String>,
     /// (trace, marked span name) → how many spans of that trace carry it.
     pub(super) name_counts: HashMap<(&'a str, &'a str), usize>,
-    pub(super) runs: HashMap<String, usize>,
+    /// Per id family: UUID → its number.
+    pub(super) families: HashMap<usize, HashMap<String, usize>>,
     pub(super) uuids: HashMap<String, usize>,
     pub(super) instances: HashMap<String, usize>,
     pub(super) show_alias: HashSet<usize>,
@@ -268,9 +269,11 @@ impl Numbering<'_> {
     pub(super) fn resolve(&mut self, s: &str, trace: &str, depth: usize) -> String {
         let (raws, redactor) = (self.raws, self.redactor);
         map_marks(s, |index| match &redactor.tokens[index] {
-            Token::Run(uuid) => {
-                let next = self.runs.len() + 1;
-                format!("[run#{}]", self.runs.entry(uuid.clone()).or_insert(next))
+            Token::Family(family, uuid) => {
+                let ids = self.families.entry(*family).or_default();
+                let next = ids.len() + 1;
+                let n = *ids.entry(uuid.clone()).or_insert(next);
+                format!("[{}#{n}]", redactor.family_names[*family])
             }
             Token::Uuid(uuid) => {
                 let next = self.uuids.len() + 1;

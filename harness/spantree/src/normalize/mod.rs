@@ -88,9 +88,10 @@
 //!    only one of that name there, else `→<span name>(span#N)` (and that span's line shows
 //!    `(span#N)`). Links render the same way, or `[external]` when the linked span is not in
 //!    the data.
-//! 3. UUIDs (any case) → `[run#N]` when the same UUID is the value of a `run_id`/`*_run_id`
-//!    attribute anywhere in the data (so also inside span names such as
-//!    `POST /runs/[run#1]/cancel`, event fields and paths), else `[uuid#N]`.
+//! 3. UUIDs (any case) → `[NAME#N]` when the same UUID is the value of an attribute of an id
+//!    family passed in ([`Options::id_family`]; the Metis harness passes `run_id` → `[run#N]`)
+//!    anywhere in the data (so also inside span names such as `POST /runs/[run#1]/cancel`,
+//!    event fields and paths), else `[uuid#N]`. Each family is numbered on its own.
 //! 4. RFC 3339 timestamps (`2024-05-01T12:00:00.123Z`, also with a space) → `[timestamp]`.
 //! 5. URLs `scheme://host:port/...`: a host that is not loopback → `[host]`, the port →
 //!    `[port]`; the URL path is kept, except for `file://` URLs whose path is a path (7.).
@@ -139,6 +140,19 @@ pub struct Options {
     /// scheduling (e.g. engines sharing a work queue), so their `service.instance.id` reads
     /// `[instance#*]` instead of a number.
     pub unordered_instances: Vec<String>,
+    /// Families of ids numbered on their own ([`Options::id_family`]), e.g. Metis's run ids.
+    pub id_families: Vec<IdFamily>,
+}
+
+/// UUIDs named by one kind of attribute, numbered as a family of their own: with
+/// `IdFamily { key: "run_id", name: "run" }` a UUID that is the value of a `run_id` (or
+/// `*_run_id`) attribute anywhere in the data reads `[run#N]` wherever it occurs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdFamily {
+    /// The attribute key (its last dotted segment is `key` or ends in `_key`).
+    pub key: String,
+    /// The placeholder's name: `[name#N]`.
+    pub name: String,
 }
 
 impl Options {
@@ -165,6 +179,18 @@ impl Options {
     /// scenario instead.
     pub fn unordered_instances(mut self, service: impl Into<String>) -> Self {
         self.unordered_instances.push(service.into());
+        self
+    }
+
+    /// Number the UUIDs that are values of attribute `key` (or `*_key`) as a family of their
+    /// own, `[name#N]`, wherever they occur (span names, paths, event fields) — the services'
+    /// own knowledge of which ids matter (a harness passes its policy in; with none, every
+    /// UUID reads `[uuid#N]`). The first family whose key matches wins.
+    pub fn id_family(mut self, key: impl Into<String>, name: impl Into<String>) -> Self {
+        self.id_families.push(IdFamily {
+            key: key.into(),
+            name: name.into(),
+        });
         self
     }
 

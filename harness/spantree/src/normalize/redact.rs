@@ -14,7 +14,8 @@ pub(super) const MARK_END: char = '\u{E001}';
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Token {
-    Run(String),
+    /// A UUID of the id family with this index ([`Options::id_family`]).
+    Family(usize, String),
     Uuid(String),
     /// Index into the raw spans.
     SpanRef(usize),
@@ -112,9 +113,16 @@ pub(super) fn key_rule(key: &str) -> KeyRule {
     }
 }
 
-pub(super) fn is_run_id_key(key: &str) -> bool {
+/// The first id family whose key `key` matches (its last dotted segment is the family's key
+/// or ends in `_<key>`).
+pub(super) fn family_of(key: &str, families: &[super::IdFamily]) -> Option<usize> {
     let last = key.rsplit('.').next().unwrap_or(key);
-    last == "run_id" || last.ends_with("_run_id")
+    families.iter().position(|f| {
+        last == f.key
+            || last
+                .strip_suffix(f.key.as_str())
+                .is_some_and(|head| head.ends_with('_'))
+    })
 }
 
 /// Turns raw strings into strings with placeholders and token marks.
@@ -123,7 +131,10 @@ pub(super) struct Redactor<'a> {
     pub(super) literals: Vec<(&'a str, &'a str)>,
     pub(super) span_index: HashMap<&'a str, usize>,
     pub(super) traces: HashSet<&'a str>,
-    pub(super) run_ids: HashSet<String>,
+    /// UUID (lowercase) → the index of its id family.
+    pub(super) family_ids: HashMap<String, usize>,
+    /// The id families' placeholder names, by index.
+    pub(super) family_names: Vec<String>,
     /// Every resource's `service.instance.id` (lowercase) → whether its service's instances
     /// are unordered ([`Options::unordered_instances`]).
     pub(super) instances: HashMap<String, bool>,
@@ -145,23 +156,27 @@ impl<'a> Redactor<'a> {
             .map(|r| (r.literal.as_str(), r.placeholder.as_str()))
             .collect();
         literals.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(b.0)));
-        let mut run_ids = HashSet::new();
-        let mut note_run_ids = |attrs: &[KeyValue]| {
+        let mut family_ids = HashMap::new();
+        let mut note_family_ids = |attrs: &[KeyValue]| {
             for kv in attrs {
-                if is_run_id_key(&kv.key)
+                if let Some(family) = family_of(&kv.key, &options.id_families)
                     && let Some(any_value::Value::StringValue(s)) =
                         kv.value.as_ref().and_then(|v| v.value.as_ref())
                     && UUID_FULL_RE.is_match(s.trim())
                 {
-                    run_ids.insert(s.trim().to_ascii_lowercase());
+                    // One UUID under several families: the first family listed wins.
+                    let at = family_ids
+                        .entry(s.trim().to_ascii_lowercase())
+                        .or_insert(family);
+                    *at = (*at).min(family);
                 }
             }
         };
         let mut instances = HashMap::new();
         for r in raws {
-            note_run_ids(&r.span.attributes);
+            note_family_ids(&r.span.attributes);
             for e in &r.span.events {
-                note_run_ids(&e.attributes);
+                note_family_ids(&e.attributes);
             }
             if let Some(any_value::Value::StringValue(id)) = r
                 .resource
@@ -185,7 +200,8 @@ impl<'a> Redactor<'a> {
                 .map(|(i, r)| (r.id.as_str(), i))
                 .collect(),
             traces: raws.iter().map(|r| r.trace.as_str()).collect(),
-            run_ids,
+            family_ids,
+            family_names: options.id_families.iter().map(|f| f.name.clone()).collect(),
             instances,
             tokens: Vec::new(),
             token_index: HashMap::new(),
@@ -225,8 +241,8 @@ impl<'a> Redactor<'a> {
             let uuid = c[0].to_ascii_lowercase();
             if self.instances.contains_key(&uuid) {
                 self.mark(Token::Instance(uuid))
-            } else if self.run_ids.contains(&uuid) {
-                self.mark(Token::Run(uuid))
+            } else if let Some(&family) = self.family_ids.get(&uuid) {
+                self.mark(Token::Family(family, uuid))
             } else {
                 self.mark(Token::Uuid(uuid))
             }
@@ -523,7 +539,7 @@ impl<'a> Redactor<'a> {
 
     pub(super) fn unnumbered_at(&self, s: &str, depth: usize) -> String {
         map_marks(s, |index| match &self.tokens[index] {
-            Token::Run(_) => "[run#]".to_owned(),
+            Token::Family(family, _) => format!("[{}#]", self.family_names[*family]),
             Token::Uuid(_) => "[uuid#]".to_owned(),
             Token::TraceRef(_) => "→trace#".to_owned(),
             Token::Instance(_) => "[instance#]".to_owned(),
