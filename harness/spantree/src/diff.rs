@@ -5,7 +5,8 @@
 //! the root (`trace#1 › metis-api POST /runs › create_run`), and the changes are lines
 //! changed in place (an attribute, a status), spans moved under another parent (a broken
 //! parent link), and subtrees added or removed — each reported once, at its top. Detail lines
-//! (`resource`, `scope`, events, links) belong to their span and never "move".
+//! (events, links) belong to their span and never "move". The legend (resources and scopes)
+//! is compared entry by entry at `legend › KEY`.
 //!
 //! [`SpanForest::render`]: crate::SpanForest::render
 
@@ -14,7 +15,7 @@ use std::fmt;
 
 use crate::model::{SpanNode, Trace};
 use crate::parse::ParseError;
-use crate::render;
+use crate::render::{self, Legend};
 
 /// One difference between two forests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,10 +100,11 @@ struct Placed {
 }
 
 /// The lines of one trace, in render order.
-fn place(trace: &Trace) -> Vec<Placed> {
+fn place(trace: &Trace, legend: &Legend) -> Vec<Placed> {
     fn visit(
         node: &SpanNode,
         parent: Option<(&str, &str)>,
+        legend: &Legend,
         seen: &mut BTreeMap<String, usize>,
         out: &mut Vec<Placed>,
     ) {
@@ -116,16 +118,10 @@ fn place(trace: &Trace) -> Vec<Placed> {
         out.push(Placed {
             path: path.clone(),
             parent: parent.map(|(p, _)| p.to_owned()),
-            content: render::span_line(node, parent_service),
+            content: render::span_line(node, parent_service, legend),
             span: true,
         });
-        let details = node
-            .entry()
-            .into_iter()
-            .flat_map(render::entry_lines)
-            .chain(node.events().iter().map(render::event_line))
-            .chain(node.links().iter().map(render::link_line));
-        for line in details {
+        for line in render::body_lines(node) {
             let label = detail_label(&line);
             out.push(Placed {
                 path: numbered(Some(&path), &label, seen),
@@ -135,15 +131,66 @@ fn place(trace: &Trace) -> Vec<Placed> {
             });
         }
         for child in node.children() {
-            visit(child, Some((&path, node.service())), seen, out);
+            visit(child, Some((&path, node.service())), legend, seen, out);
         }
     }
     let mut seen = BTreeMap::new();
     let mut out = Vec::new();
     for root in trace.roots() {
-        visit(root, None, &mut seen, &mut out);
+        visit(root, None, legend, &mut seen, &mut out);
     }
     out
+}
+
+/// The legend's changes: an entry whose resource or scope differs is `Changed` at
+/// `legend › KEY` (one entry per line), a key only one side has is `Added`/`Removed`.
+fn compare_legends(old: &Legend, new: &Legend) -> Vec<Change> {
+    let lines = |e: &render::LegendEntry| render::entry_lines(&e.entry);
+    let mut changes = Vec::new();
+    for n in &new.entries {
+        let path = format!("legend › {}", n.key);
+        match old.entries.iter().find(|o| o.key == n.key) {
+            Some(o) => {
+                let (before, after) = (lines(o), lines(n));
+                for i in 0..before.len().max(after.len()) {
+                    match (before.get(i), after.get(i)) {
+                        (Some(b), Some(a)) if a == b => {}
+                        (Some(b), Some(a)) => changes.push(Change::Changed {
+                            path: path.clone(),
+                            old: b.clone(),
+                            new: a.clone(),
+                        }),
+                        (None, Some(a)) => changes.push(Change::Added {
+                            path: path.clone(),
+                            line: a.clone(),
+                            below: 0,
+                        }),
+                        (Some(b), None) => changes.push(Change::Removed {
+                            path: path.clone(),
+                            line: b.clone(),
+                            below: 0,
+                        }),
+                        (None, None) => {}
+                    }
+                }
+            }
+            None => changes.push(Change::Added {
+                path,
+                line: n.key.clone(),
+                below: lines(n).len(),
+            }),
+        }
+    }
+    for o in &old.entries {
+        if !new.entries.iter().any(|n| n.key == o.key) {
+            changes.push(Change::Removed {
+                path: format!("legend › {}", o.key),
+                line: o.key.clone(),
+                below: lines(o).len(),
+            });
+        }
+    }
+    changes
 }
 
 /// `parent › label`, with `#N` when `label` occurred before under the same parent.
@@ -203,15 +250,16 @@ fn similarity(a: &[Placed], b: &[Placed]) -> usize {
 pub fn diff(old: &str, new: &str) -> Result<Vec<Change>, ParseError> {
     let old = crate::parse(old)?;
     let new = crate::parse(new)?;
+    let (old_legend, new_legend) = (old.legend(), new.legend());
     let old: Vec<(String, Vec<Placed>)> = old
         .traces()
         .into_iter()
-        .map(|(h, t)| (h, place(t)))
+        .map(|(h, t)| (h, place(t, &old_legend)))
         .collect();
     let new: Vec<(String, Vec<Placed>)> = new
         .traces()
         .into_iter()
-        .map(|(h, t)| (h, place(t)))
+        .map(|(h, t)| (h, place(t, &new_legend)))
         .collect();
     let text = |lines: &[Placed]| -> Vec<(String, String)> {
         lines
@@ -240,7 +288,7 @@ pub fn diff(old: &str, new: &str) -> Result<Vec<Change>, ParseError> {
             pair[n] = Some(o);
         }
     }
-    let mut changes = Vec::new();
+    let mut changes = compare_legends(&old_legend, &new_legend);
     for (n, (header, lines)) in new.iter().enumerate() {
         match pair[n] {
             Some(o) => changes.extend(compare(header, &old[o].1, lines)),

@@ -26,16 +26,26 @@
 //! # Rendered format
 //!
 //! ```text
+//! legend
+//! metis-api
+//! ├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+//! │      telemetry.sdk.language=rust
+//! └─ scope metis-api
+//! metis-engine-generic
+//! ├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+//! │      telemetry.sdk.language=rust
+//! └─ scope metis-engine-generic
+//!
 //! trace#1
-//! metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
-//! ├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-//! ├─ scope metis-api
+//! metis-api  POST /runs  [server]  http.response.status_code=200 http.request.method=POST
+//! │   http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 //! └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
-//!    ├─ event INFO "Run created and dispatched" run_id=[run#1]
-//!    └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-//!       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration:int] error="exit status 3" run_id=[run#1] state=EXECUTOR_ERROR user_id=alice workflow_type=SH
-//!          ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-//!          ├─ scope metis-engine-generic
+//!    ├─ event INFO "Run created and dispatched"
+//!    └─ publish metis.runs.generic.1.SH.1  [producer]
+//!       │    messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
+//!       └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"
+//!          │    error="exit status 3" state=EXECUTOR_ERROR api_trace_id=→create_run
+//!          │   duration_ms=[duration:int] run_id=[run#1] user_id=alice workflow_type=SH
 //!          ├─ event INFO phase state=initializing
 //!          ├─ event INFO phase state=building
 //!          ├─ event INFO phase state=executing
@@ -45,35 +55,45 @@
 //!          └─ event INFO phase state=cleanup
 //!
 //! trace#2
-//! metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200 http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
-//! ├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-//! ├─ scope metis-api
+//! metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200
+//! │   http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
 //! └─ request_cancel  run_id=[run#1]
-//!    └─ publish metis.cancel.[engine#1]  [producer]  messaging.destination.name=metis.cancel.[engine#1]
+//!    └─ publish metis.cancel.[engine#1]  [producer]
+//!       │    messaging.destination.name=metis.cancel.[engine#1]
 //!       └─ metis-engine-generic  workflow_cancel  [consumer]  run_id=[run#1]
-//!          ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-//!          └─ scope metis-engine-generic
 //! ```
 //!
+//! - A legend comes first when any span has a resource or instrumentation scope: the line
+//!   `legend`, then for each distinct (service, resource, scope), in render order, its key on
+//!   a line of its own and its `resource key=value…` (the resource's attributes but
+//!   `service.name`, redacted like any) and `scope name[ version][ key=value…]` lines drawn
+//!   under it (either left out when empty), then a blank line. The key is the service name,
+//!   or `SERVICE#N` when the service has several entries (several instances, or scopes).
+//!   `service.instance.id` reads `[SERVICE#N]`, numbered per service in render order, or
+//!   `[SERVICE#*]` for a service whose instances are interchangeable (see
+//!   [`Options::unordered_instances`]). A version bump changes only the legend.
 //! - Each trace starts with a `trace#N` header line; traces are separated by one blank line;
 //!   the text ends with a newline. A trace's roots start in column 0.
 //! - One line per span, event and link, drawn with `├─ `/`└─ ` connectors and `│  `/`   `
-//!   continuation. Under a span come first its entry lines, then its events (time order),
-//!   then its links, then its child spans (a child that ended before a sibling of the same
-//!   process started comes before it; otherwise sorted by the stable key).
-//! - Where a service enters a trace (a root, or a span whose parent came from another
-//!   resource or instrumentation scope) two entry lines follow the span: `resource key=value…`
-//!   (the resource's attributes but `service.name`, redacted like any; `service.instance.id`
-//!   reads `[instance#N]`, numbered in render order, or `[instance#*]` for a service whose
-//!   instances are interchangeable, see [`Options::unordered_instances`]) and
-//!   `scope name[ version][ key=value…]`. Either is left out when empty.
+//!   continuation. Under a span come first its events (time order), then its links, then
+//!   its child spans (a child that ended before a sibling of the same process started comes
+//!   before it; otherwise sorted by the stable key).
 //! - A span line is `[service  ]name[  (span#N)][  [kind]][  status][  attributes]`, columns
-//!   separated by two spaces: the service on a root and wherever it differs from the parent's;
-//!   `(span#N)` only when a reference elsewhere names the span by alias; the kind unless
-//!   internal; the status unless unset (`OK`, `!ERROR "message"`, `!ERROR`); what the SDK
-//!   dropped when anything was (`dropped(attributes=2,events=1)`; an event line ends in
-//!   ` dropped(attributes=N)`).
-//! - Attributes are `key=value` separated by one space, sorted by key. Strings are bare unless
+//!   separated by two spaces. The service column is the legend key, shown where a service
+//!   enters the trace (a root, or a span whose parent came from another resource or scope),
+//!   and the service name where the data has no resource. `(span#N)` only when a reference
+//!   elsewhere names the span by alias; the kind unless internal; the status unless unset
+//!   (`OK`, `!ERROR "message"`, `!ERROR`); what the SDK dropped when anything was
+//!   (`dropped(attributes=2,events=1)`; an event line ends in ` dropped(attributes=N)`).
+//! - The attribute column leads with what a reviewer looks for — `error`, `error.type`,
+//!   `exception.type`, `exception.message`, `state`, `http.response.status_code`, in that
+//!   order — then the rest sorted by key.
+//! - No line passes 100 columns where it can be helped: a longer line continues on lines
+//!   indented four columns past its drawing (under a `│` when lines follow below it), cut
+//!   only before a `key=` attribute outside quotes. A continuation that starts the attribute
+//!   column is indented one column more (the two-space column gap). A single attribute
+//!   longer than the room stays whole.
+//! - Attributes are `key=value` separated by one space. Strings are bare unless
 //!   they are empty, contain whitespace, `=`, a quote, a backslash or a control character, or
 //!   would read as a number or bool — then they are quoted with `\"`, `\\`, `\n` escapes. So
 //!   the string `"3"` and the int `3` differ. Ints and bools are bare, doubles always show a

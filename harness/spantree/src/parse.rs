@@ -18,6 +18,7 @@ use std::fmt;
 use crate::model::{
     Dropped, Entry, Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Trace, Value,
 };
+use crate::render::Legend;
 
 /// What a rendered text holds: one forest, or a census of shapes (`shape#N ×COUNT` above
 /// each shape's forest).
@@ -72,6 +73,14 @@ impl Rendered {
         }
     }
 
+    /// The legend the text starts with (every distinct resource and scope, with its key).
+    pub(crate) fn legend(&self) -> Legend {
+        match self {
+            Self::Forest(f) => Legend::of([f]),
+            Self::Census(shapes) => Legend::of(shapes.iter().map(|s| &s.forest)),
+        }
+    }
+
     /// Every span, in render order.
     pub fn spans(&self) -> impl Iterator<Item = &SpanNode> {
         let forests: Vec<&SpanForest> = match self {
@@ -92,7 +101,8 @@ impl fmt::Display for Rendered {
 /// a blank line.
 #[must_use]
 pub fn render_census(shapes: &[Shape]) -> String {
-    let mut out = String::new();
+    let legend = Legend::of(shapes.iter().map(|s| &s.forest));
+    let mut out = legend.render();
     for (i, shape) in shapes.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -101,7 +111,7 @@ pub fn render_census(shapes: &[Shape]) -> String {
             "shape#{} ×{}\n{}",
             i + 1,
             shape.count,
-            shape.forest.render()
+            shape.forest.render_traces(&legend)
         ));
     }
     out
@@ -129,20 +139,62 @@ impl std::error::Error for ParseError {}
 /// Parses a rendered forest or census (a snapshot's body, without insta's header).
 pub fn parse(text: &str) -> Result<Rendered, ParseError> {
     let mut p = Parser::default();
+    // Wrapped lines are joined back first: a continuation is tree drawing, then one space.
+    let mut logical: Vec<(usize, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        p.line(i + 1, line).map_err(|reason| ParseError {
-            line: i + 1,
-            text: line.to_owned(),
+        match (continuation(line), logical.last_mut()) {
+            (Some((separator, rest)), Some((_, previous))) => {
+                previous.push_str(separator);
+                previous.push_str(rest);
+            }
+            (Some(_), None) => {
+                return Err(ParseError {
+                    line: i + 1,
+                    text: line.to_owned(),
+                    reason: "a continuation line with no line before it".into(),
+                });
+            }
+            (None, _) => logical.push((i + 1, line.to_owned())),
+        }
+    }
+    for (n, line) in &logical {
+        p.line(*n, line).map_err(|reason| ParseError {
+            line: *n,
+            text: line.clone(),
             reason,
         })?;
     }
     p.finish()
 }
 
-/// The parser's state: the shapes (or the one forest) so far, the traces of the current one,
-/// and the spans still open, one per depth.
+/// A wrapped line's continuation (tree drawing `│  `/`   `, one space, then the text; one
+/// more space when the cut was at a span line's two-space column gap): the separator to join
+/// it with and the text. `None` for any other line.
+fn continuation(line: &str) -> Option<(&'static str, &str)> {
+    let mut rest = line;
+    let mut drawn = false;
+    while let Some(r) = rest
+        .strip_prefix("│  ")
+        .or_else(|| rest.strip_prefix("   "))
+    {
+        rest = r;
+        drawn = true;
+    }
+    let text = rest.strip_prefix(' ')?;
+    let (separator, text) = match text.strip_prefix(' ') {
+        Some(t) => ("  ", t),
+        None => (" ", text),
+    };
+    (drawn && !text.is_empty() && !text.starts_with(' ')).then_some((separator, text))
+}
+
+/// The parser's state: the legend, the shapes (or the one forest) so far, the traces of the
+/// current one, and the spans still open, one per depth.
 #[derive(Default)]
 struct Parser {
+    /// The legend's entries (`None` before a `legend` line; open while `in_legend`).
+    legend: Legend,
+    in_legend: bool,
     census: Option<Vec<Shape>>,
     traces: Vec<Trace>,
     open: Vec<SpanNode>,
@@ -151,8 +203,18 @@ struct Parser {
 
 impl Parser {
     fn line(&mut self, _n: usize, line: &str) -> Result<(), String> {
+        if self.in_legend {
+            return self.legend_line(line);
+        }
         if line.is_empty() {
             return self.close_spans();
+        }
+        if line == "legend" {
+            if self.seen_anything || !self.legend.entries.is_empty() {
+                return Err("a legend after the first trace, or a second legend".into());
+            }
+            self.in_legend = true;
+            return Ok(());
         }
         if let Some(rest) = line.strip_prefix("shape#") {
             if self.seen_anything && self.census.is_none() {
@@ -194,7 +256,7 @@ impl Parser {
         }
         match self.open.last_mut() {
             None => {
-                let span = parse_span(content, None)?;
+                let span = parse_span(content, None, &self.legend)?;
                 self.open.push(span);
             }
             Some(parent) if parent.children.is_empty() && is_detail(content) => {
@@ -202,10 +264,48 @@ impl Parser {
             }
             Some(parent) => {
                 let service = parent.service.clone();
-                let span = parse_span(content, Some(&service))?;
+                let span = parse_span(content, Some(&service), &self.legend)?;
                 self.open.push(span);
             }
         }
+        Ok(())
+    }
+
+    /// A line of the legend: a key, or a `resource`/`scope` line under the last key; a blank
+    /// line ends the legend.
+    fn legend_line(&mut self, line: &str) -> Result<(), String> {
+        if line.is_empty() {
+            self.in_legend = false;
+            return Ok(());
+        }
+        let (depth, content) = split_prefix(line)?;
+        if depth == 0 {
+            if self.legend.entries.iter().any(|e| e.key == content) {
+                return Err(format!("the legend names {content} twice"));
+            }
+            let service = match content.rsplit_once('#') {
+                Some((service, n)) if n.parse::<usize>().is_ok() => service,
+                _ => content,
+            };
+            self.legend.entries.push(crate::render::LegendEntry {
+                key: content.to_owned(),
+                service: service.to_owned(),
+                entry: Entry::default(),
+            });
+            return Ok(());
+        }
+        let last = self
+            .legend
+            .entries
+            .last_mut()
+            .ok_or("a legend line before its key")?;
+        if depth > 1 || !(content.starts_with("resource ") || content.starts_with("scope")) {
+            return Err("a legend holds keys and their `resource` and `scope` lines".into());
+        }
+        let mut holder = SpanNode::empty(&last.service);
+        holder.entry = Some(std::mem::take(&mut last.entry));
+        detail(&mut holder, content)?;
+        last.entry = holder.entry.unwrap_or_default();
         Ok(())
     }
 
@@ -420,8 +520,36 @@ fn split_words_and_attributes(tokens: &[String]) -> Result<(Vec<String>, Attribu
     Ok((tokens[..first].to_vec(), attributes))
 }
 
-/// `[service  ]name[  (span#N)][  [kind]][  status][  dropped(…)][  attributes]`.
-fn parse_span(content: &str, parent_service: Option<&str>) -> Result<SpanNode, String> {
+impl SpanNode {
+    /// A span of `service` with nothing else set (the parser fills it in).
+    fn empty(service: &str) -> Self {
+        Self {
+            alias: String::new(),
+            show_alias: false,
+            service: service.to_owned(),
+            name: String::new(),
+            kind: SpanKind::Internal,
+            status: Status {
+                code: StatusCode::Unset,
+                message: String::new(),
+            },
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            entry: None,
+            dropped: Dropped::default(),
+            children: Vec::new(),
+        }
+    }
+}
+
+/// `[service  ]name[  (span#N)][  [kind]][  status][  dropped(…)][  attributes]`. A service
+/// column that is a `legend` key gives the span that entry's resource and scope.
+fn parse_span(
+    content: &str,
+    parent_service: Option<&str>,
+    legend: &Legend,
+) -> Result<SpanNode, String> {
     let columns = split_outside_quotes(content, "  ")?;
     let mut columns = columns.iter().map(String::as_str);
     let first = columns.next().ok_or("an empty span line")?;
@@ -431,33 +559,30 @@ fn parse_span(content: &str, parent_service: Option<&str>) -> Result<SpanNode, S
             if rest.is_empty() {
                 return Err("a root span line names its service and the span".into());
             }
-            (first.to_owned(), rest.remove(0))
+            (Some(first), rest.remove(0))
         }
-        Some(parent) => match rest.first() {
-            Some(col) if is_name_column(col) => (first.to_owned(), rest.remove(0)),
-            _ => (parent.to_owned(), first),
+        Some(_) => match rest.first() {
+            Some(col) if is_name_column(col) => (Some(first), rest.remove(0)),
+            _ => (None, first),
         },
     };
-    let mut span = SpanNode {
-        alias: String::new(),
-        show_alias: false,
-        service,
-        name: if name == "\"\"" {
-            String::new()
-        } else {
-            name.to_owned()
-        },
-        kind: SpanKind::Internal,
-        status: Status {
-            code: StatusCode::Unset,
-            message: String::new(),
-        },
-        attributes: Vec::new(),
-        events: Vec::new(),
-        links: Vec::new(),
-        entry: None,
-        dropped: Dropped::default(),
-        children: Vec::new(),
+    let keyed = service.and_then(|s| legend.entries.iter().find(|e| e.key == s));
+    let mut span = SpanNode::empty(match (keyed, service, parent_service) {
+        (Some(e), _, _) => &e.service,
+        (None, Some(s), _) | (None, None, Some(s)) => s,
+        (None, None, None) => unreachable!("a root always names its service"),
+    });
+    // A service column names where a service enters: its legend entry, or one with nothing
+    // to list.
+    span.entry = match (keyed, service) {
+        (Some(e), _) => Some(e.entry.clone()),
+        (None, Some(_)) => Some(Entry::default()),
+        (None, None) => None,
+    };
+    span.name = if name == "\"\"" {
+        String::new()
+    } else {
+        name.to_owned()
     };
     for col in rest {
         if let Some(alias) = col.strip_prefix('(').and_then(|c| c.strip_suffix(')')) {
@@ -484,6 +609,8 @@ fn parse_span(content: &str, parent_service: Option<&str>) -> Result<SpanNode, S
                 .iter()
                 .map(|t| attribute(t))
                 .collect::<Result<_, _>>()?;
+            // The model keeps them sorted by key; the line leads with the ones that matter.
+            span.attributes.sort_by(|a, b| a.0.cmp(&b.0));
         } else {
             return Err(format!("a column that is no part of a span line: {col}"));
         }
@@ -704,9 +831,37 @@ pub fn unquote(text: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const TREE: &str = "trace#1
+    /// Every part of the format, as the renderer writes it (legend, wrapping, leading
+    /// attributes).
+    const TREE: &str = "legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=0.1.0
+└─ scope metis-api \"1 0\" k=v
+
+trace#1
+metis-api  POST /runs  [server]  http.response.status_code=200 list=[1,2] tags={a=1,b=\"x,y\"}
+└─ create_run  (span#2)  note=\"a  b\" run_id=[run#1]
+   ├─ event INFO \"Run created\" run_id=[run#1]
+   ├─ event WARN
+   ├─ event \"no level\" dropped(attributes=2)
+   ├─ link →POST /runs k=1.5
+   ├─ link [external]
+   └─ metis-engine-generic  workflow_run  [consumer]  !ERROR \"exit  3\"  dropped(attributes=1,events=2)
+      │    state=\"a long state that needs quotes\" b=true e=(empty) f=3.0 raw=0x0aff
+      │   ref=→create_run(span#2)
+      ├─ event INFO phase state=initializing
+      └─ \"\"  OK
+
+trace#2
+[unknown]  [missing parent]
+└─ child
+";
+
+    /// The layout before the legend (resource and scope lines under the span, one long
+    /// line, attributes in key order) still reads, into the same model.
+    const OLD_LAYOUT: &str = "trace#1
 metis-api  POST /runs  [server]  http.response.status_code=200 tags={a=1,b=\"x,y\"} list=[1,2]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0
+├─ resource service.instance.id=[metis-api#1] service.version=0.1.0
 ├─ scope metis-api \"1 0\" k=v
 └─ create_run  (span#2)  run_id=[run#1] note=\"a  b\"
    ├─ event INFO \"Run created\" run_id=[run#1]
@@ -714,7 +869,7 @@ metis-api  POST /runs  [server]  http.response.status_code=200 tags={a=1,b=\"x,y
    ├─ event \"no level\" dropped(attributes=2)
    ├─ link →POST /runs k=1.5
    ├─ link [external]
-   └─ metis-engine-generic  workflow_run  [consumer]  !ERROR \"exit  3\"  dropped(attributes=1,events=2)  ref=→create_run(span#2) f=3.0 b=true e=(empty) raw=0x0aff
+   └─ metis-engine-generic  workflow_run  [consumer]  !ERROR \"exit  3\"  dropped(attributes=1,events=2)  ref=→create_run(span#2) f=3.0 b=true state=\"a long state that needs quotes\" e=(empty) raw=0x0aff
       ├─ event INFO phase state=initializing
       └─ \"\"  OK
 
@@ -727,6 +882,17 @@ trace#2
     fn every_part_of_the_format_round_trips() {
         let parsed = parse(TREE).unwrap();
         assert_eq!(parsed.render(), TREE);
+        assert_eq!(parse(OLD_LAYOUT).unwrap(), parsed);
+        // Only a line with no attribute to cut before runs past the width.
+        let long: Vec<&str> = TREE
+            .lines()
+            .filter(|l| l.chars().count() > crate::render::WIDTH)
+            .collect();
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(
+            long[0].ends_with("dropped(attributes=1,events=2)"),
+            "{long:?}"
+        );
         let Rendered::Forest(forest) = &parsed else {
             panic!("{parsed:?}")
         };

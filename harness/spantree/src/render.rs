@@ -1,14 +1,43 @@
 //! The text rendering of a [`SpanForest`] (the format is specified in the [`tree`](super)
 //! module docs). Pure functions of the model: equal forests render byte-identically.
+//!
+//! Two things are layout, not model: the legend (every distinct resource and scope, listed
+//! once above the traces under the key span lines name it by) and wrapping (a line longer
+//! than [`WIDTH`] columns continues on indented lines, broken only before an attribute).
 
 use std::fmt;
 
 use super::model::{Entry, Event, Link, SpanForest, SpanKind, SpanNode, Status, StatusCode, Value};
 
+/// The column a rendered line should not pass: a line continues on the next (indented
+/// four columns past its tree drawing) before an attribute that would pass it. One
+/// attribute longer than the room left still stands on a line of its own.
+pub const WIDTH: usize = 100;
+
+/// Span attributes that lead the attribute column, in this order, because a reviewer looks
+/// for them first; the rest follow sorted by key.
+pub const LEADING_ATTRIBUTES: [&str; 6] = [
+    "error",
+    "error.type",
+    "exception.type",
+    "exception.message",
+    "state",
+    "http.response.status_code",
+];
+
 impl SpanForest {
-    /// The whole forest as text: `trace#N` headers, one line per span, event and link, traces
-    /// separated by a blank line, a final newline.
+    /// The whole forest as text: the legend (when any span has a resource or scope), then
+    /// `trace#N` headers, one line per span, event and link, traces separated by a blank
+    /// line, a final newline.
     pub fn render(&self) -> String {
+        let legend = Legend::of([self]);
+        let mut out = legend.render();
+        out.push_str(&self.render_traces(&legend));
+        out
+    }
+
+    /// The traces alone, naming resources and scopes by `legend`'s keys.
+    pub(crate) fn render_traces(&self, legend: &Legend) -> String {
         let mut out = String::new();
         for (n, trace) in self.traces.iter().enumerate() {
             if n > 0 {
@@ -17,9 +46,98 @@ impl SpanForest {
             out.push_str(&trace.alias);
             out.push('\n');
             for root in &trace.roots {
-                tree(&mut out, root, None, "", "");
+                tree(&mut out, root, None, legend, "", "");
             }
         }
+        out
+    }
+}
+
+/// One legend entry: the key span lines name it by, its service, its resource and scope.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LegendEntry {
+    /// The service, or `SERVICE#N` when the service has several entries (numbered in render
+    /// order).
+    pub(crate) key: String,
+    pub(crate) service: String,
+    pub(crate) entry: Entry,
+}
+
+/// Every distinct (service, resource, scope) of one or more forests, in render order; an
+/// entry with neither resource attributes nor a scope is left out (the span line's service
+/// column says all there is).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Legend {
+    pub(crate) entries: Vec<LegendEntry>,
+}
+
+impl Legend {
+    /// The legend of `forests` (a census shares one across its shapes).
+    pub(crate) fn of<'a>(forests: impl IntoIterator<Item = &'a SpanForest>) -> Self {
+        let mut seen: Vec<(String, Entry)> = Vec::new();
+        for forest in forests {
+            for span in forest.spans() {
+                if let Some(entry) = &span.entry
+                    && *entry != Entry::default()
+                    && !seen.iter().any(|(s, e)| *s == span.service && e == entry)
+                {
+                    seen.push((span.service.clone(), entry.clone()));
+                }
+            }
+        }
+        let mut numbered: std::collections::HashMap<&str, usize> = Default::default();
+        let entries = seen
+            .iter()
+            .map(|(service, entry)| {
+                let several = seen.iter().filter(|(s, _)| s == service).count() > 1;
+                let n = numbered.entry(service.as_str()).or_insert(0);
+                *n += 1;
+                LegendEntry {
+                    key: if several {
+                        format!("{service}#{n}")
+                    } else {
+                        service.clone()
+                    },
+                    service: service.clone(),
+                    entry: entry.clone(),
+                }
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// The key of `node`'s entry, when it has one.
+    pub(crate) fn key(&self, node: &SpanNode) -> Option<&str> {
+        let entry = node.entry.as_ref()?;
+        self.entries
+            .iter()
+            .find(|e| e.service == node.service && e.entry == *entry)
+            .map(|e| e.key.as_str())
+    }
+
+    /// `legend`, then per entry its key and its `resource`/`scope` lines drawn under it, then
+    /// a blank line; empty when there are no entries.
+    pub(crate) fn render(&self) -> String {
+        if self.entries.is_empty() {
+            return String::new();
+        }
+        let mut out = "legend\n".to_owned();
+        for e in &self.entries {
+            out.push_str(&e.key);
+            out.push('\n');
+            let lines = entry_lines(&e.entry);
+            let total = lines.len();
+            for (i, line) in lines.iter().enumerate() {
+                let last = i + 1 == total;
+                let (connector, below) = if last {
+                    ("└─ ", "   ")
+                } else {
+                    ("├─ ", "│  ")
+                };
+                push_wrapped(&mut out, connector, line, &format!("{below}    "));
+            }
+        }
+        out.push('\n');
         out
     }
 }
@@ -47,7 +165,7 @@ impl Status {
 impl SpanNode {
     /// This span's own line as the tree shows it (always with its service), without children.
     pub fn render_line(&self) -> String {
-        span_line(self, None)
+        span_line(self, None, &Legend::default())
     }
 }
 
@@ -55,14 +173,19 @@ fn tree(
     out: &mut String,
     node: &SpanNode,
     parent_service: Option<&str>,
+    legend: &Legend,
     connector: &str,
     prefix: &str,
 ) {
-    out.push_str(connector);
-    out.push_str(&span_line(node, parent_service));
-    out.push('\n');
-    let details = detail_lines(node);
+    let details: Vec<String> = body_lines(node);
     let total = details.len() + node.children.len();
+    let below = if total > 0 { "│   " } else { "    " };
+    push_wrapped(
+        out,
+        connector,
+        &span_line(node, parent_service, legend),
+        &format!("{prefix}{below}"),
+    );
     let mut n = 0;
     let next = |n: &mut usize| {
         *n += 1;
@@ -73,22 +196,124 @@ fn tree(
         )
     };
     for line in details {
-        let (connector, _) = next(&mut n);
-        out.push_str(&connector);
-        out.push_str(&line);
-        out.push('\n');
+        let (connector, child_prefix) = next(&mut n);
+        push_wrapped(out, &connector, &line, &format!("{child_prefix}    "));
     }
     for child in &node.children {
         let (connector, child_prefix) = next(&mut n);
-        tree(out, child, Some(&node.service), &connector, &child_prefix);
+        tree(
+            out,
+            child,
+            Some(&node.service),
+            legend,
+            &connector,
+            &child_prefix,
+        );
     }
 }
 
-/// `[service  ]name[  (span#N)][  [kind]][  status][  attrs]`; the service is shown when it
-/// differs from the parent's (always on a root).
-pub(crate) fn span_line(node: &SpanNode, parent_service: Option<&str>) -> String {
+/// Appends `first` + `content` and a newline, continuing on lines that start with
+/// `continuation` when the line would pass [`WIDTH`] (see [`wrap`]).
+fn push_wrapped(out: &mut String, first: &str, content: &str, continuation: &str) {
+    for (i, piece) in wrap(content, first.chars().count(), continuation.chars().count())
+        .into_iter()
+        .enumerate()
+    {
+        out.push_str(if i == 0 { first } else { continuation });
+        out.push_str(&piece);
+        out.push('\n');
+    }
+}
+
+/// `content` cut into pieces that fit [`WIDTH`] after an indent of `first` (then
+/// `continuation`) columns. It is cut only outside quotes before a `key=` token: at one
+/// space, or at the two spaces that open a span line's attribute column — then the piece
+/// after the cut starts with one space, so a reader joins it back with two. A piece with
+/// no cut in reach runs long.
+pub(crate) fn wrap(content: &str, first: usize, continuation: usize) -> Vec<String> {
+    let cuts = cut_points(content);
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut lead = "";
+    let mut room = WIDTH.saturating_sub(first);
+    loop {
+        let rest = &content[start..];
+        if lead.len() + rest.chars().count() <= room {
+            pieces.push(format!("{lead}{rest}"));
+            return pieces;
+        }
+        let mut after = cuts.iter().copied().filter(|&(c, _)| c > start);
+        let fits = after
+            .clone()
+            .take_while(|&(c, _)| lead.len() + content[start..c].chars().count() <= room)
+            .last();
+        match fits.or_else(|| after.next()) {
+            Some((c, width)) => {
+                pieces.push(format!("{lead}{}", &content[start..c]));
+                start = c + width;
+                lead = if width == 2 { " " } else { "" };
+                room = WIDTH.saturating_sub(continuation);
+            }
+            None => {
+                pieces.push(format!("{lead}{rest}"));
+                return pieces;
+            }
+        }
+    }
+}
+
+/// Byte offsets and widths (1 or 2 spaces) of the places [`wrap`] may cut at.
+fn cut_points(content: &str) -> Vec<(usize, usize)> {
+    let bytes = content.as_bytes();
+    let mut cuts = Vec::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if quoted {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        if b == b'"' {
+            quoted = true;
+            continue;
+        }
+        if b != b' ' || i == 0 || bytes[i - 1] == b' ' {
+            continue;
+        }
+        let width = if bytes.get(i + 1) == Some(&b' ') {
+            2
+        } else {
+            1
+        };
+        if bytes.get(i + width).is_some_and(|&n| n != b' ')
+            && starts_attribute(&content[i + width..])
+        {
+            cuts.push((i, width));
+        }
+    }
+    cuts
+}
+
+/// Whether `text` starts with `key=` (a key: no space, quote or `=`).
+pub(crate) fn starts_attribute(text: &str) -> bool {
+    text.find('=')
+        .is_some_and(|eq| eq > 0 && !text[..eq].contains([' ', '"', '\\', '[', '{', '(', '→']))
+}
+
+/// `[service  ]name[  (span#N)][  [kind]][  status][  attrs]`; the service column is shown
+/// where the span has a resource and scope of its own (its legend key; the service when the
+/// legend has none) or its service differs from the parent's.
+pub(crate) fn span_line(node: &SpanNode, parent_service: Option<&str>, legend: &Legend) -> String {
     let mut line = String::new();
-    if parent_service != Some(node.service.as_str()) {
+    if let Some(key) = legend.key(node) {
+        line.push_str(key);
+        line.push_str("  ");
+    } else if node.entry.is_some() || parent_service != Some(node.service.as_str()) {
         line.push_str(&node.service);
         line.push_str("  ");
     }
@@ -129,18 +354,36 @@ pub(crate) fn span_line_rest(node: &SpanNode) -> String {
         parts.push(format!("dropped({})", counts.join(",")));
     }
     if !node.attributes.is_empty() {
-        parts.push(attributes(&node.attributes));
+        let leading = LEADING_ATTRIBUTES
+            .iter()
+            .filter_map(|k| node.attributes.iter().find(|(key, _)| key == k));
+        let rest = node
+            .attributes
+            .iter()
+            .filter(|(k, _)| !LEADING_ATTRIBUTES.contains(&k.as_str()));
+        let ordered: Vec<(String, Value)> = leading.chain(rest).cloned().collect();
+        parts.push(attributes(&ordered));
     }
     parts.join("  ")
 }
 
 /// The entry lines (resource, scope) where the span's service enters the trace, then the
-/// event lines (time order), then the link lines of a span, without connectors.
+/// event lines (time order), then the link lines of a span, without connectors: everything
+/// a span's sort key reads besides its own line.
 pub(crate) fn detail_lines(node: &SpanNode) -> Vec<String> {
     node.entry
         .iter()
         .flat_map(entry_lines)
-        .chain(node.events.iter().map(event_line))
+        .chain(body_lines(node))
+        .collect()
+}
+
+/// The lines drawn under a span before its children: its events (time order), then its
+/// links (the resource and scope are in the legend).
+pub(crate) fn body_lines(node: &SpanNode) -> Vec<String> {
+    node.events
+        .iter()
+        .map(event_line)
         .chain(node.links.iter().map(link_line))
         .collect()
 }

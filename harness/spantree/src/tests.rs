@@ -75,16 +75,25 @@ fn run_crosses_services_and_drops_sdk_noise() {
         &run_trace(1, 10, RUN_A, "alice", "COMPLETE"),
         &metis().expect_traces(1),
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
-metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
+metis-api  POST /runs  [server]  http.response.status_code=200 http.request.method=POST
+│   http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
-   ├─ event INFO "Run created and dispatched" run_id=[run#1]
-   └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-      └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
-         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-         ├─ scope metis-engine-generic
+   ├─ event INFO "Run created and dispatched"
+   └─ publish metis.runs.generic.1.SH.1  [producer]
+      │    messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
+      └─ metis-engine-generic  workflow_run  [consumer]  state=COMPLETE api_trace_id=→create_run
+         │   duration_ms=[duration:int] run_id=[run#1] user_id=alice workflow_type=SH
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -118,13 +127,19 @@ fn concurrent_siblings_sort_by_content_not_by_time() {
             span(API, "callback", 5).parent(1).start(4),
         ],
         r#"
+legend
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+
 trace#1
 metis-engine-generic  workflow_run
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-engine-generic
 ├─ metis-api  callback
-│  ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-│  └─ scope metis-api
 ├─ upload  file=a.txt
 ├─ upload  file=a.txt
 │  └─ event WARN retrying
@@ -163,16 +178,22 @@ fn causal_siblings(base: u64, ids: [u64; 5]) -> Vec<S> {
 #[test]
 fn siblings_of_one_process_keep_their_causal_order() {
     let expected = r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
 metis-api  create_run
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
 ├─ audit
 ├─ store run
 ├─ publish  [producer]
 └─ metis-engine-generic  ack
-   ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-   └─ scope metis-engine-generic
 "#;
     // `audit` and `store run` are both first candidates (no sibling ended before they
     // started): the key puts `audit` first. `publish` comes after `store run`, whose end it
@@ -235,13 +256,19 @@ fn child_arriving_before_its_parent() {
             span(API, "publish x", 1).kind(PRODUCER),
         ],
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
 metis-api  publish x  [producer]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
 └─ metis-engine-generic  workflow_run  [consumer]
-   ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-   └─ scope metis-engine-generic
 "#,
     );
 }
@@ -255,16 +282,25 @@ fn traces_are_sorted_and_ids_numbered_by_first_appearance() {
         &spans,
         &metis().expect_traces(3).redact(ENGINE_ID, "[engine#1]"),
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
-metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
+metis-api  POST /runs  [server]  http.response.status_code=200 http.request.method=POST
+│   http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 └─ create_run  run_id=[run#1] user_id=alice workflow_engine=generic workflow_type=SH
-   ├─ event INFO "Run created and dispatched" run_id=[run#1]
-   └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-      └─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→create_run duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
-         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-         ├─ scope metis-engine-generic
+   ├─ event INFO "Run created and dispatched"
+   └─ publish metis.runs.generic.1.SH.1  [producer]
+      │    messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
+      └─ metis-engine-generic  workflow_run  [consumer]  state=COMPLETE api_trace_id=→create_run
+         │   duration_ms=[duration:int] run_id=[run#1] user_id=alice workflow_type=SH
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -274,15 +310,15 @@ metis-api  POST /runs  [server]  http.request.method=POST http.response.status_c
          └─ event INFO phase state=cleanup
 
 trace#2
-metis-api  POST /runs  [server]  http.request.method=POST http.response.status_code=200 http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
+metis-api  POST /runs  [server]  http.response.status_code=200 http.request.method=POST
+│   http.route=/runs server.port=[port:int] url.path=/runs user_agent.original=reqwest/0.13
 └─ create_run  run_id=[run#2] user_id=bob workflow_engine=generic workflow_type=SH
-   ├─ event INFO "Run created and dispatched" run_id=[run#2]
-   └─ publish metis.runs.generic.1.SH.1  [producer]  messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
-      └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"  api_trace_id=→create_run duration_ms=[duration:int] error="exit status 3" run_id=[run#2] state=EXECUTOR_ERROR user_id=bob workflow_type=SH
-         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-         ├─ scope metis-engine-generic
+   ├─ event INFO "Run created and dispatched"
+   └─ publish metis.runs.generic.1.SH.1  [producer]
+      │    messaging.destination.name=metis.runs.generic.1.SH.1 messaging.system=nats
+      └─ metis-engine-generic  workflow_run  [consumer]  !ERROR "workflow exited with status 3"
+         │    error="exit status 3" state=EXECUTOR_ERROR api_trace_id=→create_run
+         │   duration_ms=[duration:int] run_id=[run#2] user_id=bob workflow_type=SH
          ├─ event INFO phase state=initializing
          ├─ event INFO phase state=building
          ├─ event INFO phase state=executing
@@ -292,14 +328,12 @@ metis-api  POST /runs  [server]  http.request.method=POST http.response.status_c
          └─ event INFO phase state=cleanup
 
 trace#3
-metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200 http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
+metis-api  POST /runs/{run_id}/cancel  [server]  http.response.status_code=200
+│   http.route=/runs/{run_id}/cancel url.path=/runs/[run#1]/cancel
 └─ request_cancel  run_id=[run#1]
-   └─ publish metis.cancel.[engine#1]  [producer]  messaging.destination.name=metis.cancel.[engine#1]
+   └─ publish metis.cancel.[engine#1]  [producer]
+      │    messaging.destination.name=metis.cancel.[engine#1]
       └─ metis-engine-generic  workflow_cancel  [consumer]  run_id=[run#1]
-         ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-         └─ scope metis-engine-generic
 "#,
     );
 }
@@ -327,10 +361,14 @@ fn run_ids_are_redacted_everywhere_with_one_number_per_run() {
                 ),
         ],
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+
 trace#1
 metis-api  POST /runs/[run#1]/cancel  [server]  instance=[uuid#1]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
 └─ request_cancel  peer_instance=[uuid#2] run_id=[run#1] same_instance=[uuid#1] shouting=[run#1]
    └─ event INFO "cancel requested for [run#1]" runs=[x,[run#1]]
 "#,
@@ -350,10 +388,14 @@ fn id_families_are_passed_in_and_numbered_on_their_own() {
         &spans,
         &Options::new(),
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+
 trace#1
 metis-api  GET /orders/[uuid#1]  [server]  order_id=[uuid#1] run_id=[uuid#2]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-└─ scope metis-api
 "#,
     );
     check_with(
@@ -362,10 +404,14 @@ metis-api  GET /orders/[uuid#1]  [server]  order_id=[uuid#1] run_id=[uuid#2]
             .id_family("order_id", "order")
             .id_family("run_id", "run"),
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+
 trace#1
 metis-api  GET /orders/[order#1]  [server]  order_id=[order#1] run_id=[run#1]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-└─ scope metis-api
 "#,
     );
 }
@@ -415,10 +461,21 @@ fn redaction_policy() {
             .redact(workdir, "[workdir]")
             .redact(ENGINE_ID, "[engine#1]"),
         r#"
+legend
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
-metis-engine-generic  workflow_run  !ERROR "spawning [path]/false failed"  client.address=127.0.0.1 cmd="[path]/sh -c [path]/x.sh" created_at=[timestamp:int] duration_ms=[duration:double] elapsed_ms=[duration:int] endpoint=http://[host]:[port]/v1/traces engine_id=[engine#1] exit_code=0 host.name=[host:string] listen=0.0.0.0:[port] nats_url=nats://127.0.0.1:[port] peer=[host]:[port] pid=[pid:int] process.pid=[pid:int] relative=fixtures/workflows/ok.sh run_id=[run#1] script=[path]/ok.sh server.address=[host] started=[timestamp] url.path=/runs/[run#1]/logs wait_ns=[duration:int] workdir=[workdir]/runs/[run#1] workflow_url=file://[path]/ok.sh
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-engine-generic
+metis-engine-generic  workflow_run  !ERROR "spawning [path]/false failed"  client.address=127.0.0.1
+│   cmd="[path]/sh -c [path]/x.sh" created_at=[timestamp:int] duration_ms=[duration:double]
+│   elapsed_ms=[duration:int] endpoint=http://[host]:[port]/v1/traces engine_id=[engine#1]
+│   exit_code=0 host.name=[host:string] listen=0.0.0.0:[port] nats_url=nats://127.0.0.1:[port]
+│   peer=[host]:[port] pid=[pid:int] process.pid=[pid:int] relative=fixtures/workflows/ok.sh
+│   run_id=[run#1] script=[path]/ok.sh server.address=[host] started=[timestamp]
+│   url.path=/runs/[run#1]/logs wait_ns=[duration:int] workdir=[workdir]/runs/[run#1]
+│   workflow_url=file://[path]/ok.sh
 ├─ event INFO stdout=[path]/stdout.log
 └─ event WARN "wrote [path]/out.log at [timestamp]"
 "#,
@@ -452,10 +509,15 @@ fn typed_values_render_so_a_type_change_shows() {
             )
             .status(1, "")],
         r#"
-trace#1
-metis-api  typed  OK  arr=[1,x,"a,b","2"] b=true d3=3.0 empty="" eq="a=b" half=0.5 i3=3 neg=-1 nl="line\nbreak" quote="say \"hi\"" s3="3" sb="true" spaced="a b"
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
 └─ scope metis-api
+
+trace#1
+metis-api  typed  OK  arr=[1,x,"a,b","2"] b=true d3=3.0 empty="" eq="a=b" half=0.5 i3=3 neg=-1
+    nl="line\nbreak" quote="say \"hi\"" s3="3" sb="true" spaced="a b"
 "#,
     );
 }
@@ -480,20 +542,25 @@ fn references_name_their_target_and_show_an_alias_when_ambiguous() {
             span(API, "later", 5).trace(2).link(1, 2).link(7, 70),
         ],
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
 metis-api  batch
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
 ├─ create_run  (span#2)  user_id=alice
 └─ create_run  (span#3)  user_id=bob
-   └─ metis-engine-generic  workflow_run  api_trace_id=→create_run(span#3) trace_id=→trace#1 traceparent=00-→trace#1-→batch-01
-      ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-      └─ scope metis-engine-generic
+   └─ metis-engine-generic  workflow_run  api_trace_id=→create_run(span#3) trace_id=→trace#1
+          traceparent=00-→trace#1-→batch-01
 
 trace#2
 metis-api  later
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
 ├─ link [external]
 └─ link →create_run(span#2)
 "#,
@@ -582,11 +649,16 @@ fn orphans_drawn_under_a_missing_parent() {
         &spans,
         &metis().draw_orphans(),
         r#"
+legend
+metis-engine-generic
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+
 trace#1
 [unknown]  [missing parent]
-└─ metis-engine-generic  workflow_run  [consumer]  api_trace_id=→[missing] duration_ms=[duration:int] run_id=[run#1] state=COMPLETE user_id=alice workflow_type=SH
-   ├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-   ├─ scope metis-engine-generic
+└─ metis-engine-generic  workflow_run  [consumer]  state=COMPLETE api_trace_id=→[missing]
+   │   duration_ms=[duration:int] run_id=[run#1] user_id=alice workflow_type=SH
    ├─ event INFO phase state=initializing
    ├─ event INFO phase state=building
    ├─ event INFO phase state=executing
@@ -833,19 +905,29 @@ fn each_service_entry_shows_its_resource_and_scope_and_instances_are_numbered() 
     check(
         &instances_and_scopes(),
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic#1
+├─ resource service.instance.id=[metis-engine-generic#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+metis-engine-generic#2
+├─ resource service.instance.id=[metis-engine-generic#2] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+metis-engine-generic#3
+├─ resource service.instance.id=[metis-engine-generic#2] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope async-nats
+
 trace#1
 metis-api  publish  [producer]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
-├─ metis-engine-generic  workflow_run  [consumer]
-│  ├─ resource service.instance.id=[instance#2] service.version=0.1.0 telemetry.sdk.language=rust
-│  └─ scope metis-engine-generic
-└─ metis-engine-generic  workflow_run  [consumer]  dropped(attributes=2,events=1)
-   ├─ resource service.instance.id=[instance#3] service.version=0.1.0 telemetry.sdk.language=rust
-   ├─ scope metis-engine-generic
-   ├─ kv get  [client]  owner=[instance#3]
-   │  ├─ resource service.instance.id=[instance#3] service.version=0.1.0 telemetry.sdk.language=rust
-   │  ├─ scope async-nats
+├─ metis-engine-generic#1  workflow_run  [consumer]
+└─ metis-engine-generic#2  workflow_run  [consumer]  dropped(attributes=2,events=1)
+   ├─ metis-engine-generic#3  kv get  [client]  owner=[metis-engine-generic#2]
    │  └─ event INFO got dropped(attributes=1)
    └─ stage
 "#,
@@ -858,19 +940,25 @@ fn interchangeable_instances_are_not_numbered() {
         &instances_and_scopes(),
         &metis().unordered_instances(ENGINE),
         r#"
+legend
+metis-api
+├─ resource service.instance.id=[metis-api#1] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-api
+metis-engine-generic#1
+├─ resource service.instance.id=[metis-engine-generic#*] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope metis-engine-generic
+metis-engine-generic#2
+├─ resource service.instance.id=[metis-engine-generic#*] service.version=[version:string]
+│      telemetry.sdk.language=rust
+└─ scope async-nats
+
 trace#1
 metis-api  publish  [producer]
-├─ resource service.instance.id=[instance#1] service.version=0.1.0 telemetry.sdk.language=rust
-├─ scope metis-api
-├─ metis-engine-generic  workflow_run  [consumer]
-│  ├─ resource service.instance.id=[instance#*] service.version=0.1.0 telemetry.sdk.language=rust
-│  └─ scope metis-engine-generic
-└─ metis-engine-generic  workflow_run  [consumer]  dropped(attributes=2,events=1)
-   ├─ resource service.instance.id=[instance#*] service.version=0.1.0 telemetry.sdk.language=rust
-   ├─ scope metis-engine-generic
-   ├─ kv get  [client]  owner=[instance#*]
-   │  ├─ resource service.instance.id=[instance#*] service.version=0.1.0 telemetry.sdk.language=rust
-   │  ├─ scope async-nats
+├─ metis-engine-generic#1  workflow_run  [consumer]
+└─ metis-engine-generic#1  workflow_run  [consumer]  dropped(attributes=2,events=1)
+   ├─ metis-engine-generic#2  kv get  [client]  owner=[metis-engine-generic#*]
    │  └─ event INFO got dropped(attributes=1)
    └─ stage
 "#,

@@ -102,7 +102,7 @@ fn render_check_and_diff_dumps_of_another_service() {
     let tree = text(&out.stdout);
     assert!(
         tree.starts_with(
-            "trace#1\ncheckout-service  GET /cart  [server]  http.request.method=GET items=3\n"
+            "legend\ncheckout-service\n└─ scope shop\n\ntrace#1\ncheckout-service  GET /cart  [server]  http.request.method=GET items=3\n"
         ),
         "{tree}"
     );
@@ -215,7 +215,7 @@ fn render_check_and_diff_dumps_of_another_service() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "trace#1\n[unknown]  [missing parent]\n└─ checkout-service  SELECT cart  [client]  db.system.name=postgresql\n   ├─ scope shop\n   └─ event \"rows read\" rows=3\n"
+        "legend\ncheckout-service\n└─ scope shop\n\ntrace#1\n[unknown]  [missing parent]\n└─ checkout-service  SELECT cart  [client]  db.system.name=postgresql\n   └─ event \"rows read\" rows=3\n"
     );
 
     // diff: the same dump is no change; another request shows the attribute that changed.

@@ -261,7 +261,8 @@ pub(super) struct Numbering<'a> {
     /// Per id family: UUID → its number.
     pub(super) families: HashMap<usize, HashMap<String, usize>>,
     pub(super) uuids: HashMap<String, usize>,
-    pub(super) instances: HashMap<String, usize>,
+    /// Per service: instance id → its number.
+    pub(super) instances: HashMap<String, HashMap<String, usize>>,
     pub(super) show_alias: HashSet<usize>,
 }
 
@@ -280,13 +281,14 @@ impl Numbering<'_> {
                 format!("[uuid#{}]", self.uuids.entry(uuid.clone()).or_insert(next))
             }
             Token::TraceRef(t) => format!("→{}", self.trace_alias[t]),
-            Token::Instance(id) if redactor.instances[id] => "[instance#*]".to_owned(),
             Token::Instance(id) => {
-                let next = self.instances.len() + 1;
-                format!(
-                    "[instance#{}]",
-                    self.instances.entry(id.clone()).or_insert(next)
-                )
+                let (service, unordered) = &redactor.instances[id];
+                if *unordered {
+                    return format!("[{service}#*]");
+                }
+                let ids = self.instances.entry(service.clone()).or_default();
+                let next = ids.len() + 1;
+                format!("[{service}#{}]", ids.entry(id.clone()).or_insert(next))
             }
             Token::SpanRef(i) => {
                 let target = &raws[*i];

@@ -54,14 +54,18 @@
 //! whole forest). A span's alias is only printed, as `(span#N)` after its name, when some
 //! reference needs it (see references).
 //!
-//! **Resources and scopes** are shown where a service enters a trace (see the rendered format
-//! in the crate docs), their attributes redacted by the rules below; `service.instance.id` →
-//! `[instance#N]` numbered in render order (so also that id inside any string), or
-//! `[instance#*]` for the services of [`Options::unordered_instances`].
+//! **Resources and scopes** are listed once, in the legend above the traces, and each span where
+//! a service enters a trace names its legend entry (see the rendered format in the crate docs);
+//! their attributes are redacted by the rules below. `service.instance.id` → `[SERVICE#N]`,
+//! numbered per service in render order (so also that id inside any string): the API's first
+//! instance is `[metis-api#1]` whichever service's spans come first. The services of
+//! [`Options::unordered_instances`] read `[SERVICE#*]`.
 //!
 //! **Dropped entirely (SDK noise).** Span and event attributes `code.*`, `thread.*`, `busy_ns`, `idle_ns`,
 //! `target`, and `level` on spans. On events `level` is taken out and shown before the message.
 //! The name `tracing` gives an event without a message (`event src/x.rs:12`) becomes empty.
+//! An event attribute equal, key and value, to one of its span's attributes is left out: the
+//! span line above it already shows it (`tracing` copies a span's fields into its events).
 //!
 //! **By attribute key** (the key's last `.`-segment, any value type; nested keys of a key/value
 //! list are `outer.inner`). A placeholder carries the value's type — `[duration:int]`,
@@ -74,6 +78,7 @@
 //! | `pid`, `*_pid` (so also `process.pid`) | `[pid:<type>]` |
 //! | `port`, `*_port` (so also `server.port`) | `[port:<type>]` |
 //! | `timestamp`, `*_timestamp`, `*_at`, `*_time` | `[timestamp:<type>]` |
+//! | `service.version`, `telemetry.sdk.version`, `telemetry.distro.version` | `[version:<type>]` (a crate or SDK bump changes no tree) |
 //! | `host.name`, `hostname` | `[host:<type>]` |
 //! | `address`, `*_address` (`server.address`, `client.address`, ...) | kept when loopback or unspecified (`localhost`, `127.*`, `::1`, `0.0.0.0`, `::`), else `[host]` (`[host]:[port]` with a port) |
 //! | `*trace_id`, `*span_id` | a reference (see invariant 6), else as any string |
@@ -138,7 +143,7 @@ pub struct Options {
     pub redactions: Vec<Redaction>,
     /// Services whose instances are interchangeable: which instance handled a span depends on
     /// scheduling (e.g. engines sharing a work queue), so their `service.instance.id` reads
-    /// `[instance#*]` instead of a number.
+    /// `[SERVICE#*]` instead of a number.
     pub unordered_instances: Vec<String>,
     /// Families of ids numbered on their own ([`Options::id_family`]), e.g. Metis's run ids.
     pub id_families: Vec<IdFamily>,
@@ -174,7 +179,7 @@ impl Options {
         self
     }
 
-    /// Render the instances of `service` as `[instance#*]`: which of them handled a span depends
+    /// Render the instances of `service` as `[SERVICE#*]`: which of them handled a span depends
     /// on scheduling, so a number would make the tree timing-dependent. Assert the split in the
     /// scenario instead.
     pub fn unordered_instances(mut self, service: impl Into<String>) -> Self {

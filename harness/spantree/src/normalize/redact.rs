@@ -99,6 +99,11 @@ pub(super) fn key_rule(key: &str) -> KeyRule {
         || last.ends_with("_time")
     {
         KeyRule::Placeholder("[timestamp]")
+    } else if matches!(
+        key,
+        "service.version" | "telemetry.sdk.version" | "telemetry.distro.version"
+    ) {
+        KeyRule::Placeholder("[version]")
     } else if key == "host.name" || last == "hostname" {
         KeyRule::Placeholder("[host]")
     } else if last == "address" || last.ends_with("_address") {
@@ -135,9 +140,9 @@ pub(super) struct Redactor<'a> {
     pub(super) family_ids: HashMap<String, usize>,
     /// The id families' placeholder names, by index.
     pub(super) family_names: Vec<String>,
-    /// Every resource's `service.instance.id` (lowercase) → whether its service's instances
-    /// are unordered ([`Options::unordered_instances`]).
-    pub(super) instances: HashMap<String, bool>,
+    /// Every resource's `service.instance.id` (lowercase) → its service and whether that
+    /// service's instances are unordered ([`Options::unordered_instances`]).
+    pub(super) instances: HashMap<String, (String, bool)>,
     pub(super) tokens: Vec<Token>,
     pub(super) token_index: HashMap<Token, usize>,
     pub(super) unresolved: Vec<String>,
@@ -184,11 +189,15 @@ impl<'a> Redactor<'a> {
                 .and_then(|kv| kv.value.as_ref()?.value.as_ref())
             {
                 let unordered = options.unordered_instances.iter().any(|s| s == r.service);
-                // One id under several services: unordered if any of them is (arrival order
-                // must not decide).
-                *instances
+                // One id under several services: numbered under the first in name order, and
+                // unordered if any of them is (arrival order must not decide).
+                let at = instances
                     .entry(id.trim().to_ascii_lowercase())
-                    .or_insert(false) |= unordered;
+                    .or_insert_with(|| (r.service.to_owned(), false));
+                if r.service < at.0.as_str() {
+                    at.0 = r.service.to_owned();
+                }
+                at.1 |= unordered;
             }
         }
         Self {
@@ -426,6 +435,7 @@ impl<'a> Redactor<'a> {
         let raw = &self.raws[i];
         let span = raw.span;
         let status = span.status.as_ref();
+        let span_attributes = self.attributes(&span.attributes, i);
         let mut events: Vec<(u64, usize, Event)> = span
             .events
             .iter()
@@ -444,7 +454,9 @@ impl<'a> Redactor<'a> {
                 } else {
                     self.text(&e.name, true)
                 };
-                let attributes = self.attributes(&e.attributes, i);
+                // What the span line already shows is not repeated on its events.
+                let mut attributes = self.attributes(&e.attributes, i);
+                attributes.retain(|a| !span_attributes.contains(a));
                 (
                     e.time_unix_nano,
                     n,
@@ -486,7 +498,7 @@ impl<'a> Redactor<'a> {
                     .map(|s| self.text(&s.message, true))
                     .unwrap_or_default(),
             },
-            attributes: self.attributes(&span.attributes, i),
+            attributes: span_attributes,
             events: events.into_iter().map(|(_, _, e)| e).collect(),
             links,
             entry: self.entry(i),
