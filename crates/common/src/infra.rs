@@ -220,6 +220,32 @@ where
     }
 }
 
+/// Whether a KV write lost a compare-and-set race (someone else wrote the key first): the
+/// server's "wrong last sequence" — code 10071, or 10164, which a clustered server answers
+/// and async-nats 0.51 reports as `Other` rather than `WrongLastRevision`. Found by
+/// `two_apis_two_engines`: the engine's log-byte count and the API's run count raced on a
+/// user's usage key, and the API gave up on the first try ("the user's count is one short").
+fn lost_race<E: std::error::Error + 'static>(e: &E) -> bool {
+    use async_nats::jetstream::{Error as JsError, ErrorCode};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(js) = c.downcast_ref::<JsError>()
+            && matches!(
+                js.error_code(),
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            )
+        {
+            return true;
+        }
+        if c.to_string().contains("wrong last sequence") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// A stream config with the fields every Metis stream sets.
 fn stream_config(name: &str, subjects: &str, description: &str) -> stream::Config {
     stream::Config {
@@ -508,7 +534,12 @@ impl Infra {
                         Bytes::from(serde_json::to_vec(&rec).expect("run records serialise"));
                     let written = match self.runs.update(id.to_string(), body, revision).await {
                         Ok(_) => true,
-                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e)
+                            if e.kind() == kv::UpdateErrorKind::WrongLastRevision
+                                || lost_race(&e) =>
+                        {
+                            continue;
+                        }
                         // The write may have landed and only its reply been lost: read it back.
                         Err(e) => match self.get_run(id).await {
                             Ok(Some((now, r))) if r > revision && now == rec => true,
@@ -741,7 +772,7 @@ impl Infra {
                     let result = if revision == 0 {
                         self.usage.create(&key, body).await.map(drop).map_err(|e| {
                             (
-                                e.kind() == kv::CreateErrorKind::AlreadyExists,
+                                e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e),
                                 e.to_string(),
                             )
                         })
@@ -752,7 +783,8 @@ impl Infra {
                             .map(drop)
                             .map_err(|e| {
                                 (
-                                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                                    e.kind() == kv::UpdateErrorKind::WrongLastRevision
+                                        || lost_race(&e),
                                     e.to_string(),
                                 )
                             })
