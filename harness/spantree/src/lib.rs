@@ -22,6 +22,8 @@
 //! - [`parse`]: the format read back into the model ([`Rendered`]); `render(parse(s)) == s`
 //!   for every committed snapshot. The book, `diff` and `review` read trees through it.
 //! - [`expect`]: `tracing-mock`-style expectations for what a snapshot says poorly.
+//! - [`view`]: how a dump becomes a snapshot's tree (options, which traces, census) as a
+//!   text file, so `spantree diff --view` compares a dump with its snapshot as the test did.
 //!
 //! # Rendered format
 //!
@@ -119,6 +121,7 @@ pub mod registry;
 mod render;
 pub mod review;
 pub mod semconv;
+pub mod view;
 
 #[cfg(test)]
 mod testkit;

@@ -16,7 +16,10 @@
 //!
 //! Every command takes `--id-family KEY=NAME` (repeatable): UUIDs that are values of
 //! attribute KEY read `[NAME#N]` (Metis dumps: `--id-family run_id=run`); without it every
-//! UUID is a `[uuid#N]` — spantree knows no service's ids.
+//! UUID is a `[uuid#N]` — spantree knows no service's ids. `render` and `diff` take
+//! `--view FILE` (see `spantree::view`): the e2e harness writes one beside each scenario's
+//! `spans.json`, so `spantree diff --view view.txt SNAPSHOT spans.json` compares a dump with
+//! its snapshot exactly as the test did.
 //!
 //! Exit codes: 0 fine, 1 a difference or a finding, 2 a usage or input error.
 
@@ -24,6 +27,7 @@ use std::io::Read as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use spantree::view::View;
 use spantree::{Options, SpanForest};
 
 #[derive(Parser)]
@@ -41,6 +45,11 @@ struct Cli {
     /// Metis dumps pass `--id-family run_id=run` to get the `[run#N]` of the snapshots.
     #[arg(long, global = true, value_name = "KEY=NAME")]
     id_family: Vec<String>,
+    /// Render dumps through this view (`spantree::view`: id families, redactions, which
+    /// traces, census) — the `view.txt` the e2e harness writes beside each `spans.json`.
+    /// Other flags add to it.
+    #[arg(long, global = true, value_name = "FILE")]
+    view: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -145,11 +154,11 @@ fn source_name(path: &str) -> &str {
 }
 
 fn options(
+    mut options: Options,
     families: &[String],
     redact_config: Option<&str>,
     expect_traces: Option<usize>,
 ) -> Result<Options, Usage> {
-    let mut options = Options::new();
     for family in families {
         let (key, name) = family
             .split_once('=')
@@ -195,28 +204,32 @@ fn forest(path: &str, options: &Options) -> Result<Result<SpanForest, String>, U
 /// A side of a diff: a dump is rendered (without its successful read-only requests unless
 /// `keep_read_only`), anything else is taken as rendered text (an insta snapshot's `---`
 /// header is skipped).
-fn rendered(path: &str, options: &Options, keep_read_only: bool) -> Result<String, Usage> {
+fn rendered(path: &str, view: &View, keep_read_only: bool) -> Result<String, Usage> {
     let text = read(path)?;
     if text.trim_start().starts_with('{') {
-        let mut data =
+        let data =
             spantree::dump::parse(source_name(path), &text).map_err(|e| Usage(e.to_string()))?;
-        if !keep_read_only {
-            data = spantree::without_read_only_requests(&data);
-        }
-        return SpanForest::from_otlp(&data, options)
-            .map(|f| f.render())
-            .map_err(|e| {
-                Usage(format!(
-                    "{}: the tree cannot be built: {e}",
-                    source_name(path)
-                ))
-            });
+        let tree = if keep_read_only {
+            SpanForest::from_otlp(&data, &view.options).map(|f| f.render())
+        } else {
+            view.render(&data)
+        };
+        return tree.map_err(|e| {
+            Usage(format!(
+                "{}: the tree cannot be built: {e}",
+                source_name(path)
+            ))
+        });
     }
     Ok(spantree::review::snapshot_body(&text).to_owned())
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Usage> {
     let families = cli.id_family;
+    let mut view = match &cli.view {
+        Some(path) => View::parse(&read(path)?).map_err(|e| Usage(format!("{path}: {e}")))?,
+        None => View::default(),
+    };
     match cli.command {
         Command::Render {
             file,
@@ -225,9 +238,14 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             expect_traces,
             draw_orphans,
         } => {
-            let mut options = options(&families, redact_config.as_deref(), expect_traces)?;
-            options.draw_orphans = draw_orphans;
-            render(&file, &options, shape)
+            view.options = options(
+                view.options,
+                &families,
+                redact_config.as_deref(),
+                expect_traces,
+            )?;
+            view.options.draw_orphans |= draw_orphans;
+            render(&file, &view, shape)
         }
         Command::Diff {
             old,
@@ -235,10 +253,10 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             redact_config,
             keep_read_only,
         } => {
-            let options = options(&families, redact_config.as_deref(), None)?;
+            view.options = options(view.options, &families, redact_config.as_deref(), None)?;
             let changes = spantree::diff::diff(
-                &rendered(&old, &options, keep_read_only)?,
-                &rendered(&new, &options, keep_read_only)?,
+                &rendered(&old, &view, keep_read_only)?,
+                &rendered(&new, &view, keep_read_only)?,
             )
             .map_err(|e| Usage(format!("the trees cannot be compared: {e}")))?;
             for c in &changes {
@@ -320,7 +338,10 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             let data = spantree::dump::parse(source_name(&file), &read(&file)?)
                 .map_err(|e| Usage(e.to_string()))?;
             let mut failed = false;
-            match SpanForest::from_otlp(&data, &options(&families, None, expect_traces)?) {
+            match SpanForest::from_otlp(
+                &data,
+                &options(Options::new(), &families, None, expect_traces)?,
+            ) {
                 Ok(f) => println!(
                     "ok: {} trace(s), {} span(s); the invariants hold",
                     f.traces().len(),
@@ -355,8 +376,25 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     }
 }
 
-fn render(file: &str, options: &Options, shape: bool) -> Result<ExitCode, Usage> {
-    match forest(file, options)? {
+fn render(file: &str, view: &View, shape: bool) -> Result<ExitCode, Usage> {
+    if view.only.is_some() || view.census.is_some() {
+        let data = spantree::dump::parse(source_name(file), &read(file)?)
+            .map_err(|e| Usage(e.to_string()))?;
+        return match view.render(&data) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!(
+                    "spantree: {}: the tree cannot be built: {e}",
+                    source_name(file)
+                );
+                Ok(ExitCode::from(1))
+            }
+        };
+    }
+    match forest(file, &view.options)? {
         Ok(f) => {
             print!("{}", if shape { f.shape() } else { f }.render());
             Ok(ExitCode::SUCCESS)

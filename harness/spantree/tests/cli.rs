@@ -122,6 +122,30 @@ fn render_check_and_diff_dumps_of_another_service() {
     let config = write(dir.path(), "redact.txt", "# the shop\npostgresql => [db]\n");
     let redacted = text(&spantree(&["render", "--redact-config", &config, &three]).stdout);
     assert!(redacted.contains("db.system.name=[db]"), "{redacted}");
+    // A view (what the e2e harness writes beside each dump) does the same, and more.
+    let view = write(
+        dir.path(),
+        "view.txt",
+        "# a view\nredact postgresql => [db]\nexpect-traces 1\n",
+    );
+    let viewed = text(&spantree(&["render", "--view", &view, &three]).stdout);
+    assert_eq!(viewed, redacted);
+    let out = spantree(&[
+        "diff",
+        "--view",
+        &view,
+        &write(dir.path(), "r.txt", &redacted),
+        &three,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let bad_view = write(dir.path(), "bad-view.txt", "census\n");
+    let out = spantree(&["render", "--view", &bad_view, &three]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad-view.txt: line 1"),
+        "{}",
+        text(&out.stderr)
+    );
     // Collector file-exporter format: one TracesData per line.
     let lines = write(
         dir.path(),

@@ -1,5 +1,6 @@
 //! What every scenario shares: starting a stack, request bodies, and the snapshot check.
 
+use harness::tree::view::View;
 use std::time::Duration;
 
 use harness::{Stack, StackOptions};
@@ -115,22 +116,18 @@ async fn check_tree_with(
         // scenario asserts the split itself).
         options = options.unordered_instances("metis-engine-generic");
     }
+    let mut view = View::new(options);
+    if let Some(runs) = only_runs {
+        view = view.only("run_id", runs);
+    }
     // Until the tree's invariants hold (or a deadline says what never arrived).
     let (forest, _) = stack
-        .build_when_complete(data, |data| {
-            let data = match only_runs {
-                Some(runs) => harness::tree::only_traces_with(data, "run_id", runs),
-                None => data.clone(),
-            };
-            harness::tree::SpanForest::from_otlp(
-                &harness::tree::without_read_only_requests(&data),
-                &options,
-            )
-        })
+        .build_when_complete(data, |data| view.forest(data))
         .await?;
     let rendered = forest.render();
     stack.write_tree(&rendered)?;
     assert_tree_snapshot(name, &rendered);
+    check_dump_against_tree(stack, &view, &rendered)?;
     Ok(forest)
 }
 // ANCHOR_END: check_tree
@@ -164,19 +161,45 @@ pub async fn check_census(
         options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
     }
     let ids: Vec<&str> = runs.iter().map(String::as_str).collect();
+    let view = View::new(options).census("run_id", &ids);
     let (census, data) = stack
-        .build_when_complete(data, |data| {
-            harness::tree::shape_census(
-                &harness::tree::without_read_only_requests(data),
-                "run_id",
-                &ids,
-                &options,
-            )
-        })
+        .build_when_complete(data, |data| view.render(data))
         .await?;
     stack.write_tree(&census)?;
     assert_tree_snapshot(name, &census);
+    check_dump_against_tree(stack, &view, &census)?;
     Ok(data)
+}
+
+/// Writes `view.txt` beside the scenario's `spans.json` and checks what a reviewer would run,
+/// `spantree diff --view view.txt scenarios/snapshots/NAME.snap spans.json`: the dump read back
+/// from disk, rendered through the view read back from disk, differs from the tree in nothing
+/// (no polling GET, no trace of another run, no lost value type).
+fn check_dump_against_tree(stack: &Stack, view: &View, tree: &str) -> anyhow::Result<()> {
+    let path = stack.dir.join("view.txt");
+    std::fs::write(&path, view.to_text())?;
+    let view = View::parse(&std::fs::read_to_string(&path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let dump_path = stack.dir.join("spans.json");
+    let dump = harness::tree::dump::parse(
+        &dump_path.display().to_string(),
+        &std::fs::read_to_string(&dump_path)?,
+    )?;
+    let from_dump = view.render(&dump)?;
+    let changes = harness::tree::diff::diff(tree, &from_dump)?;
+    anyhow::ensure!(
+        changes.is_empty() && from_dump == tree,
+        "spantree diff --view {} of the snapshot and {} finds {} change(s):\n{}",
+        path.display(),
+        dump_path.display(),
+        changes.len(),
+        changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
 }
 
 /// Waits until the run's captured output contains `line` (as `stream: text`).
