@@ -494,6 +494,156 @@ fn pair_changes(rows: Vec<Row<'_>>) -> Vec<Row<'_>> {
     out
 }
 
+/// Unchanged lines kept open around each change in the review page.
+const CONTEXT: usize = 3;
+
+/// A stretch of side-by-side rows: shown, or folded away under a `<details>`.
+#[derive(Debug, PartialEq)]
+enum Part {
+    Shown(std::ops::Range<usize>),
+    Folded(std::ops::Range<usize>),
+}
+
+/// Splits `rows` into shown and folded stretches: unchanged rows more than `context` rows
+/// from any change are folded, when there are more than `context` of them in a row.
+fn fold(rows: &[Row<'_>], context: usize) -> Vec<Part> {
+    let changed: Vec<bool> = rows.iter().map(|r| r.old != r.new).collect();
+    let near = |i: usize| {
+        let lo = i.saturating_sub(context);
+        let hi = (i + context + 1).min(rows.len());
+        changed[lo..hi].iter().any(|&c| c)
+    };
+    let mut parts: Vec<Part> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let start = i;
+        let shown = near(i);
+        while i < rows.len() && near(i) == shown {
+            i += 1;
+        }
+        if !shown && i - start > context {
+            parts.push(Part::Folded(start..i));
+        } else {
+            match parts.last_mut() {
+                Some(Part::Shown(r)) => r.end = i,
+                _ => parts.push(Part::Shown(start..i)),
+            }
+        }
+    }
+    parts
+}
+
+/// One side-by-side row: the tree drawing kept apart from the text, so a wrapped line keeps
+/// its indentation; in a changed row the words that differ are marked.
+fn row_html(out: &mut String, row: &Row<'_>) {
+    let (class, old, new) = match (row.old, row.new) {
+        (Some(a), Some(b)) if a == b => ("same", cell(a, None), cell(b, None)),
+        (Some(a), Some(b)) => {
+            let (da, db) = word_diff(text_of(a), text_of(b));
+            ("changed", cell(a, Some(&da)), cell(b, Some(&db)))
+        }
+        (Some(a), None) => ("removed", cell(a, None), String::new()),
+        (None, b) => ("added", String::new(), cell(b.unwrap_or(""), None)),
+    };
+    let _ = writeln!(
+        out,
+        "<tr class=\"{class}\"><td class=\"old\">{old}</td><td class=\"new\">{new}</td></tr>"
+    );
+}
+
+/// Where a line's tree drawing (connectors, bars, continuation indent) ends.
+fn drawing_len(line: &str) -> usize {
+    line.len() - line.trim_start_matches(['│', '├', '└', '─', ' ']).len()
+}
+
+fn text_of(line: &str) -> &str {
+    &line[drawing_len(line)..]
+}
+
+/// A cell: the drawing, then the text (its changed words wrapped in `tag` when given).
+fn cell(line: &str, marked: Option<&str>) -> String {
+    let draw = &line[..drawing_len(line)];
+    let text = marked.map_or_else(|| escape(text_of(line)), str::to_owned);
+    format!(
+        "<div class=\"l\"><span class=\"d\">{}</span><span class=\"t\">{text}</span></div>",
+        escape(draw)
+    )
+}
+
+/// The words (space-separated tokens, quotes kept whole) of `old` and `new` as HTML, those
+/// not in their longest common subsequence wrapped in `<del>` (old) and `<ins>` (new).
+fn word_diff(old: &str, new: &str) -> (String, String) {
+    let a = words(old);
+    let b = words(new);
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let (mut out_a, mut out_b) = (String::new(), String::new());
+    let mark = |out: &mut String, word: &str, tag: &str| {
+        if word.trim().is_empty() {
+            out.push_str(&escape(word));
+        } else {
+            let _ = write!(out, "<{tag}>{}</{tag}>", escape(word));
+        }
+    };
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out_a.push_str(&escape(a[i]));
+            out_b.push_str(&escape(b[j]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            mark(&mut out_a, a[i], "del");
+            i += 1;
+        } else {
+            mark(&mut out_b, b[j], "ins");
+            j += 1;
+        }
+    }
+    (out_a, out_b)
+}
+
+/// `text` cut into words and the spaces between them (a quoted string is one word).
+fn words(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut in_space = false;
+    for (i, c) in text.char_indices() {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        let space = c == ' ';
+        if i > start && space != in_space {
+            out.push(&text[start..i]);
+            start = i;
+        }
+        in_space = space;
+        if c == '"' {
+            quoted = true;
+        }
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -509,9 +659,15 @@ pub fn html(pending: &[Pending]) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Span-tree snapshot review</title>\n<style>\n\
          body { font-family: sans-serif; margin: 1.5em; }\n\
          table.trees { border-collapse: collapse; width: 100%; table-layout: fixed; }\n\
-         table.trees td, table.trees th { font-family: monospace; font-size: 12px; white-space: pre-wrap; word-break: break-all; vertical-align: top; padding: 0 0.4em; border-left: 1px solid #ddd; }\n\
-         tr.removed td.old, tr.changed td.old { background: #fdd; }\n\
-         tr.added td.new, tr.changed td.new { background: #dfd; }\n\
+         table.trees td, table.trees th { font-family: monospace; font-size: 12px; vertical-align: top; padding: 0 0.4em; border-left: 1px solid #ddd; }\n\
+         div.l { display: flex; }\n\
+         span.d { white-space: pre; flex: none; color: #888; }\n\
+         span.t { white-space: pre-wrap; word-break: break-all; min-width: 0; }\n\
+         tr.removed td.old, tr.changed td.old { background: #fee; }\n\
+         tr.added td.new, tr.changed td.new { background: #efe; }\n\
+         del { background: #f99; text-decoration: none; }\n\
+         ins { background: #8e8; text-decoration: none; }\n\
+         details.fold summary { color: #666; font-family: sans-serif; font-size: 12px; cursor: pointer; }\n\
          tr.removed td.new, tr.added td.old { background: #f4f4f4; }\n\
          pre.diff { background: #f6f8fa; padding: 0.6em; overflow-x: auto; }\n\
          code.cmd { background: #eef; padding: 0.1em 0.3em; }\n\
@@ -523,7 +679,7 @@ pub fn html(pending: &[Pending]) -> String {
     }
     let _ = writeln!(
         out,
-        "<p>{} snapshot(s) to review. Old lines that changed or went are red on the left, new ones green on the right.</p>",
+        "<p>{} snapshot(s) to review. Old lines that changed or went are red on the left, new ones green on the right; the words that changed are marked. Unchanged stretches are folded (click to open).</p>",
         pending.len()
     );
     for p in pending {
@@ -554,19 +710,20 @@ pub fn html(pending: &[Pending]) -> String {
         out.push_str(
             "<table class=\"trees\">\n<tr><th>committed (.snap)</th><th>this run (.snap.new)</th></tr>\n",
         );
-        for row in side_by_side(old, new) {
-            let class = match (row.old, row.new) {
-                (Some(a), Some(b)) if a == b => "same",
-                (Some(_), Some(_)) => "changed",
-                (Some(_), None) => "removed",
-                _ => "added",
-            };
-            let _ = writeln!(
-                out,
-                "<tr class=\"{class}\"><td class=\"old\">{}</td><td class=\"new\">{}</td></tr>",
-                escape(row.old.unwrap_or("")),
-                escape(row.new.unwrap_or(""))
-            );
+        let rows = side_by_side(old, new);
+        for part in fold(&rows, CONTEXT) {
+            match part {
+                Part::Shown(range) => rows[range].iter().for_each(|r| row_html(&mut out, r)),
+                Part::Folded(range) => {
+                    let _ = writeln!(
+                        out,
+                        "<tr class=\"fold\"><td colspan=\"2\"><details class=\"fold\"><summary>{} unchanged lines</summary>\n<table class=\"trees\">",
+                        range.len()
+                    );
+                    rows[range].iter().for_each(|r| row_html(&mut out, r));
+                    out.push_str("</table></details></td></tr>\n");
+                }
+            }
         }
         out.push_str("</table>\n");
         if p.old.is_some() && p.new.is_some() {
@@ -644,10 +801,15 @@ mod tests {
         );
 
         let page = html(&p);
-        assert!(page.contains("<tr class=\"changed\"><td class=\"old\">└─ create_run  run_id=[run#1]</td><td class=\"new\">└─ create_run  run_id=[run#1] user_id=alice</td></tr>"), "{page}");
+        // The drawing apart from the text (a wrapped line keeps its indent), the new word
+        // marked.
+        assert!(
+            page.contains("<tr class=\"changed\"><td class=\"old\"><div class=\"l\"><span class=\"d\">└─ </span><span class=\"t\">create_run  run_id=[run#1]</span></div></td><td class=\"new\"><div class=\"l\"><span class=\"d\">└─ </span><span class=\"t\">create_run  run_id=[run#1] <ins>user_id=alice</ins></span></div></td></tr>"),
+            "{page}"
+        );
         assert!(
             page.contains(
-                "<tr class=\"same\"><td class=\"old\">metis-api  POST /runs  [server]</td>"
+                "<tr class=\"same\"><td class=\"old\"><div class=\"l\"><span class=\"d\"></span><span class=\"t\">metis-api  POST /runs  [server]</span>"
             ),
             "{page}"
         );
@@ -679,6 +841,47 @@ mod tests {
                 (Some("x"), Some("z")),
                 (Some("y"), None)
             ]
+        );
+    }
+
+    #[test]
+    fn changed_words_are_marked_and_unchanged_stretches_fold() {
+        let (a, b) = word_diff(
+            "create_run  state=RUNNING note=\"a b\" x=1",
+            "create_run  state=COMPLETE note=\"a b\" x=1",
+        );
+        assert_eq!(
+            a,
+            "create_run  <del>state=RUNNING</del> note=&quot;a b&quot; x=1"
+        );
+        assert_eq!(
+            b,
+            "create_run  <ins>state=COMPLETE</ins> note=&quot;a b&quot; x=1"
+        );
+        let old: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        let new = old.replace("line 10\n", "line ten\n");
+        let rows = side_by_side(&old, &new);
+        assert_eq!(
+            fold(&rows, 3),
+            [Part::Folded(0..7), Part::Shown(7..14), Part::Folded(14..20)]
+        );
+        let page = html(&[Pending {
+            name: "x".into(),
+            kind: Kind::Changed,
+            old: Some(old),
+            new: Some(new),
+            path: "x.snap".into(),
+            code: None,
+            if_changed: None,
+        }]);
+        assert_eq!(
+            page.matches("<details class=\"fold\">").count(),
+            2,
+            "{page}"
+        );
+        assert!(
+            page.contains("<summary>7 unchanged lines</summary>"),
+            "{page}"
         );
     }
 
