@@ -8,16 +8,15 @@
 //! the words: a new or removed snapshot, a changed description or guidance changes the pages,
 //! so `check` notices a snapshot the book does not show.
 //!
-//! Where the words come from:
-//! - "What it pins": the snapshot table in `scenarios/README.md` (the row whose first cell is
-//!   the snapshot name in backticks);
-//! - "Why it matters" and "If this changes": the doc comment right above the test's
-//!   `// ANCHOR: <snapshot name>` in `scenarios/tests/it/`, two paragraphs starting
-//!   `**Why it matters.**` and `**If this changes.**`;
+//! Where the words come from: the test file alone, so adding a scenario touches nothing else
+//! (besides the files the tools write).
+//! - "What it pins", "Why it matters" and "If this changes": the doc comment right above the
+//!   test's `// ANCHOR: <snapshot name>` in `scenarios/tests/it/`, three paragraphs starting
+//!   with the labels in [`PARAGRAPHS`];
 //! - the code: the anchored region itself.
 //!
-//! A snapshot without a README row, an anchor or either paragraph is a problem that fails
-//! `check`.
+//! A snapshot without an anchor or any of the paragraphs is a problem that fails `check`; the
+//! steps in `scenarios/README.md` name exactly these paragraphs (a test holds them to it).
 
 use std::path::{Path, PathBuf};
 
@@ -34,24 +33,23 @@ pub const PAGES: &str = "book/src/scenarios";
 /// The `SUMMARY.md` line the generated entries hang under.
 pub const SUMMARY_PARENT: &str = "- [Every scenario](scenarios/index.md)";
 
-/// `snapshot name → what it pins` from the README's table.
-fn readme_descriptions(readme: &str) -> Vec<(String, String)> {
-    readme
-        .lines()
-        .filter_map(|l| {
-            let mut cells = l.strip_prefix('|')?.split(" | ");
-            let name = cells.next()?.trim().strip_prefix('`')?.strip_suffix('`')?;
-            let what = cells.next()?.trim().trim_end_matches('|').trim();
-            Some((name.to_owned(), what.to_owned()))
-        })
-        .collect()
-}
+/// The paragraphs every scenario's doc comment must have, as `**Label.**` openings, in the
+/// order the page shows them.
+pub const PARAGRAPHS: [&str; 3] = ["What it pins", "Why it matters", "If this changes"];
 
-/// The reviewer's guidance of one scenario.
+/// The reviewer's guidance of one scenario: each of [`PARAGRAPHS`] found, by label.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Guidance {
-    why: Option<String>,
-    if_changes: Option<String>,
+    paragraphs: Vec<(&'static str, String)>,
+}
+
+impl Guidance {
+    fn get(&self, label: &str) -> Option<&str> {
+        self.paragraphs
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, t)| t.as_str())
+    }
 }
 
 /// The `///` lines right above `// ANCHOR: name`, split into the two paragraphs.
@@ -76,10 +74,10 @@ fn guidance(text: &str, name: &str) -> Guidance {
     let mut g = Guidance::default();
     for para in doc.join("\n").split("\n\n") {
         let para = para.split('\n').collect::<Vec<_>>().join(" ");
-        if let Some(rest) = para.strip_prefix("**Why it matters.**") {
-            g.why = Some(rest.trim().to_owned());
-        } else if let Some(rest) = para.strip_prefix("**If this changes.**") {
-            g.if_changes = Some(rest.trim().to_owned());
+        for label in PARAGRAPHS {
+            if let Some(rest) = para.strip_prefix(&format!("**{label}.**")) {
+                g.paragraphs.push((label, rest.trim().to_owned()));
+            }
         }
     }
     g
@@ -109,49 +107,34 @@ fn scenario_files(ws: &Workspace) -> Result<Vec<(String, String)>> {
 
 /// The scenario pages, the index, and `SUMMARY.md` with its scenario entries regenerated.
 pub fn generate(ws: &Workspace, snapshots: &[Snapshot]) -> Result<(Vec<Generated>, Vec<String>)> {
-    let readme_path = ws.root.join("scenarios/README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap_or_default();
-    let described = readme_descriptions(&readme);
     let files = scenario_files(ws)?;
     let mut problems = Vec::new();
     let mut out = Vec::new();
     let mut index = preamble(
         "scenarios",
-        "the list of scenarios/snapshots/*.snap, scenarios/README.md and the scenario code",
+        "the list of scenarios/snapshots/*.snap and the scenario code",
     );
     index.push_str(INDEX_INTRO);
     index.push_str("\n| scenario | what it pins |\n| --- | --- |\n");
     for snap in snapshots {
         let name = &snap.name;
-        let what = described.iter().find(|(n, _)| n == name).map(|(_, w)| w);
-        if what.is_none() {
-            problems.push(format!(
-                "snapshot `{name}` has no row in the table of scenarios/README.md"
-            ));
-        }
-        index.push_str(&format!(
-            "| [`{name}`]({name}.md) | {} |\n",
-            cell(what.map_or("", String::as_str))
-        ));
         let file = files
             .iter()
             .find(|(_, text)| anchor::names(text).contains(name));
-        let mut page = preamble(
-            "scenarios",
-            &format!("scenarios/README.md, the snapshot `{name}` and its test"),
-        );
+        let g = file
+            .map(|(_, text)| guidance(text, name))
+            .unwrap_or_default();
+        let what = g.get("What it pins").map(|w| w.trim_end_matches('.'));
+        index.push_str(&format!(
+            "| [`{name}`]({name}.md) | {} |\n",
+            cell(what.unwrap_or(""))
+        ));
+        let mut page = preamble("scenarios", &format!("the snapshot `{name}` and its test"));
         page.push_str(&format!("# `{name}`\n\n"));
-        if let Some(what) = what {
-            page.push_str(&format!("**What it pins:** {what}.\n\n"));
-        }
         match file {
             Some((file, text)) => {
-                let g = guidance(text, name);
-                for (label, text) in [
-                    ("Why it matters", &g.why),
-                    ("If this changes", &g.if_changes),
-                ] {
-                    match text {
+                for label in PARAGRAPHS {
+                    match g.get(label) {
                         Some(t) => page.push_str(&format!("**{label}.** {t}\n\n")),
                         None => problems.push(format!(
                             "scenario `{name}` has no `**{label}.**` paragraph in the doc comment above `// ANCHOR: {name}` in scenarios/tests/it/{file}"
@@ -255,33 +238,89 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_readme_table() {
-        let d = readme_descriptions(
-            "| snapshot | what it pins |\n| --- | --- |\n| `create_run` | the API side alone |\n| `run_fails` | non-zero exit: `EXECUTOR_ERROR` |\n",
-        );
-        assert_eq!(
-            d,
-            [
-                ("create_run".to_owned(), "the API side alone".to_owned()),
-                (
-                    "run_fails".to_owned(),
-                    "non-zero exit: `EXECUTOR_ERROR`".to_owned()
-                )
-            ]
-        );
+    fn reads_the_guidance_above_the_anchor() {
+        let text = "fn other() {}\n\n/// **What it pins.** A.\n///\n/// **Why it matters.** It is the\n/// promise.\n///\n/// **If this changes.** Look.\n// ANCHOR: x\nfn x() {}\n";
+        let g = guidance(text, "x");
+        assert_eq!(g.get("What it pins"), Some("A."));
+        assert_eq!(g.get("Why it matters"), Some("It is the promise."));
+        assert_eq!(g.get("If this changes"), Some("Look."));
+        assert_eq!(guidance(text, "y"), Guidance::default());
     }
 
+    /// The README's "Add a scenario" steps name exactly the paragraphs the check requires.
     #[test]
-    fn reads_the_guidance_above_the_anchor() {
-        let text = "fn other() {}\n\n/// **Why it matters.** It is the\n/// promise.\n///\n/// **If this changes.** Look.\n// ANCHOR: x\nfn x() {}\n";
-        assert_eq!(
-            guidance(text, "x"),
-            Guidance {
-                why: Some("It is the promise.".to_owned()),
-                if_changes: Some("Look.".to_owned()),
-            }
+    fn the_readme_steps_name_exactly_the_required_paragraphs() {
+        let readme =
+            std::fs::read_to_string(Workspace::locate().root.join("scenarios/README.md")).unwrap();
+        let steps = readme
+            .split("## Add a scenario")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("an `## Add a scenario` section");
+        let named: std::collections::BTreeSet<&str> = steps
+            .split("`**")
+            .skip(1)
+            .filter_map(|rest| rest.split(".**`").next())
+            .collect();
+        let required: std::collections::BTreeSet<&str> = PARAGRAPHS.into_iter().collect();
+        assert_eq!(named, required, "{steps}");
+    }
+
+    /// A throw-away scenario written as the README's steps say — a test file with the doc
+    /// comment and anchors, and its snapshot — gets its page with nothing else touched; one
+    /// without a paragraph is named as a problem.
+    #[test]
+    fn a_scenario_added_by_the_readme_steps_needs_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace {
+            root: dir.path().to_owned(),
+        };
+        let it = dir.path().join("scenarios/tests/it");
+        std::fs::create_dir_all(&it).unwrap();
+        std::fs::create_dir_all(dir.path().join("scenarios/snapshots")).unwrap();
+        std::fs::create_dir_all(dir.path().join("book/src")).unwrap();
+        std::fs::write(
+            dir.path().join("book/src/SUMMARY.md"),
+            format!("# Summary\n\n{SUMMARY_PARENT}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("scenarios/snapshots/throw_away.snap"),
+            "---\nsource: scenarios/tests/it/support.rs\n---\ntrace#1\nmetis-api  GET /x  [server]\n",
+        )
+        .unwrap();
+        let test = "/// **What it pins.** a throw-away check.\n///\n/// **Why it matters.** Because.\n///\n/// **If this changes.** Look.\n// ANCHOR: throw_away\n#[tokio::test(flavor = \"multi_thread\", worker_threads = 2)]\nasync fn throw_away() -> anyhow::Result<()> {\n    Ok(())\n}\n// ANCHOR_END: throw_away\n";
+        std::fs::write(it.join("extra.rs"), test).unwrap();
+        let snaps = Snapshot::load_all(&ws.snapshots_dir()).unwrap();
+        let (pages, problems) = generate(&ws, &snaps).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let page = pages
+            .iter()
+            .find(|p| p.path.ends_with("throw_away.md"))
+            .unwrap();
+        assert!(
+            page.content
+                .contains("**What it pins.** a throw-away check.\n\n**Why it matters.** Because."),
+            "{}",
+            page.content
         );
-        assert_eq!(guidance(text, "y"), Guidance::default());
+        let summary = pages
+            .iter()
+            .find(|p| p.path.ends_with("SUMMARY.md"))
+            .unwrap();
+        assert!(summary.content.contains("(scenarios/throw_away.md)"));
+
+        std::fs::write(
+            it.join("extra.rs"),
+            test.replacen("/// **What it pins.** a throw-away check.\n///\n", "", 1),
+        )
+        .unwrap();
+        let (_, problems) = generate(&ws, &snaps).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("no `**What it pins.**` paragraph"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -329,6 +368,7 @@ mod tests {
                 format!("{{{{#snapshot {n}}}}}"),
                 format!("{{{{#timeline {n}}}}}"),
                 format!("{{{{#recording {n}}}}}"),
+                "**What it pins.**".to_owned(),
                 "**Why it matters.**".to_owned(),
                 "**If this changes.**".to_owned(),
             ] {

@@ -6,6 +6,9 @@ use serde_json::json;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack, wait_for_log};
 
+/// **What it pins.** The run's trace ends `CANCELED`; the cancel's own trace reaches
+/// `workflow_cancel`; a second cancel is a 409.
+///
 /// **Why it matters.** Cancellation crosses services twice: the run's own trace ends `CANCELED`,
 /// and the cancel request has its own trace down to the engine's `workflow_cancel`.
 ///
@@ -67,6 +70,9 @@ async fn cancel_running() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cancel_running
 
+/// **What it pins.** A run cancelled while queued never starts: no `workflow_run`, no
+/// `workflow_cancel`.
+///
 /// **Why it matters.** A run cancelled before any engine claimed it must never start: no
 /// `workflow_run`, no `workflow_cancel`, and the record says `CANCELED`.
 ///

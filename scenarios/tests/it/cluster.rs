@@ -43,6 +43,9 @@ async fn cluster_stack_with(
     .await
 }
 
+/// **What it pins.** The plain run on a 3-server JetStream cluster (streams and buckets R3); the
+/// test asserts its tree equals `run_completes`: the topology never changes a trace.
+///
 /// **Why it matters.** Production runs a three-server cluster; the topology must never change what
 /// a trace looks like.
 ///
@@ -75,6 +78,9 @@ async fn cluster_run_completes() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_run_completes
 
+/// **What it pins.** The server leading `KV_metis_runs` is SIGKILLed with one run RUNNING, 3 more
+/// in flight and 7 QUEUED: all 11 complete, once, with every line; a census of one shape ×11.
+///
 /// **Why it matters.** Losing the server that leads the runs bucket mid-run is survived: an
 /// election, then every run completes exactly once.
 ///
@@ -185,6 +191,10 @@ fn workflow_runs_per_run(
     counts
 }
 
+/// **What it pins.** Each server of the cluster SIGKILLed and restarted in turn under a trickle of
+/// runs: every accepted run COMPLETE with every line, each executed exactly once; the tree is a
+/// probe run afterwards (equal to `run_completes`).
+///
 /// **Why it matters.** A rolling restart of every server is routine maintenance; no accepted run
 /// may fail or run twice through it.
 ///
@@ -289,6 +299,10 @@ async fn cluster_rolling_restart() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_rolling_restart
 
+/// **What it pins.** Two API replicas and two engines on the cluster, creates alternating between
+/// the APIs: each run visible and listed through either, executed once, no `reap_run` or
+/// `redispatch_run` from two reapers side by side; a census of one shape ×10.
+///
 /// **Why it matters.** Replicated APIs and engines must not step on each other: every run executes
 /// once, and no reaper or reconciler acts on a healthy run.
 ///
@@ -411,6 +425,10 @@ async fn api_server_lost(scenario: &str, loss: Loss) -> anyhow::Result<()> {
 }
 // ANCHOR_END: api_server_lost
 
+/// **What it pins.** The server the API is connected to is SIGKILLed: the API fails over, 5 creates
+/// made meanwhile complete with every line, the server rejoins; the tree is a probe run afterwards
+/// (equal to `run_completes`).
+///
 /// **Why it matters.** When the server the API talks to dies, the API fails over and keeps
 /// accepting runs.
 ///
@@ -422,6 +440,11 @@ async fn cluster_api_server_lost() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_api_server_lost
 
+/// **What it pins.** The server the API is connected to is cut off, nothing closed (docker: it
+/// leaves the stack's network; local: frozen): the API fails over, 5 creates made meanwhile
+/// complete with every line, the server rejoins; the tree is a probe run afterwards (equal to
+/// `run_completes`).
+///
 /// **Why it matters.** A server cut off without closing connections is the hard case: the API must
 /// notice by its pings and fail over.
 ///

@@ -17,6 +17,10 @@ use harness::tree::expect;
 
 use crate::support::{DEADLINE, check_partial_tree_of, check_tree, engine_ids, run_body, stack};
 
+/// **What it pins.** The service works and warns once while the collector is down; spans resume
+/// when it returns; a run whose API side was lost in the outage is pinned as a partial trace under
+/// a `[missing parent]`.
+///
 /// **Why it matters.** Telemetry must never take the service down: with the collector gone, runs
 /// still complete, each service warns once, and what was lost is exactly what the order of events
 /// says.
@@ -124,6 +128,9 @@ async fn otlp_collector_down() -> anyhow::Result<()> {
 }
 // ANCHOR_END: otlp_collector_down
 
+/// **What it pins.** The collector refuses the first two exports (UNAVAILABLE): the exporters
+/// retry, nothing is lost, the tree is the plain run's.
+///
 /// **Why it matters.** An overloaded collector answers UNAVAILABLE; the exporters retry, so a short
 /// refusal loses nothing and the tree is the plain run's.
 ///

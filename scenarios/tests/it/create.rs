@@ -5,6 +5,8 @@ use harness::tree::expect;
 
 use crate::support::{check_tree, run_body, stack};
 
+/// **What it pins.** The API side alone: `POST /runs` → `create_run` → `publish` (no engine runs).
+///
 /// **Why it matters.** The API's half of every trace: what a client's `POST /runs` records before
 /// any engine is involved. Every other scenario's tree starts with these three spans.
 ///

@@ -9,6 +9,8 @@ use harness::tree::expect;
 
 use crate::support::{DEADLINE, check_census, check_tree, engine_ids, run_body, stack};
 
+/// **What it pins.** A run submitted while no engine runs executes when one starts.
+///
 /// **Why it matters.** Runs submitted while no engine is up are kept, not lost: the stream holds
 /// the message until an engine starts.
 ///
@@ -59,6 +61,9 @@ async fn engine_restart_with_queued_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: engine_restart_with_queued_run
 
+/// **What it pins.** 8 runs shared by two engine instances (asserted over HTTP), 8 identical
+/// traces.
+///
 /// **Why it matters.** Engines of one type share one work queue: each run executes once, on
 /// whichever engine takes it, and the traces look the same whichever it was.
 ///
@@ -137,6 +142,9 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
 }
 // ANCHOR_END: two_engines_share_work
 
+/// **What it pins.** 200 concurrent runs on two engines: every run COMPLETE with all its lines,
+/// exactly one `workflow_run` each; a census of trace shapes (one shape ×200).
+///
 /// **Why it matters.** Under 200 concurrent runs on two engines nothing is dropped or duplicated:
 /// one trace shape, counted 200 times.
 ///

@@ -50,6 +50,9 @@ async fn run_error(s: &harness::Stack, run: &str) -> anyhow::Result<String> {
     Ok(detail["error"].as_str().unwrap_or_default().to_owned())
 }
 
+/// **What it pins.** SIGKILL during RUNNING: the reaper's `reap_run` ends the run SYSTEM_ERROR
+/// naming the cause; the workflow's process group is gone.
+///
 /// **Why it matters.** A crashed engine must not strand its runs: the API's reaper ends them
 /// `SYSTEM_ERROR` naming the cause, and the workflow's processes die with the engine.
 ///
@@ -91,6 +94,9 @@ async fn engine_killed_mid_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: engine_killed_mid_run
 
+/// **What it pins.** SIGSTOP past the TTL: reaped; awake, the engine kills the process and keeps
+/// the reaper's terminal state (a WARN event on `workflow_run`); cancel is a 409.
+///
 /// **Why it matters.** An engine that stalls past its TTL is treated as gone; when it wakes it must
 /// respect the reaper's verdict instead of overwriting it.
 ///
@@ -153,6 +159,9 @@ async fn engine_paused_past_ttl() -> anyhow::Result<()> {
 }
 // ANCHOR_END: engine_paused_past_ttl
 
+/// **What it pins.** 100 concurrent creates, the API SIGKILLed mid-burst and restarted: every
+/// accepted run COMPLETE, nothing stays QUEUED; the tree is a probe run after the restart.
+///
 /// **Why it matters.** An API that dies mid-burst may lose requests in flight but never a run it
 /// accepted: every 200 ends COMPLETE, nothing stays QUEUED.
 ///
@@ -209,6 +218,9 @@ async fn api_killed_during_burst() -> anyhow::Result<()> {
 }
 // ANCHOR_END: api_killed_during_burst
 
+/// **What it pins.** 100 clients that hang up right after sending: every stored run COMPLETE; the
+/// tree is a probe run afterwards.
+///
 /// **Why it matters.** A client that hangs up right after sending must not cut a run in half: the
 /// work after validation runs in its own task.
 ///
@@ -239,6 +251,9 @@ async fn clients_hang_up() -> anyhow::Result<()> {
 }
 // ANCHOR_END: clients_hang_up
 
+/// **What it pins.** A QUEUED run whose message is lost: the reconciler's `redispatch_run`
+/// publishes it again and the engine's `workflow_run` joins that trace.
+///
 /// **Why it matters.** A run stored but never published is found by the reconciler and published
 /// again; the engine's work joins the reconciler's trace.
 ///
@@ -287,6 +302,9 @@ async fn run_message_lost() -> anyhow::Result<()> {
 }
 // ANCHOR_END: run_message_lost
 
+/// **What it pins.** A request whose record would not fit `max_payload` is a 413 naming the limit,
+/// nothing stored; six 120 KB params run, with a bounded command.
+///
 /// **Why it matters.** A request that cannot be stored is refused whole with a 413 naming the
 /// limit; large but valid parameters still run, with a bounded command line.
 ///
@@ -381,6 +399,9 @@ async fn log_count(s: &harness::Stack, run: &str) -> anyhow::Result<usize> {
     Ok(s.client.log_lines(run).await?.len())
 }
 
+/// **What it pins.** NATS killed and restarted (data kept) with one run RUNNING and others QUEUED:
+/// all complete with every line; `/readyz` ready again.
+///
 /// **Why it matters.** NATS restarting under a running workload is survived: streams and records
 /// are kept, both services reconnect, every run completes with every line.
 ///
@@ -447,6 +468,9 @@ async fn nats_restarted_mid_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: nats_restarted_mid_run
 
+/// **What it pins.** NATS paused until `/readyz` says not ready: the run completes, nobody reaps
+/// it.
+///
 /// **Why it matters.** A NATS server that stops answering makes the API report not ready, and
 /// nobody reaps a healthy run for NATS's stall.
 ///

@@ -6,6 +6,9 @@ use serde_json::json;
 
 use crate::support::{check_tree, run_body, stack};
 
+/// **What it pins.** 400s: malformed JSON stops at the HTTP span; validation failures carry `error`
+/// on `create_run`; no engine span.
+///
 /// **Why it matters.** Bad input stops early and says why: a malformed body never reaches
 /// `create_run`, a validation failure carries `error` on it, and no engine ever sees the run.
 ///
@@ -74,6 +77,10 @@ async fn invalid_request() -> anyhow::Result<()> {
 }
 // ANCHOR_END: invalid_request
 
+/// **What it pins.** A parameter over the kernel's limit for one process argument
+/// (`MAX_ARG_STRLEN`) is a 400 naming `workflow_params.blob`, nothing stored; the largest one that
+/// fits runs and comes back byte for byte (split into 16 KiB log pieces).
+///
 /// **Why it matters.** A request the engine could not execute is refused at the door: a
 /// parameter over the kernel's limit for one process argument was accepted and then ended
 /// `SYSTEM_ERROR` "Argument list too long". Now it is a 400 naming the field, and nothing is

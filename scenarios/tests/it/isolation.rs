@@ -79,6 +79,10 @@ async fn nothing_survives(run: &RunProcesses, marker: &str) -> anyhow::Result<()
     run.wait_gone(DEADLINE).await
 }
 
+/// **What it pins.** A workflow that leaves a `setsid` daemon, a double fork and a `nohup` behind
+/// ends `COMPLETE` and none of them survives (host process table, the run's PID namespace);
+/// `workflow_run` carries `sandbox=bubblewrap` and its limits.
+///
 /// **Why it matters.** A workflow that detaches (`setsid`, a double fork, `nohup`) must not leave
 /// a daemon running after its run is COMPLETE: the run's PID namespace dies with its main
 /// process, whatever reparented itself.
@@ -122,6 +126,8 @@ async fn daemon_after_complete() -> anyhow::Result<()> {
 }
 // ANCHOR_END: daemon_after_complete
 
+/// **What it pins.** The same escapees, cancelled while running: `CANCELED`, nothing survives.
+///
 /// **Why it matters.** Cancelling a run ends all of it: SIGTERM reaches every process in the
 /// run's sandbox (with the grace period), and the sandbox's end takes whatever detached.
 ///
@@ -168,6 +174,9 @@ async fn daemon_after_cancel() -> anyhow::Result<()> {
 }
 // ANCHOR_END: daemon_after_cancel
 
+/// **What it pins.** The same escapees, their engine SIGKILLed: nothing survives, the reaper's
+/// `reap_run` ends the run `SYSTEM_ERROR`.
+///
 /// **Why it matters.** An engine that is SIGKILLed cannot clean up; its runs' sandboxes must die
 /// with it anyway (bubblewrap's `--die-with-parent` and the group keeper, neither visible to a
 /// workflow), and the reaper ends the run SYSTEM_ERROR.
@@ -203,6 +212,10 @@ async fn daemon_after_engine_kill() -> anyhow::Result<()> {
 }
 // ANCHOR_END: daemon_after_engine_kill
 
+/// **What it pins.** Alice's workflow cannot list, read or write bob's running workdir, signal his
+/// processes or read the engine's environment; each run has its own uid; bob's run completes
+/// untouched.
+///
 /// **Why it matters.** Users run code on shared engines: one user's workflow must not read, list
 /// or write another's workdir, signal its processes, or read the engine's credentials. Each run
 /// has its own mount and PID namespaces and its own uid.

@@ -76,6 +76,10 @@ async fn stalled_clients_do_not_hold_shutdown() -> anyhow::Result<()> {
         .await
 }
 
+/// **What it pins.** With `MAX_UNFINISHED_RUNS_PER_USER=2`, alice's third run is a 429 naming the
+/// limit and her usage (`quota`, `Retry-After`) and is not stored; bob's run goes through; once
+/// hers finish she may create again.
+///
 /// **Why it matters.** One user cannot fill the service: past `MAX_UNFINISHED_RUNS_PER_USER`
 /// runs not yet terminal, a create is a 429 that names the limit and the usage (with
 /// `Retry-After`) and stores nothing, while another user's runs go through; once runs finish,
@@ -220,6 +224,10 @@ async fn fairness_order(s: &mut harness::Stack) -> anyhow::Result<Vec<String>> {
     Ok(order)
 }
 
+/// **What it pins.** One run slot: alice's gated run holds it with two more of hers queued behind,
+/// bob queues one; when the slot frees, bob's run starts before alice's second (the order asserted
+/// from the runs' start times).
+///
 /// **Why it matters.** One user's backlog cannot starve another user: each user's runs queue on
 /// a subject of their own, and an engine with a free slot serves the users round-robin, so
 /// bob's one run waits for one slot of alice's, not for her whole backlog.
@@ -254,6 +262,8 @@ async fn fairness() -> anyhow::Result<()> {
 }
 // ANCHOR_END: fairness
 
+/// **What it pins.** The same on a three-server cluster; the tree equals `fairness`'s.
+///
 /// **Why it matters.** Production runs a three-server cluster: the per-user consumers are
 /// replicated like the rest, and the round-robin holds there too.
 ///
@@ -289,6 +299,11 @@ async fn cluster_fairness() -> anyhow::Result<()> {
 }
 // ANCHOR_END: cluster_fairness
 
+/// **What it pins.** With `MAX_STORED_RUNS_PER_USER=2` alice's third run is a 429 naming the limit
+/// (no `Retry-After`); with `MAX_LOG_BYTES_PER_USER=300` bob's run printing ~400 bytes stores
+/// exactly 300, then a `[metis] output truncated` line, his log response carries a `notice`, his
+/// next run is a 429; `/service-info` shows his usage; carol is untouched.
+///
 /// **Why it matters.** What a user stores is bounded too: past `MAX_STORED_RUNS_PER_USER` runs
 /// or `MAX_LOG_BYTES_PER_USER` bytes of output, a create is a 429 naming the limit and the
 /// usage, and a run stores at most what is left of its user's output quota, then says where it
@@ -391,6 +406,10 @@ async fn quota_stored_runs_and_log_bytes() -> anyhow::Result<()> {
 }
 // ANCHOR_END: quota_stored_runs_and_log_bytes
 
+/// **What it pins.** With `RETENTION_MAX_AGE_S=3` alice's finished run leaves, record and lines
+/// together (both 404), and her usage goes back to 0; bob's older run, still running, stays and
+/// completes.
+///
 /// **Why it matters.** Records and output lines share one retention policy: a finished run
 /// older than `RETENTION_MAX_AGE_S` leaves with its lines, and gives its user's usage back; a
 /// run not yet finished stays, whatever its age.

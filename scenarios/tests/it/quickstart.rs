@@ -142,6 +142,10 @@ fn redact_timestamps(s: &str) -> String {
     out
 }
 
+/// **What it pins.** The book's quick start for real: `/readyz`, a token from `metis-api token`,
+/// one run submitted, followed and read; the transcript of commands and responses
+/// (`snapshots/transcripts/quick_start.snap`) and the plain run's tree.
+///
 /// **Why it matters.** It is the first thing a new user does, and the book's quick start page
 /// shows this transcript: the commands, the responses and the trace are what the service
 /// really answers today.

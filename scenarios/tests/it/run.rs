@@ -16,6 +16,9 @@ const PHASES: [&str; 7] = [
     "cleanup",
 ];
 
+/// **What it pins.** One trace across both services, `workflow_run` ends `COMPLETE` with every
+/// phase event.
+///
 /// **Why it matters.** The one-trace-across-two-services promise: the engine's `workflow_run` hangs
 /// under the API's `publish`, with every runtime phase as an event. This is the tree the cluster
 /// scenarios must equal.
@@ -81,6 +84,8 @@ async fn run_completes() -> anyhow::Result<()> {
 }
 // ANCHOR_END: run_completes
 
+/// **What it pins.** Non-zero exit: `EXECUTOR_ERROR`, the `error` field and an ERROR status.
+///
 /// **Why it matters.** A workflow that exits non-zero must end `EXECUTOR_ERROR` with the exit
 /// status in the span's status and `error` field, so an operator can find failed runs by span
 /// status alone.

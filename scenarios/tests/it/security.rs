@@ -9,6 +9,9 @@ use test_support::metis::{jwt_secret, mint_token_with, now_s};
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
 
+/// **What it pins.** No token and an expired token: 401s that stop at the HTTP span with the reason
+/// as `error`; the run of a valid token is its `sub`'s; no span carries a token.
+///
 /// **Why it matters.** Authentication is enforced at the HTTP span and never leaks: 401s stop there
 /// with the reason, a run belongs to its token's subject, no span carries a token.
 ///
@@ -99,6 +102,9 @@ async fn authenticated_run() -> anyhow::Result<()> {
 }
 // ANCHOR_END: authenticated_run
 
+/// **What it pins.** The client's own span (its own OpenTelemetry SDK, `e2e-client`) is the root:
+/// the API's `POST /runs` continues the incoming `traceparent`, down to `workflow_run`.
+///
 /// **Why it matters.** A client with its own OpenTelemetry SDK sees Metis inside its trace: the API
 /// continues the incoming `traceparent` down to the engine.
 ///
