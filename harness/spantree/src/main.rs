@@ -195,12 +195,6 @@ fn options(
     Ok(options)
 }
 
-fn forest(path: &str, options: &Options) -> Result<Result<SpanForest, String>, Usage> {
-    let data =
-        spantree::dump::parse(source_name(path), &read(path)?).map_err(|e| Usage(e.to_string()))?;
-    Ok(SpanForest::from_otlp(&data, options).map_err(|e| e.to_string()))
-}
-
 /// A side of a diff: a dump is rendered (without its successful read-only requests unless
 /// `keep_read_only`), anything else is taken as rendered text (an insta snapshot's `---`
 /// header is skipped).
@@ -377,26 +371,17 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
 }
 
 fn render(file: &str, view: &View, shape: bool) -> Result<ExitCode, Usage> {
-    if view.only.is_some() || view.census.is_some() {
-        let data = spantree::dump::parse(source_name(file), &read(file)?)
-            .map_err(|e| Usage(e.to_string()))?;
-        return match view.render(&data) {
-            Ok(text) => {
-                print!("{text}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!(
-                    "spantree: {}: the tree cannot be built: {e}",
-                    source_name(file)
-                );
-                Ok(ExitCode::from(1))
-            }
-        };
-    }
-    match forest(file, &view.options)? {
-        Ok(f) => {
-            print!("{}", if shape { f.shape() } else { f }.render());
+    let data =
+        spantree::dump::parse(source_name(file), &read(file)?).map_err(|e| Usage(e.to_string()))?;
+    let tree = if view.only.is_some() || view.census.is_some() {
+        view.render(&data)
+    } else {
+        SpanForest::from_otlp(&data, &view.options)
+            .map(|f| if shape { f.shape() } else { f }.render())
+    };
+    match tree {
+        Ok(text) => {
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

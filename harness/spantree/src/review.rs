@@ -410,6 +410,36 @@ struct Row<'a> {
 fn side_by_side<'a>(old: &'a str, new: &'a str) -> Vec<Row<'a>> {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
+    let rows = lcs_walk(&a, &b)
+        .into_iter()
+        .map(|step| match step {
+            Step::Both(i, j) => Row {
+                old: Some(a[i]),
+                new: Some(b[j]),
+            },
+            Step::Old(i) => Row {
+                old: Some(a[i]),
+                new: None,
+            },
+            Step::New(j) => Row {
+                old: None,
+                new: Some(b[j]),
+            },
+        })
+        .collect();
+    pair_changes(rows)
+}
+
+/// One step of a diff walk: an item both sides share, or one only the old or new side has.
+enum Step {
+    Both(usize, usize),
+    Old(usize),
+    New(usize),
+}
+
+/// The longest-common-subsequence walk of `a` and `b`; at a tie the old side's item goes
+/// first, so a removal and the addition replacing it come out next to each other.
+fn lcs_walk<T: PartialEq>(a: &[T], b: &[T]) -> Vec<Step> {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
@@ -421,31 +451,21 @@ fn side_by_side<'a>(old: &'a str, new: &'a str) -> Vec<Row<'a>> {
         }
     }
     let (mut i, mut j) = (0, 0);
-    let mut rows = Vec::new();
+    let mut steps = Vec::new();
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
-            rows.push(Row {
-                old: Some(a[i]),
-                new: Some(b[j]),
-            });
+            steps.push(Step::Both(i, j));
             i += 1;
             j += 1;
         } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            // Removals first, so a removal and the addition replacing it pair up.
-            rows.push(Row {
-                old: Some(a[i]),
-                new: None,
-            });
+            steps.push(Step::Old(i));
             i += 1;
         } else {
-            rows.push(Row {
-                old: None,
-                new: Some(b[j]),
-            });
+            steps.push(Step::New(j));
             j += 1;
         }
     }
-    pair_changes(rows)
+    steps
 }
 
 /// Removed lines directly followed by added lines become "changed" rows, old and new side by
@@ -575,17 +595,6 @@ fn cell(line: &str, marked: Option<&str>) -> String {
 fn word_diff(old: &str, new: &str) -> (String, String) {
     let a = words(old);
     let b = words(new);
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
     let (mut out_a, mut out_b) = (String::new(), String::new());
     let mark = |out: &mut String, word: &str, tag: &str| {
         if word.trim().is_empty() {
@@ -594,18 +603,14 @@ fn word_diff(old: &str, new: &str) -> (String, String) {
             let _ = write!(out, "<{tag}>{}</{tag}>", escape(word));
         }
     };
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            out_a.push_str(&escape(a[i]));
-            out_b.push_str(&escape(b[j]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            mark(&mut out_a, a[i], "del");
-            i += 1;
-        } else {
-            mark(&mut out_b, b[j], "ins");
-            j += 1;
+    for step in lcs_walk(&a, &b) {
+        match step {
+            Step::Both(i, j) => {
+                out_a.push_str(&escape(a[i]));
+                out_b.push_str(&escape(b[j]));
+            }
+            Step::Old(i) => mark(&mut out_a, a[i], "del"),
+            Step::New(j) => mark(&mut out_b, b[j], "ins"),
         }
     }
     (out_a, out_b)
