@@ -50,13 +50,7 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
         {
             return Ok(spec);
         }
-        if let Some(bytes) = state
-            .infra
-            .engine_configs
-            .get(&key)
-            .await
-            .map_err(ApiError::unavailable)?
-        {
+        if let Some(bytes) = engine_config(state, &key).await? {
             let spec: EngineSpec = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::unavailable(format!("engine config {key} is corrupt: {e}"))
             })?;
@@ -85,6 +79,20 @@ async fn engine_spec(state: &AppState, req: &RunRequest) -> Result<EngineSpec, A
     )))
 }
 
+/// The engine config stored under `key`, read like every other read: a leader change or a
+/// lost server is waited out, not answered 503 at the first timeout (seen in
+/// `cluster_partitioned_node`: a cache miss right after the API's server was cut off).
+async fn engine_config(state: &AppState, key: &str) -> Result<Option<bytes::Bytes>, ApiError> {
+    Ok(
+        common::infra::read_during_failover("reading an engine config", || async {
+            state.infra.engine_configs.get(key).await.map_err(|e| {
+                common::infra::InfraError::new(format!("reading engine config {key}"), e)
+            })
+        })
+        .await?,
+    )
+}
+
 /// Every engine config registered in `metis_engine_configs`.
 pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, ApiError> {
     let keys = state
@@ -94,13 +102,7 @@ pub async fn registered_engines(state: &AppState) -> Result<Vec<EngineSpec>, Api
         .map_err(ApiError::unavailable)?;
     let mut out = Vec::new();
     for key in keys {
-        if let Some(bytes) = state
-            .infra
-            .engine_configs
-            .get(&key)
-            .await
-            .map_err(ApiError::unavailable)?
-        {
+        if let Some(bytes) = engine_config(state, &key).await? {
             match serde_json::from_slice::<EngineSpec>(&bytes) {
                 Ok(spec) => out.push(spec),
                 Err(e) => {
