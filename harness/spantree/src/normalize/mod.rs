@@ -126,10 +126,12 @@ use super::render;
 mod build;
 mod invariants;
 mod redact;
+mod rules;
 
 use build::*;
 use invariants::*;
 use redact::*;
+use rules::*;
 
 /// How to build a [`SpanForest`]: the expected trace count and the scenario's own redactions.
 #[derive(Debug, Clone, Default)]
