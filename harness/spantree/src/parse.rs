@@ -259,7 +259,13 @@ impl Parser {
                 let span = parse_span(content, None, &self.legend)?;
                 self.open.push(span);
             }
-            Some(parent) if parent.children.is_empty() && is_detail(content) => {
+            // `resource`/`scope` under a span is the layout before the legend; with a legend
+            // such a line is a span of that name.
+            Some(parent)
+                if parent.children.is_empty()
+                    && is_detail(content)
+                    && (self.legend.entries.is_empty() || !is_entry_line(content)) =>
+            {
                 detail(parent, content)?;
             }
             Some(parent) => {
@@ -276,6 +282,26 @@ impl Parser {
     fn legend_line(&mut self, line: &str) -> Result<(), String> {
         if line.is_empty() {
             self.in_legend = false;
+            // `SERVICE#N` is a numbered key only where the service has several entries: a
+            // service whose own name ends in `#N` keeps it.
+            let numbered = |key: &str| -> Option<String> {
+                let (service, n) = key.rsplit_once('#')?;
+                n.parse::<usize>().ok()?;
+                Some(service.to_owned())
+            };
+            let services: Vec<Option<String>> = self
+                .legend
+                .entries
+                .iter()
+                .map(|e| numbered(&e.key))
+                .collect();
+            for (e, service) in self.legend.entries.iter_mut().zip(&services) {
+                if let Some(service) = service
+                    && services.iter().flatten().filter(|s| *s == service).count() > 1
+                {
+                    e.service.clone_from(service);
+                }
+            }
             return Ok(());
         }
         let (depth, content) = split_prefix(line)?;
@@ -283,13 +309,9 @@ impl Parser {
             if self.legend.entries.iter().any(|e| e.key == content) {
                 return Err(format!("the legend names {content} twice"));
             }
-            let service = match content.rsplit_once('#') {
-                Some((service, n)) if n.parse::<usize>().is_ok() => service,
-                _ => content,
-            };
             self.legend.entries.push(crate::render::LegendEntry {
                 key: content.to_owned(),
-                service: service.to_owned(),
+                service: content.to_owned(),
                 entry: Entry::default(),
             });
             return Ok(());
@@ -421,6 +443,11 @@ fn is_detail(content: &str) -> bool {
     ["resource ", "scope", "event", "link "]
         .iter()
         .any(|w| content == w.trim_end() || content.starts_with(&format!("{} ", w.trim_end())))
+}
+
+/// Whether a detail line is a `resource` or `scope` line (the legend's, or the old layout's).
+fn is_entry_line(content: &str) -> bool {
+    content == "scope" || content.starts_with("scope ") || content.starts_with("resource ")
 }
 
 /// Adds a `resource`, `scope`, `event` or `link` line to `span`.
@@ -923,6 +950,29 @@ trace#2
             ("metis-api", "1 0")
         );
         assert_eq!(forest.traces()[1].roots()[0].service(), "[unknown]");
+    }
+
+    /// Legend corner cases a review found: a service whose own name ends in `#N`, a span
+    /// named `scope`, a resource holding a NaN (equal to itself only as text).
+    #[test]
+    fn legend_corner_cases_round_trip() {
+        for text in [
+            "legend\nshop#1\n└─ scope s\na#1\n└─ scope x\na#2\n└─ scope y\n\ntrace#1\nshop#1  root\n├─ a#1  c1\n└─ a#2  c2\n",
+            "legend\nsvc\n└─ scope s\n\ntrace#1\nsvc  root\n└─ scope\n",
+            "legend\nsvc\n└─ resource x=NaN\n\ntrace#1\nsvc  a\n\ntrace#2\nsvc  b\n",
+            "legend\nsvc\n└─ scope s\n\ntrace#1\nsvc  a  error=x state=A state=B\n",
+        ] {
+            let parsed = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(parsed.render(), text);
+        }
+        let Rendered::Forest(f) = parse(
+            "legend\nshop#1\n└─ scope s\na#1\n└─ scope x\na#2\n└─ scope y\n\ntrace#1\nshop#1  root\n├─ a#1  c1\n└─ a#2  c2\n",
+        )
+        .unwrap() else {
+            panic!("a forest")
+        };
+        let services: Vec<&str> = f.spans().map(SpanNode::service).collect();
+        assert_eq!(services, ["shop#1", "a", "a"]);
     }
 
     #[test]

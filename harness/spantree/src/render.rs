@@ -77,9 +77,13 @@ impl Legend {
         let mut seen: Vec<(String, Entry)> = Vec::new();
         for forest in forests {
             for span in forest.spans() {
+                // Compared as rendered: what reads the same is one entry (a NaN equals
+                // itself, -0.0 and 0.0 do not).
                 if let Some(entry) = &span.entry
                     && *entry != Entry::default()
-                    && !seen.iter().any(|(s, e)| *s == span.service && e == entry)
+                    && !seen
+                        .iter()
+                        .any(|(s, e)| *s == span.service && same_entry(e, entry))
                 {
                     seen.push((span.service.clone(), entry.clone()));
                 }
@@ -92,6 +96,10 @@ impl Legend {
                 let several = seen.iter().filter(|(s, _)| s == service).count() > 1;
                 let n = numbered.entry(service.as_str()).or_insert(0);
                 *n += 1;
+                // A number that would spell another service's name is skipped.
+                while seen.iter().any(|(s, _)| *s == format!("{service}#{n}")) {
+                    *n += 1;
+                }
                 LegendEntry {
                     key: if several {
                         format!("{service}#{n}")
@@ -111,7 +119,7 @@ impl Legend {
         let entry = node.entry.as_ref()?;
         self.entries
             .iter()
-            .find(|e| e.service == node.service && e.entry == *entry)
+            .find(|e| e.service == node.service && same_entry(&e.entry, entry))
             .map(|e| e.key.as_str())
     }
 
@@ -140,6 +148,11 @@ impl Legend {
         out.push('\n');
         out
     }
+}
+
+/// Whether two entries render the same (the legend's notion of one entry).
+fn same_entry(a: &Entry, b: &Entry) -> bool {
+    a == b || entry_lines(a) == entry_lines(b)
 }
 
 impl fmt::Display for SpanForest {
@@ -356,7 +369,7 @@ pub(crate) fn span_line_rest(node: &SpanNode) -> String {
     if !node.attributes.is_empty() {
         let leading = LEADING_ATTRIBUTES
             .iter()
-            .filter_map(|k| node.attributes.iter().find(|(key, _)| key == k));
+            .flat_map(|k| node.attributes.iter().filter(move |(key, _)| key == k));
         let rest = node
             .attributes
             .iter()
