@@ -611,6 +611,9 @@ async fn site_checks(
         side(&old_line, "user_id=alice", "<del>user_id=alice</del>"),
         side(&new_line, "user=alice", "<ins>user=alice</ins>")
     );
+    f.check(!old_line.is_empty() && review.dom.contains(&row), || {
+        format!("generated/review-demo.html: no changed row shows `{old_line}` beside `{new_line}`")
+    });
     f.check(
         review
             .dom
