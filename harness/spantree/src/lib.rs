@@ -83,7 +83,9 @@
 //! - A span line is `[service  ]name[  (span#N)][  [kind]][  status][  attributes]`, columns
 //!   separated by two spaces. The service column is the legend key, shown where a service
 //!   enters the trace (a root, or a span whose parent came from another resource or scope),
-//!   and the service name where the data has no resource. `(span#N)` only when a reference
+//!   and the service name where the data has no resource. The name is bare, or quoted like a
+//!   string where it is empty, holds two spaces, a control character or an edge space, starts
+//!   with a quote, or would read as another column (`"OK"`, `"run=1"`). `(span#N)` only when a reference
 //!   elsewhere names the span by alias; the kind unless internal; the status unless unset
 //!   (`OK`, `!ERROR "message"`, `!ERROR`); what the SDK dropped when anything was
 //!   (`dropped(attributes=2,events=1)`; an event line ends in ` dropped(attributes=N)`).

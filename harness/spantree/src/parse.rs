@@ -606,8 +606,8 @@ fn parse_span(
         (None, Some(_)) => Some(Entry::default()),
         (None, None) => None,
     };
-    span.name = if name == "\"\"" {
-        String::new()
+    span.name = if name.starts_with('"') {
+        unquote(name)?
     } else {
         name.to_owned()
     };
@@ -646,7 +646,7 @@ fn parse_span(
 }
 
 /// Whether a column after the first can only be a span name (so the first was a service).
-fn is_name_column(col: &str) -> bool {
+pub(crate) fn is_name_column(col: &str) -> bool {
     !(col.starts_with("(span#")
         || kind_column(col).is_some()
         || col == "OK"
@@ -961,6 +961,8 @@ trace#2
             "legend\nsvc\n└─ scope s\n\ntrace#1\nsvc  root\n└─ scope\n",
             "legend\nsvc\n└─ resource x=NaN\n\ntrace#1\nsvc  a\n\ntrace#2\nsvc  b\n",
             "legend\nsvc\n└─ scope s\n\ntrace#1\nsvc  a  error=x state=A state=B\n",
+            // Names that would read as another column, or hold a gap, are quoted.
+            "legend\nsvc\n└─ scope s\nother\n└─ scope \"\" \"1.0\"\n\ntrace#1\nsvc  root\n├─ other  \"run=1\"\n├─ other  \"OK\"  [client]\n└─ \"a  b\"\n",
         ] {
             let parsed = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(parsed.render(), text);

@@ -330,17 +330,31 @@ pub(crate) fn span_line(node: &SpanNode, parent_service: Option<&str>, legend: &
         line.push_str(&node.service);
         line.push_str("  ");
     }
-    line.push_str(if node.name.is_empty() {
-        "\"\""
-    } else {
-        &node.name
-    });
+    line.push_str(&name_column(&node.name));
     let rest = span_line_rest(node);
     if !rest.is_empty() {
         line.push_str("  ");
         line.push_str(&rest);
     }
     line
+}
+
+/// A span name as its column shows it: bare, or quoted (like a string value) where it is
+/// empty, holds a column gap, a control character or an edge space, starts with a quote, or
+/// would read as another column (`OK`, `[client]`, `key=value`, …).
+pub(crate) fn name_column(name: &str) -> String {
+    if name.is_empty()
+        || name.contains("  ")
+        || name.starts_with('"')
+        || name.starts_with(' ')
+        || name.ends_with(' ')
+        || name.chars().any(char::is_control)
+        || !crate::parse::is_name_column(name)
+    {
+        quote(name)
+    } else {
+        name.to_owned()
+    }
 }
 
 /// Everything on a span line after the name.
@@ -409,8 +423,13 @@ pub(crate) fn entry_lines(entry: &Entry) -> Vec<String> {
         lines.push(format!("resource {}", attributes(&entry.resource)));
     }
     let mut scope = "scope".to_owned();
-    for part in [&entry.scope, &entry.scope_version] {
-        if !part.is_empty() {
+    // A version without a name keeps the name's place (`scope "" 1.0`).
+    let name_shown = !entry.scope.is_empty() || !entry.scope_version.is_empty();
+    for (part, shown) in [
+        (&entry.scope, name_shown),
+        (&entry.scope_version, !entry.scope_version.is_empty()),
+    ] {
+        if shown {
             scope.push(' ');
             scope.push_str(&string(part));
         }
