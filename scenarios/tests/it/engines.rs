@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use harness::tree::expect;
 
-use crate::support::{DEADLINE, check_census, check_tree, engine_ids, run_body, stack};
+use crate::support::{DEADLINE, check_census, check_tree, engine_ids, forest_of, run_body, stack};
 
 /// **What it pins.** A run submitted while no engine runs executes when one starts.
 ///
@@ -126,10 +126,7 @@ async fn two_engines_share_work() -> anyhow::Result<()> {
 
                 // Eight runs, one shape: the census pins the count instead of eight copies.
                 let data = check_census(s, "two_engines_share_work", &runs, &engines).await?;
-                let forest = harness::tree::SpanForest::from_otlp(
-                    &harness::tree::without_read_only_requests(&data),
-                    &harness::tree_options(),
-                )?;
+                let forest = forest_of(&data)?;
                 expect::span()
                     .named("workflow_run")
                     .with_attr("state", "COMPLETE")

@@ -27,7 +27,8 @@ use harness::tree::expect;
 use serde_json::json;
 
 use crate::support::{
-    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body, stack, wait_for_log,
+    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, forest_of, run_body, stack,
+    wait_for_log,
 };
 
 /// A `sleep.sh` run that is RUNNING and has printed its first line, and its processes (found
@@ -459,10 +460,7 @@ async fn nats_restarted_mid_run() -> anyhow::Result<()> {
                 // Seven runs, one shape: the census pins the count.
                 runs.push(probe);
                 let data = check_census(s, "nats_restarted_mid_run", &runs, &engines).await?;
-                let forest = harness::tree::SpanForest::from_otlp(
-                    &harness::tree::without_read_only_requests(&data),
-                    &harness::tree_options(),
-                )?;
+                let forest = forest_of(&data)?;
                 expect::span()
                     .named("workflow_run")
                     .with_attr("state", "COMPLETE")

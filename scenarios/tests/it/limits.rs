@@ -18,7 +18,8 @@ use harness::tree::expect;
 use serde_json::json;
 
 use crate::support::{
-    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body, snapshot_body, stack,
+    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, forest_of, run_body,
+    snapshot_body, stack,
 };
 
 /// Opens a connection to `url` (`http://host:port`) and sends `bytes`, then keeps it open.
@@ -252,10 +253,7 @@ async fn fairness() -> anyhow::Result<()> {
             let engines = engine_ids(s).await?;
             // Alice's three runs share a shape, bob's differs only by his name.
             let data = check_census(s, "fairness", &runs, &engines).await?;
-            let forest = harness::tree::SpanForest::from_otlp(
-                &harness::tree::without_read_only_requests(&data),
-                &harness::tree_options(),
-            )?;
+            let forest = forest_of(&data)?;
             expect::span()
                 .named("workflow_run")
                 .times(4)

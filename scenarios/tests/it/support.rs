@@ -171,6 +171,15 @@ pub async fn check_census(
     Ok(data)
 }
 
+/// The whole forest of a census scenario's data (without the polling GETs), for expectations
+/// over every run at once.
+pub fn forest_of(data: &harness::otlp::TracesData) -> anyhow::Result<harness::tree::SpanForest> {
+    Ok(harness::tree::SpanForest::from_otlp(
+        &harness::tree::without_read_only_requests(data),
+        &harness::tree_options(),
+    )?)
+}
+
 /// Writes `view.txt` beside the scenario's `spans.json` and checks what a reviewer would run,
 /// `spantree diff --view view.txt scenarios/snapshots/NAME.snap spans.json`: the dump read back
 /// from disk, rendered through the view read back from disk, differs from the tree in nothing
