@@ -52,20 +52,14 @@ impl View {
     /// Only the traces holding a span whose attribute `key` has one of `values`.
     #[must_use]
     pub fn only(mut self, key: &str, values: &[&str]) -> Self {
-        self.only = Some((
-            key.to_owned(),
-            values.iter().map(|v| (*v).to_owned()).collect(),
-        ));
+        self.only = Some(selection(key, values));
         self
     }
 
     /// The shape census of the units of work with these `key` values.
     #[must_use]
     pub fn census(mut self, key: &str, values: &[&str]) -> Self {
-        self.census = Some((
-            key.to_owned(),
-            values.iter().map(|v| (*v).to_owned()).collect(),
-        ));
+        self.census = Some(selection(key, values));
         self
     }
 
@@ -157,16 +151,11 @@ impl View {
                     view.options = std::mem::take(&mut view.options).expect_traces(n);
                 }
                 ("draw-orphans", []) => view.options.draw_orphans = true,
-                ("only" | "census", [key, values @ ..]) if !values.is_empty() => {
-                    let selection = Some((
-                        (*key).to_owned(),
-                        values.iter().map(|v| (*v).to_owned()).collect(),
-                    ));
-                    if word == "only" {
-                        view.only = selection;
-                    } else {
-                        view.census = selection;
-                    }
+                ("only", [key, values @ ..]) if !values.is_empty() => {
+                    view = view.only(key, values);
+                }
+                ("census", [key, values @ ..]) if !values.is_empty() => {
+                    view = view.census(key, values);
                 }
                 _ => {
                     return Err(bad(
@@ -179,6 +168,14 @@ impl View {
         }
         Ok(view)
     }
+}
+
+/// An attribute key and the values it selects, owned.
+fn selection(key: &str, values: &[&str]) -> (String, Vec<String>) {
+    (
+        key.to_owned(),
+        values.iter().map(|v| (*v).to_owned()).collect(),
+    )
 }
 
 #[cfg(test)]
