@@ -17,7 +17,10 @@
 //! | [`Stack::partition_nats_server`], [`Stack::heal_nats_server`] | one server cut off (docker: it leaves the stack network; local: frozen) and back |
 //! | [`Stack::nats_leader`] | the server leading a stream or bucket, to pick the one to kill |
 //!
-//! Each verb is a step on the scenario's timeline, so the artefacts say what was done when.
+//! Each verb is a step on the scenario's timeline, so the artefacts say what was done when,
+//! and an [`Action`] of the stack's [`crate::fault_trace::FaultLog`], so the snapshot shows it
+//! as a span of service `e2e-harness`: in the trace of each run it hit, or in the harness's own
+//! `faults` trace.
 //! Every fault is undone by the harness: a paused engine is resumed (or killed) and a frozen
 //! NATS thawed when the stack is dropped, also when the scenario fails.
 
@@ -32,6 +35,7 @@ use serde_json::Value;
 use test_support::metis::start_api;
 use tokio::io::AsyncWriteExt;
 
+use crate::fault_trace::Action;
 use crate::stack::Stack;
 
 /// What one client of a [`Stack::burst`] was told.
@@ -93,13 +97,76 @@ impl Stack {
             .proc)
     }
 
+    /// The id engine `index` logged in its `engine ready` line.
+    fn engine_id(&self, index: usize) -> Option<String> {
+        self.engines
+            .get(index)?
+            .proc
+            .lines()
+            .iter()
+            .find_map(|line| {
+                let v: Value = serde_json::from_str(&line[line.find('{')?..]).ok()?;
+                (v["message"] == "engine ready")
+                    .then(|| v["engine_id"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+    }
+
+    /// The ids of the runs whose record satisfies `pred`, read from the `metis_runs` bucket
+    /// (none, with a timeline note, when it cannot be read: the fault span then goes into the
+    /// harness's own trace).
+    async fn runs_where(&self, pred: impl Fn(&common::RunRecord) -> bool) -> Vec<String> {
+        let read = async {
+            use futures::TryStreamExt as _;
+            let client = self.infra.nats_endpoint.connect().await?;
+            let js = async_nats::jetstream::new(client);
+            let kv = js.get_key_value(common::nats::RUNS_BUCKET).await?;
+            let keys: Vec<String> = kv.keys().await?.try_collect().await?;
+            let mut ids = Vec::new();
+            for key in keys {
+                if let Some(bytes) = kv.get(&key).await?
+                    && let Ok(record) = serde_json::from_slice::<common::RunRecord>(&bytes)
+                    && pred(&record)
+                {
+                    ids.push(record.run_id.to_string());
+                }
+            }
+            anyhow::Ok(ids)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => {
+                self.timeline
+                    .note(format!("reading the runs a fault hits failed: {e:#}"));
+                Vec::new()
+            }
+            Err(_) => {
+                self.timeline
+                    .note("reading the runs a fault hits timed out (5 s)");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The unfinished runs engine `index` holds now.
+    async fn runs_of_engine(&self, index: usize) -> Vec<String> {
+        let Some(id) = self.engine_id(index) else {
+            return Vec::new();
+        };
+        self.runs_where(|r| !r.state.is_terminal() && r.engine_id.as_deref() == Some(&id))
+            .await
+    }
+
     /// SIGKILL to engine `index` (0-based, in start order): it stops at once, flushing nothing.
     pub async fn kill_engine(&mut self, index: usize) -> Result<()> {
+        let hits = self.runs_of_engine(index).await;
+        let action = Action::new("kill engine", &engine_name(index)).hitting(hits, "engine killed");
         let step = self
             .timeline
             .step(format!("killing engine #{} (SIGKILL)", index + 1));
         self.engine_proc(index)?.kill().await?;
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
@@ -108,13 +175,18 @@ impl Stack {
         self.stop_engine(index).await
     }
 
-    /// SIGSTOP to engine `index`: it stays alive but does nothing, heartbeats included.
+    /// SIGSTOP to engine `index`: it stays alive but does nothing, heartbeats included. The
+    /// `pause engine` span lasts until [`Stack::resume_engine`].
     pub async fn pause_engine(&mut self, index: usize) -> Result<()> {
+        let hits = self.runs_of_engine(index).await;
+        let action =
+            Action::new("pause engine", &engine_name(index)).hitting(hits, "engine paused");
         let step = self
             .timeline
             .step(format!("pausing engine #{} (SIGSTOP)", index + 1));
         self.engine_proc(index)?.signal(Signal::SIGSTOP)?;
         step.done();
+        self.faults.begin(action);
         Ok(())
     }
 
@@ -125,31 +197,39 @@ impl Stack {
             .step(format!("resuming engine #{} (SIGCONT)", index + 1));
         self.engine_proc(index)?.signal(Signal::SIGCONT)?;
         step.done();
+        self.faults.end("pause engine", &engine_name(index));
         Ok(())
     }
 
     /// SIGTERM to engine `index`, then a new instance (a new id) in its place.
     pub async fn restart_engine(&mut self, index: usize) -> Result<()> {
+        let hits = self.runs_of_engine(index).await;
+        let action =
+            Action::new("restart engine", &engine_name(index)).hitting(hits, "engine restarted");
         self.stop_engine(index).await?;
         self.start_engine().await?;
         let fresh = self.engines.pop().context("the new engine")?;
         self.engines[index] = fresh;
+        self.faults.done(action);
         Ok(())
     }
 
     /// SIGKILL to the API: requests in flight are cut, its unexported spans are lost.
     pub async fn kill_api(&mut self) -> Result<()> {
+        let action = Action::new("kill API", "metis-api");
         let step = self.timeline.step("killing metis-api (SIGKILL)");
         if let Some(api) = self.api.as_mut() {
             api.proc.kill().await?;
         }
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
     /// SIGTERM to the API, waiting for it to exit: it finishes its requests and flushes its
     /// spans (a flush that fails is logged and lost). [`Stack::restart_api`] brings it back.
     pub async fn stop_api(&mut self) -> Result<()> {
+        let action = Action::new("stop API", "metis-api");
         let step = self.timeline.step("stopping metis-api (SIGTERM)");
         if let Some(api) = self.api.as_mut() {
             let status = api.proc.terminate(Duration::from_secs(30)).await?;
@@ -159,11 +239,13 @@ impl Stack {
             );
         }
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
     /// Starts the API again on the port it had, so [`Stack::client`] keeps working.
     pub async fn restart_api(&mut self) -> Result<()> {
+        let action = Action::new("restart API", "metis-api");
         let step = self.timeline.step("restarting metis-api on the same port");
         let port = self
             .client
@@ -187,17 +269,20 @@ impl Stack {
         .await?;
         self.api = Some(api);
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
     /// Restarts NATS with its JetStream data kept (SIGKILL-like when `kill`).
     pub async fn restart_nats(&mut self, kill: bool) -> Result<()> {
+        let action = Action::new("restart NATS", "nats").with("nats.killed", kill);
         let step = self.timeline.step(format!(
             "restarting NATS ({}), JetStream data kept",
             if kill { "killed" } else { "stopped" }
         ));
         self.infra.restart_nats(kill).await?;
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
@@ -208,6 +293,9 @@ impl Stack {
         n: u64,
         with: crate::otlp::fault::Refusal,
     ) -> Result<()> {
+        let action = Action::new("refuse exports", "otlp-receiver")
+            .with("exports.refused", i64::try_from(n).unwrap_or(i64::MAX))
+            .with("exports.refused_with", format!("{with:?}"));
         let step = self.timeline.step(format!(
             "the receiver refuses the next {n} exports ({with:?})"
         ));
@@ -221,12 +309,16 @@ impl Stack {
             .await
             .context("setting the receiver's fault mode")?;
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
     /// Purges every run message waiting in `METIS_RUNS`, as if it had been lost; returns how
     /// many there were.
     pub async fn lose_run_messages(&mut self) -> Result<u64> {
+        let hits = self.runs_where(|r| r.state == common::State::Queued).await;
+        let action =
+            Action::new("lose run messages", "METIS_RUNS").hitting(hits, "run message purged");
         let step = self
             .timeline
             .step("losing every run message waiting in METIS_RUNS (purge)");
@@ -239,6 +331,7 @@ impl Stack {
         let purged = stream.purge().await.context("purging METIS_RUNS")?.purged;
         step.done();
         self.timeline.note(format!("{purged} run message(s) lost"));
+        self.faults.done(action);
         Ok(purged)
     }
 
@@ -247,6 +340,7 @@ impl Stack {
         let step = self.timeline.step("freezing NATS");
         self.infra.freeze_nats().await?;
         step.done();
+        self.faults.begin(Action::new("freeze NATS", "nats"));
         Ok(())
     }
 
@@ -255,11 +349,15 @@ impl Stack {
         let step = self.timeline.step("thawing NATS");
         self.infra.thaw_nats().await?;
         step.done();
+        self.faults.end("freeze NATS", "nats");
         Ok(())
     }
 
     /// The NATS server that leads stream `stream` now (a KV bucket's stream is `KV_<bucket>`),
-    /// as JetStream reports it; on a single server, that server.
+    /// as JetStream reports it; on a single server, that server. The harness remembers it: a
+    /// server killed or cut off afterwards is marked `nats.leader_of` the streams it was read
+    /// to lead, and a different answer for the same stream later records `new leader observed`
+    /// (see [`crate::fault_trace`]).
     pub async fn nats_leader(&self, stream: &str) -> Result<String> {
         let client = self.infra.nats_endpoint.connect().await?;
         let js = async_nats::jetstream::new(client);
@@ -271,23 +369,48 @@ impl Stack {
             .info()
             .await
             .with_context(|| format!("reading stream {stream}"))?;
-        Ok(info
+        let leader = info
             .cluster
             .as_ref()
             .and_then(|c| c.leader.clone())
-            .unwrap_or_else(|| "nats".to_owned()))
+            .unwrap_or_else(|| "nats".to_owned());
+        self.timeline.note(format!("{stream} is led by {leader}"));
+        self.faults.observe_leader(stream, &leader);
+        Ok(leader)
     }
 
     /// SIGKILLs NATS server `name` of the cluster (docker: kills its container).
     pub async fn kill_nats_server(&mut self, name: &str) -> Result<()> {
+        let action = self.server_action("kill NATS server", name);
         let step = self.timeline.step(format!("killing NATS server {name}"));
         self.infra.kill_nats_server(name).await?;
         step.done();
+        self.faults.done(action);
         Ok(())
+    }
+
+    /// An action on NATS server `name`: its label, and the streams it was last read to lead.
+    fn server_action(&self, what: &str, name: &str) -> Action {
+        let led = self.faults.led_by(name);
+        let action = Action::new(what, &self.faults.server_label(name));
+        if led.is_empty() {
+            action
+        } else {
+            action.with(
+                "nats.leader_of",
+                opentelemetry::Value::Array(
+                    led.into_iter()
+                        .map(opentelemetry::StringValue::from)
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
+            )
+        }
     }
 
     /// Starts NATS server `name` again with its data and waits until the cluster has formed.
     pub async fn restart_nats_server(&mut self, name: &str) -> Result<()> {
+        let action = Action::new("restart NATS server", &self.faults.server_label(name));
         let step = self
             .timeline
             .step(format!("restarting NATS server {name}, data kept"));
@@ -298,6 +421,7 @@ impl Stack {
             .step("waiting until every stream and bucket has a leader");
         self.infra.wait_streams_led().await?;
         step.done();
+        self.faults.done(action);
         Ok(())
     }
 
@@ -309,6 +433,8 @@ impl Stack {
             .step(format!("partitioning NATS server {name}"));
         self.infra.partition_nats_server(name).await?;
         step.done();
+        let action = self.server_action("partition NATS server", name);
+        self.faults.begin(action);
         Ok(())
     }
 
@@ -317,6 +443,8 @@ impl Stack {
         let step = self.timeline.step(format!("freezing NATS server {name}"));
         self.infra.freeze_nats_server(name).await?;
         step.done();
+        let action = self.server_action("freeze NATS server", name);
+        self.faults.begin(action);
         Ok(())
     }
 
@@ -325,6 +453,8 @@ impl Stack {
         let step = self.timeline.step(format!("thawing NATS server {name}"));
         self.infra.thaw_nats_server(name).await?;
         step.done();
+        self.faults
+            .end("freeze NATS server", &self.faults.server_label(name));
         Ok(())
     }
 
@@ -340,6 +470,8 @@ impl Stack {
             .step("waiting until every stream and bucket has a leader");
         self.infra.wait_streams_led().await?;
         step.done();
+        self.faults
+            .end("partition NATS server", &self.faults.server_label(name));
         Ok(())
     }
 
@@ -357,6 +489,7 @@ impl Stack {
         Load {
             client: self.client.clone(),
             timeline: self.timeline.clone(),
+            faults: self.faults.clone(),
             accepted: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -367,6 +500,7 @@ impl Stack {
 pub struct Load {
     client: test_support::metis::ApiClient,
     timeline: crate::progress::Timeline,
+    faults: crate::fault_trace::FaultLog,
     /// 200s so far, over every burst of this driver.
     pub accepted: Arc<AtomicUsize>,
 }
@@ -389,6 +523,10 @@ impl Load {
                 ""
             }
         ));
+        let hung_up = hang_up.then(|| {
+            Action::new("clients hang up", "metis-api")
+                .with("clients", i64::try_from(n).unwrap_or(i64::MAX))
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
             let client = self.client.clone();
@@ -423,6 +561,9 @@ impl Load {
         }
         let history = History { told };
         step.done();
+        if let Some(action) = hung_up {
+            self.faults.done(action);
+        }
         self.timeline
             .note(format!("burst clients were told: {:?}", history.summary()));
         Ok(history)
@@ -564,4 +705,9 @@ async fn hang_up_post(base: &str, body: &Value) -> Told {
         }
         Err(e) => Told::Failed(e.to_string()),
     }
+}
+
+/// The harness's name for engine `index` (0-based), as its artefacts name it: `engine-1`.
+fn engine_name(index: usize) -> String {
+    format!("engine-{}", index + 1)
 }

@@ -3,6 +3,7 @@
 //! - [`backend`]: choosing docker or local (`E2E_BACKEND`).
 //! - [`bench`], [`bench_runs`]: the `just bench` measurements.
 //! - [`client_trace`]: a client's own span, so a scenario's trace can start in the client.
+//! - [`fault_trace`]: the harness's own actions as spans, so a snapshot shows where a fault struck.
 //! - [`fault`]: faults (kill, pause, restart of engines, the API and NATS) and the load driver.
 //! - [`images`]: the container images, built locally, and sweeping leftovers.
 //! - [`infra`]: NATS and the fake OTLP receiver on either backend.
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod bench_runs;
 pub mod client_trace;
 pub mod fault;
+pub mod fault_trace;
 pub mod images;
 pub mod infra;
 pub mod progress;

@@ -98,6 +98,9 @@ pub struct Stack {
     /// Whether the scenario causes a collector outage, so span export failures the services
     /// report are expected ([`Stack::expect_export_outage`]).
     pub export_outage_expected: bool,
+    /// What the harness did to the system ([`crate::fault`]'s verbs), exported as spans of
+    /// its own when the spans are collected ([`crate::fault_trace`]).
+    pub faults: crate::fault_trace::FaultLog,
     started_engines: usize,
     unsandboxed: bool,
     extra_api_env: Vec<(&'static str, String)>,
@@ -192,6 +195,7 @@ impl Stack {
             unsandboxed: options.unsandboxed,
             extra_api_env: options.api_env.clone(),
             export_outage_expected: false,
+            faults: crate::fault_trace::FaultLog::default(),
         };
         for _ in 0..options.engines {
             stack.start_engine().await?;
@@ -259,7 +263,8 @@ impl Stack {
         Ok(())
     }
 
-    /// SIGTERM to engine `index` (0-based, in start order); waits for a clean exit.
+    /// SIGTERM to engine `index` (0-based, in start order); waits for a clean exit. A clean
+    /// stop is setup, not a fault: it records no action (see [`crate::fault_trace`]).
     pub async fn stop_engine(&mut self, index: usize) -> Result<()> {
         let step = self
             .timeline
@@ -283,6 +288,10 @@ impl Stack {
         let step = self.timeline.step("stopping the OTLP receiver");
         self.infra.stop_receiver().await?;
         step.done();
+        self.faults.begin(crate::fault_trace::Action::new(
+            "collector down",
+            "otlp-receiver",
+        ));
         Ok(())
     }
 
@@ -293,6 +302,7 @@ impl Stack {
         let scenario = self.scenario.clone();
         self.infra.restart_receiver(&scenario, &dir).await?;
         step.done();
+        self.faults.end("collector down", "otlp-receiver");
         Ok(())
     }
 
@@ -302,7 +312,8 @@ impl Stack {
     pub async fn collect_spans(&mut self, min_spans: usize) -> Result<TracesData> {
         if self.keep {
             // E2E_KEEP=1: leave the services up; their batches go out every 50 ms.
-            return self.wait_for_spans(min_spans).await;
+            let data = self.wait_for_spans(min_spans).await?;
+            return self.export_faults(data).await;
         }
         let step = self
             .timeline
@@ -327,7 +338,36 @@ impl Stack {
         }
         step.done();
         self.check_exports().await?;
-        self.wait_for_spans(min_spans).await
+        let data = self.wait_for_spans(min_spans).await?;
+        self.export_faults(data).await
+    }
+
+    /// Exports the harness's own actions as spans ([`crate::fault_trace`]), placed by what
+    /// `data` holds, and waits until the receiver holds them too.
+    async fn export_faults(&mut self, data: TracesData) -> Result<TracesData> {
+        if self.faults.actions().is_empty() {
+            return Ok(data);
+        }
+        let step = self
+            .timeline
+            .step("exporting the harness's actions as spans of e2e-harness");
+        let count = crate::fault_trace::export(
+            &self.faults,
+            &self.infra.receiver.grpc,
+            &self.scenario,
+            &data,
+        )
+        .await?;
+        step.done();
+        self.wait_for_spans(crate::otlp::span_count(&data) + count)
+            .await
+    }
+
+    /// How many traces of its own the harness added to the collected spans: 1 when some
+    /// action hit no run it could place (see [`crate::fault_trace`]), else 0.
+    #[must_use]
+    pub fn fault_traces(&self) -> usize {
+        self.faults.own_traces()
     }
 
     /// Declares that this scenario takes the collector away (or makes it refuse more than the

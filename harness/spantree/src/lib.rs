@@ -89,6 +89,11 @@
 //!   elsewhere names the span by alias; the kind unless internal; the status unless unset
 //!   (`OK`, `!ERROR "message"`, `!ERROR`); what the SDK dropped when anything was
 //!   (`dropped(attributes=2,events=1)`; an event line ends in ` dropped(attributes=N)`).
+//! - A span whose string attribute `lost` says what was lost stands in for a span that never
+//!   arrived (the e2e harness's `kill engine` under the `publish` whose consumer was killed):
+//!   its line shows `[lost: engine killed]` after the status instead of the attribute (unless
+//!   the value could not read back: empty, holding `]`, two spaces, a control character or an
+//!   edge space).
 //! - The attribute column leads with what a reviewer looks for — `error`, `error.type`,
 //!   `exception.type`, `exception.message`, `state`, `http.response.status_code`, in that
 //!   order — then the rest sorted by key.
@@ -284,9 +289,19 @@ pub fn shape_census(
     values: &[&str],
     options: &Options,
 ) -> Result<String, TreeError> {
+    census_of(
+        values.iter().map(|v| only_traces_with(data, key, &[v])),
+        options,
+    )
+}
+
+/// The census of units of work given as their own data each (see [`shape_census`]).
+pub(crate) fn census_of(
+    units: impl Iterator<Item = opentelemetry_proto::tonic::trace::v1::TracesData>,
+    options: &Options,
+) -> Result<String, TreeError> {
     let mut shapes: std::collections::BTreeMap<String, Shape> = std::collections::BTreeMap::new();
-    for value in values {
-        let own = only_traces_with(data, key, &[value]);
+    for own in units {
         let forest = SpanForest::from_otlp(&own, options)?;
         shapes
             .entry(forest.render())
@@ -322,6 +337,47 @@ pub fn only_traces_with(
         })
         .map(|s| s.trace_id.as_slice())
         .collect();
+    keep_traces(data, &wanted)
+}
+
+/// Keeps only the traces whose root span (no parent) comes from service `service` (its
+/// resource's `service.name`), e.g. the e2e harness's own trace of the faults it injected.
+#[must_use]
+pub fn only_traces_rooted_in(
+    data: &opentelemetry_proto::tonic::trace::v1::TracesData,
+    service: &str,
+) -> opentelemetry_proto::tonic::trace::v1::TracesData {
+    keep_traces(data, &trace_ids_rooted_in(data, service))
+}
+
+/// The trace ids of the roots from service `service`.
+pub(crate) fn trace_ids_rooted_in<'a>(
+    data: &'a opentelemetry_proto::tonic::trace::v1::TracesData,
+    service: &str,
+) -> std::collections::HashSet<&'a [u8]> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    data.resource_spans
+        .iter()
+        .filter(|r| {
+            r.resource.as_ref().is_some_and(|res| {
+                res.attributes.iter().any(|kv| {
+                    kv.key == "service.name"
+                        && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(V::StringValue(v)) if v == service)
+                })
+            })
+        })
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|s| s.parent_span_id.is_empty())
+        .map(|s| s.trace_id.as_slice())
+        .collect()
+}
+
+/// `data` with only the spans of the traces in `wanted`.
+pub(crate) fn keep_traces(
+    data: &opentelemetry_proto::tonic::trace::v1::TracesData,
+    wanted: &std::collections::HashSet<&[u8]>,
+) -> opentelemetry_proto::tonic::trace::v1::TracesData {
     let mut out = data.clone();
     for rs in &mut out.resource_spans {
         for ss in &mut rs.scope_spans {

@@ -631,11 +631,16 @@ fn parse_span(
             .and_then(|c| c.strip_suffix(')'))
         {
             span.dropped = parse_dropped(counts)?;
+        } else if let Some(what) = lost_tag(col) {
+            span.attributes
+                .push((crate::render::LOST.to_owned(), Value::Str(what.to_owned())));
+            span.attributes.sort_by(|a, b| a.0.cmp(&b.0));
         } else if is_attribute(col.split(' ').next().unwrap_or("")) {
-            span.attributes = split_outside_quotes(col, " ")?
+            let parsed: Vec<(String, Value)> = split_outside_quotes(col, " ")?
                 .iter()
                 .map(|t| attribute(t))
                 .collect::<Result<_, _>>()?;
+            span.attributes.extend(parsed);
             // The model keeps them sorted by key; the line leads with the ones that matter.
             span.attributes.sort_by(|a, b| a.0.cmp(&b.0));
         } else {
@@ -652,7 +657,15 @@ pub(crate) fn is_name_column(col: &str) -> bool {
         || col == "OK"
         || col.starts_with("!ERROR")
         || col.starts_with("dropped(")
+        || lost_tag(col).is_some()
         || is_attribute(col.split(' ').next().unwrap_or("")))
+}
+
+/// `what` of a `[lost: what]` column.
+fn lost_tag(col: &str) -> Option<&str> {
+    col.strip_prefix("[lost: ")?
+        .strip_suffix(']')
+        .filter(|w| !w.is_empty())
 }
 
 fn kind_column(col: &str) -> Option<SpanKind> {
@@ -975,6 +988,29 @@ trace#2
         };
         let services: Vec<&str> = f.spans().map(SpanNode::service).collect();
         assert_eq!(services, ["shop#1", "a", "a"]);
+    }
+
+    /// A span standing in for a lost one shows `[lost: …]` after its status and reads back as
+    /// its `lost` attribute; a value the column could not read back stays an attribute.
+    #[test]
+    fn a_lost_column_round_trips() {
+        let text = "legend\nsvc\n└─ scope s\nh\n└─ scope h\n\ntrace#1\nsvc  publish  [producer]\n└─ h  kill engine  [lost: engine killed]  fault.target=engine-1\n";
+        let parsed = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.render(), text);
+        let Rendered::Forest(f) = parsed else {
+            panic!("a forest")
+        };
+        let kill = f.spans_named("kill engine").next().unwrap();
+        assert_eq!(
+            kill.attr("lost"),
+            Some(&crate::Value::Str("engine killed".to_owned()))
+        );
+        for odd in ["a]b", "\"\"", "\" x\""] {
+            let text =
+                format!("legend\nsvc\n└─ scope s\n\ntrace#1\nsvc  a  fault.target=x lost={odd}\n");
+            let parsed = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(parsed.render(), text, "{odd} stays an attribute");
+        }
     }
 
     #[test]

@@ -357,6 +357,29 @@ pub(crate) fn name_column(name: &str) -> String {
     }
 }
 
+/// The attribute a span stands in for a lost one with: its string value says what was lost
+/// (`engine killed`), and the span line shows it as `[lost: engine killed]`, after the status.
+pub const LOST: &str = "lost";
+
+/// The text of a span's `[lost: …]` column: its `lost` string attribute, when that reads back
+/// unchanged (not empty, no column gap, `]`, control character or edge space; else it stays an
+/// ordinary attribute).
+fn lost_column(node: &SpanNode) -> Option<&str> {
+    match node.attr(LOST) {
+        Some(Value::Str(what))
+            if !what.is_empty()
+                && !what.contains("  ")
+                && !what.contains(']')
+                && !what.starts_with(' ')
+                && !what.ends_with(' ')
+                && !what.chars().any(char::is_control) =>
+        {
+            Some(what)
+        }
+        _ => None,
+    }
+}
+
 /// Everything on a span line after the name.
 pub(crate) fn span_line_rest(node: &SpanNode) -> String {
     let mut parts = Vec::new();
@@ -380,14 +403,19 @@ pub(crate) fn span_line_rest(node: &SpanNode) -> String {
         .collect();
         parts.push(format!("dropped({})", counts.join(",")));
     }
-    if !node.attributes.is_empty() {
+    let lost = lost_column(node);
+    if let Some(what) = lost {
+        parts.push(format!("[lost: {what}]"));
+    }
+    let shown = |k: &str| !(lost.is_some() && k == LOST);
+    if node.attributes.iter().any(|(k, _)| shown(k)) {
         let leading = LEADING_ATTRIBUTES
             .iter()
             .flat_map(|k| node.attributes.iter().filter(move |(key, _)| key == k));
         let rest = node
             .attributes
             .iter()
-            .filter(|(k, _)| !LEADING_ATTRIBUTES.contains(&k.as_str()));
+            .filter(|(k, _)| !LEADING_ATTRIBUTES.contains(&k.as_str()) && shown(k));
         let ordered: Vec<(String, Value)> = leading.chain(rest).cloned().collect();
         parts.push(attributes(&ordered));
     }

@@ -1081,3 +1081,41 @@ fn only_successful_read_only_requests_are_left_out() {
         ]
     );
 }
+
+/// A view's `annotations` service: its own traces (the e2e harness's faults) stay beside the
+/// traces `only` selects, and a census shows them as a shape of their own; without
+/// `annotations` they are dropped as any other trace.
+#[test]
+fn annotations_stay_beside_only_and_census() {
+    let id = "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a11";
+    let other = "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a12";
+    let spans = vec![
+        span("metis-api", "create_run", 10)
+            .trace(1)
+            .attr("run_id", id),
+        span("metis-api", "create_run", 20)
+            .trace(2)
+            .attr("run_id", other),
+        span("e2e-harness", "faults", 30).trace(3),
+        span("e2e-harness", "kill API", 31).trace(3).parent(30),
+    ];
+    let data = otlp(&spans);
+    let only = crate::view::View::new(metis()).only("run_id", &[id]);
+    let names = |forest: crate::SpanForest| -> Vec<String> {
+        forest.spans().map(|s| s.name().to_owned()).collect()
+    };
+    assert_eq!(names(only.forest(&data).unwrap()), ["create_run"]);
+    let annotated = only.annotations("e2e-harness");
+    assert_eq!(
+        names(annotated.forest(&data).unwrap()),
+        ["faults", "kill API", "create_run"]
+    );
+    let census = crate::view::View::new(metis().expect_traces(1))
+        .census("run_id", &[id, other])
+        .annotations("e2e-harness")
+        .render(&data)
+        .unwrap();
+    let headers: Vec<&str> = census.lines().filter(|l| l.starts_with("shape#")).collect();
+    assert_eq!(headers, ["shape#1 ×2", "shape#2 ×1"], "{census}");
+    assert!(census.contains("e2e-harness  faults"), "{census}");
+}

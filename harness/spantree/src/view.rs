@@ -16,11 +16,15 @@
 //! draw-orphans
 //! only run_id 0190c4c2-… 0190c4c3-…
 //! census run_id 0190c4c2-… 0190c4c3-…
+//! annotations e2e-harness
 //! ```
 //!
 //! `only` keeps the traces holding a span whose attribute has one of the values; `census`
-//! renders [`shape_census`](crate::shape_census) over them instead of one forest. A dump's
-//! successful read-only requests are always dropped, as the snapshots drop them.
+//! renders [`shape_census`](crate::shape_census) over them instead of one forest.
+//! `annotations` names a service whose own traces (rooted in it: the e2e harness's trace of
+//! the faults it injected) are shown whatever `only` selects, and in a census as a shape of
+//! their own. A dump's successful read-only requests are always dropped, as the snapshots
+//! drop them.
 
 use std::fmt::Write as _;
 
@@ -37,6 +41,8 @@ pub struct View {
     pub only: Option<(String, Vec<String>)>,
     /// Render the shape census of these units of work (attribute, values).
     pub census: Option<(String, Vec<String>)>,
+    /// The service whose own traces are always shown (see the module docs).
+    pub annotations: Option<String>,
 }
 
 impl View {
@@ -63,13 +69,31 @@ impl View {
         self
     }
 
+    /// Always show the traces rooted in `service` (see the module docs).
+    #[must_use]
+    pub fn annotations(mut self, service: &str) -> Self {
+        self.annotations = Some(service.to_owned());
+        self
+    }
+
     /// The forest of `data` in this view, ignoring `census` (the forest a test's
     /// expectations read).
     pub fn forest(&self, data: &TracesData) -> Result<SpanForest, TreeError> {
         let selected = match &self.only {
             Some((key, values)) => {
                 let values: Vec<&str> = values.iter().map(String::as_str).collect();
-                crate::only_traces_with(data, key, &values)
+                let chosen = crate::only_traces_with(data, key, &values);
+                let mut wanted: std::collections::HashSet<&[u8]> = chosen
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                    .map(|s| s.trace_id.as_slice())
+                    .collect();
+                if let Some(service) = &self.annotations {
+                    wanted.extend(crate::trace_ids_rooted_in(data, service));
+                }
+                crate::keep_traces(data, &wanted)
             }
             None => data.clone(),
         };
@@ -79,13 +103,17 @@ impl View {
     /// The tree text of `data` in this view.
     pub fn render(&self, data: &TracesData) -> Result<String, TreeError> {
         if let Some((key, values)) = &self.census {
-            let values: Vec<&str> = values.iter().map(String::as_str).collect();
-            return crate::shape_census(
-                &crate::without_read_only_requests(data),
-                key,
-                &values,
-                &self.options,
-            );
+            let data = crate::without_read_only_requests(data);
+            let annotations = self
+                .annotations
+                .as_deref()
+                .map(|service| crate::only_traces_rooted_in(&data, service))
+                .filter(|a| !a.resource_spans.is_empty());
+            let units = values
+                .iter()
+                .map(|v| crate::only_traces_with(&data, key, &[v.as_str()]))
+                .chain(annotations);
+            return crate::census_of(units, &self.options);
         }
         self.forest(data).map(|f| f.render())
     }
@@ -115,6 +143,9 @@ impl View {
             if let Some((key, values)) = selection {
                 let _ = writeln!(out, "{word} {key} {}", values.join(" "));
             }
+        }
+        if let Some(service) = &self.annotations {
+            let _ = writeln!(out, "annotations {service}");
         }
         out
     }
@@ -157,11 +188,12 @@ impl View {
                 ("census", [key, values @ ..]) if !values.is_empty() => {
                     view = view.census(key, values);
                 }
+                ("annotations", [service]) => view = view.annotations(service),
                 _ => {
                     return Err(bad(
                         "expected id-family KEY NAME, redact LITERAL => PLACEHOLDER, \
                          unordered-instances SERVICE, expect-traces N, draw-orphans, \
-                         only KEY VALUE…, or census KEY VALUE…",
+                         only KEY VALUE…, census KEY VALUE…, or annotations SERVICE",
                     ));
                 }
             }
@@ -193,11 +225,13 @@ mod tests {
                 .draw_orphans(),
         )
         .only("run_id", &["a", "b"])
-        .census("run_id", &["c"]);
+        .census("run_id", &["c"])
+        .annotations("e2e-harness");
         let text = view.to_text();
         let again = View::parse(&text).unwrap();
         assert_eq!(again.to_text(), text);
         assert_eq!(again.only, view.only);
+        assert_eq!(again.annotations, view.annotations);
         assert_eq!(again.options.redactions, view.options.redactions);
     }
 

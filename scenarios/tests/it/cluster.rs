@@ -12,7 +12,8 @@ use harness::tree::expect;
 use harness::{Stack, StackOptions};
 
 use crate::support::{
-    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, run_body, snapshot_body,
+    DEADLINE, check_census, check_tree, check_tree_of, engine_ids, forest_of, run_body,
+    snapshot_body,
 };
 
 async fn cluster_stack(scenario: &str, engines: usize) -> anyhow::Result<Stack> {
@@ -118,11 +119,8 @@ async fn cluster_leader_lost_mid_run() -> anyhow::Result<()> {
                     "runs wait for the engine: {queued} queued"
                 );
                 // Kill the server that leads the run records (and so every CAS on them).
+                // (nats_leader notes it on the timeline; the kill span names it by its role.)
                 let leader = s.nats_leader("KV_metis_runs").await?;
-                s.timeline.note(format!(
-                    "KV_metis_runs is led by {leader}; METIS_RUNS by {}",
-                    s.nats_leader("METIS_RUNS").await?
-                ));
                 s.kill_nats_server(&leader).await?;
                 std::fs::write(&gate, "open")?;
                 for run in &runs {
@@ -155,6 +153,23 @@ async fn cluster_leader_lost_mid_run() -> anyhow::Result<()> {
                     .with_attr("state", "COMPLETE")
                     .times(RUNS)
                     .check(&forest)?;
+                // The harness's own trace shows the fault and the election it caused.
+                let faults = forest_of(&data)?;
+                expect::span()
+                    .named("kill NATS server")
+                    .in_service(harness::fault_trace::HARNESS_SERVICE)
+                    .with_attr(
+                        "nats.leader_of",
+                        harness::tree::Value::Array(vec!["KV_metis_runs".into()]),
+                    )
+                    .once()
+                    .check(&faults)?;
+                expect::span()
+                    .named("new leader observed")
+                    .with_attr("fault.target", "KV_metis_runs")
+                    .with_attr("nats.leader.before", "server#1")
+                    .once()
+                    .check(&faults)?;
                 Ok(())
             })
         })

@@ -88,6 +88,14 @@ async fn engine_killed_mid_run() -> anyhow::Result<()> {
                     .once()
                     .check(&forest)?;
                 expect::no_span().named("workflow_run").check(&forest)?;
+                // Where the engine's span would hang, the harness's kill stands in for it.
+                expect::span()
+                    .named("kill engine")
+                    .in_service(harness::fault_trace::HARNESS_SERVICE)
+                    .with_attr("lost", "engine killed")
+                    .child_of(expect::span().named("publish metis.runs.generic.1.SH.1"))
+                    .once()
+                    .check(&forest)?;
                 Ok(())
             })
         })
@@ -151,6 +159,13 @@ async fn engine_paused_past_ttl() -> anyhow::Result<()> {
                 expect::span()
                     .named("reap_run")
                     .with_attr("state", "SYSTEM_ERROR")
+                    .once()
+                    .check(&forest)?;
+                // The pause hit the run; its consumer span did arrive, so nothing is lost.
+                expect::span()
+                    .named("pause engine")
+                    .in_service(harness::fault_trace::HARNESS_SERVICE)
+                    .without_attr("lost")
                     .once()
                     .check(&forest)?;
                 Ok(())

@@ -102,8 +102,9 @@ async fn check_tree_with(
     draw_orphans: bool,
 ) -> anyhow::Result<harness::tree::SpanForest> {
     let data = stack.collect_spans(1).await?;
+    // The harness's own trace of the faults it injected, when it made one, comes on top.
     let mut options = harness::tree_options()
-        .expect_traces(expected_traces)
+        .expect_traces(expected_traces + stack.fault_traces())
         .redact(stack.dir.display().to_string(), "[e2e-dir]");
     for (i, id) in engine_ids.iter().enumerate() {
         options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
@@ -116,7 +117,7 @@ async fn check_tree_with(
         // scenario asserts the split itself).
         options = options.unordered_instances("metis-engine-generic");
     }
-    let mut view = View::new(options);
+    let mut view = View::new(options).annotations(harness::fault_trace::HARNESS_SERVICE);
     if let Some(runs) = only_runs {
         view = view.only("run_id", runs);
     }
@@ -161,7 +162,9 @@ pub async fn check_census(
         options = options.redact(id.clone(), format!("[engine#{}]", i + 1));
     }
     let ids: Vec<&str> = runs.iter().map(String::as_str).collect();
-    let view = View::new(options).census("run_id", &ids);
+    let view = View::new(options)
+        .census("run_id", &ids)
+        .annotations(harness::fault_trace::HARNESS_SERVICE);
     let (census, data) = stack
         .build_when_complete(data, |data| view.render(data))
         .await?;
