@@ -1,15 +1,7 @@
 //! The book's own directives, run in-process by mdBook as the `metis` preprocessor.
 //!
-//! | directive | expands to |
-//! | --- | --- |
-//! | `{{#snapshot NAME}}` | the tree of `scenarios/snapshots/NAME.snap` without its insta header, in a `text` code block |
-//! | `{{#timeline NAME}}` | the structure waterfall of that snapshot as inline SVG ([`crate::timeline`]) |
-//! | `{{#recording NAME}}` | the recorded timings of scenario `NAME` (its last run's `spans.json`) to scale, or a note that there is no recording ([`crate::recording`]); `NAME` must be a snapshot |
-//! | `{{#transcript NAME}}` | the transcript snapshot `scenarios/snapshots/transcripts/NAME.snap` (commands a scenario ran and what they printed) without its insta header, in a `text` code block |
-//! | `{{#scenario FILE:ANCHOR}}` | the code between `// ANCHOR: ANCHOR` and `// ANCHOR_END: ANCHOR` in `scenarios/tests/it/FILE`, in a `rust` code block |
-//! | `{{#fixture PATH}}` | the file `fixtures/PATH` in a code block named after its extension |
-//! | `{{#spantree_diff OLD NEW}}` | what `spantree diff` prints for the snapshots `OLD` and `NEW`, in a `text` code block (real output, recomputed on every build) |
-//! | `{{#item PATH:NAME}}` | the top-level Rust item `NAME` (with its docs) of the workspace file `PATH`, in a `rust` code block ([`anchor::item`]) |
+//! The directives are [`DIRECTIVES`], one row each (the book's *How the book is made* page
+//! renders that table; a test holds it to the arms of the expansion).
 //!
 //! A directive preceded by a backslash (`\{{#snapshot x}}`) is left as written, without the
 //! backslash, so a page can talk about directives. mdBook's `links` preprocessor runs first
@@ -63,8 +55,12 @@ impl Sources {
 }
 
 static DIRECTIVE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(\\)?\{\{#(snapshot|timeline|recording|transcript|scenario|fixture|item|spantree_diff)(?:\s+([^{}]*?))?\s*\}\}")
-        .expect("static regex")
+    let names: Vec<&str> = DIRECTIVES.iter().map(|d| d.name).collect();
+    Regex::new(&format!(
+        r"(\\)?\{{\{{#({})(?:\s+([^{{}}]*?))?\s*\}}\}}",
+        names.join("|")
+    ))
+    .expect("static regex")
 });
 
 /// A code block around `body` whose fence is longer than any backtick run inside it.
@@ -87,6 +83,71 @@ fn inside(base: &Path, rel: &str) -> Result<PathBuf> {
     }
     Ok(base.join(p))
 }
+
+/// One directive: `{{#name argument}}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Directive {
+    /// Its name.
+    pub name: &'static str,
+    /// The shape of its argument.
+    pub argument: &'static str,
+    /// A real argument, for the example.
+    pub example: &'static str,
+    /// What it becomes (Markdown).
+    pub becomes: &'static str,
+}
+
+/// Every directive the `metis` preprocessor expands.
+pub const DIRECTIVES: &[Directive] = &[
+    Directive {
+        name: "snapshot",
+        argument: "NAME",
+        example: "run_completes",
+        becomes: "the tree in `scenarios/snapshots/NAME.snap`, without insta's header, in a `text` block",
+    },
+    Directive {
+        name: "timeline",
+        argument: "NAME",
+        example: "run_completes",
+        becomes: "that tree drawn as an inline SVG waterfall of its structure (not time: snapshots have no timestamps)",
+    },
+    Directive {
+        name: "transcript",
+        argument: "NAME",
+        example: "quick_start",
+        becomes: "the commands a scenario ran and what they printed (`scenarios/snapshots/transcripts/NAME.snap`), in a `text` block",
+    },
+    Directive {
+        name: "recording",
+        argument: "NAME",
+        example: "run_completes",
+        becomes: "the timings of the scenario's last run (`target/e2e/NAME/spans.json`, or `$METIS_BOOK_RECORDINGS/NAME/`) drawn to scale, with each span's attributes on hover; without a recording, a note that says so; `NAME` must be a snapshot",
+    },
+    Directive {
+        name: "scenario",
+        argument: "FILE:ANCHOR",
+        example: "cancel.rs:cancel_running",
+        becomes: "the code between `// ANCHOR: ANCHOR` and `// ANCHOR_END: ANCHOR` in `scenarios/tests/it/FILE`, in a `rust` block",
+    },
+    Directive {
+        name: "fixture",
+        argument: "PATH",
+        example: "engines/generic.yaml",
+        becomes: "the file `fixtures/PATH` in a code block named after its extension",
+    },
+    Directive {
+        name: "item",
+        argument: "PATH:NAME",
+        example: "crates/engine/src/lib.rs:Engine",
+        becomes: "the top-level Rust item `NAME` of the workspace file `PATH`, with its docs, in a `rust` block",
+    },
+    Directive {
+        name: "spantree_diff",
+        argument: "OLD NEW",
+        example: "run_completes run_fails",
+        becomes: "what `spantree diff` reports between two snapshots (real output, recomputed on every build), in a `text` block",
+    },
+];
 
 fn expand_one(kind: &str, arg: &str, sources: &Sources) -> Result<String> {
     match kind {
@@ -273,6 +334,40 @@ mod tests {
             recordings: dir.path().join("e2e"),
         };
         (dir, s)
+    }
+
+    /// The table is the code: every row's name is an arm of the expansion (a bad argument is
+    /// the arm's error, never "unknown directive"), and every arm is a row.
+    #[test]
+    fn the_directive_table_is_the_expansion() {
+        let (_d, s) = sources();
+        for d in DIRECTIVES {
+            let error = expand_one(d.name, "no-such-thing", &s).err();
+            assert!(
+                error
+                    .as_ref()
+                    .is_none_or(|e| !e.to_string().contains("unknown directive")),
+                "{} is in DIRECTIVES but not expanded",
+                d.name
+            );
+        }
+        let source = include_str!("directives.rs");
+        let body = source
+            .split("fn expand_one(")
+            .nth(1)
+            .and_then(|b| b.split("\n}\n").next())
+            .unwrap();
+        let arms: Vec<&str> = body
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix('"')?
+                    .split_once("\" => ")
+                    .map(|(n, _)| n)
+            })
+            .collect();
+        let names: Vec<&str> = DIRECTIVES.iter().map(|d| d.name).collect();
+        assert_eq!(arms, names, "the arms of expand_one, in the table's order");
     }
 
     #[track_caller]

@@ -9,6 +9,7 @@
 //! - [`infra`]: NATS and the fake OTLP receiver on either backend.
 //! - [`stack`]: a scenario's whole system, its artefacts and failure reporting.
 //! - [`progress`]: progress output and the harness timeline.
+//! - [`settings`]: the harness's environment variables (`E2E_*` and a few more), as tables the book renders.
 //! - [`otlp`]: the fake OTLP receiver (crate `otlp-receiver`, also a binary) and its query client.
 //! - [`topology`]: one NATS server or a 3-node JetStream cluster (`E2E_NATS`).
 //! - [`tree`]: OTLP spans → normalised, rendered span trees for snapshot tests.
@@ -22,6 +23,7 @@ pub mod fault_trace;
 pub mod images;
 pub mod infra;
 pub mod progress;
+pub mod settings;
 pub mod stack;
 pub mod topology;
 

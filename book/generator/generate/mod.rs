@@ -7,12 +7,16 @@
 //! | --- | --- | --- |
 //! | `spans.md` | [`spans`] | the span registry `crates/telemetry/spans.toml` and `scenarios/snapshots/*.snap` |
 //! | `book/src/scenarios/*.md`, the scenario lines of `book/src/SUMMARY.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, the guidance and `// ANCHOR:` markers in `scenarios/tests/it/` |
+//! | `directives.md` | [`directives`] | `crate::directives::DIRECTIVES`, held to the expansion by a test |
 //! | `e2e-variables.md` | [`e2e_vars`] | every `E2E_*` name in `harness/`, `scenarios/`, `crates/test-support/` |
 //! | `engine-yaml.md` | [`engine_yaml`] | the serde types in `crates/common/src/config.rs` |
 //! | `states.md` | [`states`] | `State::ALL`, `State::can_transition`, `State::is_terminal` (called) and the variants' docs |
+//! | `nats.md` | [`nats`] | `common::nats::LAYOUT`: names and limits from the constants the code uses |
 //! | `outcomes.md` | [`outcomes`] | `engine::outcome::outcome`, called for each case |
+//! | `phases.md` | [`phases`] | `engine::run::PHASES`, the table the engine emits its `phase` events from |
 //! | `routes.md` | [`routes`] | `api::openapi::document()`, the OpenAPI document the API serves |
 //! | `settings.md` | [`settings`] | the settings tables of `common::nats`, `telemetry`, `api::config`, `api::auth`, `engine::settings` |
+//! | `settings-telemetry.md` | [`settings::telemetry`] | `telemetry::SETTINGS` alone (the tracing chapter's configuration page) |
 //! | `review-demo.md`, `review-demo.html` | [`review_demo`] | `run_completes.snap` with one deliberate change, through `spantree::review` |
 //!
 //! Every file starts with a "generated — do not edit" comment. [`ensure`] is rust-analyzer's
@@ -22,9 +26,12 @@
 //! no description, a described one that no longer exists — which fail `check` and are
 //! printed as warnings by `build`.
 
+pub mod directives;
 pub mod e2e_vars;
 pub mod engine_yaml;
+pub mod nats;
 pub mod outcomes;
+pub mod phases;
 pub mod review_demo;
 pub mod routes;
 pub mod scenarios;
@@ -77,11 +84,15 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
     for (name, result) in [
         ("spans.md", spans::generate(&registry, &snapshots)),
         ("e2e-variables.md", e2e_vars::generate(ws)),
+        ("directives.md", directives::generate()),
         ("engine-yaml.md", engine_yaml::generate(ws)),
         ("states.md", states::generate(ws)),
         ("routes.md", routes::generate()),
+        ("nats.md", nats::generate()),
         ("outcomes.md", outcomes::generate()),
+        ("phases.md", phases::generate()),
         ("settings.md", settings::generate(ws)),
+        ("settings-telemetry.md", settings::telemetry()),
         ("review-demo.md", review_demo::markdown(ws)),
         ("review-demo.html", review_demo::html(ws)),
     ] {

@@ -129,6 +129,28 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
     Ok((md, problems))
 }
 
+/// Generates `settings-telemetry.md`: the `telemetry` crate's table alone, for the tracing
+/// chapter's configuration page.
+pub fn telemetry() -> Result<(String, Vec<String>)> {
+    let mut md = preamble("settings", "`telemetry::SETTINGS`");
+    md.push_str(
+        "
+| variable | meaning | default |
+| --- | --- | --- |
+",
+    );
+    for s in telemetry::SETTINGS {
+        md.push_str(&format!(
+            "| `{}` | {} | {} |
+",
+            s.name,
+            cell(s.meaning),
+            cell(&(s.default)())
+        ));
+    }
+    Ok((md, Vec::new()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,25 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
                 .join(", ")
         ));
     }
+    // Into each terminal state: where the table lets a run end (the lifecycle page's prose
+    // says which of them Metis's code actually takes, and names no edge itself).
+    md.push_str("\nInto each terminal state, from:\n\n");
+    for t in State::ALL.iter().filter(|s| s.is_terminal()) {
+        let from: Vec<String> = moves
+            .iter()
+            .filter(|(_, b)| b == t)
+            .map(|(a, _)| format!("`{}`", a.as_str()))
+            .collect();
+        md.push_str(&format!(
+            "- `{}` ← {}\n",
+            t.as_str(),
+            if from.is_empty() {
+                "no state".to_owned()
+            } else {
+                from.join(", ")
+            }
+        ));
+    }
     Ok((md, problems))
 }
 

@@ -1,17 +1,7 @@
 //! NATS names: JetStream streams and consumers, core subjects, KV buckets.
 //!
-//! | name | kind | content |
-//! | --- | --- | --- |
-//! | `METIS_RUNS` / `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<user>.<run_id>` | work-queue stream | [`crate::RunRequestMessage`] + `traceparent` and `Nats-Msg-Id` (= run id) headers; one durable consumer per engine and user ([`user_consumer_name`]) claims them fairly |
-//! | `metis.cancel.<engine_id>` | core subject | [`crate::CancelMessage`] + `traceparent` header |
-//! | `metis_runs` | KV bucket | [`crate::RunRecord`] by run id; every change is a compare-and-set |
-//! | `metis_usage` | KV bucket | [`crate::infra::Usage`] by [`user_token`]: the runs and output bytes each user stores |
-//! | `metis_engine_configs` | KV bucket | the `engine` section of each engine.yaml, by `<name>/<version>` |
-//! | `metis_engines` | KV bucket with TTL | [`crate::EngineRegistration`] by instance id, kept by heartbeats |
-//! | `METIS_LOGS` / `metis.logs.<run_id>.<stdout\|stderr>` | stream | [`crate::LogLine`], one message per output line (earlier versions: `metis.logs.<run_id>`) |
-//! | `METIS_ACTIVE` / `metis.active.<user>.<run_id>` | stream, one message per subject | index of the non-terminal runs, by user (a user's unfinished runs are counted without reading a record); purged when a run ends |
-//! | `METIS_USER_RUNS` / `metis.user_runs.<user>.<run_id>` and `metis.user_runs.<user>.<STATE>.<run_id>` | stream, one message per subject | index of each user's runs (`<user>` = [`user_token`]), and of the terminal state each reached |
-//! | `METIS_FINISHED` / `metis.finished.<STATE>` | stream | one message per run that reached terminal state `<STATE>` (counts) |
+//! Every stream, subject and bucket, what it holds, who writes and who reads it, is one row of
+//! [`LAYOUT`], built from the constants below (the book's NATS page renders it).
 //!
 //! The run id is the last token of a run message's subject, so whether a QUEUED run still has a
 //! message waiting is one lookup (the reconciler's question), and the indexes list one user's
@@ -59,6 +49,138 @@ pub const USER_RUNS_SUBJECTS: &str = "metis.user_runs.>";
 pub const FINISHED_STREAM: &str = "METIS_FINISHED";
 /// Subjects of [`FINISHED_STREAM`].
 pub const FINISHED_SUBJECTS: &str = "metis.finished.>";
+/// How often JetStream delivers one run message to an engine before giving up on it.
+pub const MAX_DELIVER: i64 = 10;
+/// How long an engine's per-user consumer lives without a fetch before JetStream removes it.
+pub const CONSUMER_INACTIVE_THRESHOLD: Duration = Duration::from_secs(15 * 60);
+
+/// One stream, subject or bucket of the layout: what the book's *NATS subjects, streams and
+/// buckets* page shows, built from the constants the code uses (names, limits), so the page
+/// cannot drift from them.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// The name (Markdown), with its subjects.
+    pub name: fn() -> String,
+    /// What kind of NATS object it is, with its limits (Markdown).
+    pub kind: fn() -> String,
+    /// What it holds.
+    pub content: &'static str,
+    /// Who writes it.
+    pub written_by: &'static str,
+    /// Who reads it.
+    pub read_by: fn() -> String,
+}
+
+/// Every stream, subject and bucket Metis uses.
+pub const LAYOUT: &[Layout] = &[
+    Layout {
+        name: || {
+            format!(
+                "`{RUNS_STREAM}`, subjects `metis.runs.<engine>.<engine_version>.<type>.<type_version>.<user>.<run_id>` (`<user>` encoded as one token)"
+            )
+        },
+        kind: || "JetStream stream, work-queue retention".to_owned(),
+        content: "`RunRequestMessage {run_id, request, user_id, trace_id}` with a `traceparent` header and `Nats-Msg-Id` = run id (so a second publish of the same run is dropped)",
+        written_by: "API (`create_run`, the reconciler)",
+        read_by: || {
+            format!(
+                "engines, through one durable pull consumer per engine name and version and user (`engine_<name>_<version>_u_<hash of user>`, filter `….<type_version>.<user>.*`, at most {MAX_DELIVER} deliveries, removed after {} minutes unused), shared by all its instances and served round-robin (see [Limits](limits.md)); `engine_<name>_<version>` (filter `….<type_version>.*`) takes messages an earlier version published without `<user>`; the reconciler looks up one run's subject",
+                CONSUMER_INACTIVE_THRESHOLD.as_secs() / 60
+            )
+        },
+    },
+    Layout {
+        name: || "`metis.cancel.<engine_id>`".to_owned(),
+        kind: || "core NATS subject".to_owned(),
+        content: "`CancelMessage {run_id}` with a `traceparent` header",
+        written_by: "API (`request_cancel`)",
+        read_by: || "the engine instance that owns the run".to_owned(),
+    },
+    Layout {
+        name: || format!("`{RUNS_BUCKET}`"),
+        kind: || "key-value bucket".to_owned(),
+        content: "`RunRecord` by run id: request, user, state, engine id, run log (command, start and end time, exit code), error, the subject of its message",
+        written_by: "API (create, cancel, reaper), engines (every state change)",
+        read_by: || "API (`GET /runs…`)".to_owned(),
+    },
+    Layout {
+        name: || format!("`{ENGINE_CONFIGS_BUCKET}`"),
+        kind: || "key-value bucket".to_owned(),
+        content: "the `engine` section of each engine.yaml, by `<name>/<version>`; persistent, so runs for an engine that is down are still accepted",
+        written_by: "engines at start-up",
+        read_by: || "API (validation, service-info)".to_owned(),
+    },
+    Layout {
+        name: || format!("`{ENGINES_BUCKET}`"),
+        kind: || {
+            format!(
+                "key-value bucket (entries expire after {} minutes unrefreshed)",
+                ENGINES_BUCKET_MAX_AGE.as_secs() / 60
+            )
+        },
+        content: "`EngineRegistration` by instance id, refreshed by a heartbeat every `HEARTBEAT_INTERVAL_MS`, with the ids of the runs in flight",
+        written_by: "engines",
+        read_by: || {
+            "API (service-info, the reaper: an instance whose registration has not changed for `ENGINE_TTL_MS` is gone)".to_owned()
+        },
+    },
+    Layout {
+        name: || format!("`{LOGS_STREAM}`, subjects `metis.logs.<run_id>.<stdout|stderr>`"),
+        kind: || {
+            format!(
+                "JetStream stream ({} GiB, {} KiB messages; full: new lines refused, never old ones evicted; lines leave with their run by `RETENTION_MAX_AGE_S`)",
+                crate::infra::LOGS_MAX_BYTES / (1 << 30),
+                crate::infra::LOGS_MAX_MSG_SIZE / 1024
+            )
+        },
+        content: "`LogLine`, one message per captured output line, numbered; at most `MAX_RUN_OUTPUT_BYTES` per run (or what is left of `MAX_LOG_BYTES_PER_USER`), then one `[metis] output truncated` line",
+        written_by: "engines",
+        read_by: || {
+            "API (`GET /runs/{run_id}/logs`: all lines by `metis.logs.<run_id>.*`, one stream by its own subject, so a page costs one read per line it returns; lines of earlier engines, on `metis.logs.<run_id>`, are still read)".to_owned()
+        },
+    },
+    Layout {
+        name: || format!("`{USAGE_BUCKET}`"),
+        kind: || "key-value bucket, by user token".to_owned(),
+        content: "`{stored_runs, log_bytes}`: what each user stores, for `MAX_STORED_RUNS_PER_USER` and `MAX_LOG_BYTES_PER_USER`",
+        written_by: "API (a stored run; retention gives back), engines (a run's output bytes)",
+        read_by: || {
+            "API (create, `/service-info`, each dispatch: what is left of the user's output quota)"
+                .to_owned()
+        },
+    },
+    Layout {
+        name: || format!("`{ACTIVE_STREAM}`, subjects `metis.active.<user>.<run_id>`"),
+        kind: || "JetStream stream, one message per subject".to_owned(),
+        content: "index of the runs not yet terminal; written before the record, purged when the run ends",
+        written_by: "API (create), whoever ends a run",
+        read_by: || {
+            "the reaper and reconciler, service-info, an engine restarted with a fixed id"
+                .to_owned()
+        },
+    },
+    Layout {
+        name: || {
+            format!(
+                "`{USER_RUNS_STREAM}`, subjects `metis.user_runs.<user>.<run_id>` and `metis.user_runs.<user>.<STATE>.<run_id>`"
+            )
+        },
+        kind: || "JetStream stream, one message per subject".to_owned(),
+        content: "index of each user's runs (`<user>` encoded as one token), and of the terminal state each ended in",
+        written_by: "API (create); whoever ends a run (the state entry)",
+        read_by: || {
+            "API (`GET /runs`; `GET /runs?state=…` reads the state's entries, or the user's active index for an unfinished state)".to_owned()
+        },
+    },
+    Layout {
+        name: || format!("`{FINISHED_STREAM}`, subjects `metis.finished.<STATE>`"),
+        kind: || "JetStream stream (de-duplicated by run id)".to_owned(),
+        content: "one message per run that reached terminal state `<STATE>`",
+        written_by: "whoever ends a run",
+        read_by: || "API (service-info counts)".to_owned(),
+    },
+];
+
 /// JetStream's de-duplication header.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 /// The header that carries W3C trace context.

@@ -48,8 +48,9 @@ use common::nats;
 
 /// How often the queues are re-read from the stream's subjects.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a user's consumer lives without a fetch before JetStream removes it.
-pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(15 * 60);
+/// How long a user's consumer lives without a fetch before JetStream removes it (part of the
+/// NATS layout: [`common::nats::CONSUMER_INACTIVE_THRESHOLD`]).
+pub const INACTIVE_THRESHOLD: Duration = common::nats::CONSUMER_INACTIVE_THRESHOLD;
 /// How long one no-wait fetch may take before it counts as failed.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many users' last turns are remembered (beyond those with queued runs).

@@ -6,21 +6,11 @@
 //! (from then on the KV record is the truth), and executes the run inside a `workflow_run`
 //! span whose parent is the API's producer span (from the `traceparent` header).
 //!
-//! Phases, each an INFO `phase` event with `state` on the span, always in this order:
-//!
-//! | phase | work | on failure |
-//! | --- | --- | --- |
-//! | `initializing` | create the workdir | SYSTEM_ERROR |
-//! | `building` | validate the request against this engine's config, build the argv | SYSTEM_ERROR |
-//! | `executing` | spawn the process (unless a stop came first), CAS INITIALIZING → RUNNING | SYSTEM_ERROR |
-//! | `running` | capture stdout/stderr into `METIS_LOGS`, wait for the exit | SYSTEM_ERROR |
-//! | `parsing` | exit status and stop requests → final state | — |
-//! | `updating_db` | remove the workdir (unless `runs.sandbox.keepWorkdirOnFailure` keeps a failed one), then the final CAS with the run log, after every output line was acked | logged |
-//! | `cleanup` | drop the in-flight bookkeeping | — |
-//!
-//! A run that fails (or is cancelled) before it has a process skips `running` and `parsing`;
-//! `updating_db` and `cleanup` always happen. Event messages carry no pids or paths, so the
-//! span is the same for every run of the same kind.
+//! Phases, each an INFO `phase` event with `state` on the span, always in the order of
+//! [`PHASES`] (the table the book's *Runtime phases* page renders). A run that fails (or is
+//! cancelled) before it has a process skips `running` and `parsing`; `updating_db` and
+//! `cleanup` always happen. Event messages carry no pids or paths, so the span is the same
+//! for every run of the same kind.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -268,6 +258,67 @@ async fn ack(msg: &jetstream::Message, kind: AckKind) {
     }
 }
 
+/// One runtime phase: its `state` on the `phase` event, what it does, and what its failure
+/// makes of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    /// The `state` field of its `phase` event.
+    pub name: &'static str,
+    /// What the engine does in it.
+    pub work: &'static str,
+    /// What a failure in it makes of the run (Markdown).
+    pub on_failure: &'static str,
+}
+
+/// Every phase, in the order their events come (the engine emits them through these
+/// constants; the book renders this table).
+pub const PHASES: [Phase; 7] = [
+    Phase {
+        name: "initializing",
+        work: "create the workdir",
+        on_failure: "`SYSTEM_ERROR`",
+    },
+    Phase {
+        name: "building",
+        work: "validate the request against this engine's config, build the argv, let `Engine::command` adjust it",
+        on_failure: "`SYSTEM_ERROR`",
+    },
+    Phase {
+        name: "executing",
+        work: "spawn the process (unless a stop came first), compare-and-set `INITIALIZING` → `RUNNING`",
+        on_failure: "`SYSTEM_ERROR`",
+    },
+    Phase {
+        name: "running",
+        work: "capture stdout and stderr into `METIS_LOGS`, wait for the exit",
+        on_failure: "`SYSTEM_ERROR`",
+    },
+    Phase {
+        name: "parsing",
+        work: "exit status and stop requests → the final state",
+        on_failure: "—",
+    },
+    Phase {
+        name: "updating_db",
+        work: "remove the run's workdir (unless `runs.sandbox.keepWorkdirOnFailure` keeps a failed one), then the final compare-and-set with the run log, after every output line was acknowledged by JetStream",
+        on_failure: "logged",
+    },
+    Phase {
+        name: "cleanup",
+        work: "drop the in-flight bookkeeping",
+        on_failure: "—",
+    },
+];
+
+/// The phases by name, for the code that emits them.
+pub(crate) const INITIALIZING: &str = PHASES[0].name;
+pub(crate) const BUILDING: &str = PHASES[1].name;
+pub(crate) const EXECUTING: &str = PHASES[2].name;
+pub(crate) const RUNNING: &str = PHASES[3].name;
+pub(crate) const PARSING: &str = PHASES[4].name;
+pub(crate) const UPDATING_DB: &str = PHASES[5].name;
+pub(crate) const CLEANUP: &str = PHASES[6].name;
+
 pub(crate) fn phase(state: &'static str) {
     tracing::info!(state, "phase");
 }
@@ -332,7 +383,7 @@ impl RunTask {
             Err(e) => (State::SystemError, Some(e.sentence())),
             Ok(Produced { exit, logs }) => {
                 if exit.is_some() {
-                    phase("parsing");
+                    phase(PARSING);
                 }
                 if let Some(exit) = exit {
                     log.exit_code = exit.code;
@@ -346,7 +397,7 @@ impl RunTask {
             }
         };
 
-        phase("updating_db");
+        phase(UPDATING_DB);
         if !sandbox.keeps_workdir(state) {
             // What a run leaves behind is nobody's: not a later run's, not the disk's. Removed
             // before the result is written, so a run a client sees ended has no workdir.
@@ -374,7 +425,7 @@ impl RunTask {
         }
         let (state, error) = self.finish(state, error, log).await;
 
-        phase("cleanup");
+        phase(CLEANUP);
         self.shared.registry.remove(&self.id());
 
         let span = &self.span;
@@ -397,11 +448,11 @@ impl RunTask {
         let rec = &self.rec;
         let run_id = rec.run_id.to_string();
 
-        phase("initializing");
+        phase(INITIALIZING);
         let runs = &shared.config.runs;
         workdir::create(&runs.workdir.base, workdir).await?;
 
-        phase("building");
+        phase(BUILDING);
         let validated = common::validate::validate(&rec.request, &shared.config.engine)?;
         let workdir_text = workdir.to_string_lossy();
         let ctx = CommandContext {
@@ -430,7 +481,7 @@ impl RunTask {
         }
         log.cmd = bounded_cmd(&argv);
 
-        phase("executing");
+        phase(EXECUTING);
         if self.control.stop_reason().is_some() {
             // Cancelled (or shutting down) before the process existed: it never starts.
             return Ok(Produced {
@@ -454,7 +505,7 @@ impl RunTask {
             self.mark_running(log).await;
         }
 
-        phase("running");
+        phase(RUNNING);
         // The engine's cap, or what is left of the user's (the API's MAX_LOG_BYTES_PER_USER).
         let (limit, limit_name) = match self.max_output {
             Some(left) if left < shared.max_run_output => (left, "MAX_LOG_BYTES_PER_USER"),

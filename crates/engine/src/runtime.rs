@@ -48,8 +48,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const FINALIZE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delay before retrying after a failed pull request.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// How often JetStream delivers one run message before giving up on it.
-pub const MAX_DELIVER: i64 = 10;
+/// How often JetStream delivers one run message before giving up on it (part of the NATS
+/// layout, so declared with it: [`common::nats::MAX_DELIVER`]).
+pub const MAX_DELIVER: i64 = common::nats::MAX_DELIVER;
 /// How long a start-up write may keep failing for a reason that passes (see [`startup_retry`]).
 const STARTUP_RETRY: Duration = Duration::from_secs(10);
 

@@ -44,12 +44,12 @@ pub const DEFAULT_FILTER: &str = "info";
 pub const SETTINGS: &[common::settings::Setting] = &[
     common::settings::Setting {
         name: "RUST_LOG",
-        meaning: "`tracing` filter directives; gates logs and exported spans alike",
+        meaning: "`tracing` filter directives; they gate log lines **and** exported spans alike (a span filtered out is neither logged nor exported); a bad value falls back to the default with a warning",
         default: || common::settings::literal(DEFAULT_FILTER),
     },
     common::settings::Setting {
         name: "LOG_FORMAT",
-        meaning: "`json` (one object per line) or `text`",
+        meaning: "`json` (one object per line, fields flattened, with the current span) or `text`; a bad value falls back to the default with a warning",
         default: || common::settings::literal("text"),
     },
     common::settings::Setting {
@@ -66,6 +66,11 @@ pub const SETTINGS: &[common::settings::Setting] = &[
         name: "OTEL_BSP_SCHEDULE_DELAY",
         meaning: "milliseconds between batch exports; `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` work too (read by the SDK's batch span processor; the export timeout is the exporter's, 5 s)",
         default: || "the SDK's (5000)".to_owned(),
+    },
+    common::settings::Setting {
+        name: "OTEL_RESOURCE_ATTRIBUTES",
+        meaning: "extra resource attributes, e.g. `deployment.environment=staging` (read by the SDK)",
+        default: || "none".to_owned(),
     },
 ];
 

@@ -107,18 +107,7 @@ async fn a_run_completes_with_every_output_line_in_order() -> Result<()> {
         span["duration_ms"].is_u64() && span.get("error").is_none(),
         "{span}"
     );
-    assert_eq!(
-        phases(&engine, &id),
-        [
-            "initializing",
-            "building",
-            "executing",
-            "running",
-            "parsing",
-            "updating_db",
-            "cleanup"
-        ]
-    );
+    assert_eq!(phases(&engine, &id), engine::run::PHASES.map(|p| p.name));
     engine.stop().await?;
     Ok(())
 }
