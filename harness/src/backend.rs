@@ -40,7 +40,7 @@ pub fn docker_available() -> Result<String, String> {
         match child.try_wait() {
             Ok(Some(_)) => break,
             Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
+                std::thread::sleep(Duration::from_millis(20)); // polling a child with a deadline, not synchronisation
             }
             _ => {
                 let _ = child.kill();

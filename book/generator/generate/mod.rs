@@ -8,6 +8,7 @@
 //! | `spans.md` | [`spans`] | the span registry `crates/telemetry/spans.toml` and `scenarios/snapshots/*.snap` |
 //! | `book/src/scenarios/*.md`, the scenario lines of `book/src/SUMMARY.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, the guidance and `// ANCHOR:` markers in `scenarios/tests/it/` |
 //! | `directives.md` | [`directives`] | `crate::directives::DIRECTIVES`, held to the expansion by a test |
+//! | `invariants.md` | [`invariants`] | the *Architecture invariants* of `ARCHITECTURE.md`; an invariant without a proof, or naming a test that does not exist, is a problem |
 //! | `e2e-variables.md` | [`e2e_vars`] | every `E2E_*` name in `harness/`, `scenarios/`, `crates/test-support/` |
 //! | `engine-yaml.md` | [`engine_yaml`] | the serde types in `crates/common/src/config.rs` |
 //! | `states.md` | [`states`] | `State::ALL`, `State::can_transition`, `State::is_terminal` (called) and the variants' docs |
@@ -19,6 +20,9 @@
 //! | `settings-telemetry.md` | [`settings::telemetry`] | `telemetry::SETTINGS` alone (the tracing chapter's configuration page) |
 //! | `review-demo.md`, `review-demo.html` | [`review_demo`] | `run_completes.snap` with one deliberate change, through `spantree::review` |
 //!
+//! The hand-written pages are checked too ([`restated`]): one that draws a span tree or
+//! restates a row of a table the code owns is a problem.
+//!
 //! Every file starts with a "generated — do not edit" comment. [`ensure`] is rust-analyzer's
 //! `ensure_file_contents`: it writes what differs and reports which files did, so `build`
 //! refreshes them and `check` fails listing them (rerunning then passes, and the diff is
@@ -29,9 +33,11 @@
 pub mod directives;
 pub mod e2e_vars;
 pub mod engine_yaml;
+pub mod invariants;
 pub mod nats;
 pub mod outcomes;
 pub mod phases;
+pub mod restated;
 pub mod review_demo;
 pub mod routes;
 pub mod scenarios;
@@ -84,6 +90,7 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
     for (name, result) in [
         ("spans.md", spans::generate(&registry, &snapshots)),
         ("e2e-variables.md", e2e_vars::generate(ws)),
+        ("invariants.md", invariants::generate(ws)),
         ("directives.md", directives::generate()),
         ("engine-yaml.md", engine_yaml::generate(ws)),
         ("states.md", states::generate(ws)),
@@ -104,6 +111,8 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
         out.problems
             .extend(problems.into_iter().map(|p| format!("{DIR}/{name}: {p}")));
     }
+    out.problems
+        .extend(restated::check(ws).context("checking the hand-written pages")?);
     let (pages, problems) =
         scenarios::generate(ws, &snapshots).context("generating the scenario pages")?;
     out.files.extend(pages);

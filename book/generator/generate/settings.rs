@@ -27,6 +27,24 @@ pub const READERS: &[(&str, &[Setting])] = &[
     ("crates/engine/src/settings.rs", engine::settings::SETTINGS),
 ];
 
+/// Files outside [`READERS`] that read the environment, and why that declares nothing new:
+/// every other file under `crates/*/src` that calls `env::var`/`var_os` is a problem.
+pub const OTHER_READERS: &[(&str, &str)] = &[
+    (
+        "crates/api/src/main.rs",
+        "the `token` subcommand reads `AUTH_JWT_SECRET`/`AUTH_JWT_SECRET_FILE`, declared by `api::auth::SETTINGS` (checked below)",
+    ),
+    (
+        "crates/engine/src/process.rs",
+        "passes `PATH`, `LANG` and the like through to a workflow's allowlisted environment",
+    ),
+    ("crates/engine/src/sandbox.rs", "looks `bwrap` up on `PATH`"),
+    (
+        "crates/test-support/src/lib.rs",
+        "test-only: the harness's own variables, in `harness::settings`",
+    ),
+];
+
 /// Sections of the page: title, who reads them, tables.
 const SECTIONS: &[(&str, &str, &[&[Setting]])] = &[
     (
@@ -64,6 +82,18 @@ fn mentioned(text: &str, declared: &BTreeSet<&str>) -> BTreeSet<String> {
         .collect()
 }
 
+fn collect_rust(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_rust(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// Generates `settings.md`.
 pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
     let mut problems = Vec::new();
@@ -93,6 +123,42 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
                 ));
             }
             read_anywhere.insert(name);
+        }
+    }
+    // Every file that reads the environment is a reader above or says why it declares nothing.
+    for dir in ["crates"] {
+        let mut files = Vec::new();
+        collect_rust(&ws.root.join(dir), &mut files)?;
+        for file in files {
+            let rel = file
+                .strip_prefix(&ws.root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            if !rel.contains("/src/") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file)?;
+            let reads = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| l.contains("env::var") || l.contains("var_os("));
+            let known = READERS.iter().any(|(f, _)| *f == rel)
+                || OTHER_READERS.iter().any(|(f, _)| *f == rel);
+            if reads && !known {
+                problems.push(format!(
+                    "{rel} reads the environment but is neither a settings reader (READERS) nor                      listed with a reason in OTHER_READERS (book/generator/generate/settings.rs)"
+                ));
+            }
+            if reads && rel == "crates/api/src/main.rs" {
+                for name in mentioned(&text, &declared_anywhere) {
+                    if !declared_anywhere.contains(name.as_str()) {
+                        problems.push(format!(
+                            "{rel} reads `{name}`, which no settings table declares"
+                        ));
+                    }
+                }
+            }
         }
     }
     for name in &declared_anywhere {

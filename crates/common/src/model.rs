@@ -480,4 +480,37 @@ mod tests {
                 .unwrap();
         let _ = c;
     }
+
+    /// What one service writes and the other reads — a record, a registration, an output
+    /// line — decodes with a field a newer writer added: a rolling upgrade strands nothing.
+    #[test]
+    fn records_lines_and_registrations_from_a_newer_writer_decode() {
+        let request = serde_json::json!({"workflow_type":"SH","workflow_type_version":"1",
+            "workflow_url":"x","workflow_engine":"generic","workflow_engine_version":"1"});
+        let mut rec = serde_json::to_value(RunRecord::queued(
+            RunId::new(),
+            "u".to_owned(),
+            serde_json::from_value(request).unwrap(),
+        ))
+        .unwrap();
+        rec["new_field"] = serde_json::json!({"any": 1});
+        let rec: RunRecord = serde_json::from_value(rec).unwrap();
+        assert_eq!(rec.state, State::Queued);
+        let mut line = serde_json::to_value(LogLine {
+            seq: 1,
+            stream: LogStream::Stdout,
+            line: "x".to_owned(),
+            time: chrono::Utc::now(),
+            continues: false,
+        })
+        .unwrap();
+        line["new_field"] = serde_json::json!(true);
+        let line: LogLine = serde_json::from_value(line).unwrap();
+        assert_eq!(line.line, "x");
+        let now = chrono::Utc::now();
+        let reg = serde_json::json!({"id": "e", "name": "generic", "version": "1",
+            "started_at": now, "heartbeat_at": now, "runs": [], "new_field": 2});
+        let reg: EngineRegistration = serde_json::from_value(reg).unwrap();
+        assert_eq!(reg.id, "e");
+    }
 }

@@ -362,7 +362,7 @@ pub(crate) async fn wait(
         }
         tokio::select! {
             _ = changes.changed() => {}
-            () = tokio::time::sleep_until(wake_at) => {}
+            () = tokio::time::sleep_until(wake_at) => {} // the wait's own deadline, not synchronisation
             _ = shutdown.wait_for(|stop| *stop) => return done(Outcome::ShuttingDown),
         }
     }

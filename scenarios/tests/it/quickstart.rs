@@ -1,27 +1,31 @@
 //! `quick_start`: the book's quick start, done for real. A user's first contact — is it up, a
-//! token, one run submitted, followed to the end, its output read — recorded as a transcript
-//! of the commands a reader types and the responses the service gave, and the trace that run
-//! left. Both are snapshots: the book's quick start page shows them, so it can never show
-//! output the service no longer gives.
+//! token, one run submitted, followed to the end, its output read — run as the very shell
+//! commands the book shows (`bash`, `curl`, `python3 -m json.tool`, in the checkout, one
+//! shell session: a variable a command sets is there for the next), recorded as a transcript
+//! of those commands and what they printed, and the trace that run left. Both are snapshots:
+//! the book's quick start page shows them, so it can never show a command that does not run
+//! or output the service no longer gives.
 //!
 //! The transcript is redacted like the trees, so it is the same on every run: the run id is
-//! `[run#1]`, the engine's id `[engine#1]`, timestamps `[timestamp]`, the checkout `$PWD`, the
-//! scenario's folder `[e2e-dir]`; the API's ephemeral port reads as the documented `8080`.
+//! `[run#1]`, the engine's id `[engine#1]`, timestamps `[timestamp]`, an output line's
+//! arrival number `[seq:int]`, the checkout `$PWD`, the scenario's folder `[e2e-dir]`. The
+//! commands are shown exactly as they ran: the API's address is `$METIS`, which the quick
+//! start's first block sets (`localhost:8080`) and this scenario points at its own API.
 
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
-use serde_json::Value;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
 
 /// The commands a reader types and what came back, redacted.
 struct Transcript {
     text: String,
-    base: String,
     replacements: Vec<(String, String)>,
-    /// Applied to commands first: what a reader types instead (`$RUN`, `'"$PWD"'`).
-    in_commands: Vec<(String, String)>,
+    /// The shell session: the variables commands set so far (`declare -p` output).
+    session: std::path::PathBuf,
+    /// What the reader's shell has from the quick start's first block.
+    env: Vec<(String, String)>,
 }
 
 impl Transcript {
@@ -40,69 +44,59 @@ impl Transcript {
         for (from, to) in &self.replacements {
             s = s.replace(from, to);
         }
-        redact_timestamps(&s)
+        redact_seq(&redact_timestamps(&s))
     }
 
-    /// One command line (with a `$ ` prompt) and its output.
-    fn record(&mut self, command: &str, output: &str) {
-        let mut command = command.to_owned();
-        for (from, to) in &self.in_commands {
-            command = command.replace(from, to);
-        }
-        let command = self.clean(&command);
-        let output = self.clean(output);
+    /// Runs `command` in `bash` in the checkout, in this transcript's session (the variables
+    /// earlier commands set), records it with a `$ ` prompt and what it printed, and returns
+    /// that output. A command that fails fails the scenario, naming it.
+    fn sh(&mut self, command: &str) -> anyhow::Result<String> {
+        let session = self.session.display().to_string();
+        let script = format!(
+            "set -eo pipefail\n[ -f '{session}' ] && source '{session}'\n{command}\n\
+             declare -p TOKEN RUN 2>/dev/null > '{session}.new' || true\n\
+             mv '{session}.new' '{session}'\n"
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(test_support::workspace_root())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .with_context(|| format!("running bash for `{command}`"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        anyhow::ensure!(
+            out.status.success(),
+            "the quick start's command `{command}` failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown = self.clean(&stdout);
         let _ = writeln!(self.text, "$ {command}");
-        if !output.is_empty() {
-            let _ = writeln!(self.text, "{}", output.trim_end());
+        if !shown.trim().is_empty() {
+            let _ = writeln!(self.text, "{}", shown.trim_end());
         }
         self.text.push('\n');
+        Ok(stdout)
     }
+}
 
-    /// `curl` of `path` (GET, or POST with `body`), as a reader types it; returns the JSON.
-    async fn curl(
-        &mut self,
-        client: &test_support::metis::ApiClient,
-        path: &str,
-        body: Option<&Value>,
-        auth: bool,
-    ) -> anyhow::Result<Value> {
-        let reply = match body {
-            Some(b) => client.post(path, b).await?,
-            None => client.get(path).await?,
-        };
-        anyhow::ensure!(
-            reply.status == 200,
-            "{path}: {} {}",
-            reply.status,
-            reply.body
-        );
-        let mut command = String::from("curl -s");
-        if body.is_some() {
-            command.push_str(" -XPOST");
+/// `"seq": N` → `"seq": [seq:int]`: a line's number counts the lines of both output streams in
+/// the order they arrived, which differs between runs (they are read concurrently).
+fn redact_seq(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("\"seq\": ") {
+        let (head, tail) = rest.split_at(i + "\"seq\": ".len());
+        out.push_str(head);
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0 {
+            out.push_str("[seq:int]");
         }
-        let _ = write!(command, " \"{}{path}\"", self.base);
-        if auth {
-            command.push_str(" -H \"authorization: Bearer $TOKEN\"");
-        }
-        if let Some(b) = body {
-            let _ = write!(
-                command,
-                " \\\n    -H 'content-type: application/json' -d '{}'",
-                serde_json::to_string(b)?
-            );
-        }
-        let mut shown = reply.body.clone();
-        // `seq` numbers the lines of both streams in the order they arrived, which differs
-        // between runs (stdout and stderr are read concurrently).
-        if let Some(lines) = shown.get_mut("lines").and_then(Value::as_array_mut) {
-            for line in lines {
-                line["seq"] = Value::from("[seq]");
-            }
-        }
-        let output = serde_json::to_string_pretty(&shown)?;
-        self.record(&command, &output);
-        Ok(reply.body)
+        rest = &tail[digits..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// RFC 3339 timestamps → `[timestamp]` (the only time values the API prints).
@@ -161,57 +155,79 @@ async fn quick_start() -> anyhow::Result<()> {
         .run(|s| {
             Box::pin(async move {
                 let root = test_support::workspace_root().display().to_string();
+                let metis = s.client.base.trim_start_matches("http://").to_owned();
+                let bin = test_support::bin("metis-api")?;
                 let mut t = Transcript {
                     text: String::new(),
-                    base: "localhost:8080".to_owned(),
                     replacements: Vec::new(),
-                    in_commands: vec![(root.clone(), "'\"$PWD\"'".to_owned())],
+                    session: s.dir.join("quick-start-session.sh"),
+                    env: vec![
+                        ("METIS".to_owned(), metis),
+                        (
+                            "AUTH_JWT_SECRET".to_owned(),
+                            test_support::metis::jwt_secret().to_owned(),
+                        ),
+                    ],
                 };
-                t.redact(s.client.base.clone(), "localhost:8080");
                 t.redact(s.dir.display().to_string(), "[e2e-dir]");
                 t.redact(root, "$PWD");
+                anyhow::ensure!(
+                    bin.ends_with("target/debug/metis-api") || bin.ends_with("debug/metis-api"),
+                    "the quick start runs target/debug/metis-api, the harness has {}",
+                    bin.display()
+                );
+                let json = "python3 -m json.tool";
+                let auth = "-H \"authorization: Bearer $TOKEN\"";
 
                 // Is it up?
-                t.curl(&s.client, "/readyz", None, false).await?;
-
+                t.sh(&format!("curl -s \"$METIS/readyz\" | {json}"))?;
                 // A token for alice, as the API's own subcommand mints it.
-                let out = std::process::Command::new(test_support::bin("metis-api")?)
-                    .args(["token", "alice"])
-                    .env("AUTH_JWT_SECRET", test_support::metis::jwt_secret())
-                    .output()
-                    .context("running metis-api token")?;
-                anyhow::ensure!(out.status.success(), "metis-api token alice: {out:?}");
-                let token = String::from_utf8(out.stdout)?.trim().to_owned();
-                t.record("TOKEN=$(target/debug/metis-api token alice)", "");
-                let client = s.client.with_authorization(&format!("Bearer {token}"));
-
-                // Submit a run, follow it to the end, read it and its output.
-                let created = t
-                    .curl(&client, "/runs", Some(&run_body("ok.sh")), true)
-                    .await?;
-                let run = created["run_id"]
-                    .as_str()
-                    .context("a run id")?
-                    .to_owned();
+                t.sh(&format!(
+                    "TOKEN=$({} token alice)",
+                    bin.display()
+                        .to_string()
+                        .replace(&format!("{}/", test_support::workspace_root().display()), "")
+                ))?;
+                // Submit a run; its id is the next commands' $RUN.
+                // The request body as a reader would type it: two fields a line.
+                let fields: Vec<String> = run_body("ok.sh")
+                    .as_object()
+                    .context("a run body is an object")?
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": {v}"))
+                    .collect();
+                let body = format!(
+                    "{{{}}}",
+                    fields
+                        .chunks(2)
+                        .map(|pair| pair.join(", "))
+                        .collect::<Vec<_>>()
+                        .join(",\n        ")
+                )
+                .replace(
+                    &test_support::workspace_root().display().to_string(),
+                    "'\"$PWD\"'",
+                );
+                t.sh(&format!(
+                    "RUN=$(curl -s -XPOST \"$METIS/runs\" {auth} \\\n    \
+                     -H 'content-type: application/json' \\\n    -d '{body}' \\\n    \
+                     | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"run_id\"])')"
+                ))?;
+                let run = t.sh("echo \"$RUN\"")?.trim().to_owned();
+                anyhow::ensure!(run.len() == 36, "a run id, not {run:?}");
                 t.redact(run.clone(), "[run#1]");
-                t.in_commands.push((run.clone(), "$RUN".to_owned()));
-                t.record("RUN=[run#1]    # the run_id it answered", "");
+                // Follow it to the end (a reader polls the status; the harness waits for it).
                 s.client.wait_for_state(&run, &["COMPLETE"], DEADLINE).await?;
                 for id in engine_ids(s).await? {
                     t.redact(id, "[engine#1]");
                 }
-                // The transcript's first response was recorded before the run id was known.
+                // The transcript's first lines were recorded before the run id was known.
                 t.text = t.clean(&t.text.clone());
-                t.curl(&client, &format!("/runs/{run}/status"), None, true)
-                    .await?;
-                t.curl(&client, &format!("/runs/{run}"), None, true).await?;
-                t.curl(
-                    &client,
-                    &format!("/runs/{run}/logs?stream=stdout"),
-                    None,
-                    true,
-                )
-                .await?;
+                t.sh(&format!("curl -s \"$METIS/runs/$RUN/status\" {auth} | {json}"))?;
+                t.sh(&format!("curl -s \"$METIS/runs/$RUN\" {auth} | {json}"))?;
+                t.sh(&format!(
+                    "curl -s \"$METIS/runs/$RUN/logs?stream=stdout\" {auth} | {json}"
+                ))?;
 
                 let engines = engine_ids(s).await?;
                 let mut settings = insta::Settings::clone_current();
@@ -230,6 +246,14 @@ async fn quick_start() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: quick_start
+
+#[test]
+fn seq_numbers_are_redacted_and_nothing_else() {
+    assert_eq!(
+        redact_seq("{\"seq\": 12, \"x\": 3, \"seq\": \"a\"}"),
+        "{\"seq\": [seq:int], \"x\": 3, \"seq\": \"a\"}"
+    );
+}
 
 #[test]
 fn timestamps_are_redacted_and_nothing_else() {

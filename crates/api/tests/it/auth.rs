@@ -328,3 +328,50 @@ async fn the_api_refuses_to_start_without_a_key() -> anyhow::Result<()> {
     assert_eq!(r.status, 200, "{}", r.body);
     Ok(())
 }
+
+/// Every `/runs` route the API's own OpenAPI document lists, called without a token, is a
+/// 401 and changes nothing: the run a route names stays as it was (a cancel without a caller
+/// cancels nothing), and nothing new is stored.
+#[tokio::test]
+async fn every_runs_route_needs_a_verified_caller() -> anyhow::Result<()> {
+    let stack = Stack::start("auth-every-route").await?;
+    stack.register_config_only().await?;
+    let alice = &stack.client;
+    let created = alice.post("/runs", &run_body("ok.sh")).await?;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let run = created.body["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let anon = alice.as_user(None);
+    let doc = anon.get("/openapi.json").await?.body;
+    let mut called = Vec::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        if !path.starts_with("/runs") {
+            continue;
+        }
+        let concrete = path.replace("{run_id}", &run);
+        for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+            let reply = match method.as_str() {
+                "get" => anon.get(&concrete).await?,
+                "post" => anon.post(&concrete, &run_body("ok.sh")).await?,
+                other => panic!("{path}: a {other} route this test does not know how to call"),
+            };
+            unauthorized(&format!("{method} {path}"), &reply, "missing Authorization");
+            called.push(format!("{method} {path}"));
+        }
+    }
+    assert!(
+        called.len() >= 5,
+        "the document lists every /runs route: {called:?}"
+    );
+    assert_eq!(alice.state(&run).await?, "QUEUED", "the run is untouched");
+    let infra = stack.infra().await?;
+    assert_eq!(
+        infra.user_runs("alice").await?.len(),
+        1,
+        "nothing new stored"
+    );
+    assert_eq!(infra.user_runs("anonymous").await?, Vec::new());
+    Ok(())
+}

@@ -4,6 +4,8 @@
 mod auth;
 mod bad_input;
 mod confinement;
+mod deadlines;
+mod indexes;
 mod lifecycle;
 mod queue;
 mod support;

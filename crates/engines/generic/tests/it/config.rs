@@ -118,3 +118,31 @@ async fn an_engine_version_that_collides_in_nats_names_is_refused() -> Result<()
     again.stop().await?;
     Ok(())
 }
+
+/// The engine refuses to start where the machine cannot sandbox its runs: with no `bwrap` on
+/// its `PATH` (and no opt-out), it exits non-zero naming what is missing and the loud
+/// development opt-out, and it never registers: no run could reach an unsandboxed engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_refuses_to_start_without_its_sandbox() -> Result<()> {
+    let bed = Bed::start("config-no-sandbox").await?;
+    let good = bed.config("good.yaml", |_| {})?;
+    let empty = bed.dir.path().join("no-tools");
+    std::fs::create_dir_all(&empty)?;
+    let path = empty.display().to_string();
+    let (status, out) = run_to_exit(&bed, &good, &[("PATH", path.as_str())]).await?;
+    check(
+        status,
+        &out,
+        &[
+            "bubblewrap",
+            "must not run unsandboxed",
+            "METIS_UNSAFE_NO_SANDBOX",
+        ],
+    );
+    let key = common::nats::engine_config_key("generic", "1");
+    assert!(
+        bed.infra.engine_configs.get(&key).await?.is_none(),
+        "an engine that cannot sandbox registers nothing"
+    );
+    Ok(())
+}
