@@ -20,6 +20,10 @@
 //!    sections; the run-state diagram on the lifecycle page has one arrow per move
 //!    `State::can_transition` allows; pages carry edit links when the repository is known.
 //! 6. **Search.** `?search=workflow_run` produces search results.
+//!
+//!    **Pages fit at 1280 px.** Every chapter loaded with `?layout-check` (which runs the
+//!    book's `layout-check.js`) reports no code block, table or SVG wider than its column and
+//!    no diagram node (a `g` with a shape) without a label.
 //! 7. **Snapshot review.** The generated review page shows the example change as one
 //!    changed row (old beside new), with the accept command; the "reviewing" chapter shows the
 //!    generated pull-request comment and links the page.
@@ -276,6 +280,53 @@ async fn self_test(chromium: &Chromium) -> Result<()> {
     Ok(())
 }
 
+/// Proves that the layout check can fail: a page with the book's own CSS and
+/// `layout-check.js`, a 200-column code line, a table wider than the column and a diagram
+/// node without a label must be reported on all three counts.
+async fn layout_self_test(chromium: &Chromium, ws: &Workspace) -> Result<()> {
+    let s = step("browser self-test: the layout check sees an overflowing tree, table and node");
+    let dir = tempfile::tempdir()?;
+    for file in ["metis.css", "layout-check.js"] {
+        std::fs::copy(ws.root.join("book").join(file), dir.path().join(file))?;
+    }
+    let long = "x".repeat(200);
+    let cells: String = (0..40)
+        .map(|i| format!("<td style=\"white-space:nowrap\">column {i} of a table too wide</td>"))
+        .collect();
+    std::fs::write(
+        dir.path().join("index.html"),
+        format!(
+            "<!DOCTYPE html><html><head><link rel=\"stylesheet\" href=\"metis.css\"></head>\
+             <body><div class=\"content\"><main style=\"max-width:940px\">\
+             <pre><code>trace#1\n{long}</code></pre>\
+             <div class=\"table-wrapper\"><table><tr>{cells}</tr></table></div>\
+             <svg aria-label=\"canary\" width=\"100\" height=\"50\"><g><rect width=\"10\" height=\"10\"/></g></svg>\
+             </main></div><script src=\"layout-check.js\"></script></body></html>"
+        ),
+    )?;
+    let srv = Server::start(dir.path(), ([127, 0, 0, 1], 0).into()).await?;
+    let page = chromium
+        .dump_dom(&format!("{}/index.html?layout-check", srv.url))
+        .await;
+    srv.stop().await;
+    let report = layout_report(&page?.dom).unwrap_or_default();
+    for needle in [
+        "overflow pre",
+        "longest line 200",
+        "overflow table",
+        "unlabelled node",
+    ] {
+        if !report.contains(needle) {
+            bail!(
+                "the layout check did not report `{needle}` on a page made to fail it; refusing to \
+                 pass blind. Its report:\n{report}"
+            );
+        }
+    }
+    s.done_with("a 200-column line, a wide table and an unlabelled node are reported");
+    Ok(())
+}
+
 /// Runs the browser test against the site in `out`.
 pub fn check_site(ws: &Workspace, out: &Path) -> Result<()> {
     let chromium = Chromium::find()?;
@@ -291,6 +342,7 @@ pub fn check_site(ws: &Workspace, out: &Path) -> Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async {
         self_test(&chromium).await?;
+        layout_self_test(&chromium, ws).await?;
         let srv = Server::start(out, ([127, 0, 0, 1], 0).into()).await?;
         let expected = Expected {
             chapters: &chapters,
@@ -562,6 +614,30 @@ async fn site_checks(
     }
     s.done();
 
+    // Layout: at 1280 px nothing is wider than its column, and every diagram node is labelled.
+    let s = step("browser: every page fits its column at 1280 px");
+    let mut measured = 0;
+    for (_, path) in chapters {
+        let page = visit(
+            chromium,
+            &format!("{}?layout-check", url(path)),
+            &format!("{path}?layout-check"),
+            &mut console,
+        )
+        .await?;
+        let Some(report) = layout_report(&page.dom) else {
+            f.0.push(format!(
+                "{path}: no layout report (layout-check.js did not run?)"
+            ));
+            continue;
+        };
+        measured += 1;
+        for problem in report.lines().filter(|l| !l.trim().is_empty()) {
+            f.0.push(format!("{path} at 1280 px: {problem}"));
+        }
+    }
+    s.done_with(format!("{measured} pages measured"));
+
     // Search.
     let s = step("browser: search for workflow_run");
     let search = visit(
@@ -651,6 +727,21 @@ async fn site_checks(
         f.0.push(format!("console output on {page}: {m}"));
     }
     Ok(f)
+}
+
+/// The text of the report `layout-check.js` writes into a page, unescaped.
+fn layout_report(dom: &str) -> Option<String> {
+    let start = dom.find(r#"id="metis-layout-report""#)?;
+    let body = &dom[start..];
+    let open = body.find('>')? + 1;
+    let close = body.find("</pre>")?;
+    Some(
+        body[open..close]
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
 }
 
 /// Loads `url` and files its console output under `label`.

@@ -21,7 +21,8 @@
 //! | `review-demo.md`, `review-demo.html` | [`review_demo`] | `run_completes.snap` with one deliberate change, through `spantree::review` |
 //!
 //! The hand-written pages are checked too ([`restated`]): one that draws a span tree or
-//! restates a row of a table the code owns is a problem.
+//! restates a row of a table the code owns is a problem, and so is a quick-start command that
+//! no longer runs ([`quickstart`]).
 //!
 //! Every file starts with a "generated — do not edit" comment. [`ensure`] is rust-analyzer's
 //! `ensure_file_contents`: it writes what differs and reports which files did, so `build`
@@ -37,6 +38,7 @@ pub mod invariants;
 pub mod nats;
 pub mod outcomes;
 pub mod phases;
+pub mod quickstart;
 pub mod restated;
 pub mod review_demo;
 pub mod routes;
@@ -113,6 +115,8 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
     }
     out.problems
         .extend(restated::check(ws).context("checking the hand-written pages")?);
+    out.problems
+        .extend(quickstart::check(ws).context("checking the quick start's commands")?);
     let (pages, problems) =
         scenarios::generate(ws, &snapshots).context("generating the scenario pages")?;
     out.files.extend(pages);

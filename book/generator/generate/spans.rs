@@ -28,6 +28,19 @@ struct Seen {
 
 /// The heading anchor mdBook gives `text` (lowercase, spaces to dashes, most punctuation
 /// dropped).
+/// At most this many scenario links per span; the rest are counted.
+const MAX_SCENARIOS: usize = 6;
+
+/// A value as the reference shows it: at most 80 characters.
+fn shorten(value: &str) -> String {
+    if value.chars().count() <= 80 {
+        value.to_owned()
+    } else {
+        let cut: String = value.chars().take(77).collect();
+        format!("{cut}…")
+    }
+}
+
 fn anchor(text: &str) -> String {
     text.chars()
         .filter_map(|c| match c {
@@ -88,6 +101,17 @@ pub fn generate(registry: &Registry, snapshots: &[Snapshot]) -> Result<(String, 
         "spans",
         "crates/telemetry/spans.toml (the span registry) and scenarios/snapshots/*.snap",
     );
+    if !registry.common.is_empty() {
+        out.push_str("\nOn every span (the registry's common attributes, not repeated below):\n\n");
+        for c in &registry.common {
+            out.push_str(&format!(
+                "- **`{}`** — {}. {} Left out of trees (SDK noise).\n",
+                c.name,
+                c.ty.map_or("no type".to_owned(), |t| format!("`{t}`")),
+                c.meaning.replace('\n', " ")
+            ));
+        }
+    }
     out.push_str("\n| span | service | kind | in scenarios |\n| --- | --- | --- | --- |\n");
     for (spec, row) in registry.spans.iter().zip(&seen) {
         out.push_str(&format!(
@@ -126,36 +150,30 @@ pub fn generate(registry: &Registry, snapshots: &[Snapshot]) -> Result<(String, 
                 out.push_str("\nIt may end with an ERROR status (`!ERROR` in a tree).\n");
             }
         }
-        out.push_str("\n| attribute | type | requirement | meaning | in snapshots |\n| --- | --- | --- | --- | --- |\n");
-        let common = registry
-            .common
-            .iter()
-            .filter(|c| spec.attribute(&c.name).is_none());
-        for a in spec.attributes.iter().chain(common) {
-            let ty =
-                a.ty.map_or("(the convention gives no type)".to_owned(), |t| {
-                    format!("`{t}`")
-                });
-            let origin = match (a.semconv, spec.attribute(&a.name).is_none()) {
-                (Some(c), _) => format!(
-                    " (semantic convention, {})",
+        // The attributes as a list (a five-column table does not fit the page): name, type,
+        // requirement, where the name comes from, the meaning, what the snapshots show.
+        out.push_str("\nAttributes:\n\n");
+        for a in &spec.attributes {
+            let ty = a.ty.map_or("the convention gives no type".to_owned(), |t| {
+                format!("`{t}`")
+            });
+            let origin = a.semconv.map_or_else(String::new, |c| {
+                format!(
+                    ", semantic convention ({})",
                     if c.stable { "stable" } else { "experimental" }
-                ),
-                (None, true) => " (on every span: [[common]])".to_owned(),
-                (None, false) => String::new(),
-            };
+                )
+            });
             let collision = a
                 .collision
                 .as_ref()
                 .map_or_else(String::new, |c| format!(" *Name:* {c}"));
             let values = match row.values.get(&a.name) {
-                None if a.name == "target" => "left out of trees (SDK noise)".to_owned(),
-                None => "—".to_owned(),
+                None => "none shown".to_owned(),
                 Some(v) => {
                     let mut shown: Vec<String> = v
                         .iter()
                         .take(MAX_VALUES)
-                        .map(|x| format!("`{x}`"))
+                        .map(|x| format!("`{}`", shorten(x)))
                         .collect();
                     if v.len() > MAX_VALUES {
                         shown.push("…".to_owned());
@@ -164,12 +182,14 @@ pub fn generate(registry: &Registry, snapshots: &[Snapshot]) -> Result<(String, 
                 }
             };
             out.push_str(&format!(
-                "| `{}`{origin} | {ty} | {} | {}{collision} | {} |\n",
+                "- **`{}`** — {ty}, {}{origin}. {}{collision}  \n  In snapshots: {values}.\n",
                 a.name,
                 a.requirement.name(),
-                cell(&a.meaning),
-                cell(&values)
+                a.meaning.replace('\n', " "),
             ));
+        }
+        if spec.attributes.is_empty() {
+            out.push_str("- none of its own.\n");
         }
         let mut events: Vec<String> = spec.events.clone();
         for e in &row.events {
@@ -189,9 +209,24 @@ pub fn generate(registry: &Registry, snapshots: &[Snapshot]) -> Result<(String, 
             let list: Vec<String> = row
                 .scenarios
                 .iter()
+                .take(MAX_SCENARIOS)
                 .map(|s| format!("[{s}](../scenarios/{s}.md)"))
                 .collect();
-            out.push_str(&format!("\nIn scenarios: {}.\n", list.join(", ")));
+            let more = row.scenarios.len().saturating_sub(MAX_SCENARIOS);
+            out.push_str(&format!(
+                "\nIn {}: {}{}.\n",
+                if row.scenarios.len() == 1 {
+                    "1 scenario".to_owned()
+                } else {
+                    format!("{} scenarios", row.scenarios.len())
+                },
+                list.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
         }
     }
     Ok((out, problems))
@@ -261,17 +296,23 @@ meaning = "One run."
             md.contains("| [`HTTP server span`](#http-server-span-metis-api-server) |"),
             "{md}"
         );
-        assert!(md.contains("| `http.response.status_code` (semantic convention, stable) | `int` | recommended |"), "{md}");
         assert!(
-            md.contains("| `run_id` | `string` | recommended | The run. | `[run#1]` |"),
+            md.contains("- **`http.response.status_code`** — `int`, recommended, semantic convention (stable)."),
             "{md}"
         );
         assert!(
-            md.contains("| `target` (on every span: [[common]]) | `string` |"),
+            md.contains(
+                "- **`run_id`** — `string`, recommended. The run.  \n  In snapshots: `[run#1]`."
+            ),
             "{md}"
         );
         assert!(
-            md.contains("In scenarios: [a](../scenarios/a.md), [b](../scenarios/b.md)."),
+            md.contains("On every span (the registry's common attributes, not repeated below):\n\n- **`target`**"),
+            "{md}"
+        );
+        assert_eq!(md.matches("**`target`**").count(), 1, "{md}");
+        assert!(
+            md.contains("In 2 scenarios: [a](../scenarios/a.md), [b](../scenarios/b.md)."),
             "{md}"
         );
         // Declared but never seen, with no reason given.

@@ -99,9 +99,11 @@
 //!   order — then the rest sorted by key.
 //! - No line passes 100 columns where it can be helped: a longer line continues on lines
 //!   indented four columns past its drawing (under a `│` when lines follow below it), cut
-//!   only before a `key=` attribute outside quotes. A continuation that starts the attribute
-//!   column is indented one column more (the two-space column gap). A single attribute
-//!   longer than the room stays whole.
+//!   before a `key=` attribute outside quotes. A continuation that starts the attribute
+//!   column is indented one column more (the two-space column gap). A quoted string longer
+//!   than the room is cut inside, at a single space between two words, and continues on a
+//!   line indented three columns past its drawing (a reader joins it back with that one
+//!   space); only a word longer than the room runs past 100.
 //! - Attributes are `key=value` separated by one space. Strings are bare unless
 //!   they are empty, contain whitespace, `=`, a quote, a backslash or a control character, or
 //!   would read as a number or bool — then they are quoted with `\"`, `\\`, `\n` escapes. So

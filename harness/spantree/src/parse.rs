@@ -1013,6 +1013,28 @@ trace#2
         }
     }
 
+    /// A string too long for any line is cut between its words, and read back whole.
+    #[test]
+    fn a_long_string_wraps_between_its_words_and_reads_back() {
+        let long = "word ".repeat(60).trim_end().to_owned();
+        let text = format!(
+            "legend\nsvc\n└─ scope s\n\ntrace#1\nsvc  root\n└─ child  error=\"{long}\" next=1\n"
+        );
+        let Rendered::Forest(forest) = parse(&text).unwrap() else {
+            panic!("a forest")
+        };
+        let rendered = forest.render();
+        assert!(
+            rendered.lines().all(|l| l.chars().count() <= 100),
+            "{rendered}"
+        );
+        assert!(rendered.lines().count() > 8, "{rendered}");
+        let again = parse(&rendered).unwrap().render();
+        assert_eq!(again, rendered);
+        let child = forest.spans_named("child").next().unwrap();
+        assert_eq!(child.attr("error"), Some(&crate::Value::Str(long)));
+    }
+
     #[test]
     fn a_census_round_trips_and_labels_each_trace_with_its_shape() {
         let text = "shape#1 ×3\ntrace#1\nmetis-api  a\n\nshape#2 ×1\ntrace#1\nmetis-api  b\n\ntrace#2\nmetis-api  c\n";

@@ -239,12 +239,19 @@ fn push_wrapped(out: &mut String, first: &str, content: &str, continuation: &str
 }
 
 /// `content` cut into pieces that fit [`WIDTH`] after an indent of `first` (then
-/// `continuation`) columns. It is cut only outside quotes before a `key=` token: at one
-/// space, or at the two spaces that open a span line's attribute column — then the piece
-/// after the cut starts with one space, so a reader joins it back with two. A piece with
-/// no cut in reach runs long.
+/// `continuation`) columns. It is cut outside quotes before a `key=` token: at one space, or
+/// at the two spaces that open a span line's attribute column — then the piece after the cut
+/// starts with one space, so a reader joins it back with two. Only where one quoted string
+/// alone is longer than the room is it cut inside the string, at a single space between two
+/// words (joined back with that one space). A piece with no cut in reach runs long.
 pub(crate) fn wrap(content: &str, first: usize, continuation: usize) -> Vec<String> {
-    let cuts = cut_points(content);
+    let attribute_cuts = cut_points(content);
+    let string_cuts = string_cut_points(content);
+    let mut cuts: Vec<(usize, usize)> = attribute_cuts.clone();
+    // An in-string cut is used only when no attribute cut fits before it (see below).
+    cuts.extend(string_cuts.iter().copied());
+    cuts.sort_unstable();
+    let is_string_cut = |c: usize| string_cuts.iter().any(|&(s, _)| s == c);
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut lead = "";
@@ -255,12 +262,18 @@ pub(crate) fn wrap(content: &str, first: usize, continuation: usize) -> Vec<Stri
             pieces.push(format!("{lead}{rest}"));
             return pieces;
         }
-        let mut after = cuts.iter().copied().filter(|&(c, _)| c > start);
-        let fits = after
-            .clone()
-            .take_while(|&(c, _)| lead.len() + content[start..c].chars().count() <= room)
-            .last();
-        match fits.or_else(|| after.next()) {
+        let fitting = |c: usize| lead.len() + content[start..c].chars().count() <= room;
+        let mut after = attribute_cuts.iter().copied().filter(|&(c, _)| c > start);
+        let fits = after.clone().take_while(|&(c, _)| fitting(c)).last();
+        // No attribute boundary in reach: the last word boundary inside a string that fits.
+        let in_string = || {
+            cuts.iter()
+                .copied()
+                .filter(|&(c, _)| c > start && is_string_cut(c))
+                .take_while(|&(c, _)| fitting(c))
+                .last()
+        };
+        match fits.or_else(in_string).or_else(|| after.next()) {
             Some((c, width)) => {
                 pieces.push(format!("{lead}{}", &content[start..c]));
                 start = c + width;
@@ -307,6 +320,34 @@ fn cut_points(content: &str) -> Vec<(usize, usize)> {
             && starts_attribute(&content[i + width..])
         {
             cuts.push((i, width));
+        }
+    }
+    cuts
+}
+
+/// Byte offsets of the single spaces inside quoted strings with a word on each side: where
+/// [`wrap`] may cut a string too long for any line (width 1).
+fn string_cut_points(content: &str) -> Vec<(usize, usize)> {
+    let bytes = content.as_bytes();
+    let mut cuts = Vec::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !quoted {
+            quoted = b == b'"';
+            continue;
+        }
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => quoted = false,
+            b' ' if i > 0
+                && !matches!(bytes[i - 1], b' ' | b'"')
+                && bytes.get(i + 1).is_some_and(|&n| !matches!(n, b' ' | b'"')) =>
+            {
+                cuts.push((i, 1));
+            }
+            _ => {}
         }
     }
     cuts
