@@ -33,7 +33,7 @@ build:
 # build only the binaries the e2e scenarios start (the services and the fake receiver): a cold
 # `just test-e2e` then skips the book's and the CLIs' dependencies (`just bench` times it)
 build-e2e:
-    cargo build --locked -p api -p generic -p otlp-receiver --bins
+    cargo build --locked -p api -p generic -p otlp-receiver -p spantree --bins
 
 # unit and integration tests of every crate but the e2e scenarios (cargo-nextest)
 unit: (setup "unit") build

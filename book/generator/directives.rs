@@ -63,6 +63,15 @@ static DIRECTIVE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 
+/// A transcript as a preformatted block whose long lines (log lines, error messages) wrap at
+/// the column instead of running past it (`metis.css`: `pre.metis-transcript`).
+fn transcript_block(body: &str) -> String {
+    format!(
+        "\n<pre class=\"metis-transcript\"><code>{}</code></pre>\n",
+        crate::timeline::esc(body.trim_end_matches('\n'))
+    )
+}
+
 /// A code block around `body` whose fence is longer than any backtick run inside it.
 #[must_use]
 pub fn code_block(lang: &str, body: &str) -> String {
@@ -115,7 +124,7 @@ pub const DIRECTIVES: &[Directive] = &[
         name: "transcript",
         argument: "NAME",
         example: "quick_start",
-        becomes: "the commands a scenario ran and what they printed (`scenarios/snapshots/transcripts/NAME.snap`), in a `text` block",
+        becomes: "the commands a scenario ran and what they printed (`scenarios/snapshots/transcripts/NAME.snap`), in a block whose long lines wrap",
     },
     Directive {
         name: "recording",
@@ -164,7 +173,7 @@ fn expand_one(kind: &str, arg: &str, sources: &Sources) -> Result<String> {
             let path = inside(&dir, &format!("{arg}.snap"))?;
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("no transcript `{arg}` ({})", path.display()))?;
-            Ok(code_block("text", &crate::snapshot::strip_header(&text)?))
+            Ok(transcript_block(&crate::snapshot::strip_header(&text)?))
         }
         "recording" => {
             // The name must be a scenario with a snapshot, recorded or not.

@@ -2,18 +2,21 @@
 //!
 //! `{{#recording NAME}}` reads `spans.json` from the scenario's artefact folder
 //! (`target/e2e/NAME/`, or `$METIS_BOOK_RECORDINGS/NAME/`), which the harness writes on every
-//! run, and draws one waterfall per trace: a bar per span from its true start to its true end,
-//! on an axis in milliseconds from the trace's first start, rows in tree order (children under
-//! their parent, by start time), coloured by service. Each bar carries a `<title>` — the
-//! span's service, name, kind, duration and attributes — which browsers show on hover; nothing
-//! runs scripts. The caption says when and on which backend the recording was made (the
-//! file's modification time; the backend from `timeline.txt`).
+//! run, and draws one waterfall per trace, **all on one axis**: milliseconds from the first
+//! span's start, so traces of one scenario compare at a glance. A bar per span from its true
+//! start to its true end, rows in tree order (children under their parent, by start time),
+//! coloured by service. The harness's own actions (its `faults` trace, service `e2e-harness`,
+//! see `harness::fault_trace`) are not a waterfall of their own: each is a dashed line across
+//! every trace at the moment it struck, named at the top. Each bar carries a `<title>` — the
+//! span's service, name, kind, duration and attributes, ids shortened to `[id#N]` — which
+//! browsers show on hover; nothing runs scripts. The caption says when and on which backend
+//! the recording was made (the file's modification time; the backend from `timeline.txt`).
 //!
 //! Timings differ between runs, so this is never part of a committed page: the directive is
 //! expanded at build time, and without a recording it says how to make one. Successful
 //! read-only polls (`GET`s without children) are left out, as in the snapshots
 //! ([`spantree::without_read_only_requests`]); a scenario with many traces shows the first
-//! [`MAX_TRACES`] by start time and says how many it left out.
+//! [`MAX_TRACES`] by start time and says how many of how many it shows.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -27,16 +30,21 @@ use spantree::otlp::common::v1::any_value::Value as V;
 use spantree::otlp::trace::v1::Span as OtlpSpan;
 
 /// At most this many traces are drawn.
-pub const MAX_TRACES: usize = 6;
+pub const MAX_TRACES: usize = 8;
 
-const WIDTH: f64 = 760.0;
-const LABEL_W: f64 = 270.0;
-const BARS_X: f64 = 276.0;
-const BARS_W: f64 = 400.0;
-const ROW_H: f64 = 20.0;
-const BAR_H: f64 = 12.0;
+/// The service of the harness's own spans (`harness::fault_trace::HARNESS_SERVICE`).
+const HARNESS: &str = "e2e-harness";
+
+const WIDTH: f64 = 900.0;
+const LABEL_W: f64 = 300.0;
+const BARS_X: f64 = 306.0;
+const BARS_W: f64 = 520.0;
+const ROW_H: f64 = 22.0;
+const BAR_H: f64 = 13.0;
 const INDENT: f64 = 10.0;
-const AXIS_H: f64 = 20.0;
+const AXIS_H: f64 = 22.0;
+/// The type size of the drawing, in px (the page's body text is 16 px).
+const FONT: f64 = 13.0;
 
 const OTHER: &str = "#59a14f";
 
@@ -134,22 +142,68 @@ pub fn render(dir: &Path, name: &str) -> Result<String> {
     let mut traces: Vec<Vec<Bar<'_>>> = traces.into_values().collect();
     let start_of = |t: &[Bar<'_>]| t.iter().map(|b| b.span.start_time_unix_nano).min();
     traces.sort_by_key(|t| start_of(t));
+    // The harness's own trace becomes markers: one per action, at the moment it struck.
+    let (harness, traces): (Vec<Vec<Bar<'_>>>, Vec<Vec<Bar<'_>>>) =
+        traces.into_iter().partition(|t| {
+            t.iter()
+                .any(|b| b.span.parent_span_id.is_empty() && b.service == HARNESS)
+        });
+    let markers: Vec<Marker> = harness
+        .iter()
+        .flatten()
+        .filter(|b| !b.span.parent_span_id.is_empty())
+        .map(|b| Marker {
+            name: b.span.name.clone(),
+            at: b.span.start_time_unix_nano,
+        })
+        .collect();
     let total = traces.len();
+    let drawn = &traces[..total.min(MAX_TRACES)];
+    let t0 = drawn
+        .iter()
+        .flatten()
+        .map(|b| b.span.start_time_unix_nano)
+        .chain(markers.iter().map(|m| m.at))
+        .min()
+        .unwrap_or(0);
+    let t1 = drawn
+        .iter()
+        .flatten()
+        .map(|b| b.span.end_time_unix_nano)
+        .chain(markers.iter().map(|m| m.at))
+        .max()
+        .unwrap_or(t0)
+        .max(t0 + 1);
+    let axis = Axis { t0, t1 };
+    let mut ids = Ids::default();
     let mut out = String::new();
+    let shown = if total > MAX_TRACES {
+        format!("the first {MAX_TRACES} of {total} traces (by start)")
+    } else {
+        format!("{total} trace(s)")
+    };
+    let faults = if markers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; dashed lines: the harness's actions ({})",
+            markers
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     let _ = write!(
         out,
         "<figure class=\"metis-recording\"><figcaption>Recorded on {when}, {backend} backend: \
-         {total} trace(s), true start and end times (blue: metis-api, orange: the engine); hover over a bar for its attributes.</figcaption>"
+         {shown}, true start and end times on one axis of {:.1} ms (blue: metis-api, orange: the \
+         engine){}; hover over a bar for its attributes.</figcaption>",
+        (t1 - t0) as f64 / 1e6,
+        esc(&faults)
     );
-    for (n, trace) in traces.iter().take(MAX_TRACES).enumerate() {
-        out.push_str(&waterfall(n + 1, trace));
-    }
-    if total > MAX_TRACES {
-        let _ = write!(
-            out,
-            "<p><em>{} more trace(s) of this recording are not drawn.</em></p>",
-            total - MAX_TRACES
-        );
+    for (n, trace) in drawn.iter().enumerate() {
+        out.push_str(&waterfall(n + 1, trace, &axis, &markers, &mut ids));
     }
     out.push_str("</figure>");
     Ok(out)
@@ -197,7 +251,63 @@ fn rows<'b, 'a>(trace: &'b [Bar<'a>]) -> Vec<(&'b Bar<'a>, usize)> {
     out
 }
 
-fn waterfall(n: usize, trace: &[Bar<'_>]) -> String {
+/// The axis all traces of a recording share: nanoseconds since the epoch.
+struct Axis {
+    t0: u64,
+    t1: u64,
+}
+
+impl Axis {
+    fn x(&self, t: u64) -> f64 {
+        BARS_X + (t.saturating_sub(self.t0)) as f64 / (self.t1 - self.t0) as f64 * BARS_W
+    }
+
+    fn ms(&self, t: u64) -> f64 {
+        t.saturating_sub(self.t0) as f64 / 1e6
+    }
+}
+
+/// One action of the harness, drawn across every trace.
+struct Marker {
+    name: String,
+    at: u64,
+}
+
+/// Ids shortened for a reader: every UUID or 32/16-hex id reads `[id#N]`, numbered by first
+/// appearance over the whole recording.
+#[derive(Default)]
+struct Ids(Vec<String>);
+
+impl Ids {
+    fn shorten(&mut self, text: &str) -> String {
+        static ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(
+                r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{32}\b|\b[0-9a-f]{16}\b",
+            )
+            .expect("static regex")
+        });
+        ID.replace_all(text, |c: &regex::Captures<'_>| {
+            let id = c[0].to_owned();
+            let n = match self.0.iter().position(|x| *x == id) {
+                Some(i) => i + 1,
+                None => {
+                    self.0.push(id);
+                    self.0.len()
+                }
+            };
+            format!("[id#{n}]")
+        })
+        .into_owned()
+    }
+}
+
+fn waterfall(
+    n: usize,
+    trace: &[Bar<'_>],
+    axis: &Axis,
+    markers: &[Marker],
+    ids: &mut Ids,
+) -> String {
     let rows = rows(trace);
     let t0 = trace
         .iter()
@@ -211,24 +321,36 @@ fn waterfall(n: usize, trace: &[Bar<'_>]) -> String {
         .unwrap_or(t0)
         .max(t0 + 1);
     let span_ms = (t1 - t0) as f64 / 1e6;
-    let x = |t: u64| BARS_X + (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64 * BARS_W;
+    let x = |t: u64| axis.x(t);
     let height = AXIS_H + rows.len() as f64 * ROW_H + 6.0;
     let mut svg = String::new();
     let _ = write!(
         svg,
-        "<svg class=\"metis-recording-trace\" role=\"img\" aria-label=\"trace {n} to scale, {span_ms:.1} ms\" viewBox=\"0 0 {WIDTH} {height}\" width=\"100%\" style=\"max-width:{WIDTH}px;font:11px sans-serif\">"
+        "<svg class=\"metis-recording-trace\" role=\"img\" aria-label=\"trace {n} to scale, {span_ms:.1} ms\" viewBox=\"0 0 {WIDTH} {height}\" width=\"100%\" style=\"max-width:{WIDTH}px;font:{FONT}px sans-serif\">"
     );
     let _ = write!(
         svg,
-        "<text x=\"0\" y=\"13\" fill=\"currentColor\" font-weight=\"bold\">trace {n} — {span_ms:.1} ms</text>"
+        "<text x=\"0\" y=\"15\" fill=\"currentColor\" font-weight=\"bold\">trace {n} — {span_ms:.1} ms, from +{:.1} ms</text>",
+        axis.ms(t0)
     );
+    let whole_ms = axis.ms(axis.t1);
     for i in 0..=4 {
         let fx = BARS_X + f64::from(i) / 4.0 * BARS_W;
-        let label = span_ms * f64::from(i) / 4.0;
+        let label = whole_ms * f64::from(i) / 4.0;
         let _ = write!(
             svg,
-            "<line x1=\"{fx:.1}\" y1=\"{AXIS_H}\" x2=\"{fx:.1}\" y2=\"{:.1}\" stroke=\"currentColor\" stroke-opacity=\"0.15\"/><text x=\"{fx:.1}\" y=\"13\" fill=\"currentColor\" text-anchor=\"middle\" opacity=\"0.7\">{label:.1} ms</text>",
+            "<line x1=\"{fx:.1}\" y1=\"{AXIS_H}\" x2=\"{fx:.1}\" y2=\"{:.1}\" stroke=\"currentColor\" stroke-opacity=\"0.15\"/><text x=\"{fx:.1}\" y=\"15\" fill=\"currentColor\" text-anchor=\"middle\" opacity=\"0.7\">{label:.0} ms</text>",
             height - 4.0
+        );
+    }
+    for m in markers {
+        let mx = x(m.at);
+        let _ = write!(
+            svg,
+            "<line class=\"recording-fault\" x1=\"{mx:.1}\" y1=\"{AXIS_H}\" x2=\"{mx:.1}\" y2=\"{:.1}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"><title>{} at +{:.1} ms</title></line>",
+            height - 4.0,
+            esc(&m.name),
+            axis.ms(m.at)
         );
     }
     for (row, (bar, depth)) in rows.iter().enumerate() {
@@ -247,7 +369,7 @@ fn waterfall(n: usize, trace: &[Bar<'_>]) -> String {
             bar.service,
             s.name,
             kind(s.kind),
-            (s.start_time_unix_nano.saturating_sub(t0)) as f64 / 1e6
+            axis.ms(s.start_time_unix_nano)
         );
         let mut attrs: Vec<String> = s
             .attributes
@@ -257,7 +379,7 @@ fn waterfall(n: usize, trace: &[Bar<'_>]) -> String {
                 format!(
                     "{}={}",
                     kv.key,
-                    value(kv.value.as_ref().and_then(|v| v.value.as_ref()))
+                    ids.shorten(&value(kv.value.as_ref().and_then(|v| v.value.as_ref())))
                 )
             })
             .collect();
@@ -272,16 +394,19 @@ fn waterfall(n: usize, trace: &[Bar<'_>]) -> String {
             svg,
             "<g class=\"recording-bar\"><title>{}</title><text x=\"{lx:.1}\" y=\"{:.1}\" fill=\"currentColor\">{}</text><rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{BAR_H}\" rx=\"2\" fill=\"{colour}\"{}/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"currentColor\" opacity=\"0.8\">{ms:.1} ms</text></g>",
             esc(&title),
-            y + 13.0,
-            esc(&truncate(label, ((LABEL_W - lx) / 6.2) as usize)),
-            y + 3.0,
+            y + 15.0,
+            esc(&truncate(
+                &ids.shorten(label),
+                ((LABEL_W - lx) / (FONT * 0.55)) as usize
+            )),
+            y + 4.0,
             if error {
                 " stroke=\"#d62728\" stroke-width=\"2\""
             } else {
                 ""
             },
-            (x0 + w + 4.0).min(WIDTH - 40.0),
-            y + 13.0,
+            (x0 + w + 4.0).min(WIDTH - 50.0),
+            y + 15.0,
         );
     }
     svg.push_str("</svg>");
@@ -347,7 +472,7 @@ mod tests {
         .unwrap();
         let html = render(dir.path(), "demo").unwrap();
         assert!(html.contains(", local backend: 1 trace(s)"), "{html}");
-        assert!(html.contains("trace 1 — 40.0 ms"), "{html}");
+        assert!(html.contains("trace 1 — 40.0 ms, from +0.0 ms"), "{html}");
         assert_eq!(html.matches("class=\"recording-bar\"").count(), 2, "{html}");
         // publish starts at 30 of 40 ms: three quarters along the bar area.
         assert!(
@@ -356,5 +481,59 @@ mod tests {
         );
         assert!(html.contains("run_id=r&lt;1&gt;"), "{html}");
         assert!(!html.contains("<script"), "{html}");
+    }
+
+    /// Two traces share one axis; the harness's trace is no waterfall but a dashed line across
+    /// both at the moment its action struck; ids read `[id#N]`.
+    #[test]
+    fn traces_share_one_axis_and_faults_are_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let span = |trace: u8, id: u8, parent: Option<u8>, name: &str, start: u64, end: u64| {
+            serde_json::json!({
+                "traceId": format!("0af7651916cd43dd8448eb211c8031{trace:02x}"),
+                "spanId": format!("00000000000000{id:02x}"),
+                "parentSpanId": parent.map(|p| format!("00000000000000{p:02x}")).unwrap_or_default(),
+                "name": name, "kind": 1,
+                "startTimeUnixNano": (1_700_000_000_000_000_000_u64 + start * 1_000_000).to_string(),
+                "endTimeUnixNano": (1_700_000_000_000_000_000_u64 + end * 1_000_000).to_string(),
+                "attributes": [{"key": "engine_id", "value": {"stringValue": "0190c4c2-6d44-7a8b-9a55-4b2f6e0c8a11"}}],
+            })
+        };
+        let resource = |service: &str, spans: Vec<serde_json::Value>| {
+            serde_json::json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"spans": spans}]
+            })
+        };
+        let data = serde_json::json!({"resourceSpans": [
+            resource("metis-api", vec![
+                span(1, 1, None, "first", 0, 100),
+                span(2, 2, None, "second", 100, 200),
+            ]),
+            resource("e2e-harness", vec![
+                span(3, 3, None, "faults", 50, 60),
+                span(3, 4, Some(3), "kill engine", 50, 60),
+            ]),
+        ]});
+        std::fs::write(dir.path().join("spans.json"), data.to_string()).unwrap();
+        let html = render(dir.path(), "demo").unwrap();
+        assert!(
+            html.contains("2 trace(s)"),
+            "the harness's trace is no waterfall: {html}"
+        );
+        assert!(html.contains("one axis of 200.0 ms"), "{html}");
+        // The second trace starts half-way along the shared axis.
+        assert!(
+            html.contains(&format!("<rect x=\"{:.1}\"", BARS_X + 0.5 * BARS_W)),
+            "{html}"
+        );
+        assert_eq!(
+            html.matches("class=\"recording-fault\"").count(),
+            2,
+            "{html}"
+        );
+        assert!(html.contains("kill engine at +50.0 ms"), "{html}");
+        assert!(html.contains("engine_id=[id#1]"), "{html}");
+        assert!(!html.contains("0190c4c2"), "{html}");
     }
 }

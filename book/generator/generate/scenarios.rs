@@ -227,8 +227,8 @@ are read at build time, so a changed snapshot changes its page with nothing to r
   by service, red outlines for spans with an error status. Hover over a bar or a diamond for
   the full span or event line.
 - **Recorded timings** are drawn from the `spans.json` the scenario's last run left in
-  `target/e2e/<name>/` (true start and end times, scaled per trace; hover over a bar for its
-  attributes). They are not deterministic, so they are not part of the committed pages: the
+  `target/e2e/<name>/` (true start and end times, every trace on one axis, the harness's fault
+  actions as dashed lines at the moment they struck; hover over a bar for its attributes). They are not deterministic, so they are not part of the committed pages: the
   published site records them by running the suite before building, and a build without a
   recording says so.
 ";

@@ -5,9 +5,14 @@
 //! committed page is stale, so `just book-check` fails until it is regenerated.
 //!
 //! The drawing is an inline SVG: the states that can still move in a column, in order of
-//! their longest path from the first state; the terminal states in a second column; arrows
-//! between neighbours of the first column straight, arrows that skip a state bent to the
-//! left, arrows into a terminal state curved across. A table lists the same transitions.
+//! their longest path from the first state; the terminal states in a second column, the happy
+//! path's end (`COMPLETE`) first. Arrows between neighbours of the first column are straight,
+//! arrows that skip a state bend to the left. Moves into terminal states are **grouped**: the
+//! states with the same set of terminal targets share one bus (a vertical line between the
+//! columns) — a line from each of them into the bus, an arrow from the bus into each target —
+//! so 15 moves read as two bundles instead of 15 crossing curves; each bus lists its moves in
+//! `data-moves` and in its `<title>`. The happy path (`QUEUED` → `INITIALIZING` → `RUNNING` →
+//! `COMPLETE`) is drawn bold, its states filled. A table lists the same transitions.
 
 use std::fmt::Write as _;
 
@@ -24,6 +29,42 @@ const LEFT_X: f64 = 90.0;
 const RIGHT_X: f64 = 520.0;
 const ROW: f64 = 62.0;
 const TOP: f64 = 20.0;
+/// Where the first bus runs, and how far apart buses are.
+const BUS_X: f64 = 330.0;
+const BUS_GAP: f64 = 40.0;
+const HAPPY: [State; 4] = [
+    State::Queued,
+    State::Initializing,
+    State::Running,
+    State::Complete,
+];
+
+/// Whether `a` → `b` is a move of the happy path.
+fn happy(a: State, b: State) -> bool {
+    HAPPY.windows(2).any(|w| w[0] == a && w[1] == b)
+}
+
+/// The moves into terminal states, grouped by source states that share the same set of
+/// targets: (sources, targets), the biggest group first.
+pub(crate) fn terminal_groups(moves: &[(State, State)]) -> Vec<(Vec<State>, Vec<State>)> {
+    let mut groups: Vec<(Vec<State>, Vec<State>)> = Vec::new();
+    for a in State::ALL {
+        let targets: Vec<State> = moves
+            .iter()
+            .filter(|(x, b)| *x == a && b.is_terminal())
+            .map(|(_, b)| *b)
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        match groups.iter_mut().find(|(_, t)| *t == targets) {
+            Some((sources, _)) => sources.push(a),
+            None => groups.push((vec![a], targets)),
+        }
+    }
+    groups.sort_by_key(|(s, t)| std::cmp::Reverse(s.len() * t.len()));
+    groups
+}
 
 /// The allowed moves, in `State::ALL` order.
 pub(crate) fn transitions() -> Vec<(State, State)> {
@@ -123,7 +164,9 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
         .collect();
 
     let left_y = |i: usize| TOP + i as f64 * ROW * 1.25;
-    let right_y = |i: usize| TOP + i as f64 * ROW;
+    // Offset from the left column, so that no line into a bus runs on from an arrow out of
+    // another one at the same height.
+    let right_y = |i: usize| TOP + 16.0 + i as f64 * ROW;
     let pos = |s: State| -> (f64, f64, bool) {
         if let Some(i) = rank.iter().position(|(r, _)| *r == s) {
             (LEFT_X, left_y(i), false)
@@ -153,20 +196,14 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
             ))
             .collect::<String>()
     );
-    for &(a, b) in &moves {
+    // Moves between states that can still move: straight down to the next, bent to the left
+    // past one.
+    for &(a, b) in moves.iter().filter(|(_, b)| !b.is_terminal()) {
         let colour_i = rank.iter().position(|(s, _)| *s == a).unwrap_or(0) % palette.len();
         let colour = palette[colour_i];
         let (ax, ay, _) = pos(a);
-        let (bx, by, b_terminal) = pos(b);
-        let d = if b_terminal {
-            let (x1, y1) = (ax + BOX_W, ay + BOX_H / 2.0);
-            let (x2, y2) = (bx, by + BOX_H / 2.0);
-            format!(
-                "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
-                x1 + 120.0,
-                x2 - 120.0
-            )
-        } else if (by - ay - ROW * 1.25).abs() < 1.0 {
+        let (bx, by, _) = pos(b);
+        let d = if (by - ay - ROW * 1.25).abs() < 1.0 {
             let x = ax + BOX_W / 2.0;
             format!("M{x:.1},{:.1} L{x:.1},{by:.1}", ay + BOX_H)
         } else {
@@ -181,10 +218,63 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
         };
         let _ = write!(
             svg,
-            "<path class=\"state-move\" d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.4\" marker-end=\"url(#metis-arrow-{colour_i})\"><title>{} → {}</title></path>",
-            a.as_str(),
-            b.as_str()
+            "<path class=\"state-move\" data-moves=\"{a} → {b}\" d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{}\" marker-end=\"url(#metis-arrow-{colour_i})\"><title>{a} → {b}</title></path>",
+            if happy(a, b) { 3.0 } else { 1.4 },
+            a = a.as_str(),
+            b = b.as_str()
         );
+    }
+    // Moves into terminal states, one bus per group of sources with the same targets.
+    for (g, (sources, targets)) in terminal_groups(&moves).iter().enumerate() {
+        let colour_i = (rank.len() + g) % palette.len();
+        let colour = palette[colour_i];
+        let bus_x = BUS_X + g as f64 * BUS_GAP;
+        let listed: Vec<String> = sources
+            .iter()
+            .flat_map(|a| {
+                targets
+                    .iter()
+                    .map(move |b| format!("{} → {}", a.as_str(), b.as_str()))
+            })
+            .collect();
+        let ys: Vec<f64> = sources
+            .iter()
+            .chain(targets)
+            .map(|s| pos(*s).1 + BOX_H / 2.0)
+            .collect();
+        let (top, bottom) = (
+            ys.iter().copied().fold(f64::INFINITY, f64::min),
+            ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let _ = write!(
+            svg,
+            "<g class=\"state-moves\" data-moves=\"{}\"><title>{}</title>\
+             <path d=\"M{bus_x:.1},{top:.1} L{bus_x:.1},{bottom:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+            listed.join(", "),
+            listed.join(", ")
+        );
+        for a in sources {
+            let (ax, ay, _) = pos(*a);
+            let y = ay + BOX_H / 2.0;
+            let bold = targets.iter().any(|b| happy(*a, *b));
+            let _ = write!(
+                svg,
+                "<path d=\"M{:.1},{y:.1} L{bus_x:.1},{y:.1}\" stroke=\"{colour}\" stroke-width=\"{}\"/><circle cx=\"{bus_x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{colour}\"/>",
+                ax + BOX_W,
+                if bold { 3.0 } else { 1.4 }
+            );
+        }
+        for b in targets {
+            let (bx, by, _) = pos(*b);
+            let y = by + BOX_H / 2.0;
+            let bold = sources.iter().any(|a| happy(*a, *b));
+            let _ = write!(
+                svg,
+                "<circle cx=\"{bus_x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{colour}\"/><path d=\"M{bus_x:.1},{y:.1} L{bx:.1},{y:.1}\" stroke=\"{colour}\" stroke-width=\"{}\" marker-end=\"url(#metis-arrow-{colour_i})\"/>",
+                if bold { 3.0 } else { 1.4 }
+            );
+        }
+        svg.push_str("</g>");
     }
     for s in rank
         .iter()
@@ -199,10 +289,15 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
             .unwrap_or_default();
         let _ = write!(
             svg,
-            "<g class=\"state\"><title>{}: {}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{BOX_W}\" height=\"{BOX_H}\" rx=\"{}\" fill=\"none\" stroke=\"currentColor\" stroke-width=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"currentColor\" text-anchor=\"middle\">{}</text></g>",
+            "<g class=\"state\"><title>{}: {}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{BOX_W}\" height=\"{BOX_H}\" rx=\"{}\" fill=\"{}\" fill-opacity=\"0.15\" stroke=\"currentColor\" stroke-width=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"currentColor\" text-anchor=\"middle\">{}</text></g>",
             s.as_str(),
             esc(meaning),
             if terminal { 14 } else { 3 },
+            if HAPPY.contains(&s) {
+                "#59a14f"
+            } else {
+                "none"
+            },
             if terminal { 2 } else { 1 },
             x + BOX_W / 2.0,
             y + BOX_H / 2.0 + 4.0,
@@ -217,7 +312,7 @@ pub fn generate(ws: &Workspace) -> Result<(String, Vec<String>)> {
     );
     md.push_str("\n<figure class=\"metis-states-figure\">\n");
     md.push_str(&svg);
-    md.push_str("\n<figcaption>Every move <code>State::can_transition</code> allows. Left: states a run can still leave, top to bottom in the order a run passes them; right: terminal states (rounded, bold). Hover over a state or an arrow for its name and meaning.</figcaption>\n</figure>\n\n");
+    md.push_str("\n<figcaption>Every move <code>State::can_transition</code> allows. Left: states a run can still leave, top to bottom in the order a run passes them; right: terminal states (rounded, bold). The happy path (<code>QUEUED</code> → <code>INITIALIZING</code> → <code>RUNNING</code> → <code>COMPLETE</code>) is bold and filled; moves into terminal states are bundled: each state that joins a bus can end in every state the bus points to. Hover over a state or a bundle for its name and moves.</figcaption>\n</figure>\n\n");
     md.push_str("| from | to |\n| --- | --- |\n");
     for s in State::ALL {
         let to: Vec<String> = moves
@@ -288,23 +383,27 @@ mod tests {
     fn every_allowed_move_is_drawn_and_listed() {
         let (md, problems) = generate(&Workspace::locate()).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
+        let drawn = drawn_moves(&md);
         for (a, b) in transitions() {
-            assert!(
-                md.contains(&format!("<title>{} → {}</title>", a.as_str(), b.as_str())),
-                "{a:?} → {b:?} not drawn"
-            );
+            let m = format!("{} → {}", a.as_str(), b.as_str());
+            assert!(drawn.contains(&m), "{m} not drawn: {drawn:?}");
         }
-        assert_eq!(
-            md.matches("class=\"state-move\"").count(),
-            transitions().len()
-        );
-        // The moves the old hand-drawn diagram missed are there.
-        assert!(md.contains("<title>RUNNING → CANCELED</title>"));
-        assert!(md.contains("<title>INITIALIZING → COMPLETE</title>"));
+        assert_eq!(drawn.len(), transitions().len(), "{drawn:?}");
+        // Grouped: two bundles into the terminal states, not one curve per move.
+        assert_eq!(md.matches("class=\"state-moves\"").count(), 2, "{md}");
         assert!(
             md.contains("| `QUEUED` | `INITIALIZING`, `SYSTEM_ERROR`, `CANCELED` |"),
             "{md}"
         );
+    }
+
+    /// Every move the diagram draws, from its `data-moves` attributes.
+    fn drawn_moves(md: &str) -> Vec<String> {
+        md.split("data-moves=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .flat_map(|list| list.split(", ").map(str::to_owned))
+            .collect()
     }
 
     #[test]

@@ -232,7 +232,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
     let infra = Infra::ensure_with(client.clone(), config.nats_replicas)
         .await
-        .context("preparing NATS streams and buckets")?;
+        .with_context(|| {
+            format!(
+                "preparing NATS streams and buckets at {} (NATS_URL): is a nats-server with \
+                 JetStream (-js) listening there, and do NATS_USER/NATS_PASSWORD match it?",
+                config.nats_url
+            )
+        })?;
     let state = AppState {
         infra: Arc::new(infra),
         client,

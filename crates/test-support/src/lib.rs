@@ -71,8 +71,9 @@ pub fn without_cargo_env(program: impl AsRef<std::ffi::OsStr>) -> std::process::
     cmd
 }
 
-/// Path of a workspace binary (`metis-api`, `metis-engine-generic`, `otlp-receiver`), built
-/// first (once per test process) with `cargo build -p api -p generic -p otlp-receiver --bins`
+/// Path of a workspace binary (`metis-api`, `metis-engine-generic`, `otlp-receiver`,
+/// `spantree`), built first (once per test process) with
+/// `cargo build -p api -p generic -p otlp-receiver -p spantree --bins`
 /// (what `just build-e2e` builds) so it is never stale.
 /// `METIS_SKIP_BUILD=1` skips the build and only checks that the file exists.
 pub fn bin(name: &str) -> Result<PathBuf> {
@@ -83,6 +84,7 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         }
         let status = cargo()
             .args(["build", "-p", "api", "-p", "generic", "-p", "otlp-receiver"])
+            .args(["-p", "spantree"])
             .args(["--bins", "--quiet"])
             .current_dir(workspace_root())
             .status()
@@ -91,7 +93,7 @@ pub fn bin(name: &str) -> Result<PathBuf> {
             Ok(())
         } else {
             Err(format!(
-                "cargo build -p api -p generic -p otlp-receiver --bins failed: {status}"
+                "cargo build -p api -p generic -p otlp-receiver -p spantree --bins failed: {status}"
             ))
         }
     });

@@ -19,3 +19,5 @@ mod run;
 mod security;
 mod smoke;
 mod support;
+mod transcript;
+mod troubleshooting;

@@ -12,129 +12,10 @@
 //! commands are shown exactly as they ran: the API's address is `$METIS`, which the quick
 //! start's first block sets (`localhost:8080`) and this scenario points at its own API.
 
-use std::fmt::Write as _;
-
 use anyhow::Context as _;
 
 use crate::support::{DEADLINE, check_tree, engine_ids, run_body, stack};
-
-/// The commands a reader types and what came back, redacted.
-struct Transcript {
-    text: String,
-    replacements: Vec<(String, String)>,
-    /// The shell session: the variables commands set so far (`declare -p` output).
-    session: std::path::PathBuf,
-    /// What the reader's shell has from the quick start's first block.
-    env: Vec<(String, String)>,
-}
-
-impl Transcript {
-    /// The literal `from` reads as `to` in every later line.
-    fn redact(&mut self, from: impl Into<String>, to: impl Into<String>) {
-        let from = from.into();
-        if !from.is_empty() {
-            self.replacements.push((from, to.into()));
-            self.replacements
-                .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        }
-    }
-
-    fn clean(&self, s: &str) -> String {
-        let mut s = s.to_owned();
-        for (from, to) in &self.replacements {
-            s = s.replace(from, to);
-        }
-        redact_seq(&redact_timestamps(&s))
-    }
-
-    /// Runs `command` in `bash` in the checkout, in this transcript's session (the variables
-    /// earlier commands set), records it with a `$ ` prompt and what it printed, and returns
-    /// that output. A command that fails fails the scenario, naming it.
-    fn sh(&mut self, command: &str) -> anyhow::Result<String> {
-        let session = self.session.display().to_string();
-        let script = format!(
-            "set -eo pipefail\n[ -f '{session}' ] && source '{session}'\n{command}\n\
-             declare -p TOKEN RUN 2>/dev/null > '{session}.new' || true\n\
-             mv '{session}.new' '{session}'\n"
-        );
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .current_dir(test_support::workspace_root())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .with_context(|| format!("running bash for `{command}`"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        anyhow::ensure!(
-            out.status.success(),
-            "the quick start's command `{command}` failed ({}):\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let shown = self.clean(&stdout);
-        let _ = writeln!(self.text, "$ {command}");
-        if !shown.trim().is_empty() {
-            let _ = writeln!(self.text, "{}", shown.trim_end());
-        }
-        self.text.push('\n');
-        Ok(stdout)
-    }
-}
-
-/// `"seq": N` → `"seq": [seq:int]`: a line's number counts the lines of both output streams in
-/// the order they arrived, which differs between runs (they are read concurrently).
-fn redact_seq(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("\"seq\": ") {
-        let (head, tail) = rest.split_at(i + "\"seq\": ".len());
-        out.push_str(head);
-        let digits = tail.chars().take_while(char::is_ascii_digit).count();
-        if digits > 0 {
-            out.push_str("[seq:int]");
-        }
-        rest = &tail[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// RFC 3339 timestamps → `[timestamp]` (the only time values the API prints).
-fn redact_timestamps(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    let is_digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
-    while i < s.len() {
-        // YYYY-MM-DDTHH:MM:SS
-        if i + 19 <= s.len()
-            && s.is_char_boundary(i)
-            && is_digits(&bytes[i..i + 4])
-            && bytes[i + 4] == b'-'
-            && is_digits(&bytes[i + 5..i + 7])
-            && bytes[i + 7] == b'-'
-            && is_digits(&bytes[i + 8..i + 10])
-            && matches!(bytes[i + 10], b'T' | b' ')
-            && is_digits(&bytes[i + 11..i + 13])
-            && bytes[i + 13] == b':'
-        {
-            let mut end = i + 19;
-            while end < s.len()
-                && (bytes[end].is_ascii_digit()
-                    || matches!(bytes[end], b'.' | b':' | b'+' | b'-' | b'Z'))
-            {
-                end += 1;
-            }
-            out.push_str("[timestamp]");
-            i = end;
-        } else {
-            let c = s[i..].chars().next().unwrap_or(' ');
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
+use crate::transcript::Transcript;
 
 /// **What it pins.** The book's quick start for real: `/readyz`, a token from `metis-api token`,
 /// one run submitted, followed and read; the transcript of commands and responses
@@ -157,18 +38,16 @@ async fn quick_start() -> anyhow::Result<()> {
                 let root = test_support::workspace_root().display().to_string();
                 let metis = s.client.base.trim_start_matches("http://").to_owned();
                 let bin = test_support::bin("metis-api")?;
-                let mut t = Transcript {
-                    text: String::new(),
-                    replacements: Vec::new(),
-                    session: s.dir.join("quick-start-session.sh"),
-                    env: vec![
+                let mut t = Transcript::new(
+                    Some(s.dir.join("quick-start-session.sh")),
+                    vec![
                         ("METIS".to_owned(), metis),
                         (
                             "AUTH_JWT_SECRET".to_owned(),
                             test_support::metis::jwt_secret().to_owned(),
                         ),
                     ],
-                };
+                );
                 t.redact(s.dir.display().to_string(), "[e2e-dir]");
                 t.redact(root, "$PWD");
                 anyhow::ensure!(
@@ -230,15 +109,10 @@ async fn quick_start() -> anyhow::Result<()> {
                 ))?;
 
                 let engines = engine_ids(s).await?;
-                let mut settings = insta::Settings::clone_current();
-                settings.set_snapshot_path("../../snapshots/transcripts");
-                settings.set_prepend_module_to_snapshot(false);
-                settings.set_omit_expression(true);
-                settings.set_description(
+                t.assert_snapshot(
+                    "quick_start",
                     "what the quick start's commands printed (the book shows it); regenerate with `just review`",
                 );
-                let text = t.text.trim_end().to_owned() + "\n";
-                settings.bind(|| insta::assert_snapshot!("quick_start", text));
                 check_tree(s, "quick_start", 1, &engines).await?;
                 Ok(())
             })
@@ -246,20 +120,3 @@ async fn quick_start() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: quick_start
-
-#[test]
-fn seq_numbers_are_redacted_and_nothing_else() {
-    assert_eq!(
-        redact_seq("{\"seq\": 12, \"x\": 3, \"seq\": \"a\"}"),
-        "{\"seq\": [seq:int], \"x\": 3, \"seq\": \"a\"}"
-    );
-}
-
-#[test]
-fn timestamps_are_redacted_and_nothing_else() {
-    assert_eq!(
-        redact_timestamps("start 2026-12-01T20:28:01.123456Z end 2026-12-01 20:28:02+00:00 x"),
-        "start [timestamp] end [timestamp] x"
-    );
-    assert_eq!(redact_timestamps("exit 0, 2026 runs"), "exit 0, 2026 runs");
-}
