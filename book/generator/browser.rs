@@ -32,8 +32,10 @@
 //!    answered no request with an error status (`/favicon.ico`, which browsers ask for on
 //!    their own, aside).
 //!
-//! Screenshots for a human to look at are written to `target/book-check/`: the tracing page,
-//! the quick start, troubleshooting, the `run_completes` scenario page and the lifecycle page.
+//! Screenshots for a human to look at are written to `target/book-check/` (1280 px wide): the
+//! tracing page, the quick start, troubleshooting, the `run_completes` scenario page, the
+//! lifecycle page (the state diagram), the landing page, a fault scenario's page
+//! (`engine_killed_mid_run`) and the span reference.
 //! A missing `chromium` is an error that says how to install it.
 
 use std::path::{Path, PathBuf};
@@ -612,6 +614,12 @@ async fn site_checks(
         ("troubleshooting.html", "troubleshooting.png"),
         ("scenarios/run_completes.html", "scenario-run_completes.png"),
         ("architecture/lifecycle.html", "lifecycle.png"),
+        ("index.html", "landing.png"),
+        (
+            "scenarios/engine_killed_mid_run.html",
+            "scenario-engine_killed_mid_run.png",
+        ),
+        ("tracing/spans.html", "span-reference.png"),
     ] {
         let msgs = chromium.screenshot(&url(page), &shot_dir.join(png)).await?;
         console.extend(
