@@ -27,13 +27,15 @@ pub struct Transcript {
 impl Transcript {
     /// A transcript whose commands share the variables in `session` (a file), with `env`.
     pub fn new(session: Option<std::path::PathBuf>, env: Vec<(String, String)>) -> Self {
-        Self {
+        let mut t = Self {
             text: String::new(),
             replacements: Vec::new(),
             session,
             env,
             shown_as: Vec::new(),
-        }
+        };
+        t.redact(test_support::workspace_root().display().to_string(), "$PWD");
+        t
     }
 
     /// Commands show `to` where they ran `from` (the page shows a user's path, the test ran a
@@ -58,7 +60,7 @@ impl Transcript {
         for (from, to) in &self.replacements {
             s = s.replace(from, to);
         }
-        redact_seq(&redact_timestamps(&s))
+        redact_hex_ids(&redact_seq(&redact_timestamps(&s)))
     }
 
     /// Runs `command` in `bash` in the checkout (in the session, if any) and returns its exit
@@ -185,6 +187,34 @@ pub fn redact_seq(s: &str) -> String {
     out
 }
 
+/// OpenTelemetry ids as tools print them — 32 lowercase hex digits (a trace id) →
+/// `[trace-id]`, 16 (a span id) → `[span-id]` — where they stand alone.
+pub fn redact_hex_ids(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let hex = word
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        match (hex, word.len()) {
+            (true, 32) => out.push_str("[trace-id]"),
+            (true, 16) => out.push_str("[span-id]"),
+            _ => out.push_str(word),
+        }
+        word.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// RFC 3339 timestamps → `[timestamp]` (the only time values the API and the logs print).
 pub fn redact_timestamps(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -227,6 +257,16 @@ fn seq_numbers_are_redacted_and_nothing_else() {
     assert_eq!(
         redact_seq("{\"seq\": 12, \"x\": 3, \"seq\": \"a\"}"),
         "{\"seq\": [seq:int], \"x\": 3, \"seq\": \"a\"}"
+    );
+}
+
+#[test]
+fn hex_ids_are_redacted_and_nothing_else() {
+    assert_eq!(
+        redact_hex_ids(
+            "span dec0ff50bcb4887e of b906c0af72c42d9abab349e25c47b9b2, not deadbeef or 0190c4c2-6d44"
+        ),
+        "span [span-id] of [trace-id], not deadbeef or 0190c4c2-6d44"
     );
 }
 

@@ -267,3 +267,96 @@ async fn troubleshoot_refused() -> anyhow::Result<()> {
         })
         .await
 }
+
+/// No spans arrive: the collector is not there. The service keeps working and says so once in
+/// its log, naming the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn troubleshoot_no_spans() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (nats, mut env) = nats_env(dir.path()).await?;
+    // Nothing listens here: a collector that is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("metis-api.log");
+    env.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+        ("APP_PORT".to_owned(), "0".to_owned()),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ]);
+    let envs: Vec<(&str, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("NATS_"))
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut api = test_support::metis::start_api(&nats.endpoint(), dir.path(), &envs).await?;
+    // One request makes one span, which the exporter then fails to send.
+    let client = test_support::metis::ApiClient::new(&api.url);
+    assert_eq!(client.get("/service-info").await?.status, 200);
+    let wrote = api
+        .proc
+        .wait_for_line("the export failure to be logged", DEADLINE, |l| {
+            l.contains("span export failed").then_some(())
+        })
+        .await;
+    wrote?;
+    std::fs::write(&log, api.proc.lines().join("\n"))?;
+    let mut t = Transcript::new(None, vec![("LOG".to_owned(), log.display().to_string())]);
+    t.redact(endpoint, "http://127.0.0.1:4317");
+    t.show_as("\"$LOG\"", "metis-api.log");
+    // The line as the JSON log holds it, without the fields that differ per run.
+    let out = t.sh(
+        "grep 'span export' \"$LOG\" | head -1 \\\n    \
+         | python3 -c 'import json, sys; l = json.loads(sys.stdin.read()); print(l[\"level\"], l[\"message\"]); print(\"endpoint:\", l[\"endpoint\"])'",
+    )?;
+    assert!(out.contains("span export failed"), "{out}");
+    t.assert_snapshot("troubleshoot_no_spans", DESCRIPTION);
+    Ok(())
+}
+
+/// The engine's span hangs in a trace of its own when the API's spans of that trace never
+/// arrived: `spantree check` names the orphan, `render --draw-orphans` draws where it hangs.
+/// Caused here as an outage causes it: a real run's dump with the API's spans taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn troubleshoot_orphan_span() -> anyhow::Result<()> {
+    stack("troubleshoot_orphan_span", 1)
+        .await?
+        .run(|s| {
+            Box::pin(async move {
+                let run = s.client.create_run(&run_body("ok.sh")).await?;
+                s.client
+                    .wait_for_state(&run, &["COMPLETE"], DEADLINE)
+                    .await?;
+                let engines = engine_ids(s).await?;
+                let mut data = s.collect_spans(1).await?;
+                // The API's batch was lost (killed, or its collector down): only the engine's
+                // spans arrived.
+                data.resource_spans.retain(|rs| {
+                    harness::otlp::service_name(rs) == Some("metis-engine-generic")
+                });
+                anyhow::ensure!(!data.resource_spans.is_empty(), "the engine's spans");
+                let dump = s.dir.join("engine-only-spans.json");
+                std::fs::write(&dump, serde_json::to_vec_pretty(&data)?)?;
+                let spantree = test_support::bin("spantree")?;
+                anyhow::ensure!(spantree.ends_with("debug/spantree"), "{}", spantree.display());
+                let mut t =
+                    Transcript::new(None, vec![("DUMP".to_owned(), dump.display().to_string())]);
+                t.show_as("\"$DUMP\"", "spans.json");
+                t.redact(run.clone(), "[run#1]");
+                for (i, id) in engines.iter().enumerate() {
+                    t.redact(id.clone(), format!("[engine#{}]", i + 1));
+                }
+                let out = t.sh_fails("target/debug/spantree check \"$DUMP\"")?;
+                assert!(out.contains("orphan") || out.contains("parent"), "{out}");
+                t.sh(
+                    "target/debug/spantree render --draw-orphans --id-family run_id=run \"$DUMP\" \\\n    \
+                     | sed -n '/^trace#/,$p' | head -4",
+                )?;
+                t.assert_snapshot("troubleshoot_orphan_span", DESCRIPTION);
+                Ok(())
+            })
+        })
+        .await
+}
