@@ -28,17 +28,7 @@ mod tests {
     #[test]
     fn names_and_limits_come_from_the_constants() {
         let (md, _) = super::generate().unwrap();
-        for name in [
-            common::nats::RUNS_STREAM,
-            common::nats::LOGS_STREAM,
-            common::nats::RUNS_BUCKET,
-            common::nats::ENGINES_BUCKET,
-            common::nats::ENGINE_CONFIGS_BUCKET,
-            common::nats::USAGE_BUCKET,
-            common::nats::ACTIVE_STREAM,
-            common::nats::USER_RUNS_STREAM,
-            common::nats::FINISHED_STREAM,
-        ] {
+        for name in common::nats::NAMES {
             assert!(md.contains(&format!("`{name}`")), "{name} missing:\n{md}");
         }
         assert!(

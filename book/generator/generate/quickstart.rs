@@ -66,19 +66,7 @@ fn quotes_closed(text: &str) -> bool {
 
 /// The binaries and packages of the workspace, from `cargo metadata`.
 fn workspace_targets(ws: &Workspace) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
-    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
-        .current_dir(&ws.root)
-        .output()
-        .context("running cargo metadata")?;
-    anyhow::ensure!(out.status.success(), "cargo metadata failed: {out:?}");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let meta = test_support::cargo_metadata(&ws.root)?;
     let (mut bins, mut packages) = (BTreeSet::new(), BTreeSet::new());
     for p in meta["packages"].as_array().into_iter().flatten() {
         packages.extend(p["name"].as_str().map(str::to_owned));

@@ -34,20 +34,7 @@ fn owned_names() -> BTreeSet<String> {
     );
     names.extend(common::State::ALL.iter().map(|s| s.as_str().to_owned()));
     names.extend(engine::run::PHASES.iter().map(|p| p.name.to_owned()));
-    names.extend(
-        [
-            common::nats::RUNS_STREAM,
-            common::nats::LOGS_STREAM,
-            common::nats::RUNS_BUCKET,
-            common::nats::ENGINES_BUCKET,
-            common::nats::ENGINE_CONFIGS_BUCKET,
-            common::nats::USAGE_BUCKET,
-            common::nats::ACTIVE_STREAM,
-            common::nats::USER_RUNS_STREAM,
-            common::nats::FINISHED_STREAM,
-        ]
-        .map(str::to_owned),
-    );
+    names.extend(common::nats::NAMES.map(str::to_owned));
     names.extend(
         crate::directives::DIRECTIVES
             .iter()

@@ -49,6 +49,19 @@ pub const USER_RUNS_SUBJECTS: &str = "metis.user_runs.>";
 pub const FINISHED_STREAM: &str = "METIS_FINISHED";
 /// Subjects of [`FINISHED_STREAM`].
 pub const FINISHED_SUBJECTS: &str = "metis.finished.>";
+/// Every stream and bucket Metis creates, by name (each one row of [`LAYOUT`]).
+pub const NAMES: [&str; 9] = [
+    RUNS_STREAM,
+    LOGS_STREAM,
+    RUNS_BUCKET,
+    ENGINES_BUCKET,
+    ENGINE_CONFIGS_BUCKET,
+    USAGE_BUCKET,
+    ACTIVE_STREAM,
+    USER_RUNS_STREAM,
+    FINISHED_STREAM,
+];
+
 /// How often JetStream delivers one run message to an engine before giving up on it.
 pub const MAX_DELIVER: i64 = 10;
 /// How long an engine's per-user consumer lives without a fetch before JetStream removes it.

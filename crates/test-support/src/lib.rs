@@ -112,6 +112,29 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `cargo metadata --no-deps --format-version 1 --offline` of the workspace at `root`, parsed:
+/// the packages, their targets and their declared dependencies.
+pub fn cargo_metadata(root: &Path) -> Result<serde_json::Value> {
+    let out = cargo()
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(root)
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading cargo metadata's JSON")
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` saying what was awaited and
 /// the last thing `check` reported.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>

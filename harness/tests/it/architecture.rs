@@ -7,8 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 /// The crates that ship: the services and what they are built from.
 const PRODUCT: [&str; 5] = ["api", "common", "engine", "generic", "telemetry"];
 /// The crates that test them.
@@ -40,19 +38,8 @@ const STORES: [&str; 14] = [
 
 /// Each workspace package's dependencies: name → (dependency, kind: `normal`, `dev`, `build`).
 fn workspace_dependencies() -> BTreeMap<String, Vec<(String, String)>> {
-    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
-        .current_dir(test_support::workspace_root())
-        .output()
-        .expect("running cargo metadata");
-    assert!(out.status.success(), "cargo metadata: {out:?}");
-    let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON");
+    let meta = test_support::cargo_metadata(&test_support::workspace_root())
+        .expect("cargo metadata of the workspace");
     meta["packages"]
         .as_array()
         .expect("packages")
