@@ -120,3 +120,143 @@ async fn quick_start() -> anyhow::Result<()> {
         .await
 }
 // ANCHOR_END: quick_start
+
+/// The `sh` blocks of the book's quick start, in order.
+fn quick_start_blocks() -> anyhow::Result<Vec<String>> {
+    let page =
+        std::fs::read_to_string(test_support::workspace_root().join("book/src/quickstart.md"))?;
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in page.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l.starts_with("```sh") => current = Some(String::new()),
+            (Some(b), l) if l.starts_with("```") => {
+                blocks.push(std::mem::take(b));
+                current = None;
+            }
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    Ok(blocks)
+}
+
+/// The commands of the quick start's transcript (what follows each `$ `, with the lines a
+/// command continues on).
+fn transcript_commands() -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(
+        test_support::workspace_root().join("scenarios/snapshots/transcripts/quick_start.snap"),
+    )?;
+    let body = text.splitn(3, "---\n").nth(2).unwrap_or_default();
+    let mut commands: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in body.lines() {
+        if let Some(cmd) = line.strip_prefix("$ ") {
+            commands.push(cmd.to_owned());
+            open = true;
+        } else if open
+            && commands
+                .last()
+                .is_some_and(|c| c.ends_with('\\') || c.matches('\'').count() % 2 == 1)
+        {
+            if let Some(last) = commands.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+            }
+        } else {
+            open = false;
+        }
+    }
+    Ok(commands)
+}
+
+/// **What it pins.** The book's quick start as a new reader pastes it: its first block (build,
+/// NATS, the receiver, an engine and the API on their documented ports), then every command
+/// of the transcript, then the "see its trace" block, in one fresh `bash`, with nothing but
+/// the checkout — in a network, PID and mount namespace of its own, so the documented ports
+/// (4222, 4317, 8080, …) and `/tmp/metis-nats` are the test's alone and everything it started
+/// dies with it.
+///
+/// **Why it matters.** A newcomer's first ten minutes are the quick start; a command that does
+/// not run as written loses them. The `quick_start` scenario pins what the requests print; this
+/// one proves the page's own setup starts a working stack.
+///
+/// **If this changes.** A failure prints the shell's output: the line that no longer runs is
+/// the book's to fix (or the code's, if the quick start was right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_start_runs_as_written_in_a_fresh_shell() -> anyhow::Result<()> {
+    let blocks = quick_start_blocks()?;
+    anyhow::ensure!(
+        blocks.len() >= 2,
+        "the quick start's setup and trace blocks: {blocks:?}"
+    );
+    let (setup, trace) = (&blocks[0], &blocks[1]);
+    let root = test_support::workspace_root();
+    let nats = test_support::nats_server_bin()?;
+    let nats_dir = nats
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut script = String::from(
+        "set -eo pipefail\n\
+         mount -t tmpfs tmpfs /tmp\n\
+         ip link set lo up\n\
+         trap 'rm -f spans.json; kill $(jobs -p) 2>/dev/null || true' EXIT\n",
+    );
+    script.push_str(setup);
+    // A reader waits until it answers (the transcript's first command asks); so does the test,
+    // with a deadline: 30 s for the API, then for the engine's config.
+    script.push_str(
+        "for i in $(seq 150); do curl -sf \"$METIS/readyz\" >/dev/null && break; sleep 0.2; done\n\
+         for i in $(seq 150); do curl -s \"$METIS/service-info\" | grep -q '\"generic\"' && break; sleep 0.2; done\n",
+    );
+    for command in transcript_commands()? {
+        script.push_str(&command);
+        script.push('\n');
+        if command.starts_with("RUN=") {
+            // "Poll …/status until it is terminal", as the page says.
+            script.push_str(
+                "for i in $(seq 150); do curl -s \"$METIS/runs/$RUN/status\" -H \"authorization: Bearer $TOKEN\" | grep -q COMPLETE && break; sleep 0.2; done\n",
+            );
+        }
+    }
+    script.push_str(trace);
+    script.push_str("grep -q workflow_run spans.json\necho QUICK-START-OK\n");
+    let mut cmd = tokio::process::Command::new("unshare");
+    cmd.args([
+        "--net",
+        "--pid",
+        "--mount",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+    ])
+    .arg("bash")
+    .arg("-c")
+    .arg(&script)
+    .current_dir(&root)
+    .env(
+        "PATH",
+        format!("{nats_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+    )
+    .env_remove("METIS")
+    .env_remove("NATS_URL")
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(600), cmd.output())
+        .await
+        .map_err(|_| anyhow::anyhow!("the quick start did not finish within 600 s"))??;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(
+        out.status.success() && text.contains("QUICK-START-OK"),
+        "the book's quick start did not run as written ({}); its output:\n{text}",
+        out.status
+    );
+    Ok(())
+}
