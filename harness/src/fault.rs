@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | [`Stack::kill_engine`], [`Stack::terminate_engine`] | SIGKILL / SIGTERM to one engine instance |
 //! | [`Stack::pause_engine`], [`Stack::resume_engine`] | SIGSTOP / SIGCONT (an engine that stops heartbeating without dying) |
-//! | [`Stack::restart_engine`] | SIGTERM, then a new instance in its place |
+//! | [`Stack::restart_engine`], [`Stack::replace_engine`] | SIGTERM, then a new instance in its place (a killed one: at once) |
 //! | [`Stack::kill_api`], [`Stack::restart_api`] | SIGKILL the API; start it again on the same port, so clients follow |
 //! | [`Stack::restart_nats`] | NATS stopped and started with its JetStream data kept, same address |
 //! | [`Stack::freeze_nats`], [`Stack::thaw_nats`] | NATS paused (docker pause, local SIGSTOP) and resumed |
@@ -211,6 +211,18 @@ impl Stack {
         let fresh = self.engines.pop().context("the new engine")?;
         self.engines[index] = fresh;
         self.faults.done(action);
+        Ok(())
+    }
+
+    /// A new engine instance in place of engine `index`: started at once when the old one is
+    /// gone (killed), else after it stopped (as [`Stack::restart_engine`]).
+    pub async fn replace_engine(&mut self, index: usize) -> Result<()> {
+        if !self.engine_proc(index)?.has_exited() {
+            return self.restart_engine(index).await;
+        }
+        self.start_engine().await?;
+        let fresh = self.engines.pop().context("the new engine")?;
+        self.engines[index] = fresh;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`backend`]: choosing docker or local (`E2E_BACKEND`).
 //! - [`bench`], [`bench_runs`]: the `just bench` measurements.
+//! - [`chaos`]: seeded schedules of workload steps and faults, checked by invariants, replayable and shrinkable.
 //! - [`client_trace`]: a client's own span, so a scenario's trace can start in the client.
 //! - [`fault_trace`]: the harness's own actions as spans, so a snapshot shows where a fault struck.
 //! - [`fault`]: faults (kill, pause, restart of engines, the API and NATS) and the load driver.
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bench_runs;
+pub mod chaos;
 pub mod client_trace;
 pub mod fault;
 pub mod fault_trace;

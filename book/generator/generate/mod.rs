@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | `spans.md` | [`spans`] | the span registry `crates/telemetry/spans.toml` and `scenarios/snapshots/*.snap` |
 //! | `book/src/scenarios/*.md`, the scenario lines of `book/src/SUMMARY.md` | [`scenarios`] | the snapshot list, `scenarios/README.md`, the guidance and `// ANCHOR:` markers in `scenarios/tests/it/` |
+//! | `chaos-schedule.md` | [`chaos`] | `harness::chaos::Schedule::generate` (seed 1): the chaos page's example |
 //! | `directives.md` | [`directives`] | `crate::directives::DIRECTIVES`, held to the expansion by a test |
 //! | `invariants.md` | [`invariants`] | the *Architecture invariants* of `ARCHITECTURE.md`; an invariant without a proof, or naming a test that does not exist, is a problem |
 //! | `e2e-variables.md` | [`e2e_vars`] | every `E2E_*` name in `harness/`, `scenarios/`, `crates/test-support/` |
@@ -31,6 +32,7 @@
 //! no description, a described one that no longer exists — which fail `check` and are
 //! printed as warnings by `build`.
 
+pub mod chaos;
 pub mod directives;
 pub mod e2e_vars;
 pub mod engine_yaml;
@@ -94,6 +96,7 @@ pub fn all(ws: &Workspace) -> Result<Generation> {
         ("e2e-variables.md", e2e_vars::generate(ws)),
         ("invariants.md", invariants::generate(ws)),
         ("directives.md", directives::generate()),
+        ("chaos-schedule.md", chaos::generate()),
         ("engine-yaml.md", engine_yaml::generate(ws)),
         ("states.md", states::generate(ws)),
         ("routes.md", routes::generate()),

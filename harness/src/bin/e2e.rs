@@ -1,5 +1,5 @@
 //! `e2e`: the harness's command line, behind the justfile's `images`, `sweep`, `flake-check`,
-//! `bench` and `schemathesis` recipes.
+//! `bench`, `chaos` and `schemathesis` recipes.
 
 use std::process::Command;
 use std::time::Instant;
@@ -34,6 +34,26 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Seeded chaos: play a random schedule of workload steps and faults against a real
+    /// stack, then check the invariants (see `harness::chaos`); replay a saved schedule, or
+    /// shrink a reproducer to its minimal schedule and a scenario stub.
+    Chaos {
+        /// Seeds to run, one stack each (ignored with --schedule or --shrink).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        seed: Vec<u64>,
+        /// How long each schedule runs, in seconds.
+        #[arg(long, default_value_t = 15)]
+        duration: u64,
+        /// `local` or `docker`.
+        #[arg(long, default_value = "local")]
+        backend: String,
+        /// Replay this schedule (a `schedule.txt` or `reproducer.txt`).
+        #[arg(long)]
+        schedule: Option<std::path::PathBuf>,
+        /// Shrink this reproducer: remove steps while its violation reproduces.
+        #[arg(long)]
+        shrink: Option<std::path::PathBuf>,
+    },
     /// Measure stack start-up and receiver ingest throughput.
     Bench(harness::bench::BenchArgs),
     /// Run schemathesis (scripts/schemathesis/run.sh) against a real stack with a bearer
@@ -48,9 +68,99 @@ enum Cmd {
     },
 }
 
+/// `e2e chaos`: see [`Cmd::Chaos`].
+async fn chaos(
+    seeds: Vec<u64>,
+    duration: u64,
+    backend: &str,
+    schedule: Option<std::path::PathBuf>,
+    shrink: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use harness::chaos::{Schedule, run};
+    let backend = match backend {
+        "local" => harness::backend::Backend::Local,
+        "docker" => harness::backend::Backend::Docker,
+        other => bail!("--backend must be local or docker, got '{other}'"),
+    };
+    let options = || {
+        Some(harness::StackOptions {
+            engines: 2,
+            backend: Some(backend),
+            ..harness::StackOptions::default()
+        })
+    };
+    let read = |path: &std::path::Path| -> Result<Schedule> {
+        Schedule::parse(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("reading the schedule {}", path.display()))
+    };
+    if let Some(path) = shrink {
+        let original = read(&path)?;
+        let started = Instant::now();
+        let small = harness::chaos::shrink("chaos_shrink", &original, options, 60).await?;
+        let out = path.with_extension("shrunk.txt");
+        std::fs::write(&out, small.to_text())?;
+        let stub = path.with_extension("stub.rs");
+        std::fs::write(&stub, small.scenario_stub())?;
+        println!(
+            "shrunk {} step(s) to {} in {:.0?}: {} (and a scenario stub: {})\n{}",
+            original.steps.len(),
+            small.steps.len(),
+            started.elapsed(),
+            out.display(),
+            stub.display(),
+            small.to_text()
+        );
+        return Ok(());
+    }
+    let schedules: Vec<Schedule> = match schedule {
+        Some(path) => vec![read(&path)?],
+        None => seeds
+            .iter()
+            .map(|s| Schedule::generate(*s, std::time::Duration::from_secs(duration)))
+            .collect(),
+    };
+    let mut failed = Vec::new();
+    for s in &schedules {
+        println!("{}", s.to_text());
+        let outcome = run(&format!("chaos_seed_{}", s.seed), s, options()).await?;
+        if outcome.violations.is_empty() {
+            println!(
+                "seed {}: every invariant held; final states {:?} ({})",
+                s.seed,
+                outcome.states,
+                outcome.dir.display()
+            );
+        } else {
+            for v in &outcome.violations {
+                println!("seed {}: VIOLATION: {v}", s.seed);
+            }
+            println!(
+                "seed {}: reproducer {} — replay with `e2e chaos --schedule` it, shrink with `e2e chaos --shrink` it",
+                s.seed,
+                outcome.dir.join("reproducer.txt").display()
+            );
+            failed.push(s.seed);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("invariants broken under seed(s) {failed:?}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
+        Cmd::Chaos {
+            seed,
+            duration,
+            backend,
+            schedule,
+            shrink,
+        } => chaos(seed, duration, &backend, schedule, shrink).await,
         Cmd::Images => {
             let t = Timeline::new("images", None);
             let nats = harness::images::build_nats_image(&t).await?;

@@ -6,6 +6,7 @@
 //! tree with its named snapshot in `scenarios/snapshots/`.
 
 mod cancel;
+mod chaos;
 mod cluster;
 mod collector;
 mod create;

@@ -1,0 +1,800 @@
+//! Seeded chaos: a random schedule of workload steps and fault verbs, run against a real stack
+//! and checked by invariants, replayable from its seed or its saved schedule, and shrinkable.
+//!
+//! A [`Schedule`] is generated from a seed by a small deterministic generator (splitmix64, so
+//! the same seed gives the same schedule on every machine and every version of every crate):
+//! steps at offsets in milliseconds, each a workload step (a user creates a run of a short or a
+//! long workflow — `gated.sh`, in flight until the schedule is over — cancels one of their runs, lists their runs) or a fault (engine kill, engine
+//! pause for a while, NATS restart, NATS freeze for a while, the collector refusing exports).
+//! Its text form — one step a line, `+1200ms create bob sleep.sh` — is printed up front, saved
+//! as `schedule.txt` in the run's artefact folder, and read back by [`Schedule::parse`].
+//!
+//! [`run`] brings up a stack (two engines), plays the schedule (pacing steps by their offsets;
+//! the pacing is the workload, not synchronisation), then heals: every paused engine resumed,
+//! NATS thawed, every killed engine replaced. [`check`] then verifies, on what the services
+//! answer and the spans they exported:
+//!
+//! 1. every run a client was told was accepted, and every stored run, reaches a terminal
+//!    state (the history checker of [`crate::fault`]);
+//! 2. a run that ended COMPLETE ran once: exactly one `workflow_run` span with `state=COMPLETE`
+//!    in its traces, and exactly the output lines its workflow prints, each once;
+//! 3. the trace of every COMPLETE run is connected: no orphan span in it, unless the schedule
+//!    made the collector refuse exports (then the orphan is attributed to that fault);
+//! 4. the service answers again after healing (`/readyz`).
+//!
+//! A violation names the seed and the first offending run, draws that run's traces (orphans
+//! under `[missing parent]`), and [`run`] writes `reproducer.txt` (the schedule, then the
+//! violation as comments): `e2e chaos --schedule reproducer.txt` replays it, `e2e chaos
+//! --shrink reproducer.txt` removes steps while the violation still reproduces and writes the
+//! minimal schedule and a scenario stub that plays it with the fault verbs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::fault::{History, Told};
+use crate::{Stack, StackOptions};
+
+/// The users of the workload.
+pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+/// What each workflow of the workload prints when it completes, line by line (`stream: text`):
+/// `ok.sh` at once; `gated.sh` once the schedule is over and the harness opens its gate.
+const LINES: [(&str, &[&str]); 2] = [
+    (
+        "ok.sh",
+        &[
+            "stdout: ok: starting",
+            "stderr: ok: a warning on stderr",
+            "stdout: ok: working",
+            "stderr: ok: done",
+        ],
+    ),
+    (
+        "gated.sh",
+        &["stdout: gated: waiting", "stdout: gated: done"],
+    ),
+];
+
+/// One thing the schedule does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A user creates a run of a fixture workflow (`ok.sh`, short; `gated.sh`, in flight until
+    /// the schedule ends).
+    Create {
+        /// Who.
+        user: String,
+        /// The fixture in `fixtures/workflows/`.
+        workflow: String,
+    },
+    /// A user cancels one of their runs.
+    Cancel {
+        /// Who.
+        user: String,
+        /// Which: counted from 0, modulo how many they have.
+        nth: usize,
+    },
+    /// A user lists their runs.
+    List {
+        /// Who.
+        user: String,
+    },
+    /// SIGKILL to an engine; it is replaced when the schedule ends.
+    KillEngine {
+        /// 0 or 1.
+        index: usize,
+    },
+    /// SIGSTOP to an engine for a while, then SIGCONT.
+    PauseEngine {
+        /// 0 or 1.
+        index: usize,
+        /// For how long.
+        ms: u64,
+    },
+    /// NATS killed and started again with its data.
+    RestartNats,
+    /// NATS frozen for a while, then thawed.
+    FreezeNats {
+        /// For how long.
+        ms: u64,
+    },
+    /// The receiver refuses the next exports.
+    RefuseExports {
+        /// How many.
+        n: u64,
+    },
+}
+
+impl Action {
+    /// Whether this is a fault (not a workload step).
+    #[must_use]
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            Self::Create { .. } | Self::Cancel { .. } | Self::List { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Create { user, workflow } => write!(f, "create {user} {workflow}"),
+            Self::Cancel { user, nth } => write!(f, "cancel {user} {nth}"),
+            Self::List { user } => write!(f, "list {user}"),
+            Self::KillEngine { index } => write!(f, "kill-engine {index}"),
+            Self::PauseEngine { index, ms } => write!(f, "pause-engine {index} {ms}ms"),
+            Self::RestartNats => write!(f, "restart-nats"),
+            Self::FreezeNats { ms } => write!(f, "freeze-nats {ms}ms"),
+            Self::RefuseExports { n } => write!(f, "refuse-exports {n}"),
+        }
+    }
+}
+
+/// One step: an action at an offset from the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Milliseconds after the schedule starts.
+    pub at_ms: u64,
+    /// What happens.
+    pub action: Action,
+}
+
+impl Step {
+    /// The action as the schedule's text writes it (`create bob ok.sh`).
+    #[must_use]
+    pub fn to_string_action(&self) -> String {
+        self.action.to_string()
+    }
+}
+
+/// A schedule: where it came from and its steps, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The seed it was generated from (kept through shrinking, for the record).
+    pub seed: u64,
+    /// The steps, sorted by offset.
+    pub steps: Vec<Step>,
+}
+
+/// splitmix64: small, fast, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+impl Schedule {
+    /// The schedule of `seed`: workload steps and faults over `duration`, about one step
+    /// every 400 ms, a fault in one of four.
+    #[must_use]
+    pub fn generate(seed: u64, duration: Duration) -> Self {
+        let mut rng = Rng(seed);
+        let total = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let mut at = 0;
+        let mut steps = Vec::new();
+        loop {
+            at += 100 + rng.below(600);
+            if at >= total {
+                break;
+            }
+            let user = USERS[usize::try_from(rng.below(3)).unwrap_or(0)].to_owned();
+            let action = match rng.below(16) {
+                0..=6 => Action::Create {
+                    user,
+                    workflow: if rng.below(4) == 0 {
+                        "gated.sh"
+                    } else {
+                        "ok.sh"
+                    }
+                    .to_owned(),
+                },
+                7..=8 => Action::Cancel {
+                    user,
+                    nth: usize::try_from(rng.below(8)).unwrap_or(0),
+                },
+                9..=11 => Action::List { user },
+                12 => Action::KillEngine {
+                    index: usize::try_from(rng.below(2)).unwrap_or(0),
+                },
+                13 => Action::PauseEngine {
+                    index: usize::try_from(rng.below(2)).unwrap_or(0),
+                    ms: 300 + rng.below(1500),
+                },
+                14 => match rng.below(2) {
+                    0 => Action::RestartNats,
+                    _ => Action::FreezeNats {
+                        ms: 200 + rng.below(1000),
+                    },
+                },
+                _ => Action::RefuseExports {
+                    n: 1 + rng.below(3),
+                },
+            };
+            steps.push(Step { at_ms: at, action });
+        }
+        Self { seed, steps }
+    }
+
+    /// The text form: a header naming the seed, then one step a line.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "# chaos schedule, seed {}: `e2e chaos --schedule THIS_FILE` replays it\nseed {}\n",
+            self.seed, self.seed
+        );
+        for s in &self.steps {
+            let _ = writeln!(out, "+{}ms {}", s.at_ms, s.action);
+        }
+        out
+    }
+
+    /// Reads [`Schedule::to_text`] back (comment lines, such as a reproducer's violation,
+    /// are skipped); an error names the line.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut seed = None;
+        let mut steps = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || format!("schedule line {}: {line:?}", i + 1);
+            if let Some(s) = line.strip_prefix("seed ") {
+                seed = Some(s.parse().with_context(bad)?);
+                continue;
+            }
+            let (at, rest) = line.split_once(' ').with_context(bad)?;
+            let at_ms = at
+                .strip_prefix('+')
+                .and_then(|a| a.strip_suffix("ms"))
+                .and_then(|a| a.parse().ok())
+                .with_context(bad)?;
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let ms = |w: &str| -> Result<u64> {
+                w.strip_suffix("ms")
+                    .and_then(|n| n.parse().ok())
+                    .with_context(bad)
+            };
+            let num = |w: &str| -> Result<usize> { w.parse().ok().with_context(bad) };
+            let action = match words.as_slice() {
+                ["create", user, workflow] => Action::Create {
+                    user: (*user).to_owned(),
+                    workflow: (*workflow).to_owned(),
+                },
+                ["cancel", user, nth] => Action::Cancel {
+                    user: (*user).to_owned(),
+                    nth: num(nth)?,
+                },
+                ["list", user] => Action::List {
+                    user: (*user).to_owned(),
+                },
+                ["kill-engine", index] => Action::KillEngine { index: num(index)? },
+                ["pause-engine", index, d] => Action::PauseEngine {
+                    index: num(index)?,
+                    ms: ms(d)?,
+                },
+                ["restart-nats"] => Action::RestartNats,
+                ["freeze-nats", d] => Action::FreezeNats { ms: ms(d)? },
+                ["refuse-exports", n] => Action::RefuseExports {
+                    n: u64::try_from(num(n)?).unwrap_or(1),
+                },
+                _ => bail!("{}: not a step", bad()),
+            };
+            steps.push(Step { at_ms, action });
+        }
+        Ok(Self {
+            seed: seed.context("the schedule names no seed (a `seed N` line)")?,
+            steps,
+        })
+    }
+
+    /// The schedule as a scenario stub: a test function that plays it with the fault verbs.
+    #[must_use]
+    pub fn scenario_stub(&self) -> String {
+        let mut out = format!(
+            "/// Found by chaos (seed {}), shrunk to {} step(s). **What it pins.** …\n\
+             #[tokio::test(flavor = \"multi_thread\", worker_threads = 2)]\n\
+             async fn chaos_seed_{}() -> anyhow::Result<()> {{\n    \
+             let schedule = harness::chaos::Schedule::parse(\n        r#\"{}\"#,\n    )?;\n    \
+             let outcome = harness::chaos::run(\"chaos_seed_{}\", &schedule, None).await?;\n    \
+             anyhow::ensure!(outcome.violations.is_empty(), \"{{:#?}}\", outcome.violations);\n    \
+             Ok(())\n}}\n",
+            self.seed,
+            self.steps.len(),
+            self.seed,
+            self.to_text().trim_end(),
+            self.seed
+        );
+        out.push('\n');
+        out
+    }
+}
+
+/// What one chaos run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Each invariant broken, with the run it was broken on and what was seen.
+    pub violations: Vec<String>,
+    /// How many runs were accepted, by final state.
+    pub states: BTreeMap<String, usize>,
+    /// Where its artefacts are.
+    pub dir: PathBuf,
+}
+
+fn body(workflow: &str, gate: &std::path::Path) -> Value {
+    let mut body = json!({
+        "workflow_type": "SH",
+        "workflow_type_version": "1",
+        "workflow_url": test_support::workspace_root().join("fixtures/workflows").join(workflow).display().to_string(),
+        "workflow_engine": "generic",
+        "workflow_engine_version": "1",
+    });
+    if workflow == "gated.sh" {
+        body["workflow_params"] = json!({"gate": gate.display().to_string()});
+    }
+    body
+}
+
+/// Each user's accepted runs: (run id, workflow).
+pub type Runs = BTreeMap<String, Vec<(String, String)>>;
+
+/// A bug the harness plants in the system's data after the schedule, before the checker runs,
+/// to prove the checker and the shrinker find what they are for (tests only): each behaves
+/// like a Metis bug that needs the schedule to have done something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planted {
+    /// The first `ok.sh` run that completed gets its first output line stored a second time,
+    /// as an engine that published a line twice would (needs one completed `ok.sh` run).
+    DuplicateLogLine,
+}
+
+/// Plays `schedule` against a fresh stack named `name` (options default to two engines on the
+/// `E2E_BACKEND` backend), heals, checks the invariants, and writes `schedule.txt` (and
+/// `reproducer.txt` on a violation) into the stack's artefact folder.
+pub async fn run(
+    name: &str,
+    schedule: &Schedule,
+    options: Option<StackOptions>,
+) -> Result<Outcome> {
+    run_planted(name, schedule, options, None).await
+}
+
+/// [`run`], with `planted` planted before the checker runs.
+pub async fn run_planted(
+    name: &str,
+    schedule: &Schedule,
+    options: Option<StackOptions>,
+    planted: Option<Planted>,
+) -> Result<Outcome> {
+    let mut stack = Stack::start(
+        name,
+        options.unwrap_or(StackOptions {
+            engines: 2,
+            ..StackOptions::default()
+        }),
+    )
+    .await?;
+    std::fs::write(stack.dir.join("schedule.txt"), schedule.to_text())?;
+    stack.timeline.note(format!(
+        "chaos schedule (seed {}), {} step(s):\n{}",
+        schedule.seed,
+        schedule.steps.len(),
+        schedule.to_text()
+    ));
+    let result = play_and_check(&mut stack, schedule, planted).await;
+    let dir = stack.dir.clone();
+    if let Ok(outcome) = &result
+        && !outcome.violations.is_empty()
+    {
+        let mut text = schedule.to_text();
+        for v in &outcome.violations {
+            for line in v.lines() {
+                let _ = writeln!(text, "# {line}");
+            }
+        }
+        std::fs::write(dir.join("reproducer.txt"), text)?;
+    }
+    drop(stack);
+    result.map(|mut o| {
+        o.dir = dir;
+        o
+    })
+}
+
+async fn play_and_check(
+    stack: &mut Stack,
+    schedule: &Schedule,
+    planted: Option<Planted>,
+) -> Result<Outcome> {
+    let start = tokio::time::Instant::now();
+    let mut runs: Runs = BTreeMap::new();
+    let gate = stack.gate();
+    let mut history = History::default();
+    let mut paused: Vec<(usize, tokio::time::Instant)> = Vec::new();
+    let mut frozen_until: Option<tokio::time::Instant> = None;
+    let mut killed: Vec<usize> = Vec::new();
+    let mut refused = false;
+    for step in &schedule.steps {
+        let when = start + Duration::from_millis(step.at_ms);
+        // Faults that last end on time, before the next step.
+        for (index, until) in std::mem::take(&mut paused) {
+            if until <= when {
+                tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+                stack.resume_engine(index).await?;
+            } else {
+                paused.push((index, until));
+            }
+        }
+        if let Some(until) = frozen_until.filter(|u| *u <= when) {
+            tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+            stack.thaw_nats().await?;
+            frozen_until = None;
+        }
+        tokio::time::sleep_until(when).await; // pacing the schedule, not synchronisation
+        let client = |user: &str| stack.client.as_user(Some(user));
+        // A client gives up after a while (NATS frozen holds every request): the schedule goes
+        // on, and a create it gave up on is checked as a stored run.
+        let patience = Duration::from_secs(3);
+        match &step.action {
+            Action::Create { user, workflow } => {
+                let (who, request) = (client(user), body(workflow, &gate));
+                let told = match tokio::time::timeout(patience, who.post("/runs", &request))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {patience:?}")))
+                {
+                    Ok(r) if r.status == 200 => {
+                        let id = r.body["run_id"].as_str().unwrap_or_default().to_owned();
+                        runs.entry(user.clone())
+                            .or_default()
+                            .push((id.clone(), workflow.clone()));
+                        Told::Accepted(id)
+                    }
+                    Ok(r) => Told::Refused(r.status, r.body.to_string()),
+                    Err(e) => Told::Failed(format!("{e:#}")),
+                };
+                history.told.push(told);
+            }
+            Action::Cancel { user, nth } => {
+                if let Some(mine) = runs.get(user).filter(|m| !m.is_empty()) {
+                    let (id, _) = &mine[nth % mine.len()];
+                    let (who, path) = (client(user), format!("/runs/{id}/cancel"));
+                    let _ = tokio::time::timeout(patience, who.post(&path, &json!({}))).await;
+                }
+            }
+            Action::List { user } => {
+                let who = client(user);
+                let _ = tokio::time::timeout(patience, who.get("/runs")).await;
+            }
+            Action::KillEngine { index } => {
+                if !killed.contains(index) && !paused.iter().any(|(i, _)| i == index) {
+                    stack.kill_engine(*index).await?;
+                    killed.push(*index);
+                }
+            }
+            Action::PauseEngine { index, ms } => {
+                if !killed.contains(index) && !paused.iter().any(|(i, _)| i == index) {
+                    stack.pause_engine(*index).await?;
+                    paused.push((*index, when + Duration::from_millis(*ms)));
+                }
+            }
+            Action::RestartNats => {
+                if frozen_until.is_none() {
+                    stack.restart_nats(true).await?;
+                }
+            }
+            Action::FreezeNats { ms } => {
+                if frozen_until.is_none() {
+                    stack.freeze_nats().await?;
+                    frozen_until = Some(when + Duration::from_millis(*ms));
+                }
+            }
+            Action::RefuseExports { n } => {
+                stack
+                    .refuse_exports(*n, crate::otlp::fault::Refusal::Unavailable)
+                    .await?;
+                refused = true;
+            }
+        }
+    }
+    // Heal: every lasting fault ends, every killed engine is replaced.
+    let heal = stack
+        .timeline
+        .step("healing: resume, thaw, replace killed engines");
+    for (index, until) in paused {
+        tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+        stack.resume_engine(index).await?;
+    }
+    if let Some(until) = frozen_until {
+        tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+        stack.thaw_nats().await?;
+    }
+    for index in killed {
+        stack.replace_engine(index).await?;
+    }
+    // The long runs may end now.
+    std::fs::write(&gate, "open")?;
+    heal.done();
+    if refused {
+        stack.expect_export_outage();
+    }
+    if let Some(bug) = planted {
+        plant(stack, &runs, bug).await?;
+    }
+    check(stack, &history, &runs, refused).await
+}
+
+/// Plants `bug` (see [`Planted`]); does nothing when the schedule gave it nothing to act on.
+async fn plant(stack: &Stack, runs: &Runs, bug: Planted) -> Result<()> {
+    match bug {
+        Planted::DuplicateLogLine => {
+            for (user, ids) in runs {
+                let client = stack.client.as_user(Some(user));
+                for (id, workflow) in ids {
+                    if workflow != "ok.sh" {
+                        continue;
+                    }
+                    let done = test_support::wait_for(
+                        &format!("run {id} to end"),
+                        Duration::from_secs(30),
+                        || async {
+                            match client.state(id).await {
+                                Ok(s) if crate::fault::TERMINAL.contains(&s.as_str()) => Ok(s),
+                                Ok(s) => Err(s),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        },
+                    )
+                    .await?;
+                    if done != "COMPLETE" {
+                        continue;
+                    }
+                    let run: common::RunId = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let line = common::LogLine {
+                        seq: 0,
+                        stream: common::LogStream::Stdout,
+                        line: "ok: starting".to_owned(),
+                        continues: false,
+                        time: chrono::Utc::now(),
+                    };
+                    let nats = stack.infra.nats_endpoint.connect().await?;
+                    let js = async_nats::jetstream::new(nats);
+                    js.publish(
+                        common::nats::logs_subject(&run, common::LogStream::Stdout),
+                        serde_json::to_vec(&line)?.into(),
+                    )
+                    .await?
+                    .await?;
+                    stack
+                        .timeline
+                        .note(format!("planted: a duplicate output line in run {id}"));
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The invariants of the module docs, over what the services answer and exported.
+pub async fn check(
+    stack: &mut Stack,
+    history: &History,
+    runs: &Runs,
+    refused: bool,
+) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    // 4. The service answers again.
+    test_support::wait_for(
+        "metis-api to answer /readyz after healing",
+        Duration::from_secs(30),
+        || async {
+            match stack.client.get("/readyz").await {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("{} {}", r.status, r.body)),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    // 1. Every accepted run, and every run stored for a user (also one whose client gave up
+    // waiting for the answer), is terminal. `runs` holds every 200 of the history, by user.
+    debug_assert_eq!(
+        history.accepted().len(),
+        runs.values().map(Vec::len).sum::<usize>()
+    );
+    let mut states: BTreeMap<String, String> = BTreeMap::new();
+    for user in USERS {
+        let client = stack.client.as_user(Some(user));
+        let mut ids: Vec<String> = crate::fault::list_all_runs(&client).await?;
+        for (id, _) in runs.get(user).into_iter().flatten() {
+            if !ids.contains(id) {
+                outcome.violations.push(format!(
+                    "run {id} of {user} was accepted (200) but is not stored: GET /runs does not list it"
+                ));
+                ids.push(id.clone());
+            }
+        }
+        for id in &ids {
+            let state = test_support::wait_for(
+                &format!("run {id} of {user} to reach a terminal state"),
+                Duration::from_secs(60),
+                || async {
+                    match client.state(id).await {
+                        Ok(s) if crate::fault::TERMINAL.contains(&s.as_str()) => Ok(s),
+                        Ok(s) => Err(s),
+                        Err(e) => Err(e.to_string()),
+                    }
+                },
+            )
+            .await;
+            match state {
+                Ok(s) => {
+                    states.insert(id.clone(), s);
+                }
+                Err(e) => outcome
+                    .violations
+                    .push(format!("run {id} of {user} never finished: {e:#}")),
+            }
+        }
+    }
+    for s in states.values() {
+        *outcome.states.entry(s.clone()).or_default() += 1;
+    }
+    // 2. A COMPLETE run printed each of its lines once.
+    for (user, ids) in runs {
+        let client = stack.client.as_user(Some(user));
+        for (id, workflow) in ids {
+            if states.get(id).is_none_or(|s| s != "COMPLETE") {
+                continue;
+            }
+            let Some((_, expected)) = LINES.iter().find(|(w, _)| w == workflow) else {
+                continue;
+            };
+            let lines = client.log_lines(id).await?;
+            let mut seen: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut want: Vec<&str> = expected.to_vec();
+            seen.sort_unstable();
+            want.sort_unstable();
+            if seen != want {
+                outcome.violations.push(format!(
+                    "run {id} of {user} ({workflow}) is COMPLETE, but its output lines are \
+                     {lines:?}, not each of {expected:?} once"
+                ));
+            }
+        }
+    }
+    // 2 and 3, from the spans: one COMPLETE workflow_run per COMPLETE run, and no orphan in
+    // its trace unless the collector was made to refuse exports.
+    let data = stack.collect_spans(1).await?;
+    for (id, state) in &states {
+        if state != "COMPLETE" {
+            continue;
+        }
+        let own = crate::tree::only_traces_with(&data, "run_id", &[id.as_str()]);
+        let options = crate::tree_options();
+        let forest = match crate::tree::SpanForest::from_otlp(&own, &options) {
+            Ok(f) => f,
+            Err(e) if refused && e.is_incomplete() => continue,
+            Err(e) => {
+                let drawn =
+                    crate::tree::SpanForest::from_otlp(&own, &options.clone().draw_orphans())
+                        .map(|f| f.render())
+                        .unwrap_or_default();
+                outcome.violations.push(format!(
+                    "the traces of COMPLETE run {id} are not whole: {e}\n{drawn}"
+                ));
+                continue;
+            }
+        };
+        let complete = forest
+            .spans_named("workflow_run")
+            .filter(|s| s.attr("state").and_then(crate::tree::Value::as_str) == Some("COMPLETE"))
+            .count();
+        if complete != 1 && !refused {
+            outcome.violations.push(format!(
+                "run {id} is COMPLETE with {complete} COMPLETE workflow_run span(s), not one:\n{}",
+                forest.render()
+            ));
+        }
+    }
+    Ok(outcome)
+}
+
+/// Removes steps from `schedule` while its violation still reproduces (greedy, one step at a
+/// time from the last, at most `budget` tries): the minimal schedule found. Fails when the
+/// schedule does not violate an invariant to begin with.
+pub async fn shrink(
+    name: &str,
+    schedule: &Schedule,
+    options: impl Fn() -> Option<StackOptions>,
+    budget: usize,
+) -> Result<Schedule> {
+    shrink_planted(name, schedule, options, budget, None).await
+}
+
+/// [`shrink`], with `planted` planted in every run (tests of the shrinker).
+pub async fn shrink_planted(
+    name: &str,
+    schedule: &Schedule,
+    options: impl Fn() -> Option<StackOptions>,
+    budget: usize,
+    planted: Option<Planted>,
+) -> Result<Schedule> {
+    let first = run_planted(name, schedule, options(), planted).await?;
+    if first.violations.is_empty() {
+        bail!(
+            "the schedule of seed {} violates no invariant here; nothing to shrink",
+            schedule.seed
+        );
+    }
+    let mut best = schedule.clone();
+    let mut tries = 0;
+    let mut i = best.steps.len();
+    while i > 0 && tries < budget {
+        i -= 1;
+        let mut candidate = best.clone();
+        candidate.steps.remove(i);
+        tries += 1;
+        let outcome = run_planted(name, &candidate, options(), planted).await?;
+        if !outcome.violations.is_empty() {
+            best = candidate;
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_the_same_schedule_and_its_text_reads_back() {
+        let a = Schedule::generate(7, Duration::from_secs(20));
+        let b = Schedule::generate(7, Duration::from_secs(20));
+        assert_eq!(a, b, "same seed, same schedule");
+        assert_ne!(a, Schedule::generate(8, Duration::from_secs(20)));
+        assert!(a.steps.len() > 10, "{}", a.to_text());
+        assert!(
+            a.steps.iter().any(|s| s.action.is_fault()),
+            "{}",
+            a.to_text()
+        );
+        assert!(a.steps.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+        assert_eq!(Schedule::parse(&a.to_text()).unwrap(), a);
+        // A reproducer's comments are skipped.
+        let with_violation = format!("{}# run x never finished\n", a.to_text());
+        assert_eq!(Schedule::parse(&with_violation).unwrap(), a);
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        let err = Schedule::parse("seed 1\n+10ms explode everything\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = Schedule::parse("+10ms list bob\n").unwrap_err();
+        assert!(err.to_string().contains("seed"), "{err}");
+    }
+
+    #[test]
+    fn the_stub_replays_the_schedule() {
+        let s = Schedule::parse("seed 3\n+100ms create bob ok.sh\n+200ms kill-engine 0\n").unwrap();
+        let stub = s.scenario_stub();
+        assert!(stub.contains("async fn chaos_seed_3()"), "{stub}");
+        assert!(stub.contains("+200ms kill-engine 0"), "{stub}");
+        assert!(stub.contains("harness::chaos::run("), "{stub}");
+    }
+}
