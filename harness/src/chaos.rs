@@ -3,15 +3,17 @@
 //!
 //! A [`Schedule`] is generated from a seed by a small deterministic generator (splitmix64, so
 //! the same seed gives the same schedule on every machine and every version of every crate):
-//! steps at offsets in milliseconds, each a workload step (a user creates a run of a short or a
-//! long workflow — `gated.sh`, in flight until the schedule is over — cancels one of their runs, lists their runs) or a fault (engine kill, engine
-//! pause for a while, NATS restart, NATS freeze for a while, the collector refusing exports).
-//! Its text form — one step a line, `+1200ms create bob sleep.sh` — is printed up front, saved
-//! as `schedule.txt` in the run's artefact folder, and read back by [`Schedule::parse`].
+//! steps at offsets in milliseconds, each a workload step (a user creates a run of a short
+//! workflow, `ok.sh`, or a long one, `gated.sh`, in flight until the schedule is over; cancels
+//! one of their runs; lists their runs) or a fault (engine kill, engine pause for a while, NATS
+//! restart, NATS freeze for a while, the collector refusing exports or answering late, the API
+//! killed for a while). Its text form — one step a line, `+1200ms create bob ok.sh` — is
+//! printed up front, saved as `schedule.txt` in the run's artefact folder, and read back by
+//! [`Schedule::parse`].
 //!
 //! [`run`] brings up a stack (two engines), plays the schedule (pacing steps by their offsets;
 //! the pacing is the workload, not synchronisation), then heals: every paused engine resumed,
-//! NATS thawed, every killed engine replaced. [`check`] then verifies, on what the services
+//! NATS thawed, the API started again, every killed engine replaced. [`check`] then verifies, on what the services
 //! answer and the spans they exported:
 //!
 //! 1. every run a client was told was accepted, and every stored run, reaches a terminal
@@ -19,7 +21,8 @@
 //! 2. a run that ended COMPLETE ran once: exactly one `workflow_run` span with `state=COMPLETE`
 //!    in its traces, and exactly the output lines its workflow prints, each once;
 //! 3. the trace of every COMPLETE run is connected: no orphan span in it, unless the schedule
-//!    made the collector refuse exports (then the orphan is attributed to that fault);
+//!    made the collector refuse exports or killed the API (then the gap is attributed to that
+//!    fault: those spans were lost on purpose);
 //! 4. the service answers again after healing (`/readyz`).
 //!
 //! A violation names the seed and the first offending run, draws that run's traces (orphans
@@ -107,6 +110,16 @@ pub enum Action {
         /// How many.
         n: u64,
     },
+    /// The receiver answers every export late from now on.
+    SlowCollector {
+        /// How late.
+        ms: u64,
+    },
+    /// SIGKILL to the API; it is started again on its port after a while.
+    KillApi {
+        /// How long it stays down.
+        ms: u64,
+    },
 }
 
 impl Action {
@@ -131,6 +144,8 @@ impl std::fmt::Display for Action {
             Self::RestartNats => write!(f, "restart-nats"),
             Self::FreezeNats { ms } => write!(f, "freeze-nats {ms}ms"),
             Self::RefuseExports { n } => write!(f, "refuse-exports {n}"),
+            Self::SlowCollector { ms } => write!(f, "slow-collector {ms}ms"),
+            Self::KillApi { ms } => write!(f, "kill-api {ms}ms"),
         }
     }
 }
@@ -193,7 +208,7 @@ impl Schedule {
                 break;
             }
             let user = USERS[usize::try_from(rng.below(3)).unwrap_or(0)].to_owned();
-            let action = match rng.below(16) {
+            let action = match rng.below(18) {
                 0..=6 => Action::Create {
                     user,
                     workflow: if rng.below(4) == 0 {
@@ -221,8 +236,14 @@ impl Schedule {
                         ms: 200 + rng.below(1000),
                     },
                 },
-                _ => Action::RefuseExports {
+                15 => Action::RefuseExports {
                     n: 1 + rng.below(3),
+                },
+                16 => Action::SlowCollector {
+                    ms: 50 + rng.below(400),
+                },
+                _ => Action::KillApi {
+                    ms: 200 + rng.below(1200),
                 },
             };
             steps.push(Step { at_ms: at, action });
@@ -293,6 +314,8 @@ impl Schedule {
                 ["refuse-exports", n] => Action::RefuseExports {
                     n: u64::try_from(num(n)?).unwrap_or(1),
                 },
+                ["slow-collector", d] => Action::SlowCollector { ms: ms(d)? },
+                ["kill-api", d] => Action::KillApi { ms: ms(d)? },
                 _ => bail!("{}: not a step", bad()),
             };
             steps.push(Step { at_ms, action });
@@ -428,7 +451,8 @@ async fn play_and_check(
     let mut paused: Vec<(usize, tokio::time::Instant)> = Vec::new();
     let mut frozen_until: Option<tokio::time::Instant> = None;
     let mut killed: Vec<usize> = Vec::new();
-    let mut refused = false;
+    let mut spans_lost = false;
+    let mut api_down_until: Option<tokio::time::Instant> = None;
     for step in &schedule.steps {
         let when = start + Duration::from_millis(step.at_ms);
         // Faults that last end on time, before the next step.
@@ -444,6 +468,14 @@ async fn play_and_check(
             tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
             stack.thaw_nats().await?;
             frozen_until = None;
+        }
+        // The API comes back once its time is up and NATS answers (an API started against a
+        // frozen NATS exits after its start-up wait, as a supervisor would see it: the harness
+        // starts it when NATS is back, as a supervisor's next try would).
+        if let Some(until) = api_down_until.filter(|u| *u <= when && frozen_until.is_none()) {
+            tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+            stack.restart_api().await?;
+            api_down_until = None;
         }
         tokio::time::sleep_until(when).await; // pacing the schedule, not synchronisation
         let client = |user: &str| stack.client.as_user(Some(user));
@@ -507,10 +539,20 @@ async fn play_and_check(
                 stack
                     .refuse_exports(*n, crate::otlp::fault::Refusal::Unavailable)
                     .await?;
-                refused = true;
+                spans_lost = true;
+            }
+            Action::SlowCollector { ms } => stack.slow_exports(*ms).await?,
+            Action::KillApi { ms } => {
+                if api_down_until.is_none() {
+                    stack.kill_api().await?;
+                    api_down_until = Some(when + Duration::from_millis(*ms));
+                    // Its unexported spans are gone: a trace may lack the API's part.
+                    spans_lost = true;
+                }
             }
         }
     }
+
     // Heal: every lasting fault ends, every killed engine is replaced.
     let heal = stack
         .timeline
@@ -523,19 +565,23 @@ async fn play_and_check(
         tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
         stack.thaw_nats().await?;
     }
+    if let Some(until) = api_down_until {
+        tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+        stack.restart_api().await?;
+    }
     for index in killed {
         stack.replace_engine(index).await?;
     }
     // The long runs may end now.
     std::fs::write(&gate, "open")?;
     heal.done();
-    if refused {
+    if spans_lost {
         stack.expect_export_outage();
     }
     if let Some(bug) = planted {
         plant(stack, &runs, bug).await?;
     }
-    check(stack, &history, &runs, refused).await
+    check(stack, &history, &runs, spans_lost).await
 }
 
 /// Plants `bug` (see [`Planted`]); does nothing when the schedule gave it nothing to act on.
@@ -595,7 +641,7 @@ pub async fn check(
     stack: &mut Stack,
     history: &History,
     runs: &Runs,
-    refused: bool,
+    spans_lost: bool,
 ) -> Result<Outcome> {
     let mut outcome = Outcome::default();
     // 4. The service answers again.
@@ -689,7 +735,7 @@ pub async fn check(
         let options = crate::tree_options();
         let forest = match crate::tree::SpanForest::from_otlp(&own, &options) {
             Ok(f) => f,
-            Err(e) if refused && e.is_incomplete() => continue,
+            Err(e) if spans_lost && e.is_incomplete() => continue,
             Err(e) => {
                 let drawn =
                     crate::tree::SpanForest::from_otlp(&own, &options.clone().draw_orphans())
@@ -705,7 +751,7 @@ pub async fn check(
             .spans_named("workflow_run")
             .filter(|s| s.attr("state").and_then(crate::tree::Value::as_str) == Some("COMPLETE"))
             .count();
-        if complete != 1 && !refused {
+        if complete != 1 && !spans_lost {
             outcome.violations.push(format!(
                 "run {id} is COMPLETE with {complete} COMPLETE workflow_run span(s), not one:\n{}",
                 forest.render()

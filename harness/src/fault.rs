@@ -9,6 +9,7 @@
 //! | [`Stack::restart_nats`] | NATS stopped and started with its JetStream data kept, same address |
 //! | [`Stack::freeze_nats`], [`Stack::thaw_nats`] | NATS paused (docker pause, local SIGSTOP) and resumed |
 //! | [`Stack::refuse_exports`] | the receiver answers the next N exports with UNAVAILABLE/503 (or 429 `Retry-After`) |
+//! | [`Stack::slow_exports`] | the receiver answers every export late (a slow collector) |
 //! | [`Stack::lose_run_messages`] | every run message waiting in `METIS_RUNS` is purged (a lost message) |
 //! | [`Stack::burst`] | N concurrent `POST /runs`, optionally from clients that hang up at once; returns what each was [`Told`] |
 //! | [`Stack::check_history`] | the checker: every accepted run, and every run stored for the user, reaches a terminal state within a deadline |
@@ -317,6 +318,27 @@ impl Stack {
                 refuse_with: with,
                 retry_after_s: 1,
                 delay_ms: 0,
+            })
+            .await
+            .context("setting the receiver's fault mode")?;
+        step.done();
+        self.faults.done(action);
+        Ok(())
+    }
+
+    /// The receiver answers every export `ms` late (a slow collector), until set otherwise.
+    pub async fn slow_exports(&mut self, ms: u64) -> Result<()> {
+        let action = Action::new("slow collector", "otlp-receiver")
+            .with("exports.delay_ms", i64::try_from(ms).unwrap_or(i64::MAX));
+        let step = self
+            .timeline
+            .step(format!("the receiver answers every export {ms} ms late"));
+        self.receiver
+            .set_faults(&crate::otlp::fault::FaultMode {
+                refuse: 0,
+                refuse_with: crate::otlp::fault::Refusal::Unavailable,
+                retry_after_s: 1,
+                delay_ms: ms,
             })
             .await
             .context("setting the receiver's fault mode")?;

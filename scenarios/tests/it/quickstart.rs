@@ -177,8 +177,8 @@ fn transcript_commands() -> anyhow::Result<Vec<String>> {
 /// NATS, the receiver, an engine and the API on their documented ports), then every command
 /// of the transcript, then the "see its trace" block, in one fresh `bash`, with nothing but
 /// the checkout — in a network, PID and mount namespace of its own, so the documented ports
-/// (4222, 4317, 8080, …) and `/tmp/metis-nats` are the test's alone and everything it started
-/// dies with it.
+/// (4222, 4317, 8080, …) and `/tmp/metis-nats` (a private tmpfs there; the checkout may itself
+/// live under `/tmp`) are the test's alone and everything it started dies with it.
 ///
 /// **Why it matters.** A newcomer's first ten minutes are the quick start; a command that does
 /// not run as written loses them. The `quick_start` scenario pins what the requests print; this
@@ -202,7 +202,7 @@ async fn the_quick_start_runs_as_written_in_a_fresh_shell() -> anyhow::Result<()
         .unwrap_or_default();
     let mut script = String::from(
         "set -eo pipefail\n\
-         mount -t tmpfs tmpfs /tmp\n\
+         mkdir -p /tmp/metis-nats && mount -t tmpfs tmpfs /tmp/metis-nats\n\
          ip link set lo up\n\
          trap 'rm -f spans.json; kill $(jobs -p) 2>/dev/null || true' EXIT\n",
     );
