@@ -203,7 +203,9 @@ struct Hit {
     consumed: bool,
 }
 
-/// The `publish` (producer) span of the trace holding a span whose `run_id` is `run`.
+/// The `publish` (producer) span of the run's first trace: among the traces holding a span
+/// whose `run_id` is `run` and a producer span, the one that started first (the create, not a
+/// later cancel or the reaper's), and in it the producer that started first.
 fn find_hit(data: &TracesData, run: &str) -> Option<Hit> {
     let spans: Vec<_> = data
         .resource_spans
@@ -211,19 +213,31 @@ fn find_hit(data: &TracesData, run: &str) -> Option<Hit> {
         .flat_map(|r| &r.scope_spans)
         .flat_map(|s| &s.spans)
         .collect();
-    let trace = spans.iter().find_map(|s| {
-        s.attributes
-            .iter()
-            .any(|kv| {
-                kv.key == "run_id"
-                    && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()),
-                        Some(AnyValue::StringValue(v)) if v == run)
-            })
-            .then(|| s.trace_id.clone())
-    })?;
+    let names_run = |s: &&&opentelemetry_proto::tonic::trace::v1::Span| {
+        s.attributes.iter().any(|kv| {
+            kv.key == "run_id"
+                && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                    Some(AnyValue::StringValue(v)) if v == run)
+        })
+    };
+    let is_producer =
+        |s: &&&opentelemetry_proto::tonic::trace::v1::Span| s.kind == ProtoKind::Producer as i32;
+    let trace = spans
+        .iter()
+        .filter(names_run)
+        .map(|s| s.trace_id.clone())
+        .filter(|t| spans.iter().any(|s| s.trace_id == *t && is_producer(&s)))
+        .min_by_key(|t| {
+            spans
+                .iter()
+                .filter(|s| s.trace_id == *t)
+                .map(|s| s.start_time_unix_nano)
+                .min()
+        })?;
     let producer = spans
         .iter()
-        .find(|s| s.trace_id == trace && s.kind == ProtoKind::Producer as i32)?;
+        .filter(|s| s.trace_id == trace && is_producer(s))
+        .min_by_key(|s| s.start_time_unix_nano)?;
     let consumed = spans
         .iter()
         .any(|s| s.trace_id == trace && s.parent_span_id == producer.span_id);

@@ -177,6 +177,12 @@ impl Stack {
         api_env.extend(options.api_env.iter().cloned());
         let api = start_api(&infra.nats_endpoint, &dir, &api_env).await?;
         step.done();
+        // The API created the streams and buckets; on a cluster their leaders are elected after
+        // that. A scenario starts once every one is led and every replica current, so its first
+        // runs do not meet a start-up election (retry events in a tree that pins none).
+        let step = timeline.step("waiting until every stream and bucket has a leader");
+        infra.wait_streams_led().await?;
+        step.done();
         let client = ApiClient::new(&api.url);
         let mut stack = Self {
             scenario: scenario.to_owned(),
