@@ -46,8 +46,12 @@ test-e2e: (setup "e2e") build-e2e
 # the e2e scenarios as CI runs them: snapshots must match, none unreferenced; a tree that
 # differs fails the run and leaves a `.snap.new` beside its snapshot (see `review-html`).
 # (cargo insta takes no --locked; `build --locked` has checked Cargo.lock just before.)
+# The heavy tests without snapshots — the chaos seeds and the shrinker's test, the quick start
+# run as written — run after the others, two at a time: beside the timing-sensitive fault
+# scenarios on two cores they starved them (nats_frozen's engine missed its TTL once in CI).
 e2e-check: (setup "e2e") build-e2e
-    cargo insta test -p scenarios --test it --unreferenced=reject -- --test-threads 4
+    cargo insta test -p scenarios --test it --unreferenced=reject -- --test-threads 4 --skip chaos:: --skip the_quick_start_runs_as_written
+    cargo test --locked -p scenarios --test it -- --test-threads 2 chaos:: the_quick_start_runs_as_written
 
 # the pending snapshot changes a failed run left: target/e2e/review.html (side by side) and
 # target/e2e/review.md (the pull-request comment: a tree-aware diff per change)
