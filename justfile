@@ -82,9 +82,10 @@ flake-check runs="20" filter="": build
     cargo run -q --locked -p harness --bin e2e -- flake-check --runs {{runs}} {{ if filter == "" { "" } else { "--filter " + filter } }}
 
 # seeded chaos (harness::chaos): random schedules of workload steps and faults, checked by
-# invariants; a violation writes target/e2e/chaos_seed_N/reproducer.txt. `just chaos 1,2,3 60 docker`
-chaos seeds="1,2,3,4,5" duration="20" backend="local": (setup "e2e") build-e2e
-    cargo run -q --locked -p harness --bin e2e -- chaos --seed {{seeds}} --duration {{duration}} --backend {{backend}}
+# invariants; a violation writes target/e2e/chaos_seed_N/reproducer.txt (chaos_cluster_seed_N on
+# a cluster). `just chaos 1,2,3 60 docker cluster`
+chaos seeds="1,2,3,4,5" duration="20" backend="local" topology="single": (setup "e2e") build-e2e
+    cargo run -q --locked -p harness --bin e2e -- chaos --seed {{seeds}} --duration {{duration}} --backend {{backend}} --topology {{topology}}
 
 # replay a chaos schedule (a schedule.txt or reproducer.txt), or shrink a reproducer
 chaos-replay file backend="local": build-e2e

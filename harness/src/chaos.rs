@@ -6,8 +6,8 @@
 //! steps at offsets in milliseconds, each a workload step (a user creates a run of a short
 //! workflow, `ok.sh`, or a long one, `gated.sh`, in flight until the schedule is over; cancels
 //! one of their runs; lists their runs) or a fault (engine kill, engine pause for a while, NATS
-//! restart, NATS freeze for a while, the collector refusing exports or answering late, the API
-//! killed for a while). Its text form — one step a line, `+1200ms create bob ok.sh` — is
+//! restart, NATS freeze for a while — on a cluster, one server killed or cut off for a while —,
+//! the collector refusing exports or answering late, the API killed for a while). Its text form — one step a line, `+1200ms create bob ok.sh` — is
 //! printed up front, saved as `schedule.txt` in the run's artefact folder, and read back by
 //! [`Schedule::parse`].
 //!
@@ -23,7 +23,14 @@
 //! 3. the trace of every COMPLETE run is connected: no orphan span in it, unless the schedule
 //!    made the collector refuse exports or killed the API (then the gap is attributed to that
 //!    fault: those spans were lost on purpose);
-//! 4. the service answers again after healing (`/readyz`).
+//! 4. the service answers again after healing (`/readyz`);
+//! 5. no process outlives its run or its engine: every process below an engine the schedule
+//!    killed is gone within 5 s (checked before the long runs' gate opens, while they would
+//!    still be waiting), and once every run is over no workflow process of the stack is left.
+//!
+//! On a cluster (`topology cluster`) the NATS faults are one server killed or cut off for a
+//! while (docker: off the stack's network; local: frozen), one at a time, so the cluster
+//! keeps its quorum.
 //!
 //! A violation names the seed and the first offending run, draws that run's traces (orphans
 //! under `[missing parent]`), and [`run`] writes `reproducer.txt` (the schedule, then the
@@ -40,6 +47,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::fault::{History, Told};
+use crate::topology::Topology;
 use crate::{Stack, StackOptions};
 
 /// The users of the workload.
@@ -120,6 +128,20 @@ pub enum Action {
         /// How long it stays down.
         ms: u64,
     },
+    /// SIGKILL to one server of a cluster; started again with its data after a while.
+    KillNatsServer {
+        /// 0, 1 or 2.
+        index: usize,
+        /// How long it stays down.
+        ms: u64,
+    },
+    /// One server of a cluster cut off (docker: off the network; local: frozen), then back.
+    PartitionNatsServer {
+        /// 0, 1 or 2.
+        index: usize,
+        /// For how long.
+        ms: u64,
+    },
 }
 
 impl Action {
@@ -146,6 +168,10 @@ impl std::fmt::Display for Action {
             Self::RefuseExports { n } => write!(f, "refuse-exports {n}"),
             Self::SlowCollector { ms } => write!(f, "slow-collector {ms}ms"),
             Self::KillApi { ms } => write!(f, "kill-api {ms}ms"),
+            Self::KillNatsServer { index, ms } => write!(f, "kill-nats-server {index} {ms}ms"),
+            Self::PartitionNatsServer { index, ms } => {
+                write!(f, "partition-nats-server {index} {ms}ms")
+            }
         }
     }
 }
@@ -172,6 +198,8 @@ impl Step {
 pub struct Schedule {
     /// The seed it was generated from (kept through shrinking, for the record).
     pub seed: u64,
+    /// The NATS it runs against: a cluster's schedule also kills and cuts off single servers.
+    pub topology: Topology,
     /// The steps, sorted by offset.
     pub steps: Vec<Step>,
 }
@@ -194,10 +222,17 @@ impl Rng {
 }
 
 impl Schedule {
-    /// The schedule of `seed`: workload steps and faults over `duration`, about one step
-    /// every 400 ms, a fault in one of four.
+    /// The schedule of `seed` on one NATS server (see [`Schedule::generate_for`]).
     #[must_use]
     pub fn generate(seed: u64, duration: Duration) -> Self {
+        Self::generate_for(seed, duration, Topology::Single)
+    }
+
+    /// The schedule of `seed` for `topology`: workload steps and faults over `duration`,
+    /// about one step every 400 ms, a fault in one of four. A NATS fault is a restart or a
+    /// freeze of the server on one server, a server killed or cut off in a cluster.
+    #[must_use]
+    pub fn generate_for(seed: u64, duration: Duration, topology: Topology) -> Self {
         let mut rng = Rng(seed);
         let total = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let mut at = 0;
@@ -230,10 +265,18 @@ impl Schedule {
                     index: usize::try_from(rng.below(2)).unwrap_or(0),
                     ms: 300 + rng.below(1500),
                 },
-                14 => match rng.below(2) {
-                    0 => Action::RestartNats,
-                    _ => Action::FreezeNats {
+                14 => match (topology, rng.below(2)) {
+                    (Topology::Single, 0) => Action::RestartNats,
+                    (Topology::Single, _) => Action::FreezeNats {
                         ms: 200 + rng.below(1000),
+                    },
+                    (Topology::Cluster, 0) => Action::KillNatsServer {
+                        index: usize::try_from(rng.below(3)).unwrap_or(0),
+                        ms: 300 + rng.below(1500),
+                    },
+                    (Topology::Cluster, _) => Action::PartitionNatsServer {
+                        index: usize::try_from(rng.below(3)).unwrap_or(0),
+                        ms: 300 + rng.below(1500),
                     },
                 },
                 15 => Action::RefuseExports {
@@ -248,15 +291,19 @@ impl Schedule {
             };
             steps.push(Step { at_ms: at, action });
         }
-        Self { seed, steps }
+        Self {
+            seed,
+            topology,
+            steps,
+        }
     }
 
     /// The text form: a header naming the seed, then one step a line.
     #[must_use]
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "# chaos schedule, seed {}: `e2e chaos --schedule THIS_FILE` replays it\nseed {}\n",
-            self.seed, self.seed
+            "# chaos schedule, seed {}: `e2e chaos --schedule THIS_FILE` replays it\nseed {}\ntopology {}\n",
+            self.seed, self.seed, self.topology
         );
         for s in &self.steps {
             let _ = writeln!(out, "+{}ms {}", s.at_ms, s.action);
@@ -268,6 +315,7 @@ impl Schedule {
     /// are skipped); an error names the line.
     pub fn parse(text: &str) -> Result<Self> {
         let mut seed = None;
+        let mut topology = Topology::Single;
         let mut steps = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -277,6 +325,10 @@ impl Schedule {
             let bad = || format!("schedule line {}: {line:?}", i + 1);
             if let Some(s) = line.strip_prefix("seed ") {
                 seed = Some(s.parse().with_context(bad)?);
+                continue;
+            }
+            if let Some(t) = line.strip_prefix("topology ") {
+                topology = crate::topology::choose(Some(t)).with_context(bad)?;
                 continue;
             }
             let (at, rest) = line.split_once(' ').with_context(bad)?;
@@ -316,14 +368,37 @@ impl Schedule {
                 },
                 ["slow-collector", d] => Action::SlowCollector { ms: ms(d)? },
                 ["kill-api", d] => Action::KillApi { ms: ms(d)? },
+                ["kill-nats-server", index, d] => Action::KillNatsServer {
+                    index: num(index)?,
+                    ms: ms(d)?,
+                },
+                ["partition-nats-server", index, d] => Action::PartitionNatsServer {
+                    index: num(index)?,
+                    ms: ms(d)?,
+                },
                 _ => bail!("{}: not a step", bad()),
             };
             steps.push(Step { at_ms, action });
         }
-        Ok(Self {
+        let schedule = Self {
             seed: seed.context("the schedule names no seed (a `seed N` line)")?,
+            topology,
             steps,
-        })
+        };
+        if topology == Topology::Single
+            && let Some(s) = schedule.steps.iter().find(|s| {
+                matches!(
+                    s.action,
+                    Action::KillNatsServer { .. } | Action::PartitionNatsServer { .. }
+                )
+            })
+        {
+            bail!(
+                "`{}` needs a cluster: add a `topology cluster` line",
+                s.action
+            );
+        }
+        Ok(schedule)
     }
 
     /// The schedule as a scenario stub: a test function that plays it with the fault verbs.
@@ -373,6 +448,16 @@ fn body(workflow: &str, gate: &std::path::Path) -> Value {
     body
 }
 
+/// `options` with `bug` injected into every engine (`METIS_TEST_BUG`, see `engine::injected`;
+/// debug builds of the engine only).
+#[must_use]
+pub fn with_injected_bug(bug: &str, mut options: StackOptions) -> StackOptions {
+    options
+        .engine_env
+        .push((common::settings::TEST_BUG, bug.to_owned()));
+    options
+}
+
 /// Each user's accepted runs: (run id, workflow).
 pub type Runs = BTreeMap<String, Vec<(String, String)>>;
 
@@ -404,14 +489,12 @@ pub async fn run_planted(
     options: Option<StackOptions>,
     planted: Option<Planted>,
 ) -> Result<Outcome> {
-    let mut stack = Stack::start(
-        name,
-        options.unwrap_or(StackOptions {
-            engines: 2,
-            ..StackOptions::default()
-        }),
-    )
-    .await?;
+    let mut options = options.unwrap_or(StackOptions {
+        engines: 2,
+        ..StackOptions::default()
+    });
+    options.nats = Some(schedule.topology);
+    let mut stack = Stack::start(name, options).await?;
     std::fs::write(stack.dir.join("schedule.txt"), schedule.to_text())?;
     stack.timeline.note(format!(
         "chaos schedule (seed {}), {} step(s):\n{}",
@@ -449,7 +532,12 @@ async fn play_and_check(
     let gate = stack.gate();
     let mut history = History::default();
     let mut paused: Vec<(usize, tokio::time::Instant)> = Vec::new();
-    let mut frozen_until: Option<tokio::time::Instant> = None;
+    // A NATS fault that lasts (one at a time) and when it ends.
+    let mut nats_down: Option<(NatsDown, tokio::time::Instant)> = None;
+    // What each killed engine had running below it (local processes), to check none of it
+    // outlived the engine.
+    let mut below_killed: Vec<(String, Vec<test_support::SeenProcess>)> = Vec::new();
+    let servers = stack.infra.nats_servers();
     let mut killed: Vec<usize> = Vec::new();
     let mut spans_lost = false;
     let mut api_down_until: Option<tokio::time::Instant> = None;
@@ -464,11 +552,19 @@ async fn play_and_check(
                 paused.push((index, until));
             }
         }
-        if let Some(until) = frozen_until.filter(|u| *u <= when) {
-            tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
-            stack.thaw_nats().await?;
-            frozen_until = None;
+        if let Some((down, until)) = nats_down.take() {
+            if until <= when {
+                tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
+                down.end(stack).await?;
+            } else {
+                nats_down = Some((down, until));
+            }
         }
+        // A single server frozen answers nobody; a cluster keeps its quorum.
+        let frozen_until = nats_down
+            .as_ref()
+            .filter(|(d, _)| matches!(d, NatsDown::Frozen))
+            .map(|(_, u)| *u);
         // The API comes back once its time is up and NATS answers (an API started against a
         // frozen NATS exits after its start-up wait, as a supervisor would see it: the harness
         // starts it when NATS is back, as a supervisor's next try would).
@@ -513,26 +609,54 @@ async fn play_and_check(
                 let _ = tokio::time::timeout(patience, who.get("/runs")).await;
             }
             Action::KillEngine { index } => {
-                if !killed.contains(index) && !paused.iter().any(|(i, _)| i == index) {
-                    stack.kill_engine(*index).await?;
-                    killed.push(*index);
+                let index = index % stack.engines.len().max(1);
+                if !killed.contains(&index) && !paused.iter().any(|(i, _)| *i == index) {
+                    let below = stack.engines[index]
+                        .proc
+                        .pid()
+                        .map(test_support::descendants)
+                        .unwrap_or_default();
+                    stack.kill_engine(index).await?;
+                    below_killed.push((
+                        format!("engine #{} (killed at +{}ms)", index + 1, step.at_ms),
+                        below,
+                    ));
+                    killed.push(index);
                 }
             }
             Action::PauseEngine { index, ms } => {
-                if !killed.contains(index) && !paused.iter().any(|(i, _)| i == index) {
-                    stack.pause_engine(*index).await?;
-                    paused.push((*index, when + Duration::from_millis(*ms)));
+                let index = index % stack.engines.len().max(1);
+                if !killed.contains(&index) && !paused.iter().any(|(i, _)| *i == index) {
+                    stack.pause_engine(index).await?;
+                    paused.push((index, when + Duration::from_millis(*ms)));
                 }
             }
             Action::RestartNats => {
-                if frozen_until.is_none() {
+                if nats_down.is_none() {
                     stack.restart_nats(true).await?;
                 }
             }
             Action::FreezeNats { ms } => {
-                if frozen_until.is_none() {
+                if nats_down.is_none() {
                     stack.freeze_nats().await?;
-                    frozen_until = Some(when + Duration::from_millis(*ms));
+                    nats_down = Some((NatsDown::Frozen, when + Duration::from_millis(*ms)));
+                }
+            }
+            Action::KillNatsServer { index, ms } => {
+                if nats_down.is_none() && !servers.is_empty() {
+                    let name = servers[index % servers.len()].clone();
+                    stack.kill_nats_server(&name).await?;
+                    nats_down = Some((NatsDown::Killed(name), when + Duration::from_millis(*ms)));
+                }
+            }
+            Action::PartitionNatsServer { index, ms } => {
+                if nats_down.is_none() && !servers.is_empty() {
+                    let name = servers[index % servers.len()].clone();
+                    stack.partition_nats_server(&name).await?;
+                    nats_down = Some((
+                        NatsDown::Partitioned(name),
+                        when + Duration::from_millis(*ms),
+                    ));
                 }
             }
             Action::RefuseExports { n } => {
@@ -561,9 +685,9 @@ async fn play_and_check(
         tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
         stack.resume_engine(index).await?;
     }
-    if let Some(until) = frozen_until {
+    if let Some((down, until)) = nats_down {
         tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
-        stack.thaw_nats().await?;
+        down.end(stack).await?;
     }
     if let Some(until) = api_down_until {
         tokio::time::sleep_until(until).await; // pacing the schedule, not synchronisation
@@ -572,16 +696,73 @@ async fn play_and_check(
     for index in killed {
         stack.replace_engine(index).await?;
     }
+    heal.done();
+    // 5. Nothing a killed engine ran outlives it: checked before the gate opens, while the
+    // long runs would still be waiting on it.
+    let mut survivors = Vec::new();
+    for (engine, below) in &below_killed {
+        let left = test_support::wait_for(
+            &format!("the processes below {engine} to be gone"),
+            Duration::from_secs(5),
+            || async {
+                let alive: Vec<String> = below
+                    .iter()
+                    .filter(|p| p.alive())
+                    .map(|p| {
+                        // The workflow's own argv is what names it: what follows the last
+                        // `--` of the sandbox's command line.
+                        let own = p.cmd.rsplit(" -- ").next().unwrap_or(&p.cmd);
+                        let wrapped = if own.len() < p.cmd.len() {
+                            "(sandboxed) "
+                        } else {
+                            ""
+                        };
+                        format!("{} {wrapped}{own}", p.pid)
+                    })
+                    .collect();
+                if alive.is_empty() {
+                    Ok(())
+                } else {
+                    Err(alive.join("; "))
+                }
+            },
+        )
+        .await;
+        if let Err(e) = left {
+            survivors.push(format!("processes of {engine} outlived it: {e:#}"));
+        }
+    }
     // The long runs may end now.
     std::fs::write(&gate, "open")?;
-    heal.done();
     if spans_lost {
         stack.expect_export_outage();
     }
     if let Some(bug) = planted {
         plant(stack, &runs, bug).await?;
     }
-    check(stack, &history, &runs, spans_lost).await
+    let mut outcome = check(stack, &history, &runs, spans_lost).await?;
+    outcome.violations.splice(0..0, survivors);
+    Ok(outcome)
+}
+
+/// A NATS fault that lasts until its time is up.
+enum NatsDown {
+    /// The one server frozen.
+    Frozen,
+    /// A cluster server killed.
+    Killed(String),
+    /// A cluster server cut off.
+    Partitioned(String),
+}
+
+impl NatsDown {
+    async fn end(self, stack: &mut Stack) -> Result<()> {
+        match self {
+            Self::Frozen => stack.thaw_nats().await,
+            Self::Killed(name) => stack.restart_nats_server(&name).await,
+            Self::Partitioned(name) => stack.heal_nats_server(&name).await,
+        }
+    }
 }
 
 /// Plants `bug` (see [`Planted`]); does nothing when the schedule gave it nothing to act on.
@@ -701,6 +882,29 @@ pub async fn check(
     for s in states.values() {
         *outcome.states.entry(s.clone()).or_default() += 1;
     }
+    // 5. Once every run is over, no process of any is left (the long runs' command lines
+    // name this stack's gate).
+    if outcome.violations.is_empty() {
+        let gate = stack.gate().display().to_string();
+        let left = test_support::wait_for(
+            "every workflow process of this stack to be gone",
+            Duration::from_secs(10),
+            || async {
+                let left = test_support::processes_marked(&gate);
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(left.join("; "))
+                }
+            },
+        )
+        .await;
+        if let Err(e) = left {
+            outcome.violations.push(format!(
+                "every run is over, but processes of runs are left: {e:#}"
+            ));
+        }
+    }
     // 2. A COMPLETE run printed each of its lines once.
     for (user, ids) in runs {
         let client = stack.client.as_user(Some(user));
@@ -761,9 +965,11 @@ pub async fn check(
     Ok(outcome)
 }
 
-/// Removes steps from `schedule` while its violation still reproduces (greedy, one step at a
-/// time from the last, at most `budget` tries): the minimal schedule found. Fails when the
-/// schedule does not violate an invariant to begin with.
+/// Removes steps from `schedule` while its violation still reproduces, and returns the
+/// smallest schedule found. Chunks first, then single steps (a simple delta debugging): half
+/// the steps at a time, then a quarter, … then one, each chunk from the last to the first; a
+/// removal is kept when the smaller schedule still breaks an invariant. At most `budget`
+/// tries. Fails when the schedule does not violate an invariant to begin with.
 pub async fn shrink(
     name: &str,
     schedule: &Schedule,
@@ -790,16 +996,24 @@ pub async fn shrink_planted(
     }
     let mut best = schedule.clone();
     let mut tries = 0;
-    let mut i = best.steps.len();
-    while i > 0 && tries < budget {
-        i -= 1;
-        let mut candidate = best.clone();
-        candidate.steps.remove(i);
-        tries += 1;
-        let outcome = run_planted(name, &candidate, options(), planted).await?;
-        if !outcome.violations.is_empty() {
-            best = candidate;
+    let mut chunk = best.steps.len().div_ceil(2).max(1);
+    loop {
+        let mut end = best.steps.len();
+        while end > 0 && tries < budget {
+            let start = end.saturating_sub(chunk);
+            let mut candidate = best.clone();
+            candidate.steps.drain(start..end);
+            tries += 1;
+            let outcome = run_planted(name, &candidate, options(), planted).await?;
+            if !outcome.violations.is_empty() {
+                best = candidate;
+            }
+            end = start;
         }
+        if chunk == 1 || tries >= budget {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
     }
     Ok(best)
 }

@@ -52,6 +52,8 @@ pub struct StackOptions {
     /// Overrides the engine.yaml's `engine.maxConcurrentRuns` (a scenario that needs runs to
     /// wait for a slot, e.g. `fairness`).
     pub max_concurrent_runs: Option<usize>,
+    /// More settings for every engine (the chaos tests' injected bug, `METIS_TEST_BUG`).
+    pub engine_env: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -65,6 +67,7 @@ impl Default for StackOptions {
             unsandboxed: false,
             api_env: Vec::new(),
             max_concurrent_runs: None,
+            engine_env: Vec::new(),
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct Stack {
     started_engines: usize,
     unsandboxed: bool,
     extra_api_env: Vec<(&'static str, String)>,
+    extra_engine_env: Vec<(&'static str, String)>,
 }
 
 /// Metis's span registry (see `spantree::registry`).
@@ -200,6 +204,7 @@ impl Stack {
             started_engines: 0,
             unsandboxed: options.unsandboxed,
             extra_api_env: options.api_env.clone(),
+            extra_engine_env: options.engine_env.clone(),
             export_outage_expected: false,
             faults: crate::fault_trace::FaultLog::default(),
         };
@@ -256,6 +261,7 @@ impl Stack {
         if self.unsandboxed {
             env.push(("METIS_UNSAFE_NO_SANDBOX", "1".to_owned()));
         }
+        env.extend(self.extra_engine_env.iter().cloned());
         let e = start_engine(
             &name,
             &self.engine_config,

@@ -40,6 +40,10 @@ pub const OTHER_READERS: &[(&str, &str)] = &[
     ),
     ("crates/engine/src/sandbox.rs", "looks `bwrap` up on `PATH`"),
     (
+        "crates/engine/src/injected.rs",
+        "debug builds only: `METIS_TEST_BUG`, a bug the chaos tests inject on purpose (compiled out of release builds)",
+    ),
+    (
         "crates/test-support/src/lib.rs",
         "test-only: the harness's own variables, in `harness::settings`",
     ),

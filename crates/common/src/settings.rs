@@ -29,3 +29,7 @@ pub fn literal(value: impl std::fmt::Display) -> String {
 pub fn millis(d: std::time::Duration) -> String {
     literal(d.as_millis())
 }
+
+/// The variable that injects a bug into an engine on purpose, for the chaos tests (read by
+/// `engine::injected` in debug builds only; no setting of a deployment, so in no table).
+pub const TEST_BUG: &str = "METIS_TEST_BUG";

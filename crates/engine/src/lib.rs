@@ -28,13 +28,15 @@
 //! [`run`](mod@run) (one run's phases), [`cancel`], [`control`] (in-flight runs and their stop
 //! flags), [`process`] (spawn and process-group signals), [`output`] (line capture and
 //! publishing), [`outcome`] (exit status → state), [`workdir`], [`health`], [`error`],
-//! [`keeper`] (workflow processes die with their engine), [`sandbox`] (each run in namespaces
+//! [`keeper`] (workflow processes die with their engine), [`injected`] (bugs on purpose, for
+//! the chaos tests; debug builds only), [`sandbox`] (each run in namespaces
 //! of its own, as an identity of its own, with limits).
 
 pub mod cancel;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod injected;
 pub mod keeper;
 pub mod outcome;
 pub mod output;

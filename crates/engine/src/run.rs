@@ -493,9 +493,12 @@ impl RunTask {
         // The run's own uid, held until its process is gone; the workdir becomes its alone.
         let identity = shared.sandbox.identity(&run_id);
         shared.sandbox.prepare(&identity, workdir).await?;
-        let sandboxed = shared.sandbox.wrap(&identity, workdir, &argv);
+        let sandboxed =
+            crate::injected::sandbox_argv(shared.sandbox.wrap(&identity, workdir, &argv));
         let (child, pgid) = process::spawn(&sandboxed, workdir, &env)?;
-        shared.keeper.watch(pgid);
+        if crate::injected::active() != Some(crate::injected::Bug::Orphans) {
+            shared.keeper.watch(pgid);
+        }
         log.start_time = Some(Utc::now());
         let guard = GroupGuard(self.control.clone(), self.shared.clone(), pgid);
         if self.control.started(pgid).is_err() {

@@ -202,6 +202,7 @@ pub async fn bootstrap(
     .await?;
 
     let spec = &shared.config.engine;
+    crate::injected::warn_if_injected();
     tracing::info!(engine_id = %shared.engine_id, name = %spec.name, version = %spec.version, "engine ready");
     Ok(Running {
         shared,

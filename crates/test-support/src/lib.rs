@@ -538,6 +538,73 @@ impl Drop for RunProcesses {
     }
 }
 
+/// One process, as it was seen: its id, its start time (so a reused id is not taken for it)
+/// and its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenProcess {
+    /// The host's process id.
+    pub pid: i32,
+    /// Field 22 of its `stat`.
+    pub started: u64,
+    /// Its command line, arguments joined by spaces.
+    pub cmd: String,
+}
+
+impl SeenProcess {
+    /// Whether this very process still lives (same id, same start time, not a zombie).
+    #[must_use]
+    pub fn alive(&self) -> bool {
+        let dir = PathBuf::from(format!("/proc/{}", self.pid));
+        start_time(&dir) == Some(self.started)
+            && !std::fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+    }
+}
+
+/// Every live process below `pid` (children, their children, …), as seen now.
+#[must_use]
+pub fn descendants(pid: u32) -> Vec<SeenProcess> {
+    let parent_of = |dir: &Path| -> Option<i32> {
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<(i32, i32, PathBuf)> = processes()
+        .filter_map(|(p, dir)| Some((p, parent_of(&dir)?, dir)))
+        .collect();
+    let mut below = vec![i32::try_from(pid).unwrap_or_default()];
+    let mut out = Vec::new();
+    while let Some(parent) = below.pop() {
+        for (p, pp, dir) in &all {
+            if *pp == parent {
+                below.push(*p);
+                let Some(started) = start_time(dir) else {
+                    continue;
+                };
+                let cmd = std::fs::read(dir.join("cmdline"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .replace('\0', " ")
+                            .trim()
+                            .to_owned()
+                    })
+                    .unwrap_or_default();
+                let seen = SeenProcess {
+                    pid: *p,
+                    started,
+                    cmd,
+                };
+                if seen.alive() {
+                    out.push(seen);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Live processes on this host whose command line contains `marker` (a hostile fixture puts
 /// one in each process it leaves behind), as `pid command line`.
 #[must_use]

@@ -47,6 +47,14 @@ enum Cmd {
         /// `local` or `docker`.
         #[arg(long, default_value = "local")]
         backend: String,
+        /// `single` (one NATS server) or `cluster` (three; the schedule also kills and cuts
+        /// off single servers). A replayed schedule names its own.
+        #[arg(long, default_value = "single")]
+        topology: String,
+        /// Start the engines with this bug injected on purpose (`METIS_TEST_BUG`, debug
+        /// builds only; see `engine::injected`): to watch the checker find one.
+        #[arg(long)]
+        inject_bug: Option<String>,
         /// Replay this schedule (a `schedule.txt` or `reproducer.txt`).
         #[arg(long)]
         schedule: Option<std::path::PathBuf>,
@@ -72,7 +80,8 @@ enum Cmd {
 async fn chaos(
     seeds: Vec<u64>,
     duration: u64,
-    backend: &str,
+    (backend, topology): (&str, &str),
+    inject_bug: Option<String>,
     schedule: Option<std::path::PathBuf>,
     shrink: Option<std::path::PathBuf>,
 ) -> Result<()> {
@@ -82,11 +91,17 @@ async fn chaos(
         "docker" => harness::backend::Backend::Docker,
         other => bail!("--backend must be local or docker, got '{other}'"),
     };
+    let topology = harness::topology::choose(Some(topology))
+        .map_err(|_| anyhow::anyhow!("--topology must be single or cluster, got '{topology}'"))?;
     let options = || {
-        Some(harness::StackOptions {
+        let plain = harness::StackOptions {
             engines: 2,
             backend: Some(backend),
             ..harness::StackOptions::default()
+        };
+        Some(match &inject_bug {
+            Some(bug) => harness::chaos::with_injected_bug(bug, plain),
+            None => plain,
         })
     };
     let read = |path: &std::path::Path| -> Result<Schedule> {
@@ -119,13 +134,17 @@ async fn chaos(
         Some(path) => vec![read(&path)?],
         None => seeds
             .iter()
-            .map(|s| Schedule::generate(*s, std::time::Duration::from_secs(duration)))
+            .map(|s| Schedule::generate_for(*s, std::time::Duration::from_secs(duration), topology))
             .collect(),
     };
     let mut failed = Vec::new();
     for s in &schedules {
         println!("{}", s.to_text());
-        let outcome = run(&format!("chaos_seed_{}", s.seed), s, options()).await?;
+        let name = match s.topology {
+            harness::topology::Topology::Single => format!("chaos_seed_{}", s.seed),
+            harness::topology::Topology::Cluster => format!("chaos_cluster_seed_{}", s.seed),
+        };
+        let outcome = run(&name, s, options()).await?;
         if outcome.violations.is_empty() {
             println!(
                 "seed {}: every invariant held; final states {:?} ({})",
@@ -158,9 +177,21 @@ async fn main() -> Result<()> {
             seed,
             duration,
             backend,
+            topology,
+            inject_bug,
             schedule,
             shrink,
-        } => chaos(seed, duration, &backend, schedule, shrink).await,
+        } => {
+            chaos(
+                seed,
+                duration,
+                (&backend, &topology),
+                inject_bug,
+                schedule,
+                shrink,
+            )
+            .await
+        }
         Cmd::Images => {
             let t = Timeline::new("images", None);
             let nats = harness::images::build_nats_image(&t).await?;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use harness::chaos::{Planted, Schedule, run, run_planted, shrink_planted};
+use harness::chaos::{
+    Planted, Schedule, run, run_planted, shrink, shrink_planted, with_injected_bug,
+};
 
 /// The fixed seeds of `just test`, on whichever backend `E2E_BACKEND` picks. `just chaos`
 /// runs more of them, longer.
@@ -95,5 +97,64 @@ async fn the_checker_finds_a_planted_bug_and_the_shrinker_shrinks_it() -> anyhow
     );
     let stub = small.scenario_stub();
     anyhow::ensure!(stub.contains("harness::chaos::run("), "{stub}");
+    Ok(())
+}
+
+/// A real bug in the engine, injected on purpose (`METIS_TEST_BUG=orphans`, debug builds only:
+/// runs start without `--die-with-parent` and outside the group keeper, so a SIGKILLed engine
+/// leaves its runs' processes behind) is found by the first seed whose short schedule kills the
+/// engine while a long run is in flight on it; the same schedule holds without the bug; and
+/// the shrinker cuts it down to a handful of steps — the long run and the kill — as a stub.
+/// One engine, on the local backend, where the engine's processes are the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_finds_an_injected_engine_bug_and_the_shrinker_shrinks_it() -> anyhow::Result<()>
+{
+    let plain = || harness::StackOptions {
+        engines: 1,
+        backend: Some(harness::backend::Backend::Local),
+        ..harness::StackOptions::default()
+    };
+    let buggy = || Some(with_injected_bug("orphans", plain()));
+    // The first seed whose 5-second schedule kills the engine after creating a long run.
+    let kills_a_long_run = |s: &Schedule| {
+        let actions: Vec<String> = s.steps.iter().map(|s| s.to_string_action()).collect();
+        let long = actions
+            .iter()
+            .position(|a| a.starts_with("create") && a.ends_with("gated.sh"));
+        long.is_some_and(|at| actions[at..].iter().any(|a| a.starts_with("kill-engine")))
+    };
+    let (seed, schedule) = (1..200)
+        .map(|seed| (seed, Schedule::generate(seed, Duration::from_secs(5))))
+        .find(|(_, s)| kills_a_long_run(s))
+        .ok_or_else(|| anyhow::anyhow!("no seed below 200 kills the engine during a long run"))?;
+    let clean = run("chaos_injected_clean", &schedule, Some(plain())).await?;
+    anyhow::ensure!(
+        clean.violations.is_empty(),
+        "seed {seed} without the bug: {:#?}",
+        clean.violations
+    );
+    let found = run("chaos_injected", &schedule, buggy()).await?;
+    anyhow::ensure!(
+        found.violations.iter().any(|v| v.contains("outlived it")),
+        "seed {seed}: the checker missed the orphaned processes: {:#?}\n{}",
+        found.violations,
+        schedule.to_text()
+    );
+    let reproducer = std::fs::read_to_string(found.dir.join("reproducer.txt"))?;
+    let small = shrink(
+        "chaos_injected_shrink",
+        &Schedule::parse(&reproducer)?,
+        buggy,
+        24,
+    )
+    .await?;
+    let text = small.to_text();
+    anyhow::ensure!(
+        small.steps.len() <= 4 && text.contains("gated.sh") && text.contains("kill-engine"),
+        "seed {seed} shrunk from {} steps to:\n{text}",
+        schedule.steps.len()
+    );
+    let stub = small.scenario_stub();
+    anyhow::ensure!(stub.contains("kill-engine"), "{stub}");
     Ok(())
 }
