@@ -14,8 +14,9 @@ default:
     @just --list --unsorted
 
 # install or build what the tests need and this machine lacks: `e2e` (nats-server, cargo-insta,
-# the e2e images), `lint` (zizmor), `unit` (nats-server, cargo-nextest) or `all` (all of them,
-# schemathesis, chromium); idempotent
+# the e2e images), `lint` (zizmor), `unit` (nats-server, cargo-nextest), `shard` (nats-server,
+# bubblewrap: a machine that runs a shard builds nothing) or `all` (all of them, schemathesis,
+# chromium); idempotent
 setup what="all":
     scripts/setup {{what}}
 
@@ -49,9 +50,25 @@ test-e2e: (setup "e2e") build-e2e
 # The heavy tests without snapshots — the chaos seeds and the shrinker's test, the quick start
 # run as written — run after the others, two at a time: beside the timing-sensitive fault
 # scenarios on two cores they starved them (nats_frozen's engine missed its TTL once in CI).
-e2e-check: (setup "e2e") build-e2e
-    cargo insta test -p scenarios --test it --unreferenced=reject -- --test-threads 4 --skip chaos:: --skip the_quick_start_runs_as_written
-    cargo test --locked -p scenarios --test it -- --test-threads 2 chaos:: the_quick_start_runs_as_written
+e2e-check: (setup "e2e") (setup "unit") build-e2e
+    cargo insta test -p scenarios --test it --unreferenced=reject -- --test-threads 4 --skip chaos:: --skip the_quick_start_runs_as_written --skip sharding::
+    cargo test --locked -p scenarios --test it -- --test-threads 2 chaos:: the_quick_start_runs_as_written sharding::
+
+# build once for the sharded suite (harness::shards): the service binaries and a nextest
+# archive of the scenarios, with the test list, the e2e and cargo-nextest binaries and the e2e
+# images, in target/e2e-archive (what CI's build job uploads)
+e2e-archive: (setup "e2e") (setup "unit")
+    cargo run -q --locked -p harness --bin e2e -- archive --dir target/e2e-archive
+
+# run shard K of N from an archive folder against this checkout, building nothing (a machine
+# with the folder, Docker and `scripts/setup e2e`); its report goes to target/e2e-shards/K
+e2e-shard k n archive="target/e2e-archive": (setup "shard")
+    {{archive}}/e2e shard {{k}} {{n}} --archive {{archive}} --out target/e2e-shards/{{k}}
+
+# merge shard reports (default: every target/e2e-shards/*) into one review, summary and verdict
+# in target/e2e-merged: fails on a failed test, a test no shard ran, an unreferenced snapshot
+e2e-merge *dirs:
+    target/e2e-archive/e2e merge --tests target/e2e-archive/tests.txt --out target/e2e-merged {{ if dirs == "" { "target/e2e-shards/*" } else { dirs } }}
 
 # the pending snapshot changes a failed run left: target/e2e/review.html (side by side) and
 # target/e2e/review.md (the pull-request comment: a tree-aware diff per change)

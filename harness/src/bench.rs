@@ -13,6 +13,10 @@
 //!    `POST /runs` throughput against its floor, and how long crashes take to be repaired.
 //! 4. **The contributor's loop**: a cold `just test-e2e` in a fresh clone, the edit-one-file
 //!    loop and an unchanged rerun ([`cold_start`]).
+//! 5. **Chaos** ([`chaos_rate`], [`chaos_shrink`]): schedules explored per minute (10-second
+//!    schedules of seeds 1–3, stack start and check included) per backend and topology, and
+//!    how long the shrinker takes to cut a violating schedule down (the planted duplicate line
+//!    of `harness::chaos::Planted`: the engine's injected bugs exist in debug builds only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,7 +148,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,ingest,listing,reads,create,crash,sandbox,cluster,coldstart"
+        default_value = "startup,ingest,listing,reads,create,crash,sandbox,cluster,chaos,coldstart"
     )]
     pub only: Vec<String>,
 }
@@ -185,9 +189,97 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         crate::bench_runs::crash_bounds(false).await?;
         crate::bench_runs::crash_bounds(true).await?;
     }
+    if on("chaos") {
+        for backend in &args.backends {
+            for topology in [Topology::Single, Topology::Cluster] {
+                chaos_rate(backend, topology).await?;
+            }
+        }
+        chaos_shrink().await?;
+    }
     if on("coldstart") {
         cold_start("local")?;
     }
+    Ok(())
+}
+
+/// Schedules explored per minute: seeds 1–3, 10 seconds each, one stack each (start, play,
+/// heal, check), on `backend` and `topology`.
+async fn chaos_rate(backend: &str, topology: Topology) -> Result<()> {
+    use crate::chaos::{Schedule, run};
+    let (backend_kind, _) =
+        crate::backend::choose(Some(backend), crate::backend::docker_available)?;
+    let t = Instant::now();
+    let mut steps = 0;
+    let seeds = [1, 2, 3];
+    for seed in seeds {
+        let schedule = Schedule::generate_for(seed, std::time::Duration::from_secs(10), topology);
+        steps += schedule.steps.len();
+        let outcome = run(
+            &format!("bench-chaos-{backend}-{topology}-{seed}"),
+            &schedule,
+            Some(StackOptions {
+                engines: 2,
+                backend: Some(backend_kind),
+                ..StackOptions::default()
+            }),
+        )
+        .await?;
+        anyhow::ensure!(
+            outcome.violations.is_empty(),
+            "chaos seed {seed} ({backend}, {topology}) broke invariants: {:#?}",
+            outcome.violations
+        );
+    }
+    let minutes = t.elapsed().as_secs_f64() / 60.0;
+    println!(
+        "chaos, {backend} backend, {topology}: {} schedules of 10 s ({steps} steps) in {:.1}s: \
+         {:.2} schedules/min, {:.0} steps/min",
+        seeds.len(),
+        t.elapsed().as_secs_f64(),
+        seeds.len() as f64 / minutes,
+        steps as f64 / minutes
+    );
+    Ok(())
+}
+
+/// How long the shrinker takes: the first 3-second schedule (local, one NATS) that creates an
+/// `ok.sh` run among faults, with a duplicate output line planted, shrunk to its minimum.
+async fn chaos_shrink() -> Result<()> {
+    use crate::chaos::{Planted, Schedule, shrink_planted};
+    let schedule = (1..100)
+        .map(|seed| Schedule::generate(seed, std::time::Duration::from_secs(3)))
+        .find(|s| {
+            s.steps.iter().any(|s| s.action.is_fault())
+                && s.steps.iter().any(|s| {
+                    let a = s.to_string_action();
+                    a.starts_with("create") && a.ends_with("ok.sh")
+                })
+        })
+        .context("no seed below 100 creates an ok.sh run among faults")?;
+    let options = || {
+        Some(StackOptions {
+            engines: 2,
+            backend: Some(crate::backend::Backend::Local),
+            ..StackOptions::default()
+        })
+    };
+    let t = Instant::now();
+    let small = shrink_planted(
+        "bench-chaos-shrink",
+        &schedule,
+        options,
+        40,
+        Some(Planted::DuplicateLogLine),
+    )
+    .await?;
+    println!(
+        "chaos shrink, local backend: seed {} from {} steps to {} in {:.1}s",
+        schedule.seed,
+        schedule.steps.len(),
+        small.steps.len(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

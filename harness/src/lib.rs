@@ -10,6 +10,7 @@
 //! - [`infra`]: NATS and the fake OTLP receiver on either backend.
 //! - [`stack`]: a scenario's whole system, its artefacts and failure reporting.
 //! - [`progress`]: progress output and the harness timeline.
+//! - [`shards`]: the scenario suite archived once, run in shards, merged into one review.
 //! - [`settings`]: the harness's environment variables (`E2E_*` and a few more), as tables the book renders.
 //! - [`otlp`]: the fake OTLP receiver (crate `otlp-receiver`, also a binary) and its query client.
 //! - [`topology`]: one NATS server or a 3-node JetStream cluster (`E2E_NATS`).
@@ -26,6 +27,7 @@ pub mod images;
 pub mod infra;
 pub mod progress;
 pub mod settings;
+pub mod shards;
 pub mod stack;
 pub mod topology;
 

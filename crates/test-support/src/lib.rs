@@ -19,9 +19,21 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
-/// The workspace root (two levels above this crate).
+/// The workspace root: where `CARGO_MANIFEST_DIR` says at run time, else two levels above
+/// this crate as it was built.
 #[must_use]
 pub fn workspace_root() -> PathBuf {
+    // At run time first: a test run from a nextest archive on another machine (or from a
+    // copy of the source tree) is told where the source is by `CARGO_MANIFEST_DIR` (nextest's
+    // `--workspace-remap` sets it; cargo sets it too). The root is the first folder up from
+    // there that holds `Cargo.lock`.
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR")
+        && let Some(root) = Path::new(&dir)
+            .ancestors()
+            .find(|d| d.join("Cargo.lock").is_file())
+    {
+        return root.to_path_buf();
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)

@@ -1,5 +1,5 @@
 //! `e2e`: the harness's command line, behind the justfile's `images`, `sweep`, `flake-check`,
-//! `bench`, `chaos` and `schemathesis` recipes.
+//! `bench`, `chaos`, `e2e-archive`, `e2e-shard`, `e2e-merge` and `schemathesis` recipes.
 
 use std::process::Command;
 use std::time::Instant;
@@ -61,6 +61,51 @@ enum Cmd {
         /// Shrink this reproducer: remove steps while its violation reproduces.
         #[arg(long)]
         shrink: Option<std::path::PathBuf>,
+    },
+    /// Build the archive folder a shard runs from: the service binaries and a nextest
+    /// archive of the scenarios, the test list, this binary, cargo-nextest, the e2e images.
+    Archive {
+        /// Where.
+        #[arg(long, default_value = "target/e2e-archive")]
+        dir: std::path::PathBuf,
+        /// Only the tests this nextest filterset picks must be covered by the shards.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Run shard K of N (1-based) from an archive folder against a checkout of the same
+    /// revision, without building anything; its report goes to --out.
+    Shard {
+        /// Which shard (1..=N).
+        k: usize,
+        /// How many shards.
+        n: usize,
+        /// The archive folder (`e2e archive`).
+        #[arg(long, default_value = "target/e2e-archive")]
+        archive: std::path::PathBuf,
+        /// The checkout.
+        #[arg(long, default_value = ".")]
+        source: std::path::PathBuf,
+        /// The shard's report folder (default: target/e2e-shards/K).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Merge shard reports into one review, one summary and one verdict.
+    Merge {
+        /// The shards' report folders.
+        #[arg(required = true)]
+        shards: Vec<std::path::PathBuf>,
+        /// The archive folder's test list (every test some shard must have run).
+        #[arg(long, default_value = "target/e2e-archive/tests.txt")]
+        tests: std::path::PathBuf,
+        /// The checkout.
+        #[arg(long, default_value = ".")]
+        source: std::path::PathBuf,
+        /// Where the merged review goes.
+        #[arg(long, default_value = "target/e2e-merged")]
+        out: std::path::PathBuf,
+        /// A link to the run's artefacts, for the comment.
+        #[arg(long)]
+        link: Option<String>,
     },
     /// Measure stack start-up and receiver ingest throughput.
     Bench(harness::bench::BenchArgs),
@@ -212,6 +257,43 @@ async fn main() -> Result<()> {
             backends,
             filter,
         } => flake_check(runs, &backends, filter.as_deref()),
+        Cmd::Archive { dir, only } => harness::shards::archive(&dir, only.as_deref()),
+        Cmd::Shard {
+            k,
+            n,
+            archive,
+            source,
+            out,
+        } => {
+            let out = out.unwrap_or_else(|| format!("target/e2e-shards/{k}").into());
+            if harness::shards::shard(k, n, &archive, &source, &out)? {
+                Ok(())
+            } else {
+                bail!(
+                    "shard {k} of {n} failed; its report is in {}",
+                    out.display()
+                )
+            }
+        }
+        Cmd::Merge {
+            shards,
+            tests,
+            source,
+            out,
+            link,
+        } => {
+            let source = std::path::absolute(source)?;
+            let merged = harness::shards::merge(&shards, &tests, &source, &out, link.as_deref())?;
+            if merged.failures.is_empty() {
+                Ok(())
+            } else {
+                bail!(
+                    "the merged run failed ({} reason(s), in {})",
+                    merged.failures.len(),
+                    out.join("summary.md").display()
+                )
+            }
+        }
         Cmd::Bench(args) => harness::bench::run(args).await,
         Cmd::Schemathesis { backend, args } => schemathesis(&backend, args).await,
     }

@@ -154,6 +154,11 @@ async fn the_checker_finds_an_injected_engine_bug_and_the_shrinker_shrinks_it() 
         "seed {seed} shrunk from {} steps to:\n{text}",
         schedule.steps.len()
     );
+    println!(
+        "seed {seed}: shrunk from {} steps to {}:\n{text}",
+        schedule.steps.len(),
+        small.steps.len()
+    );
     let stub = small.scenario_stub();
     anyhow::ensure!(stub.contains("kill-engine"), "{stub}");
     Ok(())

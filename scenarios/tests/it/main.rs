@@ -18,6 +18,7 @@ mod limits;
 mod quickstart;
 mod run;
 mod security;
+mod sharding;
 mod smoke;
 mod support;
 mod transcript;
