@@ -17,6 +17,9 @@
 //!    schedules of seeds 1–3, stack start and check included) per backend and topology, and
 //!    how long the shrinker takes to cut a violating schedule down (the planted duplicate line
 //!    of `harness::chaos::Planted`: the engine's injected bugs exist in debug builds only).
+//! 6. **Shards** ([`shard_times`]): the archive build, the whole suite as one shard, and each
+//!    of 3 shards run in sequence from the same archive, per backend — the longest shard
+//!    against the unsharded run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +151,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,ingest,listing,reads,create,crash,sandbox,cluster,chaos,coldstart"
+        default_value = "startup,ingest,listing,reads,create,crash,sandbox,cluster,chaos,shards,coldstart"
     )]
     pub only: Vec<String>,
 }
@@ -197,6 +200,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         chaos_shrink().await?;
     }
+    if on("shards") {
+        for backend in &args.backends {
+            shard_times(backend)?;
+        }
+    }
     if on("coldstart") {
         cold_start("local")?;
     }
@@ -239,6 +247,44 @@ async fn chaos_rate(backend: &str, topology: Topology) -> Result<()> {
         t.elapsed().as_secs_f64(),
         seeds.len() as f64 / minutes,
         steps as f64 / minutes
+    );
+    Ok(())
+}
+
+/// The sharded suite on `backend`: the archive build, the suite as one shard, and each of 3
+/// shards in sequence from the same archive folder (`target/bench/e2e-archive`), wall clock.
+/// A failing test is reported, not fatal: the times are what is measured.
+fn shard_times(backend: &str) -> Result<()> {
+    let root = test_support::workspace_root();
+    let dir = root.join("target/bench/e2e-archive");
+    let t = Instant::now();
+    crate::shards::archive(&dir, None)?;
+    let archive_secs = t.elapsed().as_secs_f64();
+    let env = [("E2E_BACKEND", backend), ("E2E_QUIET", "1")];
+    let run = |k: usize, n: usize| -> Result<f64> {
+        let out = root.join(format!("target/bench/shards-{backend}-{n}/{k}"));
+        let t = Instant::now();
+        let passed = crate::shards::shard_with(k, n, &dir, &root, &out, &env)?;
+        if !passed {
+            println!(
+                "(shard {k}/{n} on {backend} had a failing test: see {})",
+                out.display()
+            );
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let whole = run(1, 1)?;
+    let shards: Vec<f64> = (1..=3).map(|k| run(k, 3)).collect::<Result<_>>()?;
+    let longest = shards.iter().copied().fold(0.0, f64::max);
+    println!(
+        "shards, {backend} backend: archive build {archive_secs:.1}s; unsharded suite {whole:.1}s; \
+         3 shards {} — the longest is {:.0}% of the unsharded run",
+        shards
+            .iter()
+            .map(|s| format!("{s:.1}s"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        100.0 * longest / whole.max(0.001)
     );
     Ok(())
 }

@@ -39,10 +39,42 @@ pub const IMAGES: &str = "images.tar";
 pub const TIMES: &str = "scenarios/shard-times.txt";
 
 /// Scenarios that never run in a shard, and why (they run where the toolchain is).
-pub const UNSHARDED: &[(&str, &str)] = &[(
-    "quickstart::the_quick_start_runs_as_written_in_a_fresh_shell",
-    "builds the workspace with cargo, as the book's quick start says: it runs in the build job, which has the toolchain",
-)];
+pub const UNSHARDED: &[(&str, &str)] = &[
+    (
+        "quickstart::the_quick_start_runs_as_written_in_a_fresh_shell",
+        "builds the workspace with cargo, as the book's quick start says: it runs in the build job, which has the toolchain",
+    ),
+    (
+        "sharding::three_shards_merge_into_the_review_of_one_run",
+        "builds an archive of its own with cargo (it tests this very flow): it runs in the build job",
+    ),
+];
+
+/// The scenarios that must not share a runner's cores with each other: the `heavy` test
+/// group of `.config/nextest.toml`'s `e2e` profile runs them one at a time (a unit test holds
+/// the file to these lists). By module prefix, then by name.
+pub const HEAVY_MODULES: &[&str] = &["cluster::", "chaos::"];
+/// See [`HEAVY_MODULES`].
+pub const HEAVY_TESTS: &[&str] = &["engines::load_200_runs", "limits::cluster_fairness"];
+/// Tests a shard runs at once (`test-threads` of the `e2e` profile).
+pub const THREADS: usize = 3;
+
+/// Whether `test` is in the heavy group.
+#[must_use]
+pub fn is_heavy(test: &str) -> bool {
+    HEAVY_MODULES.iter().any(|m| test.starts_with(m)) || HEAVY_TESTS.contains(&test)
+}
+
+/// The heavy group's filterset, as `.config/nextest.toml` must spell it.
+#[must_use]
+pub fn heavy_filter() -> String {
+    HEAVY_MODULES
+        .iter()
+        .map(|m| format!("test(/^{m}/)"))
+        .chain(HEAVY_TESTS.iter().map(|t| format!("test(={t})")))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
 
 /// The nextest filterset of the tests a shard may run.
 fn shardable_filter() -> String {
@@ -176,7 +208,10 @@ pub fn read_times(text: &str) -> BTreeMap<String, f64> {
 
 /// Deals `tests` to `n` shards by duration: longest first, each to the shard with the least
 /// time so far (ties: the lower shard). A test without a duration counts as the median of the
-/// known ones. Every test lands in exactly one shard; the same input gives the same plan.
+/// known ones. A shard runs [`THREADS`] tests at once, but its heavy ones ([`is_heavy`]) one
+/// after another, so a heavy test costs its shard its whole duration and any other a
+/// [`THREADS`]th of it. Every test lands in exactly one shard; the same input gives the same
+/// plan.
 #[must_use]
 pub fn plan(tests: &[String], times: &BTreeMap<String, f64>, n: usize) -> Vec<Vec<String>> {
     let n = n.max(1);
@@ -185,7 +220,15 @@ pub fn plan(tests: &[String], times: &BTreeMap<String, f64>, n: usize) -> Vec<Ve
     let median = known.get(known.len() / 2).copied().unwrap_or(1.0);
     let mut weighted: Vec<(f64, &String)> = tests
         .iter()
-        .map(|t| (times.get(t).copied().unwrap_or(median), t))
+        .map(|t| {
+            let secs = times.get(t).copied().unwrap_or(median);
+            let cost = if is_heavy(t) {
+                secs
+            } else {
+                secs / THREADS as f64
+            };
+            (cost, t)
+        })
         .collect();
     weighted.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let mut shards: Vec<(f64, Vec<String>)> = vec![(0.0, Vec::new()); n];
@@ -199,8 +242,8 @@ pub fn plan(tests: &[String], times: &BTreeMap<String, f64>, n: usize) -> Vec<Ve
     shards.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Every `*.snap.new` under `dir`, relative to it.
-fn pending_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir` whose name ends with `suffix`, relative to `dir`, sorted.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -208,7 +251,7 @@ fn pending_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().ends_with(".snap.new")
+            } else if p.to_string_lossy().ends_with(suffix)
                 && let Ok(rel) = p.strip_prefix(dir)
             {
                 out.push(rel.to_path_buf());
@@ -219,24 +262,9 @@ fn pending_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every committed `*.snap` under `dir`, relative to it.
-fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "snap")
-                && let Ok(rel) = p.strip_prefix(dir)
-            {
-                out.push(rel.to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
+/// Every pending `*.snap.new` under `dir`, relative to it.
+fn pending_files(dir: &Path) -> Vec<PathBuf> {
+    files_ending(dir, ".snap.new")
 }
 
 /// `path` with its `..` and `.` resolved without the file system.
@@ -278,6 +306,18 @@ fn move_path(from: &Path, to: &Path) -> Result<()> {
 /// `source`, and fills `out` (see the module docs). `Ok(false)`: the shard ran and some test
 /// failed.
 pub fn shard(k: usize, n: usize, archive_dir: &Path, source: &Path, out: &Path) -> Result<bool> {
+    shard_with(k, n, archive_dir, source, out, &[])
+}
+
+/// [`shard`], with more environment for the tests (the bench picks the backend this way).
+pub fn shard_with(
+    k: usize,
+    n: usize,
+    archive_dir: &Path,
+    source: &Path,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> Result<bool> {
     anyhow::ensure!(
         (1..=n).contains(&k),
         "shard {k} of {n}: K must be between 1 and N"
@@ -376,6 +416,7 @@ pub fn shard(k: usize, n: usize, archive_dir: &Path, source: &Path, out: &Path) 
         .env("INSTA_SNAPSHOT_REFERENCES_FILE", out.join("references.txt"))
         .env("CARGO_TARGET_DIR", &target)
         .env("METIS_SKIP_BUILD", "1")
+        .envs(env.iter().copied())
         .current_dir(&source)
         .status()
         .context("running cargo-nextest from the archive folder")?;
@@ -614,7 +655,7 @@ pub fn merge(
             tests_file.display()
         ));
     }
-    for snap in snapshot_files(&committed) {
+    for snap in files_ending(&committed, ".snap") {
         if !referenced.contains(&snap) {
             merged.failures.push(format!(
                 "scenarios/snapshots/{} was referenced by no shard: a deleted or renamed \
@@ -706,6 +747,20 @@ mod tests {
         assert!((cases[0].time - 1.25).abs() < 1e-9);
         assert!(!cases[0].failed && cases[1].failed && !cases[2].failed);
         assert_eq!(cases[2].name, "a::<b>");
+    }
+
+    #[test]
+    fn the_nextest_profile_spells_the_heavy_group_and_threads_as_the_plan_counts_them() {
+        let toml =
+            std::fs::read_to_string(test_support::workspace_root().join(".config/nextest.toml"))
+                .unwrap();
+        let filter = format!("filter = \"{}\"", heavy_filter());
+        assert!(
+            toml.contains(&filter),
+            "{filter} not in .config/nextest.toml"
+        );
+        assert!(toml.contains(&format!("test-threads = {THREADS}")));
+        assert!(toml.contains("heavy = { max-threads = 1 }"));
     }
 
     #[test]

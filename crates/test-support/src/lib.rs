@@ -399,6 +399,19 @@ fn start_time(dir: &Path) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The command line of `/proc/<pid>`, arguments joined by spaces (empty for a zombie or a
+/// process gone).
+fn cmdline(dir: &Path) -> String {
+    std::fs::read(dir.join("cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether `/proc/<pid>` is pid 1 of the namespace it is in (the last `NSpid` entry).
 fn is_namespace_init(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("status")).is_ok_and(|s| {
@@ -502,15 +515,7 @@ impl RunProcesses {
         }
         for (pid, dir) in processes() {
             if live_in(&dir, &self.ns) {
-                let cmd = std::fs::read(dir.join("cmdline"))
-                    .map(|b| {
-                        String::from_utf8_lossy(&b)
-                            .replace('\0', " ")
-                            .trim()
-                            .to_owned()
-                    })
-                    .unwrap_or_default();
-                out.push(format!("{pid} {cmd}"));
+                out.push(format!("{pid} {}", cmdline(&dir)));
             }
         }
         out
@@ -595,18 +600,10 @@ pub fn descendants(pid: u32) -> Vec<SeenProcess> {
                 let Some(started) = start_time(dir) else {
                     continue;
                 };
-                let cmd = std::fs::read(dir.join("cmdline"))
-                    .map(|b| {
-                        String::from_utf8_lossy(&b)
-                            .replace('\0', " ")
-                            .trim()
-                            .to_owned()
-                    })
-                    .unwrap_or_default();
                 let seen = SeenProcess {
                     pid: *p,
                     started,
-                    cmd,
+                    cmd: cmdline(dir),
                 };
                 if seen.alive() {
                     out.push(seen);
