@@ -243,6 +243,23 @@ pub fn content_hash(path: &Path) -> Result<String> {
 
 /// The receiver image, built unless one with the same content hash exists.
 pub async fn receiver_image(timeline: &Timeline) -> Result<GenericImage> {
+    if let Some(reference) = std::env::var("E2E_RECEIVER_IMAGE")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        anyhow::ensure!(
+            image_exists(&reference),
+            "E2E_RECEIVER_IMAGE={reference} is not a local image (`docker load -i` the archive \
+             folder's images.tar, or unset it to build one)"
+        );
+        let (name, tag) = reference
+            .rsplit_once(':')
+            .with_context(|| format!("E2E_RECEIVER_IMAGE={reference} is not name:tag"))?;
+        timeline.note(format!(
+            "using the receiver image {reference} (E2E_RECEIVER_IMAGE)"
+        ));
+        return Ok(GenericImage::new(name, tag));
+    }
     let binary = build_static_receiver(timeline)?;
     let tag = content_hash(&binary)?;
     let name = format!("{LOCAL_REPO}/otlp-receiver");

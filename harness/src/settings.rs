@@ -37,6 +37,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "The NATS image of the docker backend.",
     },
     Variable {
+        name: "E2E_RECEIVER_IMAGE",
+        values: "`name:tag`",
+        default: "`metis-e2e/otlp-receiver:<hash of a static build>`: the harness builds the receiver statically with cargo and tags the image by the binary's hash",
+        meaning: "The fake OTLP receiver's image of the docker backend, used as it is when present locally, with no cargo build. `e2e shard` sets it to the image the archive folder carries (`images.tar`), so a shard machine builds nothing.",
+    },
+    Variable {
         name: "E2E_KEEP",
         values: "`1`",
         default: "unset: everything is torn down",

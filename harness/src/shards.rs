@@ -35,6 +35,8 @@ pub const ARCHIVE: &str = "scenarios.tar.zst";
 pub const TESTS: &str = "tests.txt";
 /// The e2e images (`docker save`), when Docker ran at archive time.
 pub const IMAGES: &str = "images.tar";
+/// The receiver image's `name:tag` in [`IMAGES`] (`E2E_RECEIVER_IMAGE` for the shards).
+pub const RECEIVER_IMAGE: &str = "receiver-image.txt";
 /// The measured durations the plan deals by, relative to the checkout.
 pub const TIMES: &str = "scenarios/shard-times.txt";
 
@@ -153,7 +155,23 @@ pub fn archive(dir: &Path, only: Option<&str>) -> Result<()> {
     let nextest = which("cargo-nextest").context("cargo-nextest is not on PATH")?;
     std::fs::copy(&nextest, dir.join("cargo-nextest")).context("copying cargo-nextest")?;
     if crate::backend::docker_available().is_ok() {
-        println!("e2e archive: saving the e2e images (docker save)");
+        println!("e2e archive: the e2e images (e2e images), saved (docker save)");
+        let images = Command::new(dir.join("e2e"))
+            .arg("images")
+            .env("E2E_QUIET", "1")
+            .current_dir(&root)
+            .output()
+            .context("e2e images")?;
+        anyhow::ensure!(
+            images.status.success(),
+            "e2e images failed: {}",
+            String::from_utf8_lossy(&images.stderr)
+        );
+        let receiver = String::from_utf8_lossy(&images.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("receiver image ").map(str::to_owned))
+            .context("e2e images named no receiver image")?;
+        std::fs::write(dir.join(RECEIVER_IMAGE), format!("{receiver}\n"))?;
         let images = Command::new("docker")
             .args([
                 "images",
@@ -163,10 +181,12 @@ pub fn archive(dir: &Path, only: Option<&str>) -> Result<()> {
             ])
             .output()
             .context("docker images")?;
+        // The NATS images, and the one receiver image of this revision (older ones stay home).
         let names: Vec<String> = String::from_utf8_lossy(&images.stdout)
             .lines()
-            .filter(|l| !l.ends_with(":<none>"))
+            .filter(|l| !l.ends_with(":<none>") && !l.contains("/otlp-receiver:"))
             .map(str::to_owned)
+            .chain(std::iter::once(receiver))
             .collect();
         if !names.is_empty() {
             run(
@@ -372,6 +392,10 @@ pub fn shard_with(
         std::fs::write(out.join("junit.xml"), "<testsuites/>\n")?;
         return Ok(true);
     }
+    let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    if let Ok(receiver) = std::fs::read_to_string(archive_dir.join(RECEIVER_IMAGE)) {
+        env.push(("E2E_RECEIVER_IMAGE", receiver.trim().to_owned()));
+    }
     let images = archive_dir.join(IMAGES);
     let local = std::env::var("E2E_BACKEND").is_ok_and(|b| b == "local");
     if images.is_file() && !local && crate::backend::docker_available().is_ok() {
@@ -416,7 +440,7 @@ pub fn shard_with(
         .env("INSTA_SNAPSHOT_REFERENCES_FILE", out.join("references.txt"))
         .env("CARGO_TARGET_DIR", &target)
         .env("METIS_SKIP_BUILD", "1")
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(&source)
         .status()
         .context("running cargo-nextest from the archive folder")?;

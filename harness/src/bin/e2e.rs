@@ -241,10 +241,14 @@ async fn main() -> Result<()> {
             let t = Timeline::new("images", None);
             let nats = harness::images::build_nats_image(&t).await?;
             let receiver = harness::images::receiver_image(&t).await?;
-            let _ = receiver;
             t.note(format!(
                 "NATS image {nats} is ready; the harness picks it when the official image is absent"
             ));
+            {
+                use testcontainers::Image as _;
+                // One line a script can read (`e2e archive` does).
+                println!("receiver image {}:{}", receiver.name(), receiver.tag());
+            }
             Ok(())
         }
         Cmd::Sweep => {
