@@ -26,7 +26,8 @@
 //! 4. the service answers again after healing (`/readyz`);
 //! 5. no process outlives its run or its engine: every process below an engine the schedule
 //!    killed is gone within 5 s (checked before the long runs' gate opens, while they would
-//!    still be waiting), and once every run is over no workflow process of the stack is left.
+//!    still be waiting), and once every run is over no process of a long run (`gated.sh`,
+//!    whose command line names the stack's gate) is left.
 //!
 //! On a cluster (`topology cluster`) the NATS faults are one server killed or cut off for a
 //! while (docker: off the stack's network; local: frozen), one at a time, so the cluster
@@ -608,8 +609,11 @@ async fn play_and_check(
             }
             Action::KillEngine { index } => {
                 let index = index % stack.engines.len().max(1);
-                if !killed.contains(&index) && !paused.iter().any(|(i, _)| *i == index) {
-                    let below = stack.engines[index]
+                if let Some(engine) = stack.engines.get(index)
+                    && !killed.contains(&index)
+                    && !paused.iter().any(|(i, _)| *i == index)
+                {
+                    let below = engine
                         .proc
                         .pid()
                         .map(test_support::descendants)

@@ -104,6 +104,7 @@ fn which(name: &str) -> Option<PathBuf> {
 /// few scenarios, not the suite).
 pub fn archive(dir: &Path, only: Option<&str>) -> Result<()> {
     let root = test_support::workspace_root();
+    let dir = &std::path::absolute(dir)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let t = Instant::now();
     println!("e2e archive: building the service binaries");
@@ -154,11 +155,14 @@ pub fn archive(dir: &Path, only: Option<&str>) -> Result<()> {
         .with_context(|| format!("copying the e2e binary {}", e2e.display()))?;
     let nextest = which("cargo-nextest").context("cargo-nextest is not on PATH")?;
     std::fs::copy(&nextest, dir.join("cargo-nextest")).context("copying cargo-nextest")?;
-    if crate::backend::docker_available().is_ok() {
+    let local = std::env::var("E2E_BACKEND").is_ok_and(|b| b == "local");
+    if !local && crate::backend::docker_available().is_ok() {
         println!("e2e archive: the e2e images (e2e images), saved (docker save)");
         let images = Command::new(dir.join("e2e"))
             .arg("images")
             .env("E2E_QUIET", "1")
+            // The image this revision builds, not one a caller pointed at.
+            .env_remove("E2E_RECEIVER_IMAGE")
             .current_dir(&root)
             .output()
             .context("e2e images")?;
@@ -383,7 +387,7 @@ pub fn shard_with(
         .map(|t| times.get(t).copied().unwrap_or_default())
         .sum();
     println!(
-        "e2e shard {k}/{n}: {} of {} tests, about {expected:.0}s by {TIMES}",
+        "e2e shard {k}/{n}: {} of {} tests, {expected:.0}s of test time by {TIMES}",
         mine.len(),
         tests.len()
     );
@@ -625,7 +629,8 @@ pub fn merge(
             for line in refs.lines() {
                 // insta writes the path as it built it (`…/tests/it/../../snapshots/x.snap`).
                 let path = lexical(Path::new(line));
-                if let Some((_, rel)) = path.to_string_lossy().split_once("scenarios/snapshots/") {
+                // (The shard's checkout may lie elsewhere than this one: by the last match.)
+                if let Some((_, rel)) = path.to_string_lossy().rsplit_once("scenarios/snapshots/") {
                     referenced.insert(PathBuf::from(rel));
                 }
             }

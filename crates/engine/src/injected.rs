@@ -72,16 +72,22 @@ pub fn warn_if_injected() {
     }
 }
 
-/// `argv` of a sandbox as the bug would start it: without `--die-with-parent`.
+/// `argv` of a sandbox as the bug would start it: without bubblewrap's `--die-with-parent`
+/// (the options before the first `--`; the workflow's own arguments are left alone).
 #[must_use]
 pub fn sandbox_argv(argv: Vec<String>) -> Vec<String> {
-    if active() == Some(Bug::Orphans) {
-        argv.into_iter()
-            .filter(|a| a != "--die-with-parent")
-            .collect()
-    } else {
-        argv
+    if active() != Some(Bug::Orphans) {
+        return argv;
     }
+    let mut options = true;
+    argv.into_iter()
+        .filter(|a| {
+            if a == "--" {
+                options = false;
+            }
+            !(options && a == "--die-with-parent")
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -69,8 +69,17 @@ fn workflows_are_well_formed_and_call_existing_recipes() {
         "workflow problems:\n{}",
         problems.join("\n")
     );
-    // The workflows use the recipes .ci/run relies on.
-    for r in ["lint", "unit", "e2e-check", "book-check", "flake-check"] {
+    // The workflows use the recipes .ci/run relies on, and the sharded suite's (the e2e
+    // workflow and the weekly flake check run the scenarios in shards; `just test` runs the
+    // same scenarios through `e2e-check`, whose tests are the archive's).
+    for r in [
+        "lint",
+        "unit",
+        "book-check",
+        "e2e-archive",
+        "e2e-shard",
+        "chaos",
+    ] {
         assert!(
             called.contains(r),
             "no workflow runs `just {r}` (called: {called:?})"
